@@ -1,0 +1,101 @@
+// net.h: the network's parameter tensors, their order in the one flat parameter buffer,
+// and their initialization, shared by the CPU reference and the GPU trainer.
+//
+// Order: whitening weight (frozen), whitening bias, the conv3x3 weights (group g, conv j),
+// the head, then the BatchNorm biases. So the "other" optimizer group is one contiguous
+// range and the BN-bias group another, and the conv weights are contiguous too.
+// Every tensor is described in PyTorch's layout (OIHW for convs, [10][w3] for the head);
+// its tensor id is its position here, which keys its init random stream.
+#pragma once
+#include <math.h>
+#include <stddef.h>
+#include "rng.h"
+
+#define NET_MAX_DEPTH 3
+#define NET_MAX_TENSORS (2 + 3 * NET_MAX_DEPTH * 2 + 1)
+#define NET_CLASSES 10
+#define WHITEN_WIDTH 24   // 2 * 3 * 2 * 2: the 12 whitening filters and their negations
+#define WHITEN_KERNEL 2
+
+typedef enum { TENSOR_WHITEN_W, TENSOR_WHITEN_B, TENSOR_CONV, TENSOR_HEAD, TENSOR_BN_BIAS } TensorKind;
+
+typedef struct {
+    TensorKind kind;
+    int group, conv;        // ConvGroup and conv index within it (convs and BN biases)
+    int c_out, c_in, kernel;
+    size_t size, offset;    // elements, and start in the flat buffer
+} TensorInfo;
+
+typedef struct {
+    int widths[3];
+    int depth;
+    int n_tensors;
+    TensorInfo tensors[NET_MAX_TENSORS];
+    size_t n_params;
+    int first_conv, n_convs;  // tensor ids of the conv weights (contiguous)
+    int head, first_bn;       // tensor id of the head and of the first BN bias
+} NetLayout;
+
+// Input channels of conv j of group g.
+static inline int net_conv_in(const int widths[3], int g, int j) {
+    if (j > 0) return widths[g];
+    return g == 0 ? WHITEN_WIDTH : widths[g - 1];
+}
+
+static inline void net_layout_add(NetLayout *l, TensorKind kind, int g, int j, int c_out, int c_in, int kernel) {
+    TensorInfo *t = &l->tensors[l->n_tensors++];
+    t->kind = kind;
+    t->group = g;
+    t->conv = j;
+    t->c_out = c_out;
+    t->c_in = c_in;
+    t->kernel = kernel;
+    t->size = (size_t)c_out * (c_in ? c_in : 1) * kernel * kernel;
+    t->offset = l->n_params;
+    l->n_params += t->size;
+}
+
+static inline void net_layout_init(NetLayout *l, const int widths[3], int depth) {
+    l->widths[0] = widths[0];
+    l->widths[1] = widths[1];
+    l->widths[2] = widths[2];
+    l->depth = depth;
+    l->n_tensors = 0;
+    l->n_params = 0;
+    net_layout_add(l, TENSOR_WHITEN_W, -1, -1, WHITEN_WIDTH, 3, WHITEN_KERNEL);
+    net_layout_add(l, TENSOR_WHITEN_B, -1, -1, WHITEN_WIDTH, 0, 1);
+    l->first_conv = l->n_tensors;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < depth; j++)
+            net_layout_add(l, TENSOR_CONV, g, j, widths[g], net_conv_in(widths, g, j), 3);
+    l->n_convs = l->n_tensors - l->first_conv;
+    l->head = l->n_tensors;
+    net_layout_add(l, TENSOR_HEAD, -1, -1, NET_CLASSES, widths[2], 1);
+    l->first_bn = l->n_tensors;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < depth; j++)
+            net_layout_add(l, TENSOR_BN_BIAS, g, j, widths[g], 0, 1);
+}
+
+// Tensor id of conv j of group g, and of its BN bias.
+static inline int net_conv_id(const NetLayout *l, int g, int j) { return l->first_conv + g * l->depth + j; }
+static inline int net_bn_id(const NetLayout *l, int g, int j) { return l->first_bn + g * l->depth + j; }
+
+// Initial value of element `index` (PyTorch layout) of a conv3x3 weight: PyTorch's default
+// uniform(+-1/sqrt(fan_in)), with the first c_in filters overwritten by identity (Dirac)
+// kernels, 1 at [o][o][1][1].
+RNG_HD float net_init_conv(uint64_t seed, int tensor_id, int c_out, int c_in, size_t index) {
+    (void)c_out;
+    int per_filter = c_in * 9;
+    int o = (int)(index / per_filter), rest = (int)(index % per_filter);
+    if (o < c_in) return rest == o * 9 + 4 ? 1.0f : 0.0f;
+    float bound = 1.0f / sqrtf((float)per_filter);
+    return rng_uniform_pm(rng_u32(seed, RNG_STREAM_INIT, (uint32_t)tensor_id, (uint32_t)index), bound);
+}
+
+// Initial value of element `index` of the head weight, and of the whitening bias in the
+// Muon variant (PyTorch's default bias init): uniform(+-1/sqrt(fan_in)).
+RNG_HD float net_init_uniform(uint64_t seed, int tensor_id, int fan_in, size_t index) {
+    float bound = 1.0f / sqrtf((float)fan_in);
+    return rng_uniform_pm(rng_u32(seed, RNG_STREAM_INIT, (uint32_t)tensor_id, (uint32_t)index), bound);
+}

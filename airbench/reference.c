@@ -1,0 +1,1201 @@
+// reference.c: the CPU reference of the airbench network and its training, in fp32.
+//
+// The oracle for the GPU trainer (llm.c style): plain loops over NCHW float arrays, OpenMP
+// across images, every layer's forward and backward written out. Checked against PyTorch
+// fixtures and finite differences in tests/test_reference.c.
+//
+// As a program (build/airbench-ref) it trains at any widths and depth on a slice of
+// CIFAR-10 and reports per-epoch loss/accuracy and the final TTA accuracy.
+#include "reference.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size);
+    if (!p) {
+        fprintf(stderr, "airbench-ref: out of memory allocating %zu x %zu bytes\n", count, size);
+        exit(1);
+    }
+    return p;
+}
+
+// ----------------------------------------------------------------------------
+// Convolution (stride 1) by im2col: cols[r][p], r = (ci, ky, kx), p = output position,
+// and matrix products.
+
+// c (m x n) += a (m x k) * b (k x n), row-major. Four rows of c at a time, so each row of
+// b is read once per four output rows; the inner loop vectorizes.
+static void gemm_acc(float *restrict c, const float *restrict a, const float *restrict b, int m, int k, int n) {
+    int i = 0;
+    for (; i + 4 <= m; i += 4) {
+        float *restrict c0 = c + (size_t)i * n, *restrict c1 = c0 + n, *restrict c2 = c1 + n, *restrict c3 = c2 + n;
+        for (int r = 0; r < k; r++) {
+            float a0 = a[(size_t)i * k + r], a1 = a[(size_t)(i + 1) * k + r];
+            float a2 = a[(size_t)(i + 2) * k + r], a3 = a[(size_t)(i + 3) * k + r];
+            const float *restrict br = b + (size_t)r * n;
+            for (int j = 0; j < n; j++) {
+                c0[j] += a0 * br[j];
+                c1[j] += a1 * br[j];
+                c2[j] += a2 * br[j];
+                c3[j] += a3 * br[j];
+            }
+        }
+    }
+    for (; i < m; i++) {
+        float *restrict ci = c + (size_t)i * n;
+        for (int r = 0; r < k; r++) {
+            float ar = a[(size_t)i * k + r];
+            const float *restrict br = b + (size_t)r * n;
+            for (int j = 0; j < n; j++) ci[j] += ar * br[j];
+        }
+    }
+}
+
+static void transpose(float *out, const float *x, int rows, int cols) {
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) out[(size_t)j * rows + i] = x[(size_t)i * cols + j];
+}
+
+static void im2col(float *cols, const float *in, int c_in, int h, int w, int kernel, int pad,
+                   int out_h, int out_w) {
+    for (int ci = 0; ci < c_in; ci++)
+        for (int ky = 0; ky < kernel; ky++)
+            for (int kx = 0; kx < kernel; kx++) {
+                float *row = cols + (size_t)((ci * kernel + ky) * kernel + kx) * out_h * out_w;
+                for (int oy = 0; oy < out_h; oy++) {
+                    int iy = oy + ky - pad;
+                    for (int ox = 0; ox < out_w; ox++) {
+                        int ix = ox + kx - pad;
+                        int inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+                        row[oy * out_w + ox] = inside ? in[((size_t)ci * h + iy) * w + ix] : 0.0f;
+                    }
+                }
+            }
+}
+
+// Adds the columns back onto the image they came from.
+static void col2im_add(float *in, const float *cols, int c_in, int h, int w, int kernel, int pad,
+                       int out_h, int out_w) {
+    for (int ci = 0; ci < c_in; ci++)
+        for (int ky = 0; ky < kernel; ky++)
+            for (int kx = 0; kx < kernel; kx++) {
+                const float *row = cols + (size_t)((ci * kernel + ky) * kernel + kx) * out_h * out_w;
+                for (int oy = 0; oy < out_h; oy++) {
+                    int iy = oy + ky - pad;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int ox = 0; ox < out_w; ox++) {
+                        int ix = ox + kx - pad;
+                        if (ix >= 0 && ix < w) in[((size_t)ci * h + iy) * w + ix] += row[oy * out_w + ox];
+                    }
+                }
+            }
+}
+
+// out[b] (c_out x P) = weight (c_out x R) * cols[b] (R x P) + bias.
+void ref_conv_forward(float *out, const float *in, const float *weight, const float *bias,
+                      int n, int c_in, int h, int w, int c_out, int kernel, int pad) {
+    int out_h = h + 2 * pad - kernel + 1, out_w = w + 2 * pad - kernel + 1;
+    int n_pos = out_h * out_w, n_rows = c_in * kernel * kernel;
+#pragma omp parallel
+    {
+        float *cols = xcalloc((size_t)n_rows * n_pos, sizeof(float));
+#pragma omp for schedule(static)
+        for (int b = 0; b < n; b++) {
+            im2col(cols, in + (size_t)b * c_in * h * w, c_in, h, w, kernel, pad, out_h, out_w);
+            float *o = out + (size_t)b * c_out * n_pos;
+            for (int co = 0; co < c_out; co++)
+                for (int p = 0; p < n_pos; p++) o[(size_t)co * n_pos + p] = bias ? bias[co] : 0.0f;
+            gemm_acc(o, weight, cols, c_out, n_rows, n_pos);
+        }
+        free(cols);
+    }
+}
+
+// d_weight (c_out x R) = sum_b d_out[b] (c_out x P) * cols[b]^T (P x R);
+// d_cols (R x P) = weight^T (R x c_out) * d_out[b], folded back by col2im.
+void ref_conv_backward(float *d_in, float *d_weight, float *d_bias, const float *d_out,
+                       const float *in, const float *weight,
+                       int n, int c_in, int h, int w, int c_out, int kernel, int pad) {
+    int out_h = h + 2 * pad - kernel + 1, out_w = w + 2 * pad - kernel + 1;
+    int n_pos = out_h * out_w, n_rows = c_in * kernel * kernel;
+    size_t w_size = (size_t)c_out * n_rows;
+    int n_threads = omp_get_max_threads();
+    // Per-thread weight-gradient partial sums, added in thread order: deterministic.
+    float *partial = d_weight ? xcalloc((size_t)n_threads * w_size, sizeof(float)) : NULL;
+    float *weight_t = d_in ? xcalloc(w_size, sizeof(float)) : NULL;
+    if (weight_t) transpose(weight_t, weight, c_out, n_rows);
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *cols = partial ? xcalloc((size_t)n_rows * n_pos, sizeof(float)) : NULL;
+        float *cols_t = partial ? xcalloc((size_t)n_rows * n_pos, sizeof(float)) : NULL;
+        float *d_cols = d_in ? xcalloc((size_t)n_rows * n_pos, sizeof(float)) : NULL;
+        float *my_dw = partial ? partial + (size_t)omp_get_thread_num() * w_size : NULL;
+#pragma omp for schedule(static)
+        for (int b = 0; b < n; b++) {
+            const float *dout_b = d_out + (size_t)b * c_out * n_pos;
+            if (my_dw) {
+                im2col(cols, in + (size_t)b * c_in * h * w, c_in, h, w, kernel, pad, out_h, out_w);
+                transpose(cols_t, cols, n_rows, n_pos);
+                gemm_acc(my_dw, dout_b, cols_t, c_out, n_pos, n_rows);
+            }
+            if (d_cols) {
+                memset(d_cols, 0, (size_t)n_rows * n_pos * sizeof(float));
+                gemm_acc(d_cols, weight_t, dout_b, n_rows, c_out, n_pos);
+                float *din_b = d_in + (size_t)b * c_in * h * w;
+                memset(din_b, 0, (size_t)c_in * h * w * sizeof(float));
+                col2im_add(din_b, d_cols, c_in, h, w, kernel, pad, out_h, out_w);
+            }
+        }
+        free(cols);
+        free(cols_t);
+        free(d_cols);
+    }
+    free(weight_t);
+    if (d_weight) {
+        memset(d_weight, 0, w_size * sizeof(float));
+        for (int t = 0; t < n_threads; t++)
+            for (size_t i = 0; i < w_size; i++) d_weight[i] += partial[(size_t)t * w_size + i];
+        free(partial);
+    }
+    if (d_bias) {
+        for (int co = 0; co < c_out; co++) {
+            double acc = 0.0;
+            for (int b = 0; b < n; b++) {
+                const float *g = d_out + ((size_t)b * c_out + co) * n_pos;
+                for (int p = 0; p < n_pos; p++) acc += g[p];
+            }
+            d_bias[co] = (float)acc;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Max pooling, BatchNorm, GELU, linear, loss.
+
+void ref_maxpool_forward(float *out, int *argmax, const float *in, int n, int c, int h, int w, int k) {
+    int out_h = h / k, out_w = w / k;
+#pragma omp parallel for schedule(static)
+    for (int plane = 0; plane < n * c; plane++) {
+        const float *src = in + (size_t)plane * h * w;
+        for (int oy = 0; oy < out_h; oy++)
+            for (int ox = 0; ox < out_w; ox++) {
+                int best = (oy * k) * w + ox * k;
+                for (int dy = 0; dy < k; dy++)
+                    for (int dx = 0; dx < k; dx++) {
+                        int idx = (oy * k + dy) * w + ox * k + dx;
+                        if (src[idx] > src[best]) best = idx;
+                    }
+                size_t o = (size_t)plane * out_h * out_w + oy * out_w + ox;
+                out[o] = src[best];
+                argmax[o] = best;
+            }
+    }
+}
+
+void ref_maxpool_backward(float *d_in, const float *d_out, const int *argmax,
+                          int n, int c, int h, int w, int k) {
+    int n_out = (h / k) * (w / k);
+    memset(d_in, 0, (size_t)n * c * h * w * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int plane = 0; plane < n * c; plane++)
+        for (int o = 0; o < n_out; o++)
+            d_in[(size_t)plane * h * w + argmax[(size_t)plane * n_out + o]] += d_out[(size_t)plane * n_out + o];
+}
+
+void ref_batchnorm_forward_train(float *out, float *mean, float *var, const float *in,
+                                 const float *bias, int n, int c, int hw, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        double sum = 0.0, sum_sq = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *x = in + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) sum += x[i];
+        }
+        double mu = sum / ((double)n * hw);
+        for (int b = 0; b < n; b++) {
+            const float *x = in + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) sum_sq += (x[i] - mu) * (x[i] - mu);
+        }
+        double v = sum_sq / ((double)n * hw);
+        double rstd = 1.0 / sqrt(v + eps);
+        for (int b = 0; b < n; b++) {
+            const float *x = in + ((size_t)b * c + ch) * hw;
+            float *y = out + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) y[i] = (float)((x[i] - mu) * rstd + bias[ch]);
+        }
+        mean[ch] = (float)mu;
+        var[ch] = (float)v;
+    }
+}
+
+void ref_batchnorm_forward_eval(float *out, const float *in, const float *bias,
+                                const float *running_mean, const float *running_var,
+                                int n, int c, int hw, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int plane = 0; plane < n * c; plane++) {
+        int ch = plane % c;
+        double rstd = 1.0 / sqrt((double)running_var[ch] + eps);
+        const float *x = in + (size_t)plane * hw;
+        float *y = out + (size_t)plane * hw;
+        for (int i = 0; i < hw; i++) y[i] = (float)((x[i] - running_mean[ch]) * rstd + bias[ch]);
+    }
+}
+
+void ref_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
+                                  const float *var, int count, int c, float keep) {
+    double unbias = (double)count / (count - 1);
+    for (int ch = 0; ch < c; ch++) {
+        running_mean[ch] = (float)(keep * running_mean[ch] + (1.0 - keep) * mean[ch]);
+        running_var[ch] = (float)(keep * running_var[ch] + (1.0 - keep) * var[ch] * unbias);
+    }
+}
+
+// With xhat = (x - mean) * rstd and y = xhat + bias (weight fixed at 1):
+// d_bias = sum dy;  dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
+void ref_batchnorm_backward(float *d_in, float *d_bias, const float *d_out, const float *in,
+                            const float *mean, const float *var, int n, int c, int hw, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        double rstd = 1.0 / sqrt((double)var[ch] + eps), count = (double)n * hw;
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *x = in + ((size_t)b * c + ch) * hw, *dy = d_out + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                sum_dy += dy[i];
+                sum_dy_xhat += dy[i] * (x[i] - mean[ch]) * rstd;
+            }
+        }
+        d_bias[ch] = (float)sum_dy;
+        double mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
+        for (int b = 0; b < n; b++) {
+            const float *x = in + ((size_t)b * c + ch) * hw, *dy = d_out + ((size_t)b * c + ch) * hw;
+            float *dx = d_in + ((size_t)b * c + ch) * hw;
+            for (int i = 0; i < hw; i++) {
+                double xhat = (x[i] - mean[ch]) * rstd;
+                dx[i] = (float)(rstd * (dy[i] - mean_dy - xhat * mean_dy_xhat));
+            }
+        }
+    }
+}
+
+void ref_gelu_forward(float *out, const float *in, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        double x = in[i];
+        out[i] = (float)(0.5 * x * (1.0 + erf(x * M_SQRT1_2)));
+    }
+}
+
+// d/dx [x Phi(x)] = Phi(x) + x phi(x).
+void ref_gelu_backward(float *d_in, const float *d_out, const float *in, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        double x = in[i];
+        double cdf = 0.5 * (1.0 + erf(x * M_SQRT1_2));
+        double pdf = exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
+        d_in[i] = (float)(d_out[i] * (cdf + x * pdf));
+    }
+}
+
+void ref_linear_forward(float *out, const float *in, const float *weight,
+                        int n, int c_in, int c_out, float scale) {
+    for (int b = 0; b < n; b++)
+        for (int o = 0; o < c_out; o++) {
+            double acc = 0.0;
+            for (int i = 0; i < c_in; i++) acc += (double)in[(size_t)b * c_in + i] * weight[(size_t)o * c_in + i];
+            out[(size_t)b * c_out + o] = (float)(acc * scale);
+        }
+}
+
+void ref_linear_backward(float *d_in, float *d_weight, const float *d_out, const float *in,
+                         const float *weight, int n, int c_in, int c_out, float scale) {
+    for (int o = 0; o < c_out; o++)
+        for (int i = 0; i < c_in; i++) {
+            double acc = 0.0;
+            for (int b = 0; b < n; b++) acc += (double)d_out[(size_t)b * c_out + o] * in[(size_t)b * c_in + i];
+            d_weight[(size_t)o * c_in + i] = (float)(acc * scale);
+        }
+    if (!d_in) return;
+    for (int b = 0; b < n; b++)
+        for (int i = 0; i < c_in; i++) {
+            double acc = 0.0;
+            for (int o = 0; o < c_out; o++) acc += (double)d_out[(size_t)b * c_out + o] * weight[(size_t)o * c_in + i];
+            d_in[(size_t)b * c_in + i] = (float)(acc * scale);
+        }
+}
+
+// Softmax p; loss_i = -(1-s) log p_y - (s/K) sum_k log p_k; dlogit_k = p_k - (1-s)[k=y] - s/K.
+double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *logits,
+                                 const uint8_t *labels, int n, int n_classes, float smoothing) {
+    double total = 0.0;
+    int correct = 0;
+    for (int b = 0; b < n; b++) {
+        const float *z = logits + (size_t)b * n_classes;
+        int best = 0;
+        double max_z = z[0];
+        for (int k = 1; k < n_classes; k++)
+            if (z[k] > z[best]) best = k;
+        max_z = z[best];
+        double sum_exp = 0.0, sum_z = 0.0;
+        for (int k = 0; k < n_classes; k++) {
+            sum_exp += exp(z[k] - max_z);
+            sum_z += z[k];
+        }
+        double log_sum = max_z + log(sum_exp);
+        double nll_y = log_sum - z[labels[b]];
+        double mean_nll = log_sum - sum_z / n_classes;
+        total += (1.0 - smoothing) * nll_y + smoothing * mean_nll;
+        correct += best == labels[b];
+        if (d_logits)
+            for (int k = 0; k < n_classes; k++) {
+                double p = exp(z[k] - log_sum);
+                d_logits[(size_t)b * n_classes + k] =
+                    (float)(p - (1.0 - smoothing) * (k == labels[b]) - smoothing / n_classes);
+            }
+    }
+    if (n_correct) *n_correct = correct;
+    return total;
+}
+
+// ----------------------------------------------------------------------------
+// Whitening: the eigenvectors of the 2x2 patch covariance.
+
+void ref_symmetric_eigen(double *a, int n, double *eigvals, double *eigvecs) {
+    double *v = xcalloc((size_t)n * n, sizeof(double));
+    for (int i = 0; i < n; i++) v[i * n + i] = 1.0;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0.0, diag = 0.0;
+        for (int i = 0; i < n; i++) {
+            diag += a[i * n + i] * a[i * n + i];
+            for (int j = i + 1; j < n; j++) off += a[i * n + j] * a[i * n + j];
+        }
+        if (off <= 1e-30 * diag) break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                double apq = a[p * n + q];
+                if (apq == 0.0) continue;
+                // Rotation by angle t that zeroes a[p][q]: tan(2t) = 2 apq / (aqq - app).
+                double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+                for (int k = 0; k < n; k++) {  // columns p, q
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) {  // rows p, q
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for (int k = 0; k < n; k++) {  // eigenvectors are the columns of v
+                    double vkp = v[k * n + p], vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+    }
+    // Sort descending (selection sort over n = 12 values).
+    int *order = xcalloc(n, sizeof(int));
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (a[order[j] * n + order[j]] > a[order[i] * n + order[i]]) {
+                int tmp = order[i];
+                order[i] = order[j];
+                order[j] = tmp;
+            }
+    for (int k = 0; k < n; k++) {
+        eigvals[k] = a[order[k] * n + order[k]];
+        for (int i = 0; i < n; i++) eigvecs[k * n + i] = v[i * n + order[k]];
+    }
+    free(order);
+    free(v);
+}
+
+void ref_whitening_weights(float *whiten_w, const float *images, int n, double eps) {
+    enum { DIM = 3 * WHITEN_KERNEL * WHITEN_KERNEL, SIDE = 32 - WHITEN_KERNEL + 1 };
+    double cov[DIM * DIM] = {0};
+    for (int b = 0; b < n; b++)
+        for (int y = 0; y < SIDE; y++)
+            for (int x = 0; x < SIDE; x++) {
+                double patch[DIM];
+                for (int c = 0; c < 3; c++)
+                    for (int dy = 0; dy < WHITEN_KERNEL; dy++)
+                        for (int dx = 0; dx < WHITEN_KERNEL; dx++)
+                            patch[(c * WHITEN_KERNEL + dy) * WHITEN_KERNEL + dx] =
+                                images[(((size_t)b * 3 + c) * 32 + y + dy) * 32 + x + dx];
+                for (int i = 0; i < DIM; i++)
+                    for (int j = 0; j < DIM; j++) cov[i * DIM + j] += patch[i] * patch[j];
+            }
+    double n_patches = (double)n * SIDE * SIDE;
+    for (int i = 0; i < DIM * DIM; i++) cov[i] /= n_patches;
+    double eigvals[DIM], eigvecs[DIM * DIM];
+    ref_symmetric_eigen(cov, DIM, eigvals, eigvecs);
+    for (int k = 0; k < DIM; k++) {
+        double scale = 1.0 / sqrt(eigvals[k] + eps);
+        for (int i = 0; i < DIM; i++) {
+            whiten_w[k * DIM + i] = (float)(eigvecs[k * DIM + i] * scale);
+            whiten_w[(k + DIM) * DIM + i] = (float)(-eigvecs[k * DIM + i] * scale);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// The network.
+
+struct RefActs {
+    int batch;
+    float *whiten_pre, *whiten_out;                 // B x 24 x 31 x 31
+    float *conv_out[3][NET_MAX_DEPTH];              // conv outputs (before the pool for j = 0)
+    float *pooled[3];                               // j = 0: after the pool, the BN input
+    int *pool_argmax[3];
+    float *bn_mean[3][NET_MAX_DEPTH], *bn_var[3][NET_MAX_DEPTH];
+    float *pre_act[3][NET_MAX_DEPTH];               // GELU inputs (BN output, + residual)
+    float *act[3][NET_MAX_DEPTH];                   // GELU outputs
+    float *features;                                // B x w3, after the final 3x3 max pool
+    int *feature_argmax;
+    float *logits, *d_logits;
+    // Backward scratch, each the size of the largest activation: the gradients of the
+    // current activation, of a GELU input, of a BN input, of a conv output, and of the
+    // residual branch (96).
+    float *d_act, *d_pre, *d_bn_in, *d_conv, *d_residual;
+};
+
+#define WHITEN_SIDE (32 - WHITEN_KERNEL + 1)
+
+// Spatial size at the input of group g (31, 15, 7) and after its pool (15, 7, 3).
+static int group_in_side(int g) { return g == 0 ? WHITEN_SIDE : (WHITEN_SIDE >> g); }
+static int group_out_side(int g) { return group_in_side(g) / 2; }
+
+static void acts_free(RefActs *a, int depth) {
+    if (!a) return;
+    free(a->whiten_pre);
+    free(a->whiten_out);
+    for (int g = 0; g < 3; g++) {
+        free(a->pooled[g]);
+        free(a->pool_argmax[g]);
+        for (int j = 0; j < depth; j++) {
+            free(a->conv_out[g][j]);
+            free(a->bn_mean[g][j]);
+            free(a->bn_var[g][j]);
+            free(a->pre_act[g][j]);
+            free(a->act[g][j]);
+        }
+    }
+    free(a->features);
+    free(a->feature_argmax);
+    free(a->logits);
+    free(a->d_logits);
+    free(a->d_act);
+    free(a->d_pre);
+    free(a->d_bn_in);
+    free(a->d_conv);
+    free(a->d_residual);
+    free(a);
+}
+
+static RefActs *acts_create(const NetLayout *l, int batch) {
+    RefActs *a = xcalloc(1, sizeof(RefActs));
+    a->batch = batch;
+    size_t b = (size_t)batch, whiten_size = b * WHITEN_WIDTH * WHITEN_SIDE * WHITEN_SIDE, largest = whiten_size;
+    a->whiten_pre = xcalloc(whiten_size, sizeof(float));
+    a->whiten_out = xcalloc(whiten_size, sizeof(float));
+    for (int g = 0; g < 3; g++) {
+        int c = l->widths[g], in_side = group_in_side(g), out_side = group_out_side(g);
+        size_t pre_pool = b * c * in_side * in_side, post_pool = b * c * out_side * out_side;
+        if (pre_pool > largest) largest = pre_pool;
+        a->pooled[g] = xcalloc(post_pool, sizeof(float));
+        a->pool_argmax[g] = xcalloc(post_pool, sizeof(int));
+        for (int j = 0; j < l->depth; j++) {
+            a->conv_out[g][j] = xcalloc(j == 0 ? pre_pool : post_pool, sizeof(float));
+            a->bn_mean[g][j] = xcalloc(c, sizeof(float));
+            a->bn_var[g][j] = xcalloc(c, sizeof(float));
+            a->pre_act[g][j] = xcalloc(post_pool, sizeof(float));
+            a->act[g][j] = xcalloc(post_pool, sizeof(float));
+        }
+    }
+    a->features = xcalloc(b * l->widths[2], sizeof(float));
+    a->feature_argmax = xcalloc(b * l->widths[2], sizeof(int));
+    a->logits = xcalloc(b * NET_CLASSES, sizeof(float));
+    a->d_logits = xcalloc(b * NET_CLASSES, sizeof(float));
+    a->d_act = xcalloc(largest, sizeof(float));
+    a->d_pre = xcalloc(largest, sizeof(float));
+    a->d_bn_in = xcalloc(largest, sizeof(float));
+    a->d_conv = xcalloc(largest, sizeof(float));
+    a->d_residual = xcalloc(largest, sizeof(float));
+    return a;
+}
+
+static void ensure_acts(RefNet *net, int batch) {
+    if (net->acts && net->acts->batch >= batch) return;
+    acts_free(net->acts, net->layout.depth);
+    net->acts = acts_create(&net->layout, batch);
+}
+
+// Offset of BN (g, j)'s running stats: each BN holds mean[c] then var[c].
+static size_t running_offset(const RefNet *net, int g, int j) {
+    size_t offset = 0;
+    for (int gg = 0; gg < 3; gg++)
+        for (int jj = 0; jj < net->layout.depth; jj++) {
+            if (gg == g && jj == j) return offset;
+            offset += 2 * (size_t)net->layout.widths[gg];
+        }
+    return offset;
+}
+
+float *ref_running_mean(const RefNet *net, float *running, int g, int j) {
+    return running + running_offset(net, g, j);
+}
+
+float *ref_running_var(const RefNet *net, float *running, int g, int j) {
+    return running + running_offset(net, g, j) + net->layout.widths[g];
+}
+
+RefNet *ref_net_create(const int widths[3], int depth, const Recipe *recipe) {
+    RefNet *net = xcalloc(1, sizeof(RefNet));
+    net_layout_init(&net->layout, widths, depth);
+    net->bn_eps = (float)recipe->bn_eps;
+    net->bn_keep = (float)recipe->bn_keep;
+    net->logit_scale = (float)recipe_logit_scale(recipe);
+    size_t n = net->layout.n_params;
+    net->params = xcalloc(n, sizeof(float));
+    net->grads = xcalloc(n, sizeof(float));
+    net->momentum = xcalloc(n, sizeof(float));
+    net->ema_params = xcalloc(n, sizeof(float));
+    net->n_running = running_offset(net, 3, 0);
+    net->running = xcalloc(net->n_running, sizeof(float));
+    net->ema_running = xcalloc(net->n_running, sizeof(float));
+    return net;
+}
+
+void ref_net_free(RefNet *net) {
+    if (!net) return;
+    acts_free(net->acts, net->layout.depth);
+    free(net->params);
+    free(net->grads);
+    free(net->momentum);
+    free(net->ema_params);
+    free(net->running);
+    free(net->ema_running);
+    free(net);
+}
+
+void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
+                  const float *whiten_images, int n_whiten) {
+    const NetLayout *l = &net->layout;
+    memset(net->params, 0, l->n_params * sizeof(float));
+    for (int id = 0; id < l->n_tensors; id++) {
+        const TensorInfo *t = &l->tensors[id];
+        float *p = net->params + t->offset;
+        if (t->kind == TENSOR_CONV)
+            for (size_t i = 0; i < t->size; i++) p[i] = net_init_conv(seed, id, t->c_out, t->c_in, i);
+        else if (t->kind == TENSOR_HEAD)
+            for (size_t i = 0; i < t->size; i++) p[i] = net_init_uniform(seed, id, t->c_in, i);
+        else if (t->kind == TENSOR_WHITEN_B && recipe->muon)
+            for (size_t i = 0; i < t->size; i++) p[i] = net_init_uniform(seed, id, 3 * WHITEN_KERNEL * WHITEN_KERNEL, i);
+    }
+    if (recipe->muon) {  // head rescaled to unit (unbiased) standard deviation
+        const TensorInfo *t = &l->tensors[l->head];
+        float *p = net->params + t->offset;
+        double sum = 0.0, sum_sq = 0.0;
+        for (size_t i = 0; i < t->size; i++) sum += p[i];
+        double mean = sum / t->size;
+        for (size_t i = 0; i < t->size; i++) sum_sq += (p[i] - mean) * (p[i] - mean);
+        float scale = (float)(1.0 / sqrt(sum_sq / (t->size - 1)));
+        for (size_t i = 0; i < t->size; i++) p[i] *= scale;
+    }
+    ref_whitening_weights(ref_tensor(net, net->params, 0), whiten_images, n_whiten, 5e-4);
+    memset(net->momentum, 0, l->n_params * sizeof(float));
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < l->depth; j++) {
+            memset(ref_running_mean(net, net->running, g, j), 0, l->widths[g] * sizeof(float));
+            float *var = ref_running_var(net, net->running, g, j);
+            for (int c = 0; c < l->widths[g]; c++) var[c] = 1.0f;
+        }
+    memcpy(net->ema_params, net->params, l->n_params * sizeof(float));
+    memcpy(net->ema_running, net->running, net->n_running * sizeof(float));
+}
+
+// BN (+ residual) + GELU of conv (g, j) whose BN input is bn_in.
+static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n, int train) {
+    RefActs *a = net->acts;
+    int c = net->layout.widths[g], hw = group_out_side(g) * group_out_side(g);
+    const float *bias = ref_tensor(net, net->params, net_bn_id(&net->layout, g, j));
+    float *run_mean = ref_running_mean(net, net->running, g, j);
+    float *run_var = ref_running_var(net, net->running, g, j);
+    if (train) {
+        ref_batchnorm_forward_train(a->pre_act[g][j], a->bn_mean[g][j], a->bn_var[g][j], bn_in, bias, n, c, hw, net->bn_eps);
+        ref_batchnorm_update_running(run_mean, run_var, a->bn_mean[g][j], a->bn_var[g][j], n * hw, c, net->bn_keep);
+    } else {
+        ref_batchnorm_forward_eval(a->pre_act[g][j], bn_in, bias, run_mean, run_var, n, c, hw, net->bn_eps);
+    }
+    size_t count = (size_t)n * c * hw;
+    if (j == 2) {  // 96's residual: the group's first activation joins before the last GELU
+        for (size_t i = 0; i < count; i++) a->pre_act[g][j][i] += a->act[g][0][i];
+    }
+    ref_gelu_forward(a->act[g][j], a->pre_act[g][j], count);
+}
+
+void ref_forward(RefNet *net, const float *images, int n, int train, float *logits) {
+    ensure_acts(net, n);
+    const NetLayout *l = &net->layout;
+    RefActs *a = net->acts;
+    ref_conv_forward(a->whiten_pre, images, ref_tensor(net, net->params, 0), ref_tensor(net, net->params, 1),
+                     n, 3, 32, 32, WHITEN_WIDTH, WHITEN_KERNEL, 0);
+    ref_gelu_forward(a->whiten_out, a->whiten_pre, (size_t)n * WHITEN_WIDTH * WHITEN_SIDE * WHITEN_SIDE);
+    const float *x = a->whiten_out;
+    int c_in = WHITEN_WIDTH;
+    for (int g = 0; g < 3; g++) {
+        int c = l->widths[g], in_side = group_in_side(g), side = group_out_side(g);
+        ref_conv_forward(a->conv_out[g][0], x, ref_tensor(net, net->params, net_conv_id(l, g, 0)), NULL,
+                         n, c_in, in_side, in_side, c, 3, 1);
+        ref_maxpool_forward(a->pooled[g], a->pool_argmax[g], a->conv_out[g][0], n, c, in_side, in_side, 2);
+        forward_bn_gelu(net, g, 0, a->pooled[g], n, train);
+        for (int j = 1; j < l->depth; j++) {
+            ref_conv_forward(a->conv_out[g][j], a->act[g][j - 1], ref_tensor(net, net->params, net_conv_id(l, g, j)),
+                             NULL, n, c, side, side, c, 3, 1);
+            forward_bn_gelu(net, g, j, a->conv_out[g][j], n, train);
+        }
+        x = a->act[g][l->depth - 1];
+        c_in = c;
+    }
+    int w3 = l->widths[2], side = group_out_side(2);
+    ref_maxpool_forward(a->features, a->feature_argmax, x, n, w3, side, side, side);
+    ref_linear_forward(logits, a->features, ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
+}
+
+// Backward through GELU, BN (and the pool for j = 0) of conv (g, j): from a->d_act to
+// a->d_conv. For j = 2 the GELU-input gradient is also the residual branch's gradient.
+static void backward_bn_gelu(RefNet *net, int g, int j, int n) {
+    const NetLayout *l = &net->layout;
+    RefActs *a = net->acts;
+    int c = l->widths[g], side = group_out_side(g), hw = side * side, in_side = group_in_side(g);
+    size_t count = (size_t)n * c * hw;
+    ref_gelu_backward(a->d_pre, a->d_act, a->pre_act[g][j], count);
+    if (j == 2) memcpy(a->d_residual, a->d_pre, count * sizeof(float));
+    const float *bn_in = j == 0 ? a->pooled[g] : a->conv_out[g][j];
+    float *d_bias = ref_tensor(net, net->grads, net_bn_id(l, g, j));
+    float *d_bn_in = j == 0 ? a->d_bn_in : a->d_conv;
+    ref_batchnorm_backward(d_bn_in, d_bias, a->d_pre, bn_in, a->bn_mean[g][j], a->bn_var[g][j], n, c, hw, net->bn_eps);
+    if (j == 0) ref_maxpool_backward(a->d_conv, d_bn_in, a->pool_argmax[g], n, c, in_side, in_side, 2);
+}
+
+double ref_forward_backward(RefNet *net, const float *images, const uint8_t *labels, int n,
+                            float smoothing, int whiten_bias_grad, float *logits, int *n_correct) {
+    ensure_acts(net, n);
+    const NetLayout *l = &net->layout;
+    RefActs *a = net->acts;
+    ref_forward(net, images, n, 1, a->logits);
+    if (logits) memcpy(logits, a->logits, (size_t)n * NET_CLASSES * sizeof(float));
+    double loss = ref_loss_forward_backward(a->d_logits, n_correct, a->logits, labels, n, NET_CLASSES, smoothing);
+    memset(net->grads, 0, l->n_params * sizeof(float));
+
+    int w3 = l->widths[2], side = group_out_side(2);
+    float *d_features = a->d_pre;
+    ref_linear_backward(d_features, ref_tensor(net, net->grads, l->head), a->d_logits, a->features,
+                        ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
+    ref_maxpool_backward(a->d_act, d_features, a->feature_argmax, n, w3, side, side, side);
+    for (int g = 2; g >= 0; g--) {
+        int c = l->widths[g], out_side = group_out_side(g);
+        for (int j = l->depth - 1; j >= 0; j--) {
+            backward_bn_gelu(net, g, j, n);
+            int conv_side = j == 0 ? group_in_side(g) : out_side;
+            int conv_c_in = net_conv_in(l->widths, g, j);
+            const float *conv_in = j > 0 ? a->act[g][j - 1] : g > 0 ? a->act[g - 1][l->depth - 1] : a->whiten_out;
+            int need_d_in = g > 0 || j > 0 || whiten_bias_grad;
+            int id = net_conv_id(l, g, j);
+            ref_conv_backward(need_d_in ? a->d_act : NULL, ref_tensor(net, net->grads, id), NULL, a->d_conv,
+                              conv_in, ref_tensor(net, net->params, id), n, conv_c_in, conv_side, conv_side, c, 3, 1);
+            if (j == 1 && l->depth == 3) {  // the residual branch joins the first activation's gradient
+                size_t count = (size_t)n * c * out_side * out_side;
+                for (size_t i = 0; i < count; i++) a->d_act[i] += a->d_residual[i];
+            }
+        }
+    }
+    if (whiten_bias_grad) {
+        ref_gelu_backward(a->d_pre, a->d_act, a->whiten_pre, (size_t)n * WHITEN_WIDTH * WHITEN_SIDE * WHITEN_SIDE);
+        ref_conv_backward(NULL, NULL, ref_tensor(net, net->grads, 1), a->d_pre, images,
+                          ref_tensor(net, net->params, 0), n, 3, 32, 32, WHITEN_WIDTH, WHITEN_KERNEL, 0);
+    }
+    return loss;
+}
+
+// ----------------------------------------------------------------------------
+// Optimizers.
+
+// One Nesterov SGD update (PyTorch semantics) of count values with learning rate lr and
+// decay coefficient c: g = grad + c*w; buf = m*buf + g; g += m*buf; w -= lr*g.
+static void sgd_update(float *w, float *buf, const float *grad, size_t count, double lr, double c, double m) {
+    for (size_t i = 0; i < count; i++) {
+        double g = grad[i] + c * w[i];
+        buf[i] = (float)(m * buf[i] + g);
+        g += m * buf[i];
+        w[i] = (float)(w[i] - lr * g);
+    }
+}
+
+static void sgd_update_tensor(RefNet *net, int id, double lr, double c, double m) {
+    const TensorInfo *t = &net->layout.tensors[id];
+    sgd_update(net->params + t->offset, net->momentum + t->offset, net->grads + t->offset, t->size, lr, c, m);
+}
+
+void ref_sgd_step(RefNet *net, const Recipe *recipe, double lr_multiplier, int whiten_bias_trainable) {
+    double lr = recipe_sgd_lr(recipe), bn_lr = recipe_bn_bias_lr(recipe), wd = recipe_sgd_wd(recipe);
+    for (int id = 0; id < net->layout.n_tensors; id++) {
+        TensorKind kind = net->layout.tensors[id].kind;
+        if (kind == TENSOR_WHITEN_W || (kind == TENSOR_WHITEN_B && !whiten_bias_trainable)) continue;
+        double group_lr = kind == TENSOR_BN_BIAS ? bn_lr : lr;
+        sgd_update_tensor(net, id, group_lr * lr_multiplier, wd / group_lr, recipe->momentum);
+    }
+}
+
+// out (m x n) = x (m x k) * y (k x n), row-major.
+static void matmul(float *out, const float *x, const float *y, int m, int k, int n) {
+    memset(out, 0, (size_t)m * n * sizeof(float));
+    gemm_acc(out, x, y, m, k, n);
+}
+
+// Quintic Newton-Schulz iteration towards the orthogonal factor of g:
+// X = G / (||G|| + 1e-7), on the wide orientation; A = X X^T; B = b A + c A A; X = a X + B X.
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, int steps) {
+    const float a = 3.4445f, b = -4.7750f, c = 2.0315f;
+    int tall = rows > cols, m = tall ? cols : rows, k = tall ? rows : cols;
+    size_t size = (size_t)rows * cols;
+    float *x = xcalloc(size, sizeof(float)), *bx = xcalloc(size, sizeof(float));
+    float *A = xcalloc((size_t)m * m, sizeof(float)), *AA = xcalloc((size_t)m * m, sizeof(float));
+    float *xt = xcalloc(size, sizeof(float));
+    double norm = 0.0;
+    for (size_t i = 0; i < size; i++) norm += (double)g[i] * g[i];
+    float inv = (float)(1.0 / (sqrt(norm) + 1e-7));
+    if (tall) transpose(x, g, rows, cols);
+    else memcpy(x, g, size * sizeof(float));
+    for (size_t i = 0; i < size; i++) x[i] *= inv;
+    for (int step = 0; step < steps; step++) {
+        transpose(xt, x, m, k);
+        matmul(A, x, xt, m, k, m);
+        matmul(AA, A, A, m, m, m);
+        for (int i = 0; i < m * m; i++) A[i] = b * A[i] + c * AA[i];  // A now holds B
+        matmul(bx, A, x, m, m, k);
+        for (size_t i = 0; i < size; i++) x[i] = a * x[i] + bx[i];
+    }
+    if (tall) transpose(out, x, m, k);
+    else memcpy(out, x, size * sizeof(float));
+    free(x);
+    free(bx);
+    free(A);
+    free(AA);
+    free(xt);
+}
+
+// Muon on one conv weight: Nesterov momentum, the weight rescaled to Frobenius norm
+// sqrt(c_out), then a step along the orthogonalized update.
+static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, double lr) {
+    const TensorInfo *t = &net->layout.tensors[id];
+    float *w = net->params + t->offset, *buf = net->momentum + t->offset;
+    const float *grad = net->grads + t->offset;
+    double m = recipe->muon_momentum, norm = 0.0;
+    float *update = xcalloc(t->size, sizeof(float)), *orth = xcalloc(t->size, sizeof(float));
+    for (size_t i = 0; i < t->size; i++) {
+        buf[i] = (float)(m * buf[i] + grad[i]);
+        update[i] = (float)(grad[i] + m * buf[i]);
+        norm += (double)w[i] * w[i];
+    }
+    ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe->muon_ns_steps);
+    float scale = (float)(sqrt((double)t->c_out) / sqrt(norm));
+    for (size_t i = 0; i < t->size; i++) w[i] = (float)(w[i] * scale - lr * orth[i]);
+    free(update);
+    free(orth);
+}
+
+void ref_muon_step(RefNet *net, const Recipe *recipe, int step, int total_steps, int whiten_bias_steps) {
+    double decay = 1.0 - (double)step / total_steps, m = recipe->momentum;
+    double c_bias = recipe->sgd_wd / recipe->sgd_bias_lr, c_head = recipe->sgd_wd / recipe->sgd_head_lr;
+    for (int id = 0; id < net->layout.n_tensors; id++) {
+        switch (net->layout.tensors[id].kind) {
+        case TENSOR_WHITEN_W: break;
+        case TENSOR_WHITEN_B:
+            if (step < whiten_bias_steps)
+                sgd_update_tensor(net, id, recipe->sgd_bias_lr * (1.0 - (double)step / whiten_bias_steps), c_bias, m);
+            break;
+        case TENSOR_BN_BIAS: sgd_update_tensor(net, id, recipe->sgd_bias_lr * decay, c_bias, m); break;
+        case TENSOR_HEAD: sgd_update_tensor(net, id, recipe->sgd_head_lr * decay, c_head, m); break;
+        case TENSOR_CONV: muon_update_tensor(net, id, recipe, recipe->muon_lr * decay); break;
+        }
+    }
+}
+
+static void lerp_and_copy(float *ema, float *w, size_t count, double decay) {
+    for (size_t i = 0; i < count; i++) {
+        ema[i] = (float)(decay * ema[i] + (1.0 - decay) * w[i]);
+        w[i] = ema[i];
+    }
+}
+
+void ref_lookahead_update(RefNet *net, double decay) {
+    lerp_and_copy(net->ema_params, net->params, net->layout.n_params, decay);
+    lerp_and_copy(net->ema_running, net->running, net->n_running, decay);
+}
+
+// ----------------------------------------------------------------------------
+// Data: training batches and test-time augmentation views.
+
+void ref_normalize_images(float *out, const uint8_t *images, int n) {
+    for (size_t i = 0; i < (size_t)n * CIFAR10_IMAGE_BYTES; i++)
+        out[i] = aug_normalize(images[i], (int)(i / 1024 % 3));
+}
+
+void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
+                     const Recipe *recipe, TranslateMode mode, uint64_t seed, int epoch,
+                     int batch_index) {
+    for (int i = 0; i < recipe->batch_size; i++) {
+        uint32_t slot = (uint32_t)batch_index * recipe->batch_size + i;
+        uint32_t image = aug_shuffle(seed, epoch, slot, n_train);
+        const uint8_t *src = train->images + (size_t)image * CIFAR10_IMAGE_BYTES;
+        int flip = aug_flip(seed, epoch, image), dy = 0, dx = 0, cut_y = 0, cut_x = 0;
+        if (recipe->translate) aug_translate(seed, mode, recipe->translate, epoch, image, &dy, &dx);
+        if (recipe->cutout) aug_cutout(seed, recipe->cutout, epoch, image, &cut_y, &cut_x);
+        float *dst = out + (size_t)i * CIFAR10_IMAGE_BYTES;
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < 32; y++)
+                for (int x = 0; x < 32; x++) {
+                    int sy, sx;
+                    aug_source_pixel(y, x, dy, dx, flip, &sy, &sx);
+                    int in_cutout = recipe->cutout && y >= cut_y && y < cut_y + recipe->cutout &&
+                                    x >= cut_x && x < cut_x + recipe->cutout;
+                    dst[(c * 32 + y) * 32 + x] = in_cutout ? 0.0f : aug_normalize(src[(c * 32 + sy) * 32 + sx], c);
+                }
+        labels_out[i] = train->labels[image];
+    }
+}
+
+// A test view: mirrored and/or shifted by (shift, shift) with reflect padding.
+static void tta_view(float *out, const float *images, int n, int flip, int shift) {
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < 32; y++)
+                for (int x = 0; x < 32; x++) {
+                    int sy, sx;
+                    aug_source_pixel(y, x, shift, shift, flip, &sy, &sx);
+                    out[(((size_t)b * 3 + c) * 32 + y) * 32 + x] = images[(((size_t)b * 3 + c) * 32 + sy) * 32 + sx];
+                }
+}
+
+// logits = sum over views of weight * f(view): level 0: f(x); level 1: mean over the
+// mirror; level 2: 0.5 of level 1 plus 0.25 each of level 1 on the views shifted by -1, +1.
+void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *logits) {
+    static const int shifts[3] = {0, -1, 1};
+    static const double shift_weight[3][3] = {{1, 0, 0}, {1, 0, 0}, {0.5, 0.25, 0.25}};
+    int n_flips = level == 0 ? 1 : 2, n_shifts = level == 2 ? 3 : 1;
+    float *view = xcalloc((size_t)n * CIFAR10_IMAGE_BYTES, sizeof(float));
+    float *view_logits = xcalloc((size_t)n * NET_CLASSES, sizeof(float));
+    double *sum = xcalloc((size_t)n * NET_CLASSES, sizeof(double));
+    for (int s = 0; s < n_shifts; s++)
+        for (int flip = 0; flip < n_flips; flip++) {
+            tta_view(view, images, n, flip, shifts[s]);
+            ref_forward(net, view, n, 0, view_logits);
+            double weight = shift_weight[level][s] / n_flips;
+            for (size_t i = 0; i < (size_t)n * NET_CLASSES; i++) sum[i] += weight * view_logits[i];
+        }
+    for (size_t i = 0; i < (size_t)n * NET_CLASSES; i++) logits[i] = (float)sum[i];
+    free(view);
+    free(view_logits);
+    free(sum);
+}
+
+// ----------------------------------------------------------------------------
+// Training (the program airbench-ref).
+#ifndef REFERENCE_NO_MAIN
+#include <cjson/cJSON.h>
+
+typedef struct {
+    const char *data_dir, *json_path;
+    Recipe recipe;
+    int n_train, n_test, tta_level;
+    uint64_t seed;
+    TranslateMode translate_mode;
+} RefOptions;
+
+typedef struct {
+    double train_loss, train_acc, test_acc, seconds;
+} EpochRow;
+
+static double wall_seconds(void) { return omp_get_wtime(); }
+
+// Accuracy of logits (n x 10) against labels.
+static double accuracy(const float *logits, const uint8_t *labels, int n) {
+    int correct = 0;
+    for (int b = 0; b < n; b++) {
+        const float *z = logits + (size_t)b * NET_CLASSES;
+        int best = 0;
+        for (int k = 1; k < NET_CLASSES; k++)
+            if (z[k] > z[best]) best = k;
+        correct += best == labels[b];
+    }
+    return (double)correct / n;
+}
+
+// Test accuracy at a TTA level, in chunks to bound the activation memory.
+static double evaluate(RefNet *net, const float *test_images, const uint8_t *labels, int n, int level) {
+    enum { CHUNK = 500 };
+    float *logits = xcalloc((size_t)n * NET_CLASSES, sizeof(float));
+    for (int start = 0; start < n; start += CHUNK) {
+        int count = n - start < CHUNK ? n - start : CHUNK;
+        ref_tta_logits(net, test_images + (size_t)start * CIFAR10_IMAGE_BYTES, count, level,
+                       logits + (size_t)start * NET_CLASSES);
+    }
+    double acc = accuracy(logits, labels, n);
+    free(logits);
+    return acc;
+}
+
+static int write_json(const RefOptions *o, double tta_acc, double seconds, const EpochRow *rows, int n_epochs) {
+    const Recipe *r = &o->recipe;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "schema", "airbench.c/run-v1");
+    cJSON_AddStringToObject(root, "variant", "airbench-ref");
+    cJSON *config = cJSON_AddObjectToObject(root, "config");
+    cJSON_AddStringToObject(config, "recipe", r->name);
+    cJSON_AddItemToObject(config, "widths", cJSON_CreateIntArray(r->widths, 3));
+    cJSON_AddNumberToObject(config, "depth", r->depth);
+    cJSON_AddNumberToObject(config, "batch_size", r->batch_size);
+    cJSON_AddNumberToObject(config, "epochs", r->epochs);
+    cJSON_AddNumberToObject(config, "n_train", o->n_train);
+    cJSON_AddNumberToObject(config, "n_test", o->n_test);
+    cJSON_AddNumberToObject(config, "tta_level", o->tta_level);
+    cJSON_AddStringToObject(config, "translate_mode", o->translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random");
+    cJSON_AddNumberToObject(config, "seed", (double)o->seed);
+    cJSON *run = cJSON_CreateObject();
+    cJSON_AddNumberToObject(run, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(run, "accuracy", tta_acc);
+    cJSON_AddNumberToObject(run, "wall_s", seconds);
+    cJSON *epochs = cJSON_AddArrayToObject(run, "epochs");
+    for (int e = 0; e < n_epochs; e++) {
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "epoch", e + 1);
+        cJSON_AddNumberToObject(row, "train_loss", rows[e].train_loss);
+        cJSON_AddNumberToObject(row, "train_acc", rows[e].train_acc);
+        cJSON_AddNumberToObject(row, "test_acc", rows[e].test_acc);
+        cJSON_AddNumberToObject(row, "time_s", rows[e].seconds);
+        cJSON_AddItemToArray(epochs, row);
+    }
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "runs"), run);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    FILE *f = fopen(o->json_path, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    free(text);
+    if (!ok) fprintf(stderr, "airbench-ref: cannot write %s: %s\n", o->json_path, strerror(errno));
+    return ok ? 0 : -1;
+}
+
+// Trains one network and returns its final TTA accuracy.
+static double train(const RefOptions *o, const Cifar10 *data, EpochRow *rows, int *n_epochs) {
+    const Recipe *r = &o->recipe;
+    int spe = recipe_steps_per_epoch(r, o->n_train), total = recipe_total_steps(r, o->n_train);
+    int whiten_bias_steps = r->whiten_bias_epochs * spe;
+    int n_whiten = o->n_train < 5000 ? o->n_train : 5000;
+    float *test_images = xcalloc((size_t)o->n_test * CIFAR10_IMAGE_BYTES, sizeof(float));
+    float *whiten_images = xcalloc((size_t)n_whiten * CIFAR10_IMAGE_BYTES, sizeof(float));
+    float *batch = xcalloc((size_t)r->batch_size * CIFAR10_IMAGE_BYTES, sizeof(float));
+    uint8_t *labels = xcalloc(r->batch_size, 1);
+    ref_normalize_images(test_images, data->test.images, o->n_test);
+    ref_normalize_images(whiten_images, data->train.images, n_whiten);
+
+    RefNet *net = ref_net_create(r->widths, r->depth, r);
+    ref_net_init(net, r, o->seed, whiten_images, n_whiten);
+    printf("| epoch | train_loss | train_acc | test_acc | seconds |\n");
+    double start = wall_seconds(), loss_sum = 0.0;
+    int correct_sum = 0, steps_in_epoch = 0;
+    *n_epochs = 0;
+    for (int step = 0; step < total; step++) {
+        int epoch = step / spe;
+        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->translate_mode, o->seed, epoch, step % spe);
+        int whiten_bias_on = r->muon ? step < whiten_bias_steps : epoch < r->whiten_bias_epochs;
+        int correct = 0;
+        loss_sum += ref_forward_backward(net, batch, labels, r->batch_size, (float)r->label_smoothing,
+                                         whiten_bias_on, NULL, &correct);
+        correct_sum += correct;
+        steps_in_epoch++;
+        if (r->muon)
+            ref_muon_step(net, r, step, total, whiten_bias_steps);
+        else
+            ref_sgd_step(net, r, recipe_lr_multiplier(r, step, total), whiten_bias_on);
+        if (r->lookahead_every && (step + 1) % r->lookahead_every == 0)
+            ref_lookahead_update(net, recipe_lookahead_decay(r, step + 1, total));
+        if (r->lookahead_every && step + 1 == total) ref_lookahead_update(net, 1.0);
+        if ((step + 1) % spe == 0 || step + 1 == total) {
+            EpochRow *row = &rows[(*n_epochs)++];
+            row->train_loss = loss_sum / ((double)steps_in_epoch * r->batch_size);
+            row->train_acc = (double)correct_sum / ((double)steps_in_epoch * r->batch_size);
+            row->test_acc = evaluate(net, test_images, data->test.labels, o->n_test, 0);
+            row->seconds = wall_seconds() - start;
+            printf("| %5d | %10.4f | %9.4f | %8.4f | %7.1f |\n", epoch + 1, row->train_loss, row->train_acc,
+                   row->test_acc, row->seconds);
+            fflush(stdout);
+            loss_sum = 0.0;
+            correct_sum = steps_in_epoch = 0;
+        }
+    }
+    double tta_acc = evaluate(net, test_images, data->test.labels, o->n_test, o->tta_level);
+    printf("final TTA (level %d) test accuracy: %.4f  (%.1f s)\n", o->tta_level, tta_acc, wall_seconds() - start);
+    ref_net_free(net);
+    free(test_images);
+    free(whiten_images);
+    free(batch);
+    free(labels);
+    return tta_acc;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: airbench-ref [--data DIR] [--variant 94|95|96|94-muon] [--widths A,B,C]\n"
+            "                    [--depth 2|3] [--train-subset N] [--test-subset N] [--epochs E]\n"
+            "                    [--batch B] [--seed S] [--tta 0|1|2]\n"
+            "                    [--translate-mode random|derandomized] [--json FILE]\n"
+            "Trains the airbench network with the CPU reference (fp32) and prints a per-epoch\n"
+            "table and the final test-time-augmented accuracy. Defaults: the 94 recipe, all\n"
+            "50,000 training and 10,000 test images in data/cifar10.\n");
+}
+
+static int fail_flag(const char *flag, const char *value, const char *why) {
+    fprintf(stderr, "airbench-ref: bad value '%s' for %s: %s\n", value ? value : "(missing)", flag, why);
+    return -1;
+}
+
+static int parse_long(const char *text, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_int_flag(const char *flag, const char *value, long lo, long hi, int *out) {
+    long v;
+    if (!value || parse_long(value, lo, hi, &v)) {
+        char why[96];
+        snprintf(why, sizeof why, "expected an integer in %ld..%ld", lo, hi);
+        return fail_flag(flag, value, why);
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_widths(const char *value, int widths[3]) {
+    long w[3];
+    char extra;
+    if (!value || sscanf(value, "%ld,%ld,%ld%c", &w[0], &w[1], &w[2], &extra) != 3)
+        return fail_flag("--widths", value, "expected three comma-separated integers");
+    for (int i = 0; i < 3; i++) {
+        if (w[i] < 1 || w[i] > 4096) return fail_flag("--widths", value, "each width must be in 1..4096");
+        widths[i] = (int)w[i];
+    }
+    return 0;
+}
+
+static int parse_variant(const char *value, Recipe *recipe) {
+    if (!value) return fail_flag("--variant", value, "expected 94, 95, 96 or 94-muon");
+    if (!strcmp(value, "94")) *recipe = RECIPE_94;
+    else if (!strcmp(value, "95")) *recipe = RECIPE_95;
+    else if (!strcmp(value, "96")) *recipe = RECIPE_96;
+    else if (!strcmp(value, "94-muon")) *recipe = RECIPE_94_MUON;
+    else return fail_flag("--variant", value, "expected 94, 95, 96 or 94-muon");
+    return 0;
+}
+
+// Parses argv into o. Returns 0, 1 for --help, or -1 on a bad flag (message printed).
+static int parse_args(int argc, char **argv, RefOptions *o) {
+    *o = (RefOptions){.data_dir = "data/cifar10", .recipe = RECIPE_94, .n_train = 50000,
+                      .n_test = 10000, .tta_level = -1, .translate_mode = TRANSLATE_RANDOM};
+    // The variant comes first so that the other flags override its numbers.
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--variant") && parse_variant(argv[i + 1], &o->recipe)) return -1;
+    int widths[3] = {0}, depth = 0, batch = 0;
+    double epochs = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) return 1;
+        else if (!strcmp(flag, "--variant")) rc = value ? 0 : fail_flag(flag, value, "expected 94, 95, 96 or 94-muon");
+        else if (!strcmp(flag, "--data")) rc = value ? (o->data_dir = value, 0) : fail_flag(flag, value, "expected a directory");
+        else if (!strcmp(flag, "--json")) rc = value ? (o->json_path = value, 0) : fail_flag(flag, value, "expected a file name");
+        else if (!strcmp(flag, "--widths")) rc = parse_widths(value, widths);
+        else if (!strcmp(flag, "--depth")) {
+            rc = parse_int_flag(flag, value, 2, 3, &depth);
+        } else if (!strcmp(flag, "--train-subset")) rc = parse_int_flag(flag, value, 1, 50000, &o->n_train);
+        else if (!strcmp(flag, "--test-subset")) rc = parse_int_flag(flag, value, 1, 10000, &o->n_test);
+        else if (!strcmp(flag, "--batch")) rc = parse_int_flag(flag, value, 2, 50000, &batch);
+        else if (!strcmp(flag, "--tta")) rc = parse_int_flag(flag, value, 0, 2, &o->tta_level);
+        else if (!strcmp(flag, "--seed")) {
+            int seed;
+            rc = parse_int_flag(flag, value, 0, 2147483647, &seed);
+            o->seed = (uint64_t)seed;
+        } else if (!strcmp(flag, "--epochs")) {
+            char *end;
+            epochs = value ? strtod(value, &end) : 0;
+            if (!value || *end || !(epochs > 0 && epochs <= 1000)) rc = fail_flag(flag, value, "expected a number in (0, 1000]");
+        } else if (!strcmp(flag, "--translate-mode")) {
+            if (value && !strcmp(value, "random")) o->translate_mode = TRANSLATE_RANDOM;
+            else if (value && !strcmp(value, "derandomized")) o->translate_mode = TRANSLATE_DERANDOMIZED;
+            else rc = fail_flag(flag, value, "expected random or derandomized");
+        } else {
+            fprintf(stderr, "airbench-ref: unknown flag '%s' (see --help)\n", flag);
+            return -1;
+        }
+        if (rc) return -1;
+        i++;  // every flag takes one value
+    }
+    Recipe *r = &o->recipe;
+    if (widths[0]) memcpy(r->widths, widths, sizeof widths);
+    if (depth) r->depth = depth;
+    if (batch) r->batch_size = batch;
+    if (epochs > 0) r->epochs = epochs;
+    if (o->tta_level < 0) o->tta_level = r->tta_level;
+    if (r->batch_size > o->n_train) {
+        fprintf(stderr, "airbench-ref: --batch %d is larger than the %d training images (--train-subset)\n",
+                r->batch_size, o->n_train);
+        return -1;
+    }
+    if (r->depth == 3 && r->muon) {
+        fprintf(stderr, "airbench-ref: --depth 3 is not supported with the 94-muon variant\n");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    RefOptions o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) {
+        usage(rc > 0 ? stdout : stderr);
+        return rc > 0 ? 0 : 2;
+    }
+    Cifar10 data;
+    char err[512];
+    if (cifar10_load(&data, o.data_dir, err, sizeof err)) {
+        fprintf(stderr, "airbench-ref: %s\n", err);
+        return 1;
+    }
+    const Recipe *r = &o.recipe;
+    printf("airbench-ref: %s recipe, widths %d,%d,%d depth %d, batch %d, %.2f epochs (%d steps), "
+           "%d train / %d test images, seed %llu, %d threads\n",
+           r->name, r->widths[0], r->widths[1], r->widths[2], r->depth, r->batch_size, r->epochs,
+           recipe_total_steps(r, o.n_train), o.n_train, o.n_test, (unsigned long long)o.seed, omp_get_max_threads());
+    int max_epochs = (int)ceil(r->epochs) + 1, n_epochs = 0;
+    EpochRow *rows = xcalloc(max_epochs, sizeof(EpochRow));
+    double start = wall_seconds();
+    double tta_acc = train(&o, &data, rows, &n_epochs);
+    int status = o.json_path ? write_json(&o, tta_acc, wall_seconds() - start, rows, n_epochs) : 0;
+    free(rows);
+    cifar10_free(&data);
+    return status ? 1 : 0;
+}
+#endif

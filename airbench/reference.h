@@ -1,0 +1,116 @@
+// reference.h: the CPU reference of the airbench network and training step, in fp32.
+//
+// The oracle the GPU trainer is checked against, itself checked against PyTorch fixtures
+// and finite differences. Layout NCHW, weights in PyTorch's layout (net.h). Layer
+// functions overwrite their outputs (gradients are not accumulated).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "augment.h"
+#include "cifar10.h"
+#include "net.h"
+#include "recipe.h"
+
+// ---- layers ----
+// Convolution, stride 1, square kernel, zero padding `pad`; bias may be NULL.
+void ref_conv_forward(float *out, const float *in, const float *weight, const float *bias,
+                      int n, int c_in, int h, int w, int c_out, int kernel, int pad);
+// d_in, d_weight and d_bias may each be NULL when not wanted.
+void ref_conv_backward(float *d_in, float *d_weight, float *d_bias, const float *d_out,
+                       const float *in, const float *weight,
+                       int n, int c_in, int h, int w, int c_out, int kernel, int pad);
+// Max pooling with a k x k window and stride k, floor mode: output h / k by w / k.
+// argmax holds, per output, the flat input index of the chosen element.
+void ref_maxpool_forward(float *out, int *argmax, const float *in, int n, int c, int h, int w, int k);
+void ref_maxpool_backward(float *d_in, const float *d_out, const int *argmax,
+                          int n, int c, int h, int w, int k);
+// BatchNorm with weight 1 and a bias: training mode normalizes with the batch mean and
+// biased variance (returned per channel in mean, var); eval mode with running stats.
+void ref_batchnorm_forward_train(float *out, float *mean, float *var, const float *in,
+                                 const float *bias, int n, int c, int hw, float eps);
+void ref_batchnorm_forward_eval(float *out, const float *in, const float *bias,
+                                const float *running_mean, const float *running_var,
+                                int n, int c, int hw, float eps);
+// running = keep * running + (1 - keep) * batch, with the unbiased variance.
+void ref_batchnorm_update_running(float *running_mean, float *running_var, const float *mean,
+                                  const float *var, int count, int c, float keep);
+void ref_batchnorm_backward(float *d_in, float *d_bias, const float *d_out, const float *in,
+                            const float *mean, const float *var, int n, int c, int hw, float eps);
+// Exact GELU, x * Phi(x).
+void ref_gelu_forward(float *out, const float *in, size_t count);
+void ref_gelu_backward(float *d_in, const float *d_out, const float *in, size_t count);
+// out[n][c_out] = scale * in[n][c_in] . weight[c_out][c_in]   (no bias)
+void ref_linear_forward(float *out, const float *in, const float *weight,
+                        int n, int c_in, int c_out, float scale);
+void ref_linear_backward(float *d_in, float *d_weight, const float *d_out, const float *in,
+                         const float *weight, int n, int c_in, int c_out, float scale);
+// Label-smoothed cross-entropy summed over the batch; writes its gradient and counts the
+// argmax hits. loss_i = (1 - s) * -log p_y + s * mean_k -log p_k.
+double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *logits,
+                                 const uint8_t *labels, int n, int n_classes, float smoothing);
+
+// ---- whitening ----
+// Eigen-decomposition of a symmetric n x n matrix (row-major, destroyed) by cyclic Jacobi
+// rotations: eigenvalues in descending order, eigenvector k in row k of eigvecs.
+void ref_symmetric_eigen(double *matrix, int n, double *eigvals, double *eigvecs);
+// Whitening filters from the 2x2 patches of n normalized images (n x 3 x 32 x 32): the
+// eigenvectors of the uncentred patch covariance scaled by 1/sqrt(lambda + eps), then
+// their negations. Writes WHITEN_WIDTH x 3 x 2 x 2 values.
+void ref_whitening_weights(float *whiten_w, const float *images, int n, double eps);
+
+// ---- the network ----
+typedef struct RefActs RefActs;
+
+typedef struct {
+    NetLayout layout;
+    float bn_eps, bn_keep, logit_scale;
+    float *params, *grads, *momentum;   // flat, layout.n_params each
+    float *running;                     // per BN (g, j): running mean[c] then var[c]
+    size_t n_running;
+    float *ema_params, *ema_running;    // lookahead state
+    RefActs *acts;                      // sized for the largest batch seen so far
+} RefNet;
+
+RefNet *ref_net_create(const int widths[3], int depth, const Recipe *recipe);
+void ref_net_free(RefNet *net);
+static inline float *ref_tensor(const RefNet *net, float *base, int id) {
+    return base + net->layout.tensors[id].offset;
+}
+float *ref_running_mean(const RefNet *net, float *running, int g, int j);
+float *ref_running_var(const RefNet *net, float *running, int g, int j);
+
+// Fresh initial state from the seed (net.h), zero momentum, running mean 0 / var 1, and
+// the whitening weights from the first n_whiten images (normalized); lookahead state = it.
+void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
+                  const float *whiten_images, int n_whiten);
+// Forward pass; train = 1 uses batch statistics and updates the running stats.
+void ref_forward(RefNet *net, const float *images, int n, int train, float *logits);
+// Training forward (updating running stats), summed loss and backward into net->grads.
+// The whitening bias gradient is computed only when whiten_bias_grad. Returns the loss.
+double ref_forward_backward(RefNet *net, const float *images, const uint8_t *labels, int n,
+                            float smoothing, int whiten_bias_grad, float *logits, int *n_correct);
+
+// ---- optimizers ----
+// Nesterov SGD, PyTorch semantics, two groups (BN biases; everything else trainable),
+// step multiplier s: g += c*w; buf = m*buf + g; g += m*buf; w -= lr*s*g. The whitening
+// bias takes part only when whiten_bias_trainable.
+void ref_sgd_step(RefNet *net, const Recipe *recipe, double lr_multiplier, int whiten_bias_trainable);
+// Newton-Schulz orthogonalization (recipe.md), in fp32: out = NS(g), both rows x cols.
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, int steps);
+// One step of the Muon variant: Muon for the conv weights, Nesterov SGD for the rest.
+// step is 0-based; whiten_bias_steps = steps the whitening bias trains.
+void ref_muon_step(RefNet *net, const Recipe *recipe, int step, int total_steps, int whiten_bias_steps);
+// Lookahead: ema = decay * ema + (1 - decay) * w; w = ema, over the parameters and the BN
+// running stats.
+void ref_lookahead_update(RefNet *net, double decay);
+
+// ---- data ----
+// Unaugmented normalized images (n x 3 x 32 x 32) from uint8 CHW.
+void ref_normalize_images(float *out, const uint8_t *images, int n);
+// Training batch `batch_index` of epoch `epoch`: shuffled order, alternating flip,
+// translation, cutout (recipe), normalized. Writes batch_size images and labels.
+void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
+                     const Recipe *recipe, TranslateMode mode, uint64_t seed, int epoch,
+                     int batch_index);
+// Test-time augmentation logits (level 0, 1 or 2; recipe.md) in eval mode.
+void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *logits);

@@ -1,0 +1,69 @@
+// augment.h: which augmentation each training image gets in each epoch.
+//
+// Pure functions of (seed, epoch, image index) built on rng.h, compiled both into the CPU
+// reference and into the GPU loader kernel, so both make the same choices. The pixel work
+// itself (reflect padding, crop, flip, cutout) is done by the callers.
+#pragma once
+#include "rng.h"
+
+typedef enum { TRANSLATE_RANDOM = 0, TRANSLATE_DERANDOMIZED = 1 } TranslateMode;
+
+// Alternating flip: each image draws one bit before training; in epoch e it is flipped iff
+// that bit XOR (e mod 2), so it changes orientation every epoch.
+RNG_HD int aug_flip(uint64_t seed, uint32_t epoch, uint32_t image) {
+    uint32_t flip_bit = rng_u32(seed, RNG_STREAM_FLIP, 0, image) & 1u;
+    return (int)(flip_bit ^ (epoch & 1u));
+}
+
+// Translation offsets (dy, dx), each in [-T, T]. Random mode: an independent uniform draw
+// over the (2T+1)^2 offsets per image per epoch. Derandomized mode: each image walks through
+// all (2T+1)^2 offsets in its own random order, so any (2T+1)^2 consecutive epochs see every
+// offset exactly once.
+RNG_HD void aug_translate(uint64_t seed, TranslateMode mode, int max_shift, uint32_t epoch,
+                          uint32_t image, int *dy, int *dx) {
+    uint32_t side = 2u * (uint32_t)max_shift + 1u, n_offsets = side * side, k;
+    if (mode == TRANSLATE_DERANDOMIZED)
+        k = rng_permute(seed, RNG_STREAM_TRANSLATE_ORDER, image, epoch % n_offsets, n_offsets);
+    else
+        k = rng_below(rng_u32(seed, RNG_STREAM_TRANSLATE, epoch, image), n_offsets);
+    *dy = (int)(k / side) - max_shift;
+    *dx = (int)(k % side) - max_shift;
+}
+
+// Cutout: top-left corner (y0, x0) of a size x size square lying wholly inside the image,
+// uniform over the (32 - size + 1)^2 positions.
+RNG_HD void aug_cutout(uint64_t seed, int size, uint32_t epoch, uint32_t image, int *y0, int *x0) {
+    uint32_t side = 32u - (uint32_t)size + 1u;
+    uint32_t k = rng_below(rng_u32(seed, RNG_STREAM_CUTOUT, epoch, image), side * side);
+    *y0 = (int)(k / side);
+    *x0 = (int)(k % side);
+}
+
+// The image at position `slot` of epoch `epoch`'s shuffled order of n_train images.
+RNG_HD uint32_t aug_shuffle(uint64_t seed, uint32_t epoch, uint32_t slot, uint32_t n_train) {
+    return rng_permute(seed, RNG_STREAM_SHUFFLE, epoch, slot, n_train);
+}
+
+// The network's input value of a pixel byte of channel c: x / 255, then normalized with
+// the CIFAR-10 per-channel mean and std.
+RNG_HD float aug_normalize(uint8_t value, int c) {
+    const float mean = c == 0 ? 0.4914f : c == 1 ? 0.4822f : 0.4465f;
+    const float std = c == 0 ? 0.2470f : c == 1 ? 0.2435f : 0.2616f;
+    return ((float)value / 255.0f - mean) / std;
+}
+
+// Reflect padding index (PyTorch's 'reflect': the edge pixel is not repeated), valid for
+// coordinates within one image size of the border.
+RNG_HD int aug_reflect(int i, int size) {
+    if (i < 0) return -i;
+    if (i >= size) return 2 * size - 2 - i;
+    return i;
+}
+
+// Where output pixel (y, x) of a 32x32 training view comes from in the source image: the
+// view is the image shifted by (dy, dx) with reflect padding, then mirrored if flip.
+RNG_HD void aug_source_pixel(int y, int x, int dy, int dx, int flip, int *src_y, int *src_x) {
+    int view_x = flip ? 31 - x : x;
+    *src_y = aug_reflect(y + dy, 32);
+    *src_x = aug_reflect(view_x + dx, 32);
+}

@@ -1,0 +1,87 @@
+// muon.cu: the elementwise and reduction parts of the Muon optimizer (airbench94-muon).
+// The Newton-Schulz matrix products are cuBLAS bf16 GEMMs issued by the trainer.
+#include "kernels.h"
+
+static const int MUON_THREADS = 256;
+
+static int muon_blocks(size_t count) {
+    size_t blocks = (count + MUON_THREADS - 1) / MUON_THREADS;
+    return (int)(blocks < 4096 ? blocks : 4096);
+}
+
+__global__ void muon_momentum_kernel(__nv_bfloat16 *update, float *momentum, const __half *grad, size_t count,
+                                     float m) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        float g = __half2float(grad[i]);
+        float buf = m * momentum[i] + g;
+        momentum[i] = buf;
+        update[i] = __float2bfloat16(g + m * buf);
+    }
+}
+
+// One block of 1024 threads: each thread sums a strided slice, then a tree in shared
+// memory; the order is fixed, so the result is deterministic.
+template <typename T>
+__global__ void sum_squares_kernel(float *sum_sq, const T *x, size_t count) {
+    __shared__ float partial[1024];
+    float acc = 0.0f;
+    for (size_t i = threadIdx.x; i < count; i += blockDim.x) {
+        float v = (float)x[i];
+        acc += v * v;
+    }
+    partial[threadIdx.x] = acc;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if ((int)threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *sum_sq = partial[0];
+}
+
+__global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps) {
+    float scale = 1.0f / (sqrtf(*sum_sq) + eps);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = __float2bfloat16(__bfloat162float(x[i]) * scale);
+}
+
+__global__ void muon_apply_kernel(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
+                                  const float *w_sum_sq, float lr) {
+    float scale = sqrtf((float)c_out) / sqrtf(*w_sum_sq);
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        float v = w[i] * scale - lr * __bfloat162float(update[i]);
+        w[i] = v;
+        w_half[i] = __float2half(v);
+    }
+}
+
+extern "C" {
+
+cudaError_t launch_muon_momentum(__nv_bfloat16 *update, float *momentum, const __half *grad, size_t count, float m,
+                                 cudaStream_t stream) {
+    muon_momentum_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(update, momentum, grad, count, m);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_sum_squares(float *sum_sq, const float *x, size_t count, cudaStream_t stream) {
+    sum_squares_kernel<float><<<1, 1024, 0, stream>>>(sum_sq, x, count);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_sum_squares_bf16(float *sum_sq, const __nv_bfloat16 *x, size_t count, cudaStream_t stream) {
+    sum_squares_kernel<__nv_bfloat16><<<1, 1024, 0, stream>>>(sum_sq, x, count);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps,
+                                         cudaStream_t stream) {
+    scale_by_inverse_norm_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(x, count, sum_sq, eps);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
+                              const float *w_sum_sq, float lr, cudaStream_t stream) {
+    muon_apply_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(w, w_half, update, count, c_out, w_sum_sq, lr);
+    return cudaGetLastError();
+}
+
+}  // extern "C"

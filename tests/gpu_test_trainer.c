@@ -1,0 +1,219 @@
+// gpu_test_trainer.c: the GPU trainer against the CPU reference, step by step.
+//
+// Same seed, same small network, same batches: the initial weights must be identical,
+// the loader's images equal to fp16 rounding, and the logits, loss, gradients and weights
+// of the first training steps (lookahead included) close within fp16 tolerances. Needs a
+// GPU and CIFAR-10 in $DATA_DIR (default data/cifar10).
+#define AIRBENCH_NO_MAIN
+#include "../airbench/airbench.c"
+#include "test.h"
+
+enum { BATCH = 64, STEPS = 10, N_TEST = 1000 };
+static const int WIDTHS[3] = {16, 32, 32};
+
+static float half_to_float(__half h) {
+    uint16_t bits = h.x;
+    uint32_t sign = (uint32_t)(bits >> 15) << 31, exp = (bits >> 10) & 31, mant = bits & 1023;
+    float value;
+    if (exp == 0) value = ldexpf((float)mant, -24);
+    else if (exp == 31) value = mant ? NAN : INFINITY;
+    else value = ldexpf((float)(mant | 1024), (int)exp - 25);
+    uint32_t out;
+    memcpy(&out, &value, 4);
+    out |= sign;
+    memcpy(&value, &out, 4);
+    return value;
+}
+
+static float *download(const float *device, size_t count) {
+    float *host = host_alloc(count * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(host, device, count * sizeof(float), cudaMemcpyDeviceToHost));
+    return host;
+}
+
+static float *download_half(const __half *device, size_t count) {
+    __half *raw = host_alloc(count * sizeof(__half));
+    float *host = host_alloc(count * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(raw, device, count * sizeof(__half), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < count; i++) host[i] = half_to_float(raw[i]);
+    free(raw);
+    return host;
+}
+
+static double rel_error(const float *got, const float *want, size_t count) {
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        norm += (double)want[i] * want[i];
+    }
+    return norm > 0 ? sqrt(diff / norm) : sqrt(diff);
+}
+
+static void check_rel(const char *what, const float *got, const float *want, size_t count, double bound) {
+    double err = rel_error(got, want, count);
+    printf("  %-34s rel err %.2e (bound %.0e)\n", what, err, bound);
+    CHECK(err <= bound, "%s: relative error %.3e > %.0e", what, err, bound);
+}
+
+// The GPU's flat buffer in the reference's layout: conv weights KRSC -> OIHW.
+static float *params_as_reference(const Trainer *t, const float *gpu_flat) {
+    const NetLayout *l = &t->layout;
+    float *out = host_alloc(l->n_params * sizeof(float));
+    memcpy(out, gpu_flat, l->n_params * sizeof(float));
+    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
+        const TensorInfo *ti = &l->tensors[id];
+        for (int o = 0; o < ti->c_out; o++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    for (int ci = 0; ci < ti->c_in; ci++)
+                        out[ti->offset + ((size_t)(o * ti->c_in + ci) * 3 + ky) * 3 + kx] =
+                            gpu_flat[ti->offset + ((size_t)(o * 3 + ky) * 3 + kx) * ti->c_in + ci];
+    }
+    return out;
+}
+
+// The GPU's gradients in the reference's layout (convs from the fp16 buffer).
+static float *grads_as_reference(const Trainer *t) {
+    const NetLayout *l = &t->layout;
+    float *flat = download(t->grads, l->n_params);
+    size_t n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
+    float *conv = download_half(t->conv_grads, n_conv);
+    memcpy(flat + t->pb.begin[SEG_CONV], conv, n_conv * sizeof(float));
+    free(conv);
+    float *out = params_as_reference(t, flat);
+    free(flat);
+    return out;
+}
+
+static void check_tensors(const char *what, const Trainer *t, const float *gpu, const float *ref, double bound,
+                          int skip_whiten_w) {
+    const NetLayout *l = &t->layout;
+    for (int id = skip_whiten_w ? 1 : 0; id < l->n_tensors; id++) {
+        const TensorInfo *ti = &l->tensors[id];
+        char name[96];
+        const char *kinds[] = {"whiten_w", "whiten_b", "conv", "head", "bn_bias"};
+        snprintf(name, sizeof name, "%s %s %d.%d", what, kinds[ti->kind], ti->group, ti->conv);
+        check_rel(name, gpu + ti->offset, ref + ti->offset, ti->size, bound);
+    }
+}
+
+int main(void) {
+    const char *data_dir = getenv("DATA_DIR") ? getenv("DATA_DIR") : "data/cifar10";
+    char gpu_name[256];
+    int major, minor;
+    describe_gpu(gpu_name, sizeof gpu_name, &major, &minor);
+    Cifar10 data;
+    char err[512];
+    if (cifar10_load(&data, data_dir, err, sizeof err)) die(1, "%s", err);
+    data.test.n = N_TEST;
+
+    Recipe recipe = RECIPE_94;
+    memcpy(recipe.widths, WIDTHS, sizeof WIDTHS);
+    recipe.batch_size = BATCH;
+    Options o = {.recipe = recipe, .seed = 7, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
+    Trainer *t = trainer_create(&recipe, &data, data.train.n, N_TEST);
+    RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
+    const NetLayout *l = &t->layout;
+    int total = recipe_total_steps(&recipe, data.train.n);
+    printf("GPU %s: widths %d,%d,%d, batch %d, %d steps compared\n", gpu_name, WIDTHS[0], WIDTHS[1], WIDTHS[2], BATCH,
+           STEPS);
+
+    // 1. Initialization: identical weights from the shared RNG; whitening from the patches.
+    float *whiten_images = host_alloc((size_t)WHITEN_IMAGES * CIFAR10_IMAGE_BYTES * sizeof(float));
+    ref_normalize_images(whiten_images, data.train.images, WHITEN_IMAGES);
+    ref_net_init(ref, &recipe, o.seed, whiten_images, WHITEN_IMAGES);
+    init_params(t, o.seed);
+    init_whitening(t);
+    float *gpu_flat = download(t->params, l->n_params);
+    float *gpu_params = params_as_reference(t, gpu_flat);
+    int identical = 1;
+    for (size_t i = l->tensors[1].offset; i < l->n_params; i++) identical &= gpu_params[i] == ref->params[i];
+    CHECK(identical, "initial weights (all but the whitening conv) differ from the reference's");
+    check_rel("whitening weights", gpu_params, ref->params, l->tensors[0].size, 1e-4);
+    // From here on both start from exactly the reference's state.
+    memcpy(gpu_flat, ref->params, l->n_params * sizeof(float));
+    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {  // OIHW -> KRSC
+        const TensorInfo *ti = &l->tensors[id];
+        for (int oc = 0; oc < ti->c_out; oc++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    for (int ci = 0; ci < ti->c_in; ci++)
+                        gpu_flat[ti->offset + ((size_t)(oc * 3 + ky) * 3 + kx) * ti->c_in + ci] =
+                            ref->params[ti->offset + ((size_t)(oc * ti->c_in + ci) * 3 + ky) * 3 + kx];
+    }
+    CUDA_CHECK(cudaMemcpy(t->params, gpu_flat, l->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(t->ema_params, gpu_flat, l->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(launch_refresh_conv_half(&t->pb, t->stream));
+
+    // 2. Training steps: loader, forward, loss, backward, SGD, lookahead.
+    float *batch = host_alloc((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
+    uint8_t labels[BATCH];
+    float ref_logits[BATCH * NET_CLASSES];
+    for (int step = 0; step < STEPS; step++) {
+        int spe = recipe_steps_per_epoch(&recipe, data.train.n), epoch = step / spe;
+        ref_train_batch(batch, labels, &data.train, data.train.n, &recipe, o.translate_mode, o.seed, epoch, step % spe);
+        CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train, BATCH,
+                                       step % spe, epoch, o.seed, recipe.translate, 0, recipe.cutout, t->stream));
+        CUDA_CHECK(cudaMemsetAsync(t->loss_sum, 0, sizeof(double), t->stream));
+        forward_features(t, BATCH, 1);
+        CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, l->head), BATCH,
+                                       WIDTHS[2], (float)recipe_logit_scale(&recipe), 1.0f, 0.0f, t->stream));
+        backward(t, BATCH, 1);
+        double ref_loss = ref_forward_backward(ref, batch, labels, BATCH, (float)recipe.label_smoothing, 1, ref_logits, NULL);
+        printf("step %d\n", step);
+        if (step == 0) {
+            float *x = download_half(t->acts.x, (size_t)BATCH * CIFAR10_IMAGE_BYTES);
+            float max_diff = 0.0f;
+            for (size_t i = 0; i < (size_t)BATCH * CIFAR10_IMAGE_BYTES; i++)
+                max_diff = fmaxf(max_diff, fabsf(x[i] - batch[i]));
+            printf("  loader max |gpu - ref| %.2e\n", max_diff);
+            CHECK(max_diff <= 4e-3f, "loader images differ from the reference's by %g", max_diff);
+            free(x);
+            uint8_t gpu_labels[BATCH];
+            CUDA_CHECK(cudaMemcpy(gpu_labels, t->acts.labels, BATCH, cudaMemcpyDeviceToHost));
+            CHECK(!memcmp(gpu_labels, labels, BATCH), "loader labels differ from the reference's");
+            float *logits = download(t->acts.logits, BATCH * NET_CLASSES);
+            check_rel("logits", logits, ref_logits, BATCH * NET_CLASSES, 2e-2);
+            free(logits);
+            double gpu_loss;
+            CUDA_CHECK(cudaMemcpy(&gpu_loss, t->loss_sum, sizeof(double), cudaMemcpyDeviceToHost));
+            printf("  loss gpu %.5f ref %.5f\n", gpu_loss, ref_loss);
+            CHECK(fabs(gpu_loss - ref_loss) <= 1e-2 * fabs(ref_loss), "loss %f vs reference %f", gpu_loss, ref_loss);
+            float *grads = grads_as_reference(t);
+            check_tensors("grad", t, grads, ref->grads, 5e-2, 1);
+            free(grads);
+        }
+        sgd_step(t, step, total, 1);
+        ref_sgd_step(ref, &recipe, recipe_lr_multiplier(&recipe, step, total), 1);
+        if ((step + 1) % recipe.lookahead_every == 0) {
+            double decay = recipe_lookahead_decay(&recipe, step + 1, total);
+            lookahead(t, decay);
+            ref_lookahead_update(ref, decay);
+        }
+    }
+    float *flat = download(t->params, l->n_params);
+    float *params = params_as_reference(t, flat);
+    check_tensors("after steps:", t, params, ref->params, 3e-2, 0);
+    float *running = download(t->running, t->n_running);
+    check_rel("running stats", running, ref->running, t->n_running, 3e-2);
+
+    // 3. Evaluation with the same state: the TTA accuracy of both on N_TEST images.
+    CUDA_CHECK(cudaMemcpy(t->params, ref->params, l->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    evaluate_async(t, 2);
+    double gpu_acc = read_accuracy(t);
+    float *test_images = host_alloc((size_t)N_TEST * CIFAR10_IMAGE_BYTES * sizeof(float));
+    float *logits = host_alloc((size_t)N_TEST * NET_CLASSES * sizeof(float));
+    ref_normalize_images(test_images, data.test.images, N_TEST);
+    ref_tta_logits(ref, test_images, N_TEST, 2, logits);
+    int correct = 0;
+    for (int i = 0; i < N_TEST; i++) {
+        int best = 0;
+        for (int k = 1; k < NET_CLASSES; k++)
+            if (logits[i * NET_CLASSES + k] > logits[i * NET_CLASSES + best]) best = k;
+        correct += best == data.test.labels[i];
+    }
+    printf("  TTA accuracy gpu %.4f ref %.4f\n", gpu_acc, (double)correct / N_TEST);
+    CHECK(fabs(gpu_acc - (double)correct / N_TEST) <= 0.01, "TTA accuracy %f vs reference %f", gpu_acc,
+          (double)correct / N_TEST);
+    return test_finish("gpu_test_trainer");
+}

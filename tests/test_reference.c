@@ -1,0 +1,1028 @@
+// test_reference.c: the CPU reference (airbench/reference.c) against PyTorch and against
+// finite differences.
+//
+// 1. PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
+//    float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
+//    networks; one Muon step and Newton-Schulz; the whitening filters; the augmented
+//    training batch. Each tensor is compared by relative error ||got - want|| / ||want||;
+//    each group prints its worst tensor (all tensors with ABFX_VERBOSE=1).
+// 2. Finite differences (central, on the fp32 functions, with the effective step taken from
+//    the rounded perturbed values) for every layer function and for the whole network.
+// 3. ref_symmetric_eigen on a random symmetric 12 x 12 matrix and on a diagonal one.
+//
+// Fixtures are read from $FIXTURE_DIR, default tests/fixtures (run from the repository root).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "reference.h"
+#include "test.h"
+
+// Tolerances (relative errors unless said otherwise).
+#define TOL_FORWARD 1e-4     // logits, TTA logits, running stats (fp32 vs float64)
+#define TOL_GRAD 1e-4        // gradients, momentum buffers
+#define TOL_LOSS 1e-5        // the summed loss (a double in the reference)
+#define TOL_STATE 1e-5       // parameters after an update or lookahead, compared directly
+#define TOL_DELTA 2e-3       // the update itself (after - before): fp32 parameters round it
+#define TOL_NS 1e-4          // Newton-Schulz in fp32
+#define TOL_WHITEN 1e-5      // whitening filters, per filter up to its sign
+#define TOL_AUGMENT 1e-6     // augmented pixels, absolute (the same float ops: expect 0)
+
+static int verbose;
+static char fixture_dir[512] = "tests/fixtures";
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+static double rel_error(const float *got, const float *want, size_t n) {
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        diff += d * d;
+        norm += (double)want[i] * want[i];
+    }
+    if (norm == 0.0) return sqrt(diff);
+    return sqrt(diff / norm);
+}
+
+// A group of comparisons that prints one line: its worst relative error and where.
+typedef struct {
+    char what[128];
+    double tol, worst;
+    char worst_name[96];
+    int n;
+} Group;
+
+static void group_start(Group *g, const char *what, double tol) {
+    snprintf(g->what, sizeof g->what, "%s", what);
+    g->tol = tol;
+    g->worst = 0.0;
+    g->worst_name[0] = '\0';
+    g->n = 0;
+}
+
+static void group_compare(Group *g, const char *name, const float *got, const float *want, size_t n) {
+    double e = rel_error(got, want, n);
+    g->n++;
+    if (!(e <= g->worst) || g->n == 1) {
+        g->worst = e;
+        snprintf(g->worst_name, sizeof g->worst_name, "%s", name);
+    }
+    if (verbose) printf("    %-28s %-36s rel err %.2e\n", g->what, name, e);
+    CHECK(e <= g->tol, "%s %s: relative error %.3e > %.1e", g->what, name, e, g->tol);
+}
+
+static void group_end(const Group *g) {
+    printf("  %-34s %3d tensors, worst rel err %.2e (%s), tol %.0e\n", g->what, g->n, g->worst,
+           g->worst_name, g->tol);
+}
+
+// Deterministic test randoms from rng.h: uniform in [-bound, bound).
+static uint32_t rand_counter;
+static float frand(float bound) { return rng_uniform_pm(rng_u32(20240601, 99, 0, rand_counter++), bound); }
+static void fill_random(float *x, size_t n, float bound) {
+    for (size_t i = 0; i < n; i++) x[i] = frand(bound);
+}
+
+static float *falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) abort();
+    return p;
+}
+
+// The fixture name of tensor id ("whiten_w", "conv.1.0", "head", "bn.2.1").
+static void tensor_name(const NetLayout *l, int id, char *buf, size_t size) {
+    const TensorInfo *t = &l->tensors[id];
+    switch (t->kind) {
+    case TENSOR_WHITEN_W: snprintf(buf, size, "whiten_w"); break;
+    case TENSOR_WHITEN_B: snprintf(buf, size, "whiten_b"); break;
+    case TENSOR_CONV: snprintf(buf, size, "conv.%d.%d", t->group, t->conv); break;
+    case TENSOR_HEAD: snprintf(buf, size, "head"); break;
+    case TENSOR_BN_BIAS: snprintf(buf, size, "bn.%d.%d", t->group, t->conv); break;
+    }
+}
+
+static int load_fixture(Fixture *f, const char *file) {
+    char path[1024], err[1024];
+    snprintf(path, sizeof path, "%s/%s", fixture_dir, file);
+    int status = fixture_load(f, path, err, sizeof err);
+    CHECK(status == 0, "%s", err);
+    return status;
+}
+
+// Copies fixture tensors "<prefix><name>" into the flat buffer base (params, grads or
+// momentum), for every tensor (skip_whiten_w: all but the whitening weight). Returns the
+// number missing.
+static int load_tensors(const Fixture *f, const RefNet *net, float *base, const char *prefix, int skip_whiten_w) {
+    int missing = 0;
+    for (int id = skip_whiten_w ? 1 : 0; id < net->layout.n_tensors; id++) {
+        char name[64], key[128];
+        tensor_name(&net->layout, id, name, sizeof name);
+        snprintf(key, sizeof key, "%s%s", prefix, name);
+        const float *v = fixture_get(f, key, net->layout.tensors[id].size);
+        if (v) memcpy(ref_tensor(net, base, id), v, net->layout.tensors[id].size * sizeof(float));
+        else missing++;
+    }
+    CHECK(missing == 0, "%s: %d tensors \"%s*\" missing", f->path, missing, prefix);
+    return missing;
+}
+
+// Running stats "<prefix>running_mean.g.j" / "..._var.g.j" into running.
+static int load_running(const Fixture *f, const RefNet *net, float *running, const char *prefix) {
+    int missing = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < net->layout.depth; j++) {
+            char key[128];
+            size_t c = (size_t)net->layout.widths[g];
+            snprintf(key, sizeof key, "%srunning_mean.%d.%d", prefix, g, j);
+            const float *m = fixture_get(f, key, c);
+            snprintf(key, sizeof key, "%srunning_var.%d.%d", prefix, g, j);
+            const float *v = fixture_get(f, key, c);
+            if (m) memcpy(ref_running_mean(net, running, g, j), m, c * sizeof(float));
+            if (v) memcpy(ref_running_var(net, running, g, j), v, c * sizeof(float));
+            missing += !m + !v;
+        }
+    CHECK(missing == 0, "%s: %d running stats \"%s*\" missing", f->path, missing, prefix);
+    return missing;
+}
+
+// Compares tensors of base with fixture "<prefix><name>". Tensors absent from the fixture
+// are skipped when optional (e.g. frozen ones), reported otherwise.
+static void compare_tensors(Group *g, const Fixture *f, const RefNet *net, const float *base,
+                            const char *prefix, int skip_whiten_w, int skip_whiten_b) {
+    for (int id = 0; id < net->layout.n_tensors; id++) {
+        TensorKind kind = net->layout.tensors[id].kind;
+        if ((kind == TENSOR_WHITEN_W && skip_whiten_w) || (kind == TENSOR_WHITEN_B && skip_whiten_b)) continue;
+        char name[64], key[128];
+        tensor_name(&net->layout, id, name, sizeof name);
+        snprintf(key, sizeof key, "%s%s", prefix, name);
+        const float *want = fixture_get(f, key, net->layout.tensors[id].size);
+        CHECK(want != NULL, "%s: missing %s", f->path, key);
+        if (want) group_compare(g, name, ref_tensor(net, (float *)base, id), want, net->layout.tensors[id].size);
+    }
+}
+
+// The update (after - before) of every tensor against the fixture's (after - before).
+static void compare_deltas(Group *g, const Fixture *f, const RefNet *net, const float *before_c,
+                           const char *before_prefix, const char *after_prefix) {
+    for (int id = 1; id < net->layout.n_tensors; id++) {
+        char name[64], key_b[128], key_a[128];
+        size_t size = net->layout.tensors[id].size;
+        tensor_name(&net->layout, id, name, sizeof name);
+        snprintf(key_b, sizeof key_b, "%s%s", before_prefix, name);
+        snprintf(key_a, sizeof key_a, "%s%s", after_prefix, name);
+        const float *before = fixture_get(f, key_b, size), *after = fixture_get(f, key_a, size);
+        if (!before || !after) {
+            CHECK(0, "%s: missing %s or %s", f->path, key_b, key_a);
+            continue;
+        }
+        float *want = falloc(size), *got = falloc(size);
+        const float *now = ref_tensor(net, net->params, id);
+        const float *was = before_c + net->layout.tensors[id].offset;
+        double norm = 0.0;
+        for (size_t i = 0; i < size; i++) {
+            want[i] = (float)((double)after[i] - before[i]);
+            got[i] = (float)((double)now[i] - was[i]);
+            norm += (double)want[i] * want[i];
+        }
+        if (norm > 0.0) group_compare(g, name, got, want, size);
+        else {  // a frozen tensor: the reference must leave it exactly alone
+            int same = memcmp(now, was, size * sizeof(float)) == 0;
+            CHECK(same, "%s %s: frozen tensor changed", g->what, name);
+        }
+        free(want);
+        free(got);
+    }
+}
+
+static void compare_running(Group *g, const Fixture *f, const RefNet *net, const char *prefix) {
+    for (int gg = 0; gg < 3; gg++)
+        for (int j = 0; j < net->layout.depth; j++) {
+            char key[128];
+            size_t c = (size_t)net->layout.widths[gg];
+            for (int which = 0; which < 2; which++) {
+                snprintf(key, sizeof key, "%srunning_%s.%d.%d", prefix, which ? "var" : "mean", gg, j);
+                const float *want = fixture_get(f, key, c);
+                const float *got = which ? ref_running_var(net, net->running, gg, j)
+                                         : ref_running_mean(net, net->running, gg, j);
+                CHECK(want != NULL, "%s: missing %s", f->path, key);
+                if (want) group_compare(g, key + strlen(prefix), got, want, c);
+            }
+        }
+}
+
+static void compare_one(const char *what, const float *got, const float *want, size_t n, double tol) {
+    Group g;
+    group_start(&g, what, tol);
+    group_compare(&g, what, got, want, n);
+    group_end(&g);
+}
+
+static uint8_t *labels_from(const float *v, int n) {
+    uint8_t *labels = malloc(n ? n : 1);
+    if (!labels) abort();
+    for (int i = 0; i < n; i++) labels[i] = (uint8_t)v[i];
+    return labels;
+}
+
+// ---------------------------------------------------------------------------------------
+// 1a. the training steps, lookahead and TTA of a tiny network (net_d2.bin, net_d3.bin)
+
+static int check_config(const Fixture *f, const char *name, double want, double rel_tol) {
+    double got = fixture_scalar(f, name, NAN);
+    int ok = fabs(got - want) <= rel_tol * fabs(want);
+    CHECK(ok, "%s: %s = %.9g, recipe.h says %.9g", f->path, name, got, want);
+    return ok;
+}
+
+static void test_net_fixture(const char *file) {
+    Fixture f;
+    if (load_fixture(&f, file)) return;
+    printf("%s\n", f.path);
+    const float *widths_f = fixture_get(&f, "config.widths", 3);
+    if (!widths_f) {
+        fixture_free(&f);
+        return;
+    }
+    int widths[3] = {(int)widths_f[0], (int)widths_f[1], (int)widths_f[2]};
+    int depth = (int)fixture_scalar(&f, "config.depth", 2), batch = (int)fixture_scalar(&f, "config.batch", 0);
+    Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
+    CHECK((int)fixture_scalar(&f, "config.recipe96", -1) == (depth == 3), "%s: recipe choice", f.path);
+    memcpy(recipe.widths, widths, sizeof widths);
+    recipe.batch_size = batch;
+    // the fixture's numbers are recipe.h's formulas at this batch size
+    check_config(&f, "config.lr", recipe_sgd_lr(&recipe), 1e-6);
+    check_config(&f, "config.wd", recipe_sgd_wd(&recipe), 1e-6);
+    check_config(&f, "config.lr_bn", recipe_bn_bias_lr(&recipe), 1e-6);
+    check_config(&f, "config.keep", recipe.bn_keep, 1e-7);
+    check_config(&f, "config.scale", recipe_logit_scale(&recipe), 1e-7);
+    check_config(&f, "config.smoothing", recipe.label_smoothing, 1e-7);
+    check_config(&f, "config.bn_eps", recipe.bn_eps, 1e-6);
+    check_config(&f, "config.momentum", recipe.momentum, 1e-7);
+
+    RefNet *net = ref_net_create(widths, depth, &recipe);
+    const NetLayout *l = &net->layout;
+    size_t n_params = l->n_params, n_out = (size_t)batch * NET_CLASSES;
+    CHECK(fabsf(net->bn_keep - (float)recipe.bn_keep) == 0 && net->bn_eps == (float)recipe.bn_eps,
+          "ref_net_create: BN keep %g eps %g", net->bn_keep, net->bn_eps);
+    load_tensors(&f, net, net->params, "param.", 0);
+    load_running(&f, net, net->running, "");
+    memset(net->momentum, 0, n_params * sizeof(float));
+    memcpy(net->ema_params, net->params, n_params * sizeof(float));
+    memcpy(net->ema_running, net->running, net->n_running * sizeof(float));
+    float *logits = falloc(n_out), *before = falloc(n_params);
+    char label[96], prefix[32], prefix2[96];
+    Group g;
+
+    for (int step = 1; step <= 2; step++) {
+        snprintf(prefix, sizeof prefix, "step%d.", step);
+        char key[160];
+        snprintf(key, sizeof key, "%sx", prefix);
+        const float *x = fixture_get(&f, key, (size_t)batch * 3 * 32 * 32);
+        snprintf(key, sizeof key, "%slabels", prefix);
+        const float *labels_f = fixture_get(&f, key, batch);
+        if (!x || !labels_f) break;
+        uint8_t *labels = labels_from(labels_f, batch);
+        snprintf(key, sizeof key, "%smultiplier", prefix);
+        double multiplier = fixture_scalar(&f, key, 1.0);
+        snprintf(key, sizeof key, "%swhiten_bias_trainable", prefix);
+        int whiten_bias = (int)fixture_scalar(&f, key, 1);
+
+        int n_correct = -1;
+        double loss = ref_forward_backward(net, x, labels, batch, (float)recipe.label_smoothing, whiten_bias,
+                                           logits, &n_correct);
+        snprintf(label, sizeof label, "d%d step%d logits", depth, step);
+        snprintf(key, sizeof key, "%slogits", prefix);
+        const float *want_logits = fixture_get(&f, key, n_out);
+        if (want_logits) compare_one(label, logits, want_logits, n_out, TOL_FORWARD);
+        snprintf(key, sizeof key, "%sloss", prefix);
+        double want_loss = fixture_scalar(&f, key, NAN);
+        printf("  d%d step%d loss                     %.7f vs %.7f, rel err %.2e, tol %.0e\n", depth, step, loss,
+               want_loss, fabs(loss - want_loss) / fabs(want_loss), TOL_LOSS);
+        CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "d%d step%d loss %.9g, want %.9g", depth, step,
+              loss, want_loss);
+        snprintf(key, sizeof key, "%sn_correct", prefix);
+        CHECK(n_correct == (int)fixture_scalar(&f, key, -1), "d%d step%d n_correct %d", depth, step, n_correct);
+
+        snprintf(label, sizeof label, "d%d step%d grads", depth, step);
+        snprintf(prefix2, sizeof prefix2, "%sgrad.", prefix);
+        group_start(&g, label, TOL_GRAD);
+        compare_tensors(&g, &f, net, net->grads, prefix2, 1, !whiten_bias);
+        group_end(&g);
+
+        snprintf(label, sizeof label, "d%d step%d running stats", depth, step);
+        group_start(&g, label, TOL_FORWARD);
+        compare_running(&g, &f, net, prefix);
+        group_end(&g);
+
+        memcpy(before, net->params, n_params * sizeof(float));
+        ref_sgd_step(net, &recipe, multiplier, whiten_bias);
+        snprintf(label, sizeof label, "d%d step%d params after", depth, step);
+        snprintf(prefix2, sizeof prefix2, "%safter.param.", prefix);
+        group_start(&g, label, TOL_STATE);
+        compare_tensors(&g, &f, net, net->params, prefix2, 0, 0);
+        group_end(&g);
+
+        snprintf(label, sizeof label, "d%d step%d update (after-before)", depth, step);
+        group_start(&g, label, TOL_DELTA);
+        compare_deltas(&g, &f, net, before, step == 1 ? "param." : "step1.after.param.", prefix2);
+        group_end(&g);
+
+        snprintf(label, sizeof label, "d%d step%d momentum after", depth, step);
+        snprintf(prefix2, sizeof prefix2, "%safter.momentum.", prefix);
+        group_start(&g, label, TOL_GRAD);
+        compare_tensors(&g, &f, net, net->momentum, prefix2, 1, 0);
+        group_end(&g);
+        free(labels);
+    }
+
+    double decay = fixture_scalar(&f, "config.lookahead_decay", 0.3);
+    ref_lookahead_update(net, decay);
+    snprintf(label, sizeof label, "d%d lookahead params", depth);
+    group_start(&g, label, TOL_STATE);
+    compare_tensors(&g, &f, net, net->params, "lookahead.param.", 0, 0);
+    group_end(&g);
+    snprintf(label, sizeof label, "d%d lookahead running stats", depth);
+    group_start(&g, label, TOL_STATE);
+    compare_running(&g, &f, net, "lookahead.");
+    group_end(&g);
+
+    const FixtureTensor *tx = fixture_find(&f, "tta.x");
+    CHECK(tx != NULL, "%s: no tta.x", f.path);
+    if (tx) {
+        int n = tx->dims[0];
+        float *tta = falloc((size_t)n * NET_CLASSES);
+        for (int level = 0; level <= 2; level++) {
+            char key[64];
+            snprintf(key, sizeof key, "tta.logits.%d", level);
+            const float *want = fixture_get(&f, key, (size_t)n * NET_CLASSES);
+            ref_tta_logits(net, tx->data, n, level, tta);
+            snprintf(label, sizeof label, "d%d TTA level %d logits", depth, level);
+            if (want) compare_one(label, tta, want, (size_t)n * NET_CLASSES, TOL_FORWARD);
+        }
+        free(tta);
+    }
+    free(logits);
+    free(before);
+    ref_net_free(net);
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
+// 1b. Muon (muon_d2.bin)
+
+static void test_muon_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "muon_d2.bin")) return;
+    printf("%s\n", f.path);
+    Recipe recipe = RECIPE_94_MUON;
+    const float *widths_f = fixture_get(&f, "config.widths", 3);
+    if (!widths_f) {
+        fixture_free(&f);
+        return;
+    }
+    int widths[3] = {(int)widths_f[0], (int)widths_f[1], (int)widths_f[2]};
+    memcpy(recipe.widths, widths, sizeof widths);
+    check_config(&f, "config.muon_lr", recipe.muon_lr, 1e-7);
+    check_config(&f, "config.muon_momentum", recipe.muon_momentum, 1e-7);
+    check_config(&f, "config.sgd_momentum", recipe.momentum, 1e-7);
+    check_config(&f, "config.bias_lr", recipe.sgd_bias_lr, 1e-7);
+    check_config(&f, "config.head_lr", recipe.sgd_head_lr, 1e-7);
+    check_config(&f, "config.wd", recipe.sgd_wd, 1e-7);
+    int total = (int)fixture_scalar(&f, "config.total_steps", 200);
+    int bias_steps = (int)fixture_scalar(&f, "config.whiten_bias_steps", 75);
+
+    // Newton-Schulz alone, in fp32 (and the bf16 fixture, meant for the GPU, is sane)
+    const char *cases[2] = {"a", "b"};
+    for (int c = 0; c < 2; c++) {
+        char key[64], label[96];
+        snprintf(key, sizeof key, "ns.%s.input", cases[c]);
+        const FixtureTensor *in = fixture_find(&f, key);
+        CHECK(in != NULL && in->ndim == 2, "%s: no 2-d %s", f.path, key);
+        if (!in || in->ndim != 2) continue;
+        int rows = in->dims[0], cols = in->dims[1];
+        float *out = falloc(in->count);
+        ref_newton_schulz(out, in->data, rows, cols, recipe.muon_ns_steps);
+        snprintf(key, sizeof key, "ns.%s.fp32", cases[c]);
+        const float *want = fixture_get(&f, key, in->count);
+        snprintf(label, sizeof label, "NS fp32 %dx%d", rows, cols);
+        if (want) compare_one(label, out, want, in->count, TOL_NS);
+        snprintf(key, sizeof key, "ns.%s.bf16", cases[c]);
+        const float *bf16 = fixture_get(&f, key, in->count);
+        snprintf(label, sizeof label, "NS bf16 fixture vs fp32 %dx%d", rows, cols);
+        if (bf16) compare_one(label, bf16, out, in->count, 0.1);
+        free(out);
+    }
+
+    const int steps[2] = {0, 30};
+    for (int s = 0; s < 2; s++) {
+        RefNet *net = ref_net_create(widths, 2, &recipe);
+        load_tensors(&f, net, net->params, "param.", 0);
+        load_tensors(&f, net, net->momentum, "momentum.", 0);
+        load_tensors(&f, net, net->grads, "grad.", 0);
+        float *before = falloc(net->layout.n_params);
+        memcpy(before, net->params, net->layout.n_params * sizeof(float));
+        ref_muon_step(net, &recipe, steps[s], total, bias_steps);
+        char label[96], prefix[64];
+        Group g;
+        snprintf(prefix, sizeof prefix, "step%d.param.", steps[s]);
+        snprintf(label, sizeof label, "Muon step %d params after", steps[s]);
+        group_start(&g, label, TOL_STATE);
+        compare_tensors(&g, &f, net, net->params, prefix, 0, 0);
+        group_end(&g);
+        snprintf(label, sizeof label, "Muon step %d update", steps[s]);
+        group_start(&g, label, TOL_DELTA);
+        compare_deltas(&g, &f, net, before, "param.", prefix);
+        group_end(&g);
+        snprintf(prefix, sizeof prefix, "step%d.momentum.", steps[s]);
+        snprintf(label, sizeof label, "Muon step %d momentum", steps[s]);
+        group_start(&g, label, TOL_GRAD);
+        compare_tensors(&g, &f, net, net->momentum, prefix, 1, 0);
+        group_end(&g);
+        free(before);
+        ref_net_free(net);
+    }
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
+// 1c. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
+
+// Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
+// exactly the negations of the first 12.
+static void compare_whitening(const char *what, const float *got, const float *want) {
+    enum { FILTER = 12 };
+    double worst = 0.0;
+    int worst_k = 0, negated = 1;
+    for (int k = 0; k < WHITEN_WIDTH; k++) {
+        double plus = 0.0, minus = 0.0, norm = 0.0;
+        for (int i = 0; i < FILTER; i++) {
+            double a = got[k * FILTER + i], b = want[k * FILTER + i];
+            plus += (a - b) * (a - b);
+            minus += (a + b) * (a + b);
+            norm += b * b;
+        }
+        double e = sqrt((plus < minus ? plus : minus) / norm);
+        if (e > worst) worst = e, worst_k = k;
+        if (k < FILTER)
+            for (int i = 0; i < FILTER; i++) negated &= got[(k + FILTER) * FILTER + i] == -got[k * FILTER + i];
+    }
+    printf("  %-34s  24 filters, worst rel err %.2e (filter %d, up to sign), tol %.0e\n", what, worst, worst_k,
+           TOL_WHITEN);
+    CHECK(worst <= TOL_WHITEN, "%s: filter %d relative error %.3e", what, worst_k, worst);
+    CHECK(negated, "%s: filters 12..23 are not the negations of 0..11", what);
+}
+
+static void test_whiten_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "whiten.bin")) return;
+    printf("%s\n", f.path);
+    const FixtureTensor *images = fixture_find(&f, "images");
+    const float *want = fixture_get(&f, "whiten_w", WHITEN_WIDTH * 12);
+    CHECK(images != NULL && want != NULL, "%s: no images or whiten_w", f.path);
+    if (!images || !want) {
+        fixture_free(&f);
+        return;
+    }
+    int n = images->dims[0];
+    double eps = fixture_scalar(&f, "eps", 5e-4);
+    float got[WHITEN_WIDTH * 12];
+    ref_whitening_weights(got, images->data, n, eps);
+    compare_whitening("ref_whitening_weights", got, want);
+
+    // ref_net_init: the same whitening filters in tensor 0, net.h's init elsewhere
+    const Recipe *recipes[2] = {&RECIPE_94, &RECIPE_94_MUON};
+    for (int r = 0; r < 2; r++) {
+        Recipe recipe = *recipes[r];
+        int widths[3] = {8, 16, 16};
+        memcpy(recipe.widths, widths, sizeof widths);
+        RefNet *net = ref_net_create(widths, 2, &recipe);
+        const NetLayout *l = &net->layout;
+        memset(net->momentum, 0xff, l->n_params * sizeof(float));  // must be cleared
+        ref_net_init(net, &recipe, 77, images->data, n);
+        char what[64];
+        snprintf(what, sizeof what, "ref_net_init whitening (%s)", recipe.name);
+        compare_whitening(what, ref_tensor(net, net->params, 0), want);
+        int conv_ok = 1, head_ok = 1, bias_ok = 1, zero_ok = 1, state_ok = 1;
+        for (int id = 1; id < l->n_tensors; id++) {
+            const TensorInfo *t = &l->tensors[id];
+            const float *p = ref_tensor(net, net->params, id);
+            for (size_t i = 0; i < t->size; i++) {
+                if (t->kind == TENSOR_CONV) conv_ok &= p[i] == net_init_conv(77, id, t->c_out, t->c_in, i);
+                else if (t->kind == TENSOR_HEAD && !recipe.muon) head_ok &= p[i] == net_init_uniform(77, id, t->c_in, i);
+                else if (t->kind == TENSOR_WHITEN_B && recipe.muon)
+                    bias_ok &= p[i] == net_init_uniform(77, id, 12, i);
+                else if (t->kind == TENSOR_BN_BIAS || t->kind == TENSOR_WHITEN_B) zero_ok &= p[i] == 0.0f;
+            }
+        }
+        if (recipe.muon) {  // head rescaled to unit (unbiased) standard deviation
+            const TensorInfo *t = &l->tensors[l->head];
+            const float *p = ref_tensor(net, net->params, l->head);
+            double sum = 0, sum_sq = 0, mean;
+            for (size_t i = 0; i < t->size; i++) sum += p[i];
+            mean = sum / t->size;
+            for (size_t i = 0; i < t->size; i++) sum_sq += (p[i] - mean) * (p[i] - mean);
+            double sd = sqrt(sum_sq / (t->size - 1));
+            CHECK(fabs(sd - 1.0) < 1e-5, "ref_net_init (muon): head std %.9g, want 1", sd);
+            double ratio = p[0] / net_init_uniform(77, l->head, t->c_in, 0);
+            for (size_t i = 0; i < t->size; i++)
+                head_ok &= fabs(p[i] - ratio * net_init_uniform(77, l->head, t->c_in, i)) <= 1e-6 * fabs(ratio);
+        }
+        for (size_t i = 0; i < l->n_params; i++) state_ok &= net->momentum[i] == 0.0f && net->ema_params[i] == net->params[i];
+        for (int g = 0; g < 3; g++)
+            for (int c = 0; c < widths[g]; c++)
+                state_ok &= ref_running_mean(net, net->running, g, 0)[c] == 0.0f &&
+                            ref_running_var(net, net->running, g, 0)[c] == 1.0f;
+        for (size_t i = 0; i < net->n_running; i++) state_ok &= net->ema_running[i] == net->running[i];
+        CHECK(conv_ok, "ref_net_init (%s): conv weights differ from net_init_conv", recipe.name);
+        CHECK(head_ok, "ref_net_init (%s): head differs from net_init_uniform", recipe.name);
+        CHECK(bias_ok, "ref_net_init (%s): whitening bias differs from net_init_uniform", recipe.name);
+        CHECK(zero_ok, "ref_net_init (%s): BN biases / whitening bias not zero", recipe.name);
+        CHECK(state_ok, "ref_net_init (%s): momentum, running stats or lookahead state", recipe.name);
+        ref_net_free(net);
+    }
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
+// 1d. the augmented training batch (augment.bin)
+
+static void test_augment_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "augment.bin")) return;
+    printf("%s\n", f.path);
+    const FixtureTensor *images_f = fixture_find(&f, "images");
+    const FixtureTensor *labels_f = fixture_find(&f, "labels");
+    CHECK(images_f && labels_f, "%s: no images or labels", f.path);
+    if (!images_f || !labels_f) {
+        fixture_free(&f);
+        return;
+    }
+    int n = images_f->dims[0];
+    Cifar10Split split = {.n = n, .images = malloc(images_f->count), .labels = labels_from(labels_f->data, n)};
+    if (!split.images) abort();
+    for (size_t i = 0; i < images_f->count; i++) split.images[i] = (uint8_t)images_f->data[i];
+
+    float *normalized = falloc(2 * CIFAR10_IMAGE_BYTES);
+    ref_normalize_images(normalized, split.images, 2);
+    const float *want_norm = fixture_get(&f, "normalized.0_1", 2 * CIFAR10_IMAGE_BYTES);
+    if (want_norm) {
+        double worst = 0;
+        for (int i = 0; i < 2 * CIFAR10_IMAGE_BYTES; i++) worst = fmax(worst, fabs(normalized[i] - want_norm[i]));
+        printf("  %-34s max abs err %.2e, tol %.0e\n", "ref_normalize_images", worst, TOL_AUGMENT);
+        CHECK(worst <= TOL_AUGMENT, "ref_normalize_images: max abs error %.3e", worst);
+    }
+    free(normalized);
+
+    uint64_t seed = (uint64_t)fixture_scalar(&f, "config.seed", 7);
+    int epoch = (int)fixture_scalar(&f, "config.epoch", 3);
+    int batch_size = (int)fixture_scalar(&f, "config.batch_size", 8);
+    int batch_index = (int)fixture_scalar(&f, "config.batch_index", 1);
+    const char *cases[3] = {"aug96.random", "aug96.derandomized", "aug94.random"};
+    float *out = falloc((size_t)batch_size * CIFAR10_IMAGE_BYTES);
+    uint8_t *labels = malloc(batch_size);
+    if (!labels) abort();
+    for (int c = 0; c < 3; c++) {
+        char key[96];
+        snprintf(key, sizeof key, "%s.translate", cases[c]);
+        int translate = (int)fixture_scalar(&f, key, 0);
+        snprintf(key, sizeof key, "%s.cutout", cases[c]);
+        int cutout = (int)fixture_scalar(&f, key, 0);
+        snprintf(key, sizeof key, "%s.derandomized", cases[c]);
+        TranslateMode mode = fixture_scalar(&f, key, 0) != 0 ? TRANSLATE_DERANDOMIZED : TRANSLATE_RANDOM;
+        Recipe recipe = translate == 4 ? RECIPE_96 : RECIPE_94;
+        CHECK(recipe.translate == translate && recipe.cutout == cutout, "%s: recipe T %d cutout %d", cases[c],
+              translate, cutout);
+        recipe.batch_size = batch_size;
+
+        // the Python port of rng.h / augment.h agrees with the headers
+        snprintf(key, sizeof key, "%s.decisions", cases[c]);
+        const float *dec = fixture_get(&f, key, (size_t)batch_size * 6);
+        int port_ok = dec != NULL;
+        for (int i = 0; dec && i < batch_size; i++) {
+            const float *d = dec + 6 * i;
+            uint32_t slot = (uint32_t)(batch_index * batch_size + i);
+            uint32_t image = aug_shuffle(seed, epoch, slot, n);
+            int dy, dx, y0 = -1, x0 = -1;
+            aug_translate(seed, mode, translate, epoch, image, &dy, &dx);
+            if (cutout) aug_cutout(seed, cutout, epoch, image, &y0, &x0);
+            port_ok &= d[0] == image && d[1] == aug_flip(seed, epoch, image) && d[2] == dy && d[3] == dx &&
+                       d[4] == y0 && d[5] == x0;
+        }
+        CHECK(port_ok, "%s: the Python port's decisions differ from augment.h", cases[c]);
+
+        memset(labels, 0xff, batch_size);
+        ref_train_batch(out, labels, &split, n, &recipe, mode, seed, epoch, batch_index);
+        snprintf(key, sizeof key, "%s.batch", cases[c]);
+        const float *want = fixture_get(&f, key, (size_t)batch_size * CIFAR10_IMAGE_BYTES);
+        snprintf(key, sizeof key, "%s.labels", cases[c]);
+        const float *want_labels = fixture_get(&f, key, batch_size);
+        if (want) {
+            double worst = 0;
+            for (size_t i = 0; i < (size_t)batch_size * CIFAR10_IMAGE_BYTES; i++)
+                worst = fmax(worst, fabs(out[i] - want[i]));
+            printf("  ref_train_batch %-18s max abs err %.2e, tol %.0e\n", cases[c], worst, TOL_AUGMENT);
+            CHECK(worst <= TOL_AUGMENT, "ref_train_batch %s: max abs error %.3e", cases[c], worst);
+        }
+        if (want_labels) {
+            int same = 1;
+            for (int i = 0; i < batch_size; i++) same &= labels[i] == (uint8_t)want_labels[i];
+            CHECK(same, "ref_train_batch %s: labels differ", cases[c]);
+        }
+    }
+    free(out);
+    free(labels);
+    free(split.images);
+    free(split.labels);
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. finite differences
+
+// Accumulates analytic vs numerical derivatives and reports their relative error.
+typedef struct {
+    const char *what;
+    double diff, norm, tol;
+    int n;
+} FdCheck;
+
+static void fd_add(FdCheck *c, double analytic, double numerical) {
+    c->diff += (analytic - numerical) * (analytic - numerical);
+    c->norm += numerical * numerical;
+    c->n++;
+}
+
+static void fd_end(const FdCheck *c) {
+    double e = c->norm > 0 ? sqrt(c->diff / c->norm) : sqrt(c->diff);
+    printf("  FD %-31s %4d entries, rel err %.2e, tol %.0e\n", c->what, c->n, e, c->tol);
+    CHECK(e <= c->tol && c->n > 0, "FD %s: relative error %.3e > %.1e", c->what, e, c->tol);
+}
+
+static double weighted_sum(const float *x, const float *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * r[i];
+    return s;
+}
+
+// Numerical derivative of f at x[i] (central), from the values actually stored.
+#define FD_DERIV(result, x, i, h, eval)                                                 \
+    do {                                                                                \
+        float saved_ = (x)[i];                                                          \
+        (x)[i] = saved_ + (h);                                                          \
+        float up_ = (x)[i];                                                             \
+        double f_up_ = (eval);                                                          \
+        (x)[i] = saved_ - (h);                                                          \
+        float down_ = (x)[i];                                                           \
+        double f_down_ = (eval);                                                        \
+        (x)[i] = saved_;                                                                \
+        (result) = (f_up_ - f_down_) / ((double)up_ - (double)down_);                   \
+    } while (0)
+
+typedef struct {
+    int n, c_in, h, w, c_out, kernel, pad, bias;
+    float *in, *weight, *b, *out, *r;
+    size_t n_in, n_w, n_out;
+} ConvCase;
+
+static double conv_objective(ConvCase *k) {
+    ref_conv_forward(k->out, k->in, k->weight, k->bias ? k->b : NULL, k->n, k->c_in, k->h, k->w, k->c_out,
+                     k->kernel, k->pad);
+    return weighted_sum(k->out, k->r, k->n_out);
+}
+
+static void fd_conv(int kernel, int pad, int bias) {
+    ConvCase k = {.n = 2, .c_in = 3, .h = 6, .w = 5, .c_out = 4, .kernel = kernel, .pad = pad, .bias = bias};
+    int oh = k.h + 2 * pad - kernel + 1, ow = k.w + 2 * pad - kernel + 1;
+    k.n_in = (size_t)k.n * k.c_in * k.h * k.w;
+    k.n_w = (size_t)k.c_out * k.c_in * kernel * kernel;
+    k.n_out = (size_t)k.n * k.c_out * oh * ow;
+    k.in = falloc(k.n_in), k.weight = falloc(k.n_w), k.b = falloc(k.c_out), k.out = falloc(k.n_out);
+    k.r = falloc(k.n_out);
+    fill_random(k.in, k.n_in, 1), fill_random(k.weight, k.n_w, 1), fill_random(k.b, k.c_out, 1);
+    fill_random(k.r, k.n_out, 1);
+    float *d_in = falloc(k.n_in), *d_w = falloc(k.n_w), *d_b = falloc(k.c_out);
+    ref_conv_backward(d_in, d_w, bias ? d_b : NULL, k.r, k.in, k.weight, k.n, k.c_in, k.h, k.w, k.c_out, kernel, pad);
+    // linear in each argument: a large step is exact up to rounding
+    const float h = 0.5f;
+    char names[3][64];
+    snprintf(names[0], 64, "conv %dx%d pad %d d_in", kernel, kernel, pad);
+    snprintf(names[1], 64, "conv %dx%d pad %d d_weight", kernel, kernel, pad);
+    snprintf(names[2], 64, "conv %dx%d pad %d d_bias", kernel, kernel, pad);
+    FdCheck chk_in = {names[0], 0, 0, 1e-5, 0}, chk_w = {names[1], 0, 0, 1e-5, 0}, chk_b = {names[2], 0, 0, 1e-5, 0};
+    double num;
+    for (size_t i = 0; i < k.n_in; i++) {
+        FD_DERIV(num, k.in, i, h, conv_objective(&k));
+        fd_add(&chk_in, d_in[i], num);
+    }
+    for (size_t i = 0; i < k.n_w; i++) {
+        FD_DERIV(num, k.weight, i, h, conv_objective(&k));
+        fd_add(&chk_w, d_w[i], num);
+    }
+    fd_end(&chk_in);
+    fd_end(&chk_w);
+    if (bias) {
+        for (int i = 0; i < k.c_out; i++) {
+            FD_DERIV(num, k.b, i, h, conv_objective(&k));
+            fd_add(&chk_b, d_b[i], num);
+        }
+        fd_end(&chk_b);
+    }
+    free(k.in), free(k.weight), free(k.b), free(k.out), free(k.r), free(d_in), free(d_w), free(d_b);
+}
+
+static double maxpool_objective(float *out, int *argmax, const float *in, const float *r, int n, int c, int h,
+                                int w, int k) {
+    ref_maxpool_forward(out, argmax, in, n, c, h, w, k);
+    return weighted_sum(out, r, (size_t)n * c * (h / k) * (w / k));
+}
+
+static void fd_maxpool(int h, int w, int k) {
+    int n = 2, c = 3, oh = h / k, ow = w / k;
+    size_t n_in = (size_t)n * c * h * w, n_out = (size_t)n * c * oh * ow;
+    float *in = falloc(n_in), *out = falloc(n_out), *r = falloc(n_out), *d_in = falloc(n_in);
+    int *argmax = calloc(n_out, sizeof(int));
+    // distinct values at least 0.01 apart (a scrambled ramp), so a 1e-3 step never reorders
+    for (size_t i = 0; i < n_in; i++) in[i] = 0.01f * (float)((i * 37 + 11) % n_in) - 1.0f;
+    fill_random(r, n_out, 1);
+    ref_maxpool_forward(out, argmax, in, n, c, h, w, k);
+    ref_maxpool_backward(d_in, r, argmax, n, c, h, w, k);
+    char name[64];
+    snprintf(name, sizeof name, "maxpool %dx%d k %d d_in", h, w, k);
+    FdCheck check = {name, 0, 0, 1e-5, 0};
+    double num;
+    for (size_t i = 0; i < n_in; i++) {
+        FD_DERIV(num, in, i, 1e-3f, maxpool_objective(out, argmax, in, r, n, c, h, w, k));
+        fd_add(&check, d_in[i], num);
+    }
+    fd_end(&check);
+    free(in), free(out), free(r), free(d_in), free(argmax);
+}
+
+static double bn_objective(float *out, float *mean, float *var, const float *in, const float *bias,
+                           const float *r, int n, int c, int hw) {
+    ref_batchnorm_forward_train(out, mean, var, in, bias, n, c, hw, 1e-12f);
+    return weighted_sum(out, r, (size_t)n * c * hw);
+}
+
+static void fd_batchnorm(void) {
+    int n = 3, c = 2, hw = 5;
+    size_t count = (size_t)n * c * hw;
+    float *in = falloc(count), *out = falloc(count), *r = falloc(count), *d_in = falloc(count);
+    float bias[2], d_bias[2], mean[2], var[2];
+    fill_random(in, count, 2), fill_random(r, count, 1), fill_random(bias, 2, 1);
+    bn_objective(out, mean, var, in, bias, r, n, c, hw);
+    ref_batchnorm_backward(d_in, d_bias, r, in, mean, var, n, c, hw, 1e-12f);
+    FdCheck c_in = {"BN train d_in", 0, 0, 1e-3, 0}, c_b = {"BN train d_bias", 0, 0, 1e-5, 0};
+    float m2[2], v2[2];
+    double num;
+    for (size_t i = 0; i < count; i++) {
+        FD_DERIV(num, in, i, 3e-3f, bn_objective(out, m2, v2, in, bias, r, n, c, hw));
+        fd_add(&c_in, d_in[i], num);
+    }
+    for (int i = 0; i < c; i++) {
+        FD_DERIV(num, bias, i, 0.5f, bn_objective(out, m2, v2, in, bias, r, n, c, hw));
+        fd_add(&c_b, d_bias[i], num);
+    }
+    fd_end(&c_in);
+    fd_end(&c_b);
+    // the running-stat update: keep * running + (1 - keep) * batch, unbiased variance
+    float run_mean[2] = {0.5f, -0.25f}, run_var[2] = {2.0f, 0.5f};
+    ref_batchnorm_update_running(run_mean, run_var, mean, var, n * hw, c, 0.6f);
+    int ok = 1;
+    for (int ch = 0; ch < c; ch++) {
+        double sum = 0, sq = 0;
+        for (int b = 0; b < n; b++)
+            for (int i = 0; i < hw; i++) sum += in[((size_t)b * c + ch) * hw + i];
+        double mu = sum / (n * hw);
+        for (int b = 0; b < n; b++)
+            for (int i = 0; i < hw; i++) sq += pow(in[((size_t)b * c + ch) * hw + i] - mu, 2);
+        double want_mean = 0.6 * (ch ? -0.25 : 0.5) + 0.4 * mu;
+        double want_var = 0.6 * (ch ? 0.5 : 2.0) + 0.4 * sq / (n * hw - 1);
+        ok &= fabs(run_mean[ch] - want_mean) < 1e-6 && fabs(run_var[ch] - want_var) < 1e-6 * want_var;
+    }
+    CHECK(ok, "ref_batchnorm_update_running: not keep * running + (1 - keep) * batch (unbiased var)");
+    free(in), free(out), free(r), free(d_in);
+}
+
+static void fd_gelu(void) {
+    enum { N = 81 };
+    float in[N], up[N], down[N], d_in[N], ones[N], out_up[N], out_down[N];
+    for (int i = 0; i < N; i++) in[i] = -4.0f + 0.1f * i + 0.013f, ones[i] = 1.0f;
+    ref_gelu_backward(d_in, ones, in, N);
+    const float h = 1e-2f;
+    for (int i = 0; i < N; i++) up[i] = in[i] + h, down[i] = in[i] - h;
+    ref_gelu_forward(out_up, up, N);
+    ref_gelu_forward(out_down, down, N);
+    FdCheck check = {"GELU d_in", 0, 0, 1e-4, 0};
+    for (int i = 0; i < N; i++) fd_add(&check, d_in[i], ((double)out_up[i] - out_down[i]) / ((double)up[i] - down[i]));
+    fd_end(&check);
+    // exact GELU, not the tanh approximation: GELU(1) = Phi(1) = 0.841344746...
+    float one = 1.0f, g1;
+    ref_gelu_forward(&g1, &one, 1);
+    CHECK_NEAR(g1, 0.8413447460685429, 1e-7, "GELU(1) (exact erf form)");
+}
+
+static double linear_objective(float *out, const float *in, const float *weight, const float *r, int n,
+                               int c_in, int c_out, float scale) {
+    ref_linear_forward(out, in, weight, n, c_in, c_out, scale);
+    return weighted_sum(out, r, (size_t)n * c_out);
+}
+
+static void fd_linear(void) {
+    int n = 3, c_in = 5, c_out = 4;
+    float scale = 1.0f / 9.0f;
+    float in[15], weight[20], out[12], r[12], d_in[15], d_w[20];
+    fill_random(in, 15, 1), fill_random(weight, 20, 1), fill_random(r, 12, 1);
+    ref_linear_backward(d_in, d_w, r, in, weight, n, c_in, c_out, scale);
+    FdCheck chk_in = {"linear d_in", 0, 0, 1e-5, 0}, chk_w = {"linear d_weight", 0, 0, 1e-5, 0};
+    double num;
+    for (int i = 0; i < 15; i++) {
+        FD_DERIV(num, in, i, 0.5f, linear_objective(out, in, weight, r, n, c_in, c_out, scale));
+        fd_add(&chk_in, d_in[i], num);
+    }
+    for (int i = 0; i < 20; i++) {
+        FD_DERIV(num, weight, i, 0.5f, linear_objective(out, in, weight, r, n, c_in, c_out, scale));
+        fd_add(&chk_w, d_w[i], num);
+    }
+    fd_end(&chk_in);
+    fd_end(&chk_w);
+}
+
+static void fd_loss(void) {
+    enum { N = 4, K = 10 };
+    float logits[N * K], d_logits[N * K];
+    uint8_t labels[N] = {3, 0, 9, 3};
+    fill_random(logits, N * K, 3);
+    int correct = -1;
+    double loss = ref_loss_forward_backward(d_logits, &correct, logits, labels, N, K, 0.2f);
+    FdCheck check = {"loss d_logits", 0, 0, 1e-5, 0};
+    double num;
+    for (int i = 0; i < N * K; i++) {
+        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, N, K, 0.2f));
+        fd_add(&check, d_logits[i], num);
+    }
+    fd_end(&check);
+    // the value itself: (1 - s) * -log p_y + s * mean_k -log p_k, summed; and the hits
+    double want = 0.0;
+    int want_correct = 0;
+    for (int b = 0; b < N; b++) {
+        double mx = -1e30, se = 0, nll_sum = 0;
+        int best = 0;
+        for (int k = 0; k < K; k++)
+            if (logits[b * K + k] > mx) mx = logits[b * K + k], best = k;
+        for (int k = 0; k < K; k++) se += exp(logits[b * K + k] - mx);
+        for (int k = 0; k < K; k++) nll_sum += -(logits[b * K + k] - mx - log(se));
+        want += 0.8 * -(logits[b * K + labels[b]] - mx - log(se)) + 0.2 * nll_sum / K;
+        want_correct += best == labels[b];
+    }
+    CHECK_NEAR(loss, want, 1e-9 * fabs(want), "label-smoothed summed loss");
+    CHECK(correct == want_correct, "loss n_correct %d, want %d", correct, want_correct);
+}
+
+// The whole network's forward_backward on a tiny net, a few entries of every tensor.
+static double net_loss(RefNet *net, const float *x, const uint8_t *labels, int n, float *logits) {
+    ref_forward(net, x, n, 1, logits);
+    return ref_loss_forward_backward(NULL, NULL, logits, labels, n, NET_CLASSES, 0.2f);
+}
+
+static void fd_network(int depth) {
+    int widths[3] = {4, 6, 8}, n = 4;
+    Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
+    memcpy(recipe.widths, widths, sizeof widths);
+    RefNet *net = ref_net_create(widths, depth, &recipe);
+    const NetLayout *l = &net->layout;
+    for (int id = 0; id < l->n_tensors; id++) {
+        const TensorInfo *t = &l->tensors[id];
+        float bound = t->kind == TENSOR_CONV ? 1.0f / sqrtf((float)t->c_in * 9) : t->kind == TENSOR_HEAD ? 0.5f
+                      : t->kind == TENSOR_WHITEN_W ? 0.5f : 0.2f;
+        fill_random(ref_tensor(net, net->params, id), t->size, bound);
+    }
+    float *x = falloc((size_t)n * 3 * 32 * 32), *logits = falloc((size_t)n * NET_CLASSES);
+    fill_random(x, (size_t)n * 3 * 32 * 32, 1.5f);
+    uint8_t labels[4] = {1, 7, 7, 2};
+    ref_forward_backward(net, x, labels, n, 0.2f, 1, logits, NULL);
+    float *grads = falloc(l->n_params);
+    memcpy(grads, net->grads, l->n_params * sizeof(float));
+    char name[64];
+    snprintf(name, sizeof name, "network depth %d (few entries)", depth);
+    FdCheck check = {name, 0, 0, 2e-2, 0};
+    double worst = 0.0;
+    char worst_name[64] = "";
+    for (int id = 1; id < l->n_tensors; id++) {
+        const TensorInfo *t = &l->tensors[id];
+        float *p = ref_tensor(net, net->params, id);
+        for (int s = 0; s < 3; s++) {
+            size_t i = (size_t)(rng_u32(5, 98, id, s) % t->size);
+            double num;
+            FD_DERIV(num, p, i, 1e-4f, net_loss(net, x, labels, n, logits));
+            double ana = grads[t->offset + i];
+            fd_add(&check, ana, num);
+            double e = fabs(ana - num) / fmax(fabs(num), 1e-2);
+            if (verbose > 1) printf("      id %d i %zu ana %.6e num %.6e\n", id, i, ana, num);
+            if (e > worst) worst = e, tensor_name(l, id, worst_name, sizeof worst_name);
+        }
+    }
+    if (verbose) printf("    worst entry %s, rel err %.2e\n", worst_name, worst);
+    fd_end(&check);
+    free(x), free(logits), free(grads);
+    ref_net_free(net);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. the symmetric eigensolver
+
+static void check_eigen(const char *what, const double *a, int n) {
+    double *work = malloc(sizeof(double) * n * n), *vals = malloc(sizeof(double) * n);
+    double *vecs = malloc(sizeof(double) * n * n);
+    if (!work || !vals || !vecs) abort();
+    memcpy(work, a, sizeof(double) * n * n);
+    ref_symmetric_eigen(work, n, vals, vecs);
+    double norm = 0.0, worst_res = 0.0, worst_orth = 0.0, trace = 0.0, sum_vals = 0.0;
+    int descending = 1;
+    for (int i = 0; i < n * n; i++) norm += a[i] * a[i];
+    norm = sqrt(norm);
+    for (int k = 0; k < n; k++) {
+        if (k > 0 && vals[k] > vals[k - 1]) descending = 0;
+        trace += a[k * n + k], sum_vals += vals[k];
+        double res = 0.0;
+        for (int i = 0; i < n; i++) {
+            double av = 0.0;
+            for (int j = 0; j < n; j++) av += a[i * n + j] * vecs[k * n + j];
+            res += pow(av - vals[k] * vecs[k * n + i], 2);
+        }
+        worst_res = fmax(worst_res, sqrt(res) / norm);
+        for (int m = 0; m < n; m++) {
+            double dot = 0.0;
+            for (int i = 0; i < n; i++) dot += vecs[k * n + i] * vecs[m * n + i];
+            worst_orth = fmax(worst_orth, fabs(dot - (k == m)));
+        }
+    }
+    printf("  eigen %-28s |Av - lv|/|A| %.1e, |V V^T - I| %.1e, trace err %.1e\n", what, worst_res, worst_orth,
+           fabs(trace - sum_vals));
+    CHECK(descending, "eigen %s: eigenvalues not descending", what);
+    CHECK(worst_res <= 1e-12, "eigen %s: residual %.3e", what, worst_res);
+    CHECK(worst_orth <= 1e-12, "eigen %s: orthonormality %.3e", what, worst_orth);
+    CHECK(fabs(trace - sum_vals) <= 1e-12 * norm, "eigen %s: trace", what);
+    free(work), free(vals), free(vecs);
+}
+
+static void test_eigen(void) {
+    enum { N = 12 };
+    double a[N * N];
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j <= i; j++) a[i * N + j] = a[j * N + i] = frand(1.0f);
+    check_eigen("random symmetric 12x12", a, N);
+    // a positive definite covariance-like matrix, as in the whitening
+    double b[N * N];
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < N; k++) s += a[i * N + k] * a[j * N + k];
+            b[i * N + j] = s + (i == j ? 1e-3 : 0.0);
+        }
+    check_eigen("A A^T + 1e-3 I", b, N);
+    // already diagonal (no rotation needed): sorted, unit eigenvectors
+    double d[N * N] = {0}, vals[N], vecs[N * N];
+    for (int i = 0; i < N; i++) d[i * N + i] = (double)((i * 5) % N) - 3.0;
+    double work[N * N];
+    memcpy(work, d, sizeof d);
+    ref_symmetric_eigen(work, N, vals, vecs);
+    int ok = 1;
+    for (int k = 0; k < N; k++) {
+        ok &= vals[k] == (double)(N - 1 - k) - 3.0;
+        for (int i = 0; i < N; i++) ok &= fabs(vecs[k * N + i]) == (d[i * N + i] == vals[k] ? 1.0 : 0.0);
+    }
+    CHECK(ok, "eigen of a diagonal matrix: not its sorted diagonal with unit vectors");
+}
+
+int main(void) {
+    const char *dir = getenv("FIXTURE_DIR");
+    if (dir && *dir) snprintf(fixture_dir, sizeof fixture_dir, "%s", dir);
+    const char *v = getenv("ABFX_VERBOSE");
+    verbose = v && *v ? atoi(v) : 0;
+
+    printf("PyTorch fixtures:\n");
+    test_net_fixture("net_d2.bin");
+    test_net_fixture("net_d3.bin");
+    test_muon_fixture();
+    test_whiten_fixture();
+    test_augment_fixture();
+
+    printf("finite differences (central, fp32):\n");
+    fd_conv(3, 1, 0);
+    fd_conv(2, 0, 1);
+    fd_maxpool(7, 7, 2);
+    fd_maxpool(3, 3, 3);
+    fd_batchnorm();
+    fd_gelu();
+    fd_linear();
+    fd_loss();
+    fd_network(2);
+    fd_network(3);
+
+    printf("eigensolver:\n");
+    test_eigen();
+    return test_finish("test_reference");
+}
