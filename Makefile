@@ -37,8 +37,11 @@ NVCCFLAGS ?= -O3
 NVCCFLAGS += -std=c++17 $(NVCC_GENCODE) $(INCLUDES) -Xcompiler -Wall,-Wextra
 
 # The git commit and dirty flag compiled into every run file; rewritten only on change.
+# Overridable where the tree has no .git (the GPU machine gets a copy of the files only).
 $(shell mkdir -p $(BUILD))
-VERSION_TEXT := \#define GIT_COMMIT "$(shell git rev-parse HEAD 2>/dev/null || echo unknown)"\n\#define GIT_DIRTY $(shell test -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo 0 || echo 1)
+GIT_COMMIT ?= $(shell git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY ?= $(shell test -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo 0 || echo 1)
+VERSION_TEXT := \#define GIT_COMMIT "$(GIT_COMMIT)"\n\#define GIT_DIRTY $(GIT_DIRTY)
 $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VERSION_TEXT)\n' > $(BUILD)/version.h)
 
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat

@@ -197,7 +197,14 @@ gpu_slug() {
     printf '%s\n' "${slug:-gpu}"
 }
 
+# The commit and dirty state; GIT_COMMIT / GIT_DIRTY (0 or 1) from the environment win, as
+# in the Makefile, for copies of the tree without .git (the lent GPU machine).
 git_state() {
+    if [[ -n ${GIT_COMMIT:-} ]]; then
+        short_commit=${GIT_COMMIT:0:7}
+        case ${GIT_DIRTY:-} in 0) tree_dirty=false ;; 1) tree_dirty=true ;; *) tree_dirty=unknown ;; esac
+        return
+    fi
     short_commit=$(git -C "$ROOT" rev-parse --short=7 HEAD 2>/dev/null) || short_commit=nocommit
     local changes
     if changes=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null); then

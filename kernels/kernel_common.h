@@ -48,24 +48,27 @@ static inline int stride_grid(long long needed) {
 
 // ---- 16-byte vectors of 8 channels ----------------------------------------------------
 
+// The halves are moved in and out of the 32-bit words of a uint4 with bit-cast intrinsics
+// (no pointer punning of locals, which C++ aliasing rules do not allow).
 __device__ __forceinline__ void load_half8(float v[8], const __half *p) {
     uint4 raw = *reinterpret_cast<const uint4 *>(p);
-    const __half2 *pairs = reinterpret_cast<const __half2 *>(&raw);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        float2 f = __half22float2(pairs[k]);
-        v[2 * k] = f.x;
-        v[2 * k + 1] = f.y;
+        v[2 * k] = __half2float(__ushort_as_half((unsigned short)(words[k] & 0xffffu)));
+        v[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(words[k] >> 16)));
     }
 }
 
 // Rounds to nearest even.
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+    __half2 pair = __floats2half2_rn(lo, hi);
+    return (uint32_t)__half_as_ushort(__low2half(pair)) | ((uint32_t)__half_as_ushort(__high2half(pair)) << 16);
+}
+
 __device__ __forceinline__ void store_half8(__half *p, const float v[8]) {
-    uint4 raw;
-    __half2 *pairs = reinterpret_cast<__half2 *>(&raw);
-#pragma unroll
-    for (int k = 0; k < 4; k++) pairs[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
-    *reinterpret_cast<uint4 *>(p) = raw;
+    *reinterpret_cast<uint4 *>(p) =
+        make_uint4(pack_half2(v[0], v[1]), pack_half2(v[2], v[3]), pack_half2(v[4], v[5]), pack_half2(v[6], v[7]));
 }
 
 // 8 per-channel fp32 values (scalar loads: read once per thread, any alignment).

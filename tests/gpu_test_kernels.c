@@ -958,10 +958,14 @@ static void test_init(void) {
 }
 
 // ----------------------------------------------------------------------------
-// Timing (not a test): microseconds per launch at airbench94 sizes, batch 1024, median of
-// TIMING_REPS launches enqueued back to back (each between its own pair of events).
+// Timing (not a test): microseconds per launch at airbench94 sizes, batch TIMING_BATCH
+// (1024), median of TIMING_REPS launches enqueued back to back (each between its own pair
+// of events, so that launch overhead is not counted while the queue is full).
 
 enum { TIMING_WARMUP = 3, TIMING_REPS = 20 };
+#ifndef TIMING_BATCH
+#define TIMING_BATCH 1024
+#endif
 static cudaEvent_t timing_events[2 * (TIMING_WARMUP + TIMING_REPS)];
 
 static int compare_floats(const void *a, const void *b) {
@@ -994,9 +998,9 @@ static void print_timing(const char *what, double bytes) {
     } while (0)
 
 static void run_timing(void) {
-    printf("timing (not checked): airbench94 sizes, batch 1024, median of %d\n", TIMING_REPS);
+    const int B = TIMING_BATCH, N_TRAIN = 50000;
+    printf("timing (not checked): airbench94 sizes, batch %d, median of %d\n", B, TIMING_REPS);
     for (int i = 0; i < 2 * (TIMING_WARMUP + TIMING_REPS); i++) CUDA_CHECK(cudaEventCreate(&timing_events[i]));
-    const int B = 1024, N_TRAIN = 50000;
     const size_t big = (size_t)B * 31 * 31 * 64;  // the largest activation: the first conv's output
     // Inputs: random halves (read by every kernel), random bytes as images.
     uint16_t *noise = HOST_HALVES(big);
@@ -1024,21 +1028,21 @@ static void run_timing(void) {
     float *whiten_w_d = dev_upload(whiten_w, sizeof whiten_w);
     const double h2 = 2.0;  // bytes per half
 
-    TIME("train_loader 1024 (T=2, random)", (double)B * 3072 * (1 + h2),
+    TIME("train_loader (T=2, random)", (double)B * 3072 * (1 + h2),
          launch_train_loader(out_d, batch_labels_d, images_d, labels_d, N_TRAIN, B, 5, 3, 1234, 2, 0, 0, 0));
-    TIME("eval_loader 1024 (flip, shift -1)", (double)B * 3072 * (1 + h2),
+    TIME("eval_loader (flip, shift -1)", (double)B * 3072 * (1 + h2),
          launch_eval_loader(out_d, images_d, B, 1, -1, 0));
     TIME("patch_covariance 5000 images", 5000.0 * 3072,
          launch_patch_covariance(partials_d, images_d, 5000, 0));
-    TIME("whiten_forward 1024 -> 1024x31x31x24", (double)B * (3072 + 961 * 24) * h2,
+    TIME("whiten_forward -> 31x31x24", (double)B * (3072 + 961 * 24) * h2,
          launch_whiten_forward(out_d, in_d, whiten_w_d, zeros_d, B, 0));
-    TIME("whiten_bias_backward 1024x31x31x24", (double)B * (3072 + 961 * 24) * h2,
+    TIME("whiten_bias_backward 31x31x24", (double)B * (3072 + 961 * 24) * h2,
          launch_whiten_bias_backward(partials_d, in_d, in2_d, whiten_w_d, zeros_d, B, 0));
-    TIME("maxpool2_stats 1024x31x31x64 -> 15x15", (double)B * 64 * (961 + 225) * h2 + B * 225.0 * 64,
+    TIME("maxpool2_stats 31x31x64 -> 15x15", (double)B * 64 * (961 + 225) * h2 + B * 225.0 * 64,
          launch_maxpool2_stats(mid_d, argmax_d, partials_d, in_d, B, 31, 31, 64, 0));
-    TIME("maxpool2_stats 1024x15x15x256 -> 7x7", (double)B * 256 * (225 + 49) * h2 + B * 49.0 * 256,
+    TIME("maxpool2_stats 15x15x256 -> 7x7", (double)B * 256 * (225 + 49) * h2 + B * 49.0 * 256,
          launch_maxpool2_stats(mid_d, argmax_d, partials_d, in_d, B, 15, 15, 256, 0));
-    TIME("channel_stats 1024*15*15 x 64", (double)B * 225 * 64 * h2,
+    TIME("channel_stats 15x15x64", (double)B * 225 * 64 * h2,
          launch_channel_stats(partials_d, in_d, B * 225, 64, 0));
     TIME("bn_finalize c=64", 0,
          launch_bn_finalize(stat_a_d, stat_b_d, run_a_d, run_b_d, partials_d, stats_blocks(B * 225, 64), 64, B * 225,
@@ -1067,29 +1071,30 @@ static void run_timing(void) {
     }
     TIME("bn_backward_finalize c=64", 0,
          launch_bn_backward_finalize(stat_a_d, stat_b_d, partials_d, stats_blocks(B * 225, 64), 64, B * 225, 0));
-    TIME("bn_gelu_backward_apply_pool 1024x15x15x64 -> 31x31", (double)B * 64 * (2 * 225 * h2 + 225 + 961 * h2),
+    TIME("bn_gelu_backward_apply_pool 15x15x64 -> 31x31", (double)B * 64 * (2 * 225 * h2 + 225 + 961 * h2),
          launch_bn_gelu_backward_apply_pool(out_d, in2_d, in_d, argmax_d, zeros_d, ones_d, zeros_d, zeros_d, B, 31, 31,
                                             64, 0));
-    TIME("bn_gelu_backward_apply_pool 1024x7x7x256 -> 15x15", (double)B * 256 * (2 * 49 * h2 + 49 + 225 * h2),
+    TIME("bn_gelu_backward_apply_pool 7x7x256 -> 15x15", (double)B * 256 * (2 * 49 * h2 + 49 + 225 * h2),
          launch_bn_gelu_backward_apply_pool(out_d, in2_d, in_d, argmax_d, zeros_d, ones_d, zeros_d, zeros_d, B, 15, 15,
                                             256, 0));
     float *features_d = dev_alloc((size_t)B * 256 * sizeof(float)), *logits_d = dev_alloc((size_t)B * 10 * sizeof(float));
-    float *head_w_d = dev_alloc(2560 * sizeof(float)), *d_features_d = dev_alloc((size_t)B * 256 * sizeof(float));
+    float *head_w_d = dev_alloc(2560 * sizeof(float)), *d_head_w_d = dev_alloc(2560 * sizeof(float));
+    float *d_features_d = dev_alloc((size_t)B * 256 * sizeof(float));
     CUDA_CHECK(cudaMemset(head_w_d, 0, 2560 * sizeof(float)));
-    TIME("maxpool_global 1024x3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
+    TIME("maxpool_global 3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
          launch_maxpool_global(features_d, argmax_d, in_d, B, 3, 256, 0));
-    TIME("maxpool_global_backward 1024x3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
+    TIME("maxpool_global_backward 3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
          launch_maxpool_global_backward(out_d, features_d, argmax_d, B, 3, 256, 0));
-    TIME("head_forward 1024 x 256", (double)B * 256 * 4,
+    TIME("head_forward c=256", (double)B * 256 * 4,
          launch_head_forward(logits_d, features_d, head_w_d, B, 256, 1.0f / 9, 1.0f, 0.0f, 0));
     double *loss_d = dev_alloc(sizeof(double));
     int *correct_d = dev_alloc(sizeof(int));
     CUDA_CHECK(cudaMemset(loss_d, 0, sizeof(double)));
     CUDA_CHECK(cudaMemset(correct_d, 0, sizeof(int)));
     float *d_logits_d = dev_alloc((size_t)B * 10 * sizeof(float));
-    TIME("loss 1024", 0, launch_loss(d_logits_d, loss_d, correct_d, logits_d, batch_labels_d, B, 0.2f, 0));
-    TIME("head_backward 1024 x 256", (double)B * 256 * 8,
-         launch_head_backward(head_w_d, d_features_d, d_logits_d, features_d, head_w_d, B, 256, 1.0f / 9, 0));
+    TIME("loss", 0, launch_loss(d_logits_d, loss_d, correct_d, logits_d, batch_labels_d, B, 0.2f, 0));
+    TIME("head_backward c=256", (double)B * 256 * 8,
+         launch_head_backward(d_head_w_d, d_features_d, d_logits_d, features_d, head_w_d, B, 256, 1.0f / 9, 0));
 
     // Optimizer over the airbench94 buffer.
     NetLayout layout;
