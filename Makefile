@@ -58,6 +58,7 @@ HEADERS := $(wildcard airbench/*.h kernels/*.h data/*.h tests/*.h) $(BUILD)/vers
 DATA_DIR ?= data/cifar10
 
 .PHONY: all cpu test gpu-test data clean
+.SECONDARY:  # keep the per-variant objects between builds
 all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(GPU_TESTS)
 cpu: $(CPU_PROGRAMS) $(CPU_TESTS)
 

@@ -470,11 +470,7 @@ static void init_params(Trainer *t, uint64_t seed) {
         float *host = host_alloc(head->size * sizeof(float));
         CUDA_CHECK(cudaMemcpyAsync(host, param_ptr(t, t->params, l->head), head->size * sizeof(float), cudaMemcpyDeviceToHost, s));
         CUDA_CHECK(cudaStreamSynchronize(s));
-        double sum = 0.0, sum_sq = 0.0;
-        for (size_t i = 0; i < head->size; i++) sum += host[i];
-        for (size_t i = 0; i < head->size; i++) sum_sq += (host[i] - sum / head->size) * (host[i] - sum / head->size);
-        float scale = (float)(1.0 / sqrt(sum_sq / (head->size - 1)));
-        for (size_t i = 0; i < head->size; i++) host[i] *= scale;
+        net_scale_to_unit_std(host, head->size);
         CUDA_CHECK(cudaMemcpy(param_ptr(t, t->params, l->head), host, head->size * sizeof(float), cudaMemcpyHostToDevice));
         free(host);
     }
@@ -487,8 +483,8 @@ static void init_params(Trainer *t, uint64_t seed) {
     free(running);
 }
 
-// Patch covariance on the GPU, the 12x12 eigendecomposition on the host (reference.c),
-// filters k = v_k / sqrt(lambda_k + 5e-4) and their negations. Then the lookahead state
+// Patch covariance on the GPU; the 12x12 eigendecomposition and the filters
+// k = v_k / sqrt(lambda_k + 5e-4) and their negations on the host (reference.c). Then the lookahead state
 // starts from the initialized network.
 static void init_whitening(Trainer *t) {
     int n = t->n_train < WHITEN_IMAGES ? t->n_train : WHITEN_IMAGES, blocks = patch_cov_blocks(n);
@@ -504,16 +500,8 @@ static void init_whitening(Trainer *t) {
             cov[i * COV_DIM + j] = cov[j * COV_DIM + i] = sum / n_patches;
         }
     free(partials);
-    double eigvals[COV_DIM], eigvecs[COV_DIM * COV_DIM];
-    ref_symmetric_eigen(cov, COV_DIM, eigvals, eigvecs);
     float weights[WHITEN_WIDTH * COV_DIM];
-    for (int k = 0; k < COV_DIM; k++) {
-        double scale = 1.0 / sqrt(eigvals[k] + 5e-4);
-        for (int i = 0; i < COV_DIM; i++) {
-            weights[k * COV_DIM + i] = (float)(eigvecs[k * COV_DIM + i] * scale);
-            weights[(k + COV_DIM) * COV_DIM + i] = (float)(-eigvecs[k * COV_DIM + i] * scale);
-        }
-    }
+    ref_whitening_from_covariance(weights, cov, 5e-4);
     CUDA_CHECK(cudaMemcpyAsync(param_ptr(t, t->params, 0), weights, sizeof weights, cudaMemcpyHostToDevice, t->stream));
     CUDA_CHECK(cudaMemcpyAsync(t->ema_params, t->params, t->layout.n_params * sizeof(float), cudaMemcpyDeviceToDevice, t->stream));
     CUDA_CHECK(cudaMemcpyAsync(t->ema_running, t->running, t->n_running * sizeof(float), cudaMemcpyDeviceToDevice, t->stream));

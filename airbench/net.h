@@ -99,3 +99,13 @@ RNG_HD float net_init_uniform(uint64_t seed, int tensor_id, int fan_in, size_t i
     float bound = 1.0f / sqrtf((float)fan_in);
     return rng_uniform_pm(rng_u32(seed, RNG_STREAM_INIT, (uint32_t)tensor_id, (uint32_t)index), bound);
 }
+
+// Rescales values to unit (unbiased) standard deviation: the Muon variant's head init.
+static inline void net_scale_to_unit_std(float *values, size_t count) {
+    double sum = 0.0, sum_sq = 0.0;
+    for (size_t i = 0; i < count; i++) sum += values[i];
+    double mean = sum / count;
+    for (size_t i = 0; i < count; i++) sum_sq += (values[i] - mean) * (values[i] - mean);
+    float scale = (float)(1.0 / sqrt(sum_sq / (count - 1)));
+    for (size_t i = 0; i < count; i++) values[i] *= scale;
+}

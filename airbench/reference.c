@@ -418,6 +418,19 @@ void ref_symmetric_eigen(double *a, int n, double *eigvals, double *eigvecs) {
     free(v);
 }
 
+void ref_whitening_from_covariance(float *whiten_w, double *cov, double eps) {
+    enum { DIM = 3 * WHITEN_KERNEL * WHITEN_KERNEL };
+    double eigvals[DIM], eigvecs[DIM * DIM];
+    ref_symmetric_eigen(cov, DIM, eigvals, eigvecs);
+    for (int k = 0; k < DIM; k++) {
+        double scale = 1.0 / sqrt(eigvals[k] + eps);
+        for (int i = 0; i < DIM; i++) {
+            whiten_w[k * DIM + i] = (float)(eigvecs[k * DIM + i] * scale);
+            whiten_w[(k + DIM) * DIM + i] = (float)(-eigvecs[k * DIM + i] * scale);
+        }
+    }
+}
+
 void ref_whitening_weights(float *whiten_w, const float *images, int n, double eps) {
     enum { DIM = 3 * WHITEN_KERNEL * WHITEN_KERNEL, SIDE = 32 - WHITEN_KERNEL + 1 };
     double cov[DIM * DIM] = {0};
@@ -435,15 +448,7 @@ void ref_whitening_weights(float *whiten_w, const float *images, int n, double e
             }
     double n_patches = (double)n * SIDE * SIDE;
     for (int i = 0; i < DIM * DIM; i++) cov[i] /= n_patches;
-    double eigvals[DIM], eigvecs[DIM * DIM];
-    ref_symmetric_eigen(cov, DIM, eigvals, eigvecs);
-    for (int k = 0; k < DIM; k++) {
-        double scale = 1.0 / sqrt(eigvals[k] + eps);
-        for (int i = 0; i < DIM; i++) {
-            whiten_w[k * DIM + i] = (float)(eigvecs[k * DIM + i] * scale);
-            whiten_w[(k + DIM) * DIM + i] = (float)(-eigvecs[k * DIM + i] * scale);
-        }
-    }
+    ref_whitening_from_covariance(whiten_w, cov, eps);
 }
 
 // ----------------------------------------------------------------------------
@@ -600,16 +605,7 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
         else if (t->kind == TENSOR_WHITEN_B && recipe->muon)
             for (size_t i = 0; i < t->size; i++) p[i] = net_init_uniform(seed, id, 3 * WHITEN_KERNEL * WHITEN_KERNEL, i);
     }
-    if (recipe->muon) {  // head rescaled to unit (unbiased) standard deviation
-        const TensorInfo *t = &l->tensors[l->head];
-        float *p = net->params + t->offset;
-        double sum = 0.0, sum_sq = 0.0;
-        for (size_t i = 0; i < t->size; i++) sum += p[i];
-        double mean = sum / t->size;
-        for (size_t i = 0; i < t->size; i++) sum_sq += (p[i] - mean) * (p[i] - mean);
-        float scale = (float)(1.0 / sqrt(sum_sq / (t->size - 1)));
-        for (size_t i = 0; i < t->size; i++) p[i] *= scale;
-    }
+    if (recipe->muon) net_scale_to_unit_std(ref_tensor(net, net->params, l->head), l->tensors[l->head].size);
     ref_whitening_weights(ref_tensor(net, net->params, 0), whiten_images, n_whiten, 5e-4);
     memset(net->momentum, 0, l->n_params * sizeof(float));
     for (int g = 0; g < 3; g++)

@@ -53,6 +53,10 @@ double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *l
 // Eigen-decomposition of a symmetric n x n matrix (row-major, destroyed) by cyclic Jacobi
 // rotations: eigenvalues in descending order, eigenvector k in row k of eigvecs.
 void ref_symmetric_eigen(double *matrix, int n, double *eigvals, double *eigvecs);
+// Whitening filters from the uncentred 12x12 covariance (destroyed) of the 2x2 patches
+// (order channel, row, col): eigenvectors by descending eigenvalue, each scaled by
+// 1/sqrt(lambda + eps), then their negations. Writes WHITEN_WIDTH x 3 x 2 x 2 values.
+void ref_whitening_from_covariance(float *whiten_w, double *cov, double eps);
 // Whitening filters from the 2x2 patches of n normalized images (n x 3 x 32 x 32): the
 // eigenvectors of the uncentred patch covariance scaled by 1/sqrt(lambda + eps), then
 // their negations. Writes WHITEN_WIDTH x 3 x 2 x 2 values.
