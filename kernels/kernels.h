@@ -39,7 +39,7 @@ cudaError_t launch_eval_loader(__half *x, const uint8_t *images, int n, int flip
 
 // ---- whitening -------------------------------------------------------------------
 // Uncentred covariance of the 12-dim 2x2 patches (order channel, row, col) of n
-// normalized images: writes partial sums, COV_PARTIAL_FLOATS per block, of the 78
+// normalized images: writes partial sums, COV_ENTRIES floats per block, of the 78
 // upper-triangle products (i <= j, row-major); patch_cov_blocks(n) blocks.
 #define COV_DIM 12
 #define COV_ENTRIES 78
@@ -71,7 +71,8 @@ cudaError_t launch_channel_stats(float *partials, const __half *in, int rows, in
 cudaError_t launch_maxpool2_stats(__half *out, uint8_t *argmax, float *partials, const __half *in,
                                   int n, int h, int w, int c, cudaStream_t stream);
 // From stats partials of `count` = rows values per channel: mean, rstd = 1/sqrt(var+eps)
-// (biased var), and running = keep*running + (1-keep)*batch (unbiased var).
+// (biased var), and running = keep*running + (1-keep)*batch (unbiased var); no running
+// update when running_mean is NULL.
 cudaError_t launch_bn_finalize(float *mean, float *rstd, float *running_mean, float *running_var,
                                const float *partials, int n_blocks, int c, int count, float eps,
                                float keep, cudaStream_t stream);
@@ -90,7 +91,8 @@ cudaError_t launch_bn_gelu_backward_reduce(float *partials, const __half *d_out,
                                            const __half *residual, const float *mean,
                                            const float *rstd, const float *bias, int rows, int c,
                                            cudaStream_t stream);
-// Backward finalize: d_bias = sum dz; sums = (mean dz, mean dz*xhat) over count values.
+// Backward finalize: d_bias = sum dz; sums (2c floats) = mean dz in [0, c), mean dz*xhat
+// in [c, 2c), over count values.
 cudaError_t launch_bn_backward_finalize(float *d_bias, float *sums, const float *partials,
                                         int n_blocks, int c, int count, cudaStream_t stream);
 // Backward pass 2: d_in = rstd * (dz - mean dz - xhat * mean dz*xhat). If d_residual is
@@ -115,7 +117,8 @@ cudaError_t launch_maxpool_global(float *features, uint8_t *argmax, const __half
 cudaError_t launch_maxpool_global_backward(__half *d_in, const float *d_features,
                                            const uint8_t *argmax, int n, int side, int c,
                                            cudaStream_t stream);
-// logits (n x 10) = beta * logits + alpha * scale * features . weight^T (weight 10 x c).
+// logits (n x 10) = beta * logits + alpha * scale * features . weight^T (weight 10 x c);
+// with beta = 0 the old logits are not read (they may be uninitialized).
 cudaError_t launch_head_forward(float *logits, const float *features, const float *weight, int n,
                                 int c, float scale, float alpha, float beta, cudaStream_t stream);
 // d_weight (10 x c) = scale * d_logits^T features; d_features = scale * d_logits weight.
