@@ -162,11 +162,24 @@ static void check_first_batch(Trainer *t, RefNet *ref, const float *batch, const
     free(grads);
 }
 
-// Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits.
-static void test_sgd_steps(const Cifar10 *data) {
-    Recipe recipe = RECIPE_94;
+// A recipe at the test's small widths and batch.
+static Recipe small_recipe(Recipe recipe) {
     memcpy(recipe.widths, WIDTHS, sizeof WIDTHS);
     recipe.batch_size = BATCH;
+    return recipe;
+}
+
+// The reference's initial state from the seed, whitening from the first 5,000 images.
+static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *data, uint64_t seed) {
+    float *whiten_images = host_alloc((size_t)WHITEN_IMAGES * CIFAR10_IMAGE_BYTES * sizeof(float));
+    ref_normalize_images(whiten_images, data->train.images, WHITEN_IMAGES);
+    ref_net_init(ref, recipe, seed, whiten_images, WHITEN_IMAGES);
+    free(whiten_images);
+}
+
+// Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits.
+static void test_sgd_steps(const Cifar10 *data) {
+    Recipe recipe = small_recipe(RECIPE_94);
     Options o = {.recipe = recipe, .seed = 7, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST);
     RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
@@ -176,9 +189,7 @@ static void test_sgd_steps(const Cifar10 *data) {
            BATCH, STEPS);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
-    float *whiten_images = host_alloc((size_t)WHITEN_IMAGES * CIFAR10_IMAGE_BYTES * sizeof(float));
-    ref_normalize_images(whiten_images, data->train.images, WHITEN_IMAGES);
-    ref_net_init(ref, &recipe, o.seed, whiten_images, WHITEN_IMAGES);
+    init_reference(ref, &recipe, data, o.seed);
     init_params(t, o.seed);
     init_whitening(t);
     float *gpu_flat = download(t->params, l->n_params);
@@ -233,25 +244,20 @@ static void test_sgd_steps(const Cifar10 *data) {
     free(batch);
     free(gpu_params);
     free(gpu_flat);
-    free(whiten_images);
     ref_net_free(ref);
     trainer_free(t);
 }
 
 // One Muon step (bf16 Newton-Schulz through cuBLAS) against the reference's fp32 one.
 static void test_muon_step(const Cifar10 *data) {
-    Recipe recipe = RECIPE_94_MUON;
-    memcpy(recipe.widths, WIDTHS, sizeof WIDTHS);
-    recipe.batch_size = BATCH;
+    Recipe recipe = small_recipe(RECIPE_94_MUON);
     Options o = {.recipe = recipe, .seed = 11, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST);
     RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), whiten_bias_steps = 3 * recipe_steps_per_epoch(&recipe, data->train.n);
     printf("airbench94-muon recipe: one step, widths %d,%d,%d, batch %d\n", WIDTHS[0], WIDTHS[1], WIDTHS[2], BATCH);
-    float *whiten_images = host_alloc((size_t)WHITEN_IMAGES * CIFAR10_IMAGE_BYTES * sizeof(float));
-    ref_normalize_images(whiten_images, data->train.images, WHITEN_IMAGES);
-    ref_net_init(ref, &recipe, o.seed, whiten_images, WHITEN_IMAGES);
+    init_reference(ref, &recipe, data, o.seed);
     upload_reference_params(t, ref);
     CUDA_CHECK(cudaMemset(t->momentum, 0, l->n_params * sizeof(float)));
     CUDA_CHECK(cudaMemcpy(t->running, ref->running, t->n_running * sizeof(float), cudaMemcpyHostToDevice));
@@ -269,7 +275,6 @@ static void test_muon_step(const Cifar10 *data) {
     free(params);
     free(flat);
     free(batch);
-    free(whiten_images);
     ref_net_free(ref);
     trainer_free(t);
 }
