@@ -484,8 +484,8 @@ static void init_params(Trainer *t, uint64_t seed) {
 }
 
 // Patch covariance on the GPU; the 12x12 eigendecomposition and the filters
-// k = v_k / sqrt(lambda_k + 5e-4) and their negations on the host (reference.c). Then the lookahead state
-// starts from the initialized network.
+// k = v_k / sqrt(lambda_k + 5e-4) and their negations on the host (reference.c).
+// Then the lookahead state starts from the initialized network.
 static void init_whitening(Trainer *t) {
     int n = t->n_train < WHITEN_IMAGES ? t->n_train : WHITEN_IMAGES, blocks = patch_cov_blocks(n);
     CUDA_CHECK(launch_patch_covariance(t->partials, t->train_images, n, t->stream));
