@@ -227,6 +227,27 @@ static void test_report_text(void) {
           "--tsv rows:\n%s", out);
 }
 
+// --table: the header, a row per file in order with the numbers scipy gives (see the top
+// of this file; minimal.json has accuracies 0.9503 0.9491 0.9512, times 4.11 4.07 4.09),
+// and "-" for the settings a file does not record.
+static void test_table(void) {
+    char out[8192];
+    int status = run_benchstat("--table " FIXTURES "a94.json " FIXTURES "muon.json " FIXTURES
+                               "minimal.json", out, sizeof out);
+    const char *header = strstr(out, "| run file | variant | GPU | batch | epochs | translation |");
+    const char *a94 = strstr(out, "| a94.json | airbench94 | NVIDIA H100 80GB HBM3 | 1024 | 9.9 | "
+                             "random | 10 | 94.030% | 0.099 | 93.959-94.101% | 2.915 s "
+                             "(2.898-2.941) |\n");
+    const char *muon = strstr(out, "| muon.json | airbench94-muon |");
+    const char *minimal = strstr(out, "| minimal.json | airbench95 | - | - | - | - | 3 | 95.020% | "
+                                 "0.105 | 94.758-95.282% | 4.090 s (4.070-4.110) |\n");
+    CHECK(status == 0 && header && a94 && muon && minimal && header < a94 && a94 < muon &&
+          muon < minimal, "--table: exit %d, output:\n%s", status, out);
+    status = run_benchstat("--table " FIXTURES "a94.json " FIXTURES "truncated.json", out, sizeof out);
+    CHECK(status == 2 && strstr(out, "truncated.json") && !strstr(out, "| a94.json"),
+          "--table with a broken file: exit %d, output:\n%s", status, out);
+}
+
 // Each broken file: exit 2 and a message naming the file and the problem.
 static void test_broken_files(void) {
     static const struct {
@@ -288,6 +309,9 @@ static void test_usage_errors(void) {
         "--time-tolerance abc " FIXTURES "a94.json",
         FIXTURES "a94.json --target",
         FIXTURES "a94.json " FIXTURES "b94.json " FIXTURES "a94.json",
+        "--table --check " FIXTURES "a94.json",
+        "--table --tsv " FIXTURES "a94.json",
+        "--table",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[8192];
@@ -316,6 +340,7 @@ int main(void) {
     test_files_end_to_end();
     test_variants();
     test_report_text();
+    test_table();
     test_broken_files();
     test_check_exit_codes();
     test_usage_errors();

@@ -2,6 +2,7 @@
 //
 //   build/benchstat [--target ACC] [--check] [--time-tolerance PCT] [--json OUT] [--tsv]
 //                   A.json [B.json]
+//   build/benchstat --table FILE...
 //
 // One file: n; mean and sample standard deviation of the accuracy; the 95% confidence
 // interval of the mean (Student t); a one-sample t-test against the target accuracy; the
@@ -30,6 +31,9 @@
 // "pytorch-airbench94_compiled" map the same way).
 // --json OUT writes every number above as JSON; --tsv prints A's runs (seed, accuracy,
 // time_s) as tab-separated rows instead of the report (bench.sh plots from it).
+// --table prints one Markdown table row per file, for any number of files: the settings a
+// sweep varies (batch size, epochs, translation, from the file's config) beside n, the
+// accuracy's mean, std and 95% CI, and the time's mean, min and max.
 //
 // Exit status: 0 fine, 1 --check failed, 2 bad usage or an unreadable / invalid file.
 #include <errno.h>
@@ -146,11 +150,17 @@ typedef struct {
 
 // One-sample t-test of "mean >= target". With zero spread there is no t: p is 0 when the
 // mean is below the target and 1 otherwise.
+// The 95% confidence interval of the mean (Student t with n - 1 degrees of freedom).
+static void mean_interval(Summary s, double *low, double *high) {
+    double half_width = t_quantile(0.975, s.n - 1) * s.std / sqrt(s.n);
+    *low = s.mean - half_width;
+    *high = s.mean + half_width;
+}
+
 static TargetTest test_against_target(Summary s, double target) {
     TargetTest r = {.df = s.n - 1};
-    double se = s.std / sqrt(s.n), q = t_quantile(0.975, r.df);
-    r.ci_low = s.mean - q * se;
-    r.ci_high = s.mean + q * se;
+    double se = s.std / sqrt(s.n);
+    mean_interval(s, &r.ci_low, &r.ci_high);
     if (se == 0.0) {
         r.t = s.mean < target ? -INFINITY : s.mean > target ? INFINITY : 0.0;
         r.p_below = s.mean < target ? 0.0 : 1.0;
@@ -221,6 +231,7 @@ static RatioInterval ratio_of_means(Summary a, Summary b) {
 static const char USAGE[] =
     "usage: benchstat [--target ACC] [--check] [--time-tolerance PCT] [--json OUT] [--tsv]\n"
     "                 A.json [B.json]\n"
+    "       benchstat --table FILE...\n"
     "  A.json           run file written by build/airbenchXX --json (or dev/run_peer.py)\n"
     "  B.json           baseline to compare A against (accuracy: Welch t-test; time: A/B)\n"
     "  --target ACC     target accuracy as a fraction (default: the file's target_accuracy,\n"
@@ -229,7 +240,9 @@ static const char USAGE[] =
     "                   with B, if A's mean time exceeds B's by more than the tolerance\n"
     "  --time-tolerance PCT  allowed slowdown for --check in percent (default 3)\n"
     "  --json OUT       also write the statistics to OUT as JSON\n"
-    "  --tsv            print A's runs as 'seed accuracy time_s' rows instead of the report\n";
+    "  --tsv            print A's runs as 'seed accuracy time_s' rows instead of the report\n"
+    "  --table          one Markdown table row per file (any number of files): settings,\n"
+    "                   n, accuracy mean, std and 95% CI, time mean (min-max)\n";
 
 // The published results (NVIDIA A100, PyTorch; shared/spec/recipe.md).
 typedef struct {
@@ -264,6 +277,9 @@ typedef struct {
     char variant[128], gpu_name[128], git_commit[48];
     int git_dirty;            // 1, 0, or -1 when not recorded
     double target_accuracy;   // NAN when the file has none
+    int batch_size;           // config.batch_size; 0 when not recorded
+    double epochs;            // config.epochs; NAN when not recorded
+    char translate_mode[32];  // config.translate_mode; "" when not recorded
     int n;
     double *seed, *accuracy, *time_s;  // seed is NAN where a run has none
 } RunFile;
@@ -390,7 +406,19 @@ static int check_schema(const char *path, const cJSON *root, char *err, size_t e
     return 0;
 }
 
-// Reads the optional descriptive fields: gpu.name, git_commit, git_dirty, target_accuracy.
+// Reads the optional settings of config: batch_size, epochs, translate_mode.
+static void read_config(RunFile *f, const cJSON *root) {
+    const cJSON *config = cJSON_GetObjectItemCaseSensitive(root, "config");
+    const cJSON *batch = cJSON_GetObjectItemCaseSensitive(config, "batch_size");
+    const cJSON *epochs = cJSON_GetObjectItemCaseSensitive(config, "epochs");
+    f->batch_size = cJSON_IsNumber(batch) && batch->valuedouble >= 1 ? (int)batch->valuedouble : 0;
+    f->epochs = cJSON_IsNumber(epochs) && epochs->valuedouble > 0 ? epochs->valuedouble : NAN;
+    if (!copy_string(config, "translate_mode", f->translate_mode, sizeof f->translate_mode))
+        f->translate_mode[0] = '\0';
+}
+
+// Reads the optional descriptive fields: gpu.name, git_commit, git_dirty, target_accuracy,
+// and the config's settings.
 static int read_metadata(RunFile *f, const cJSON *root, char *err, size_t err_size) {
     if (!copy_string(root, "variant", f->variant, sizeof f->variant)) {
         format_error(err, err_size, "%s: no \"variant\" string (e.g. \"airbench94\")", f->path);
@@ -413,6 +441,7 @@ static int read_metadata(RunFile *f, const cJSON *root, char *err, size_t err_si
         }
         f->target_accuracy = target->valuedouble;
     }
+    read_config(f, root);
     return 0;
 }
 
@@ -682,15 +711,40 @@ static int write_json(const char *out_path, const FileStats *a, const FileStats 
     return ok ? 0 : -1;
 }
 
+// --table: a Markdown table, one row per file; "-" where a file does not record a setting.
+static void print_table(const RunFile *files, int n_files) {
+    printf("| run file | variant | GPU | batch | epochs | translation | runs | mean accuracy | std "
+           "| 95%% CI of the mean | time mean (min-max) |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < n_files; i++) {
+        const RunFile *f = &files[i];
+        Summary acc = summarize(f->accuracy, f->n), time = summarize(f->time_s, f->n);
+        double acc_low, acc_high;
+        mean_interval(acc, &acc_low, &acc_high);
+        const char *slash = strrchr(f->path, '/');
+        char batch[16] = "-", epochs[16] = "-";
+        if (f->batch_size) snprintf(batch, sizeof batch, "%d", f->batch_size);
+        if (!isnan(f->epochs)) snprintf(epochs, sizeof epochs, "%g", f->epochs);
+        printf("| %s | %s | %s | %s | %s | %s | %d | %.3f%% | %.3f | %.3f-%.3f%% "
+               "| %.3f s (%.3f-%.3f) |\n", slash ? slash + 1 : f->path, f->variant,
+               f->gpu_name[0] ? f->gpu_name : "-", batch, epochs,
+               f->translate_mode[0] ? f->translate_mode : "-", f->n, 100 * acc.mean,
+               100 * acc.std, 100 * acc_low, 100 * acc_high,
+               time.mean, time.min, time.max);
+    }
+}
+
 static void print_runs_tsv(const RunFile *f) {
     printf("seed\taccuracy\ttime_s\n");
     for (int i = 0; i < f->n; i++)
         printf("%.0f\t%.6f\t%.6f\n", f->seed[i], f->accuracy[i], f->time_s[i]);
 }
 
+#define MAX_FILES 256
+
 typedef struct {
-    const char *paths[2];
-    int n_paths, check, tsv;
+    const char *paths[MAX_FILES];
+    int n_paths, check, tsv, table;
     double target, tolerance_pct;
     const char *json_out;
 } Options;
@@ -720,7 +774,7 @@ static int parse_options(int argc, char **argv, Options *o) {
                           !strcmp(arg, "--time-tolerance") || !strcmp(arg, "--json"));
         if (takes_value && i + 1 >= argc) return usage_error("%s needs a value", arg);
         if (options_done || arg[0] != '-') {
-            if (o->n_paths == 2) return usage_error("too many files (at most two): %s", arg);
+            if (o->n_paths == MAX_FILES) return usage_error("too many files: %s", arg);
             o->paths[o->n_paths++] = arg;
         } else if (!strcmp(arg, "--")) {
             options_done = 1;
@@ -730,6 +784,8 @@ static int parse_options(int argc, char **argv, Options *o) {
             o->check = 1;
         } else if (!strcmp(arg, "--tsv")) {
             o->tsv = 1;
+        } else if (!strcmp(arg, "--table")) {
+            o->table = 1;
         } else if (!strcmp(arg, "--json")) {
             o->json_out = argv[++i];
         } else if (!strcmp(arg, "--target")) {
@@ -745,11 +801,15 @@ static int parse_options(int argc, char **argv, Options *o) {
         }
     }
     if (o->n_paths == 0) return usage_error("%s", "no run file given");
+    if (o->table && (o->check || o->tsv || o->json_out))
+        return usage_error("%s", "--table goes with no --check, --tsv or --json");
+    if (!o->table && o->n_paths > 2)
+        return usage_error("too many files (at most two without --table): %s", o->paths[2]);
     return 0;
 }
 
 // Loads the files, prints the report and runs the checks; returns the exit status.
-static int report(const Options *o, RunFile files[2]) {
+static int report(const Options *o, const RunFile files[2]) {
     char err[1024];
     FileStats stats[2];
     for (int i = 0; i < o->n_paths; i++) {
@@ -781,19 +841,23 @@ int main(int argc, char **argv) {
         if (parsed == 1) fputs(USAGE, stdout);
         return parsed == 1 ? 0 : EXIT_USAGE;
     }
-    RunFile files[2];
+    RunFile *files = calloc((size_t)o.n_paths, sizeof *files);
+    if (!files) abort();
     char err[1024];
     for (int i = 0; i < o.n_paths; i++) {
         if (load_run_file(&files[i], o.paths[i], err, sizeof err)) {
             fprintf(stderr, "benchstat: %s\n", err);
             for (int j = 0; j < i; j++) run_file_free(&files[j]);
+            free(files);
             return EXIT_USAGE;
         }
     }
     int status = 0;
-    if (o.tsv) print_runs_tsv(&files[0]);
+    if (o.table) print_table(files, o.n_paths);
+    else if (o.tsv) print_runs_tsv(&files[0]);
     else status = report(&o, files);
     for (int i = 0; i < o.n_paths; i++) run_file_free(&files[i]);
+    free(files);
     return status;
 }
 #endif  // BENCHSTAT_STATS_ONLY
