@@ -957,6 +957,82 @@ static void test_init(void) {
     free_all();
 }
 
+// Muon's elementwise kernels and reductions (the Newton-Schulz GEMMs are cuBLAS's; the
+// trainer test checks a whole Muon step) on airbench96's largest conv, 512 x 9 x 512, whose
+// 2.4M elements need more than the 4096 blocks the launches cap their grids at.
+static float bf16_to_float(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static float *download_bf16s(const void *dev, size_t count) {
+    uint16_t *b = HOST_HALVES(count);
+    float *f = HOST_FLOATS(count);
+    download(b, dev, count * sizeof(uint16_t));
+    for (size_t i = 0; i < count; i++) f[i] = bf16_to_float(b[i]);
+    return f;
+}
+
+static double sum_of_squares(const float *x, size_t count) {
+    double sum = 0.0;
+    for (size_t i = 0; i < count; i++) sum += (double)x[i] * x[i];
+    return sum;
+}
+
+static void test_muon(void) {
+    printf("muon kernels (512 x 9 x 512 conv weight)\n");
+    const int c_out = 512;
+    const size_t count = (size_t)c_out * 9 * 512;
+    const float m = 0.6f, lr = 0.024f, eps = 1e-7f;
+    uint16_t *grad_h = HOST_HALVES(count);
+    float *grad = HOST_FLOATS(count), *momentum = HOST_FLOATS(count), *w = HOST_FLOATS(count);
+    random_activation(grad_h, grad, count, 1, NULL, NULL, 0);
+    random_floats(momentum, count, 0.0, 1.0);
+    random_floats(w, count, 0.0, 0.05);
+    void *grad_d = dev_upload(grad_h, count * sizeof(uint16_t)), *update_d = dev_alloc(count * sizeof(uint16_t));
+    float *momentum_d = dev_upload(momentum, count * sizeof(float)), *w_d = dev_upload(w, count * sizeof(float));
+    float *sum_sq_d = dev_alloc(2 * sizeof(float));
+    void *w_half_d = dev_alloc(count * sizeof(uint16_t));
+
+    LAUNCH(launch_muon_momentum(update_d, momentum_d, grad_d, count, m, 0));
+    float *want_buf = HOST_FLOATS(count), *want_update = HOST_FLOATS(count);
+    for (size_t i = 0; i < count; i++) {
+        want_buf[i] = m * momentum[i] + grad[i];
+        want_update[i] = grad[i] + m * want_buf[i];
+    }
+    report(rel_error(download_floats(momentum_d, count), want_buf, count), 1e-6, "muon_momentum: momentum");
+    float *update = download_bf16s(update_d, count);  // bf16 keeps 8 bits: 2^-9 relative
+    report(rel_error(update, want_update, count), 3e-3, "muon_momentum: bf16 update");
+
+    LAUNCH(launch_sum_squares_bf16(sum_sq_d, update_d, count, 0));
+    LAUNCH(launch_sum_squares(sum_sq_d + 1, w_d, count, 0));
+    float got_sums[2];
+    download(got_sums, sum_sq_d, sizeof got_sums);
+    double update_sum = sum_of_squares(update, count), w_sum = sum_of_squares(w, count);
+    report(fabs(got_sums[0] - update_sum) / update_sum, 3e-5, "sum_squares_bf16");
+    report(fabs(got_sums[1] - w_sum) / w_sum, 3e-5, "sum_squares (fp32)");
+
+    LAUNCH(launch_scale_by_inverse_norm(update_d, count, sum_sq_d, eps, 0));
+    float *want_scaled = HOST_FLOATS(count);
+    for (size_t i = 0; i < count; i++) want_scaled[i] = (float)(update[i] / (sqrt((double)got_sums[0]) + eps));
+    float *scaled = download_bf16s(update_d, count);
+    report(rel_error(scaled, want_scaled, count), 3e-3, "scale_by_inverse_norm (bf16)");
+
+    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 0));
+    float *want_w = HOST_FLOATS(count);
+    double scale = sqrt((double)c_out) / sqrt((double)got_sums[1]);
+    for (size_t i = 0; i < count; i++) want_w[i] = (float)(w[i] * scale - lr * (double)scaled[i]);
+    report(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: weight");
+    uint16_t *w_half = HOST_HALVES(count);
+    float *got_half = HOST_FLOATS(count);
+    download(w_half, w_half_d, count * sizeof(uint16_t));
+    halves_to_floats(got_half, w_half, count);
+    report(rel_error(got_half, want_w, count), 1e-3, "muon_apply: fp16 copy");
+    free_all();
+}
+
 // ----------------------------------------------------------------------------
 // Timing (not a test): microseconds per launch at airbench94 sizes, batch TIMING_BATCH
 // (1024), median of TIMING_REPS launches enqueued back to back (each between its own pair
@@ -1177,6 +1253,7 @@ int main(int argc, char **argv) {
     test_loss(2000);
     test_sgd();
     test_lookahead();
+    test_muon();
     test_init();
     if (timing) run_timing();
     return test_finish("gpu_test_kernels");
