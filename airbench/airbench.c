@@ -942,6 +942,17 @@ static cJSON *run_json(const RunResult *run) {
     return j;
 }
 
+// Before any GPU work: the run file's temporary name can be created, so that a long
+// benchmark does not end in a run file that cannot be written.
+static void check_json_writable(const char *json_path) {
+    char tmp_path[4096];
+    snprintf(tmp_path, sizeof tmp_path, "%s.tmp", json_path);
+    FILE *f = fopen(tmp_path, "w");
+    if (!f) die(2, "cannot write the run file %s: %s (does its directory exist?)", json_path, strerror(errno));
+    fclose(f);
+    remove(tmp_path);
+}
+
 // Writes the run file atomically: a temporary name, then rename.
 static void write_json(const Options *o, const RunResult *runs, int n) {
     const Recipe *r = &o->recipe;
@@ -1101,6 +1112,7 @@ int main(int argc, char **argv) {
         usage(rc > 0 ? stdout : stderr);
         return rc > 0 ? 0 : 2;
     }
+    if (o.json_path) check_json_writable(o.json_path);
     char gpu_name[256];
     int major, minor;
     describe_gpu(gpu_name, sizeof gpu_name, &major, &minor);

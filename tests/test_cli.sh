@@ -47,6 +47,12 @@ expect 2 "for --runs" $gpu --runs 0
 expect 2 "for --batch" $gpu --batch 100x
 expect 2 "for --widths" $gpu --widths 16,32,30
 expect 2 "for --env" $gpu --env novalue
+expect 2 "for --tta" $gpu --tta 3
+expect 2 "for --translate-mode" $gpu --translate-mode sideways
+expect 2 "for --epochs" $gpu --epochs 0
+expect 2 "for --seed" $gpu --seed abc
+expect 2 "for --batch" $gpu --batch 1020
+expect 2 "cannot write the run file $tmp/no/such/dir/run.json" $gpu --json "$tmp/no/such/dir/run.json"
 expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --runs 1
 
 echo "test_cli: $passed passed, $failed failed"
