@@ -1003,8 +1003,8 @@ static void test_muon(void) {
         want_update[i] = grad[i] + m * want_buf[i];
     }
     report(rel_error(download_floats(momentum_d, count), want_buf, count), 1e-6, "muon_momentum: momentum");
-    float *update = download_bf16s(update_d, count);  // bf16 keeps 8 bits: 2^-9 relative
-    report(rel_error(update, want_update, count), 3e-3, "muon_momentum: bf16 update");
+    float *update = download_bf16s(update_d, count);  // bf16 rounding: about 1.7e-3 relative (numpy)
+    report(rel_error(update, want_update, count), 4e-3, "muon_momentum: bf16 update");
 
     LAUNCH(launch_sum_squares_bf16(sum_sq_d, update_d, count, 0));
     LAUNCH(launch_sum_squares(sum_sq_d + 1, w_d, count, 0));
@@ -1018,7 +1018,7 @@ static void test_muon(void) {
     float *want_scaled = HOST_FLOATS(count);
     for (size_t i = 0; i < count; i++) want_scaled[i] = (float)(update[i] / (sqrt((double)got_sums[0]) + eps));
     float *scaled = download_bf16s(update_d, count);
-    report(rel_error(scaled, want_scaled, count), 3e-3, "scale_by_inverse_norm (bf16)");
+    report(rel_error(scaled, want_scaled, count), 4e-3, "scale_by_inverse_norm (bf16)");
 
     LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 0));
     float *want_w = HOST_FLOATS(count);
