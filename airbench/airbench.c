@@ -105,12 +105,18 @@ static void *host_alloc(size_t bytes) {
 
 #define MAX_ENV 32
 
+// How convolution algorithms are chosen: by timing every candidate (cudnnFind*, the
+// default), or by cuDNN's heuristics (cudnnGet*_v7, --conv-algo heuristic), which run no
+// kernels: a faster start, e.g. under compute-sanitizer, but maybe slower convolutions.
+typedef enum { CONV_ALGO_FIND = 0, CONV_ALGO_HEURISTIC = 1 } ConvAlgoChoice;
+
 typedef struct {
     const char *data_dir, *json_path;
     Recipe recipe;
     int runs, tta_level, quiet;
     uint64_t seed;
     TranslateMode translate_mode;
+    ConvAlgoChoice conv_algo;
     int n_env;
     const char *env[MAX_ENV];  // KEY=VALUE strings recorded in the run file
     char command[4096];
@@ -118,7 +124,7 @@ typedef struct {
 
 // ----------------------------------------------------------------------------
 // cuDNN convolution plans: descriptors and algorithms for one conv at one batch size,
-// chosen once per process by timing the candidates (cudnnFind*), then reused.
+// chosen once per process (ConvAlgoChoice), then reused.
 
 typedef struct {
     int batch, c_in, c_out, side;   // 3x3 conv, pad 1: side x side in and out
@@ -184,6 +190,7 @@ typedef struct {
     cublasHandle_t cublas;
     void *workspace;
     size_t workspace_size;
+    ConvAlgoChoice conv_algo;
     PlanSet plan_sets[MAX_PLAN_SETS];
     int n_plan_sets;
 } Trainer;
@@ -225,6 +232,58 @@ static void describe_gpu(char *name, size_t name_size, int *major, int *minor) {
                "(fp16 tensor cores as on A100/H100)", prop.name, prop.major, prop.minor);
 }
 
+// The algorithm of the first entry of a cuDNN list (sorted best first) that ran, or is
+// supported, and fits the workspace; dies if there is none. A macro because the three
+// directions' lists have different types with the same fields.
+#define FIRST_USABLE_ALGO(perf, found, t, p, direction)                                                         \
+    ({                                                                                                        \
+        int i_ = 0;                                                                                           \
+        while (i_ < (found) && ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > (t)->workspace_size)) \
+            i_++;                                                                                             \
+        if (i_ == (found))                                                                                    \
+            die(1, "cuDNN has no usable %s algorithm for a %dx%d conv at batch %d", direction, (p)->c_in,       \
+                (p)->c_out, (p)->batch);                                                                      \
+        (perf)[i_].algo;                                                                                      \
+    })
+
+enum { N_CONV_ALGOS = 16 };
+
+// Times every algorithm on these shapes (on the scratch buffers x, w, y) and keeps the fastest.
+static void find_conv_algos(Trainer *t, ConvPlan *p, __half *x, __half *w, __half *y) {
+    int found = 0;
+    cudnnConvolutionFwdAlgoPerf_t fwd[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(t->cudnn, p->x_desc, x, p->w_desc, w, p->conv_desc, p->y_desc,
+                                                       y, N_CONV_ALGOS, &found, fwd, t->workspace, t->workspace_size));
+    p->fwd_algo = FIRST_USABLE_ALGO(fwd, found, t, p, "forward");
+    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(t->cudnn, p->w_desc, w, p->y_desc, y, p->conv_desc,
+                                                            p->x_desc, x, N_CONV_ALGOS, &found, bwd_data,
+                                                            t->workspace, t->workspace_size));
+    p->bwd_data_algo = FIRST_USABLE_ALGO(bwd_data, found, t, p, "backward-data");
+    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(t->cudnn, p->x_desc, x, p->y_desc, y, p->conv_desc,
+                                                              p->w_desc, w, N_CONV_ALGOS, &found, bwd_filter,
+                                                              t->workspace, t->workspace_size));
+    p->bwd_filter_algo = FIRST_USABLE_ALGO(bwd_filter, found, t, p, "backward-filter");
+}
+
+// cuDNN's heuristic choice for these shapes: its best-ranked algorithm that fits the workspace.
+static void pick_conv_algos(Trainer *t, ConvPlan *p) {
+    int found = 0;
+    cudnnConvolutionFwdAlgoPerf_t fwd[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(t->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                       N_CONV_ALGOS, &found, fwd));
+    p->fwd_algo = FIRST_USABLE_ALGO(fwd, found, t, p, "forward");
+    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(t->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                            N_CONV_ALGOS, &found, bwd_data));
+    p->bwd_data_algo = FIRST_USABLE_ALGO(bwd_data, found, t, p, "backward-data");
+    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[N_CONV_ALGOS];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(t->cudnn, p->x_desc, p->y_desc, p->conv_desc,
+                                                              p->w_desc, N_CONV_ALGOS, &found, bwd_filter));
+    p->bwd_filter_algo = FIRST_USABLE_ALGO(bwd_filter, found, t, p, "backward-filter");
+}
+
 static ConvPlan make_conv_plan(Trainer *t, int batch, int c_in, int c_out, int side,
                                __half *x, __half *w, __half *y) {
     ConvPlan p = {.batch = batch, .c_in = c_in, .c_out = c_out, .side = side};
@@ -238,24 +297,8 @@ static ConvPlan make_conv_plan(Trainer *t, int batch, int c_in, int c_out, int s
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p.conv_desc, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv_desc, CUDNN_TENSOR_OP_MATH));
 
-    // Time every algorithm on these shapes (on scratch buffers) and keep the fastest.
-    enum { N_ALGOS = 16 };
-    int found = 0;
-    cudnnConvolutionFwdAlgoPerf_t fwd[N_ALGOS];
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(t->cudnn, p.x_desc, x, p.w_desc, w, p.conv_desc, p.y_desc, y,
-                                                       N_ALGOS, &found, fwd, t->workspace, t->workspace_size));
-    if (found < 1 || fwd[0].status != CUDNN_STATUS_SUCCESS) die(1, "cuDNN found no forward algorithm for a %dx%d conv", c_in, c_out);
-    p.fwd_algo = fwd[0].algo;
-    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[N_ALGOS];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(t->cudnn, p.w_desc, w, p.y_desc, y, p.conv_desc, p.x_desc, x,
-                                                            N_ALGOS, &found, bwd_data, t->workspace, t->workspace_size));
-    if (found < 1 || bwd_data[0].status != CUDNN_STATUS_SUCCESS) die(1, "cuDNN found no backward-data algorithm");
-    p.bwd_data_algo = bwd_data[0].algo;
-    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[N_ALGOS];
-    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(t->cudnn, p.x_desc, x, p.y_desc, y, p.conv_desc, p.w_desc, w,
-                                                              N_ALGOS, &found, bwd_filter, t->workspace, t->workspace_size));
-    if (found < 1 || bwd_filter[0].status != CUDNN_STATUS_SUCCESS) die(1, "cuDNN found no backward-filter algorithm");
-    p.bwd_filter_algo = bwd_filter[0].algo;
+    if (t->conv_algo == CONV_ALGO_FIND) find_conv_algos(t, &p, x, w, y);
+    else pick_conv_algos(t, &p);
     return p;
 }
 
@@ -351,9 +394,11 @@ static void set_segments(Trainer *t) {
     pb->conv_half = t->conv_half;
 }
 
-static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, int n_test) {
+static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, int n_test,
+                               ConvAlgoChoice conv_algo) {
     Trainer *t = host_alloc(sizeof(Trainer));
     t->recipe = *recipe;
+    t->conv_algo = conv_algo;
     net_layout_init(&t->layout, recipe->widths, recipe->depth);
     const NetLayout *l = &t->layout;
     t->max_batch = recipe->batch_size > EVAL_BATCH ? recipe->batch_size : EVAL_BATCH;
@@ -978,6 +1023,7 @@ static void write_json(const Options *o, const RunResult *runs, int n) {
     cJSON_AddNumberToObject(config, "epochs", r->epochs);
     cJSON_AddNumberToObject(config, "tta_level", o->tta_level);
     cJSON_AddStringToObject(config, "translate_mode", o->translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random");
+    cJSON_AddStringToObject(config, "conv_algo", o->conv_algo == CONV_ALGO_HEURISTIC ? "heuristic" : "find");
     cJSON_AddNumberToObject(config, "seed", (double)o->seed);
     cJSON *run_list = cJSON_AddArrayToObject(root, "runs");
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(run_list, run_json(&runs[i]));
@@ -1010,11 +1056,14 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: %s [--data DIR] [--runs N] [--seed S] [--tta 0|1|2]\n"
             "          [--translate-mode random|derandomized] [--batch B] [--epochs E]\n"
-            "          [--widths A,B,C] [--json FILE] [--env KEY=VALUE]... [--quiet]\n"
+            "          [--widths A,B,C] [--conv-algo find|heuristic] [--json FILE]\n"
+            "          [--env KEY=VALUE]... [--quiet]\n"
             "Trains the %s recipe on the GPU N times (seeds S..S+N-1) after one warm-up run, and\n"
             "prints each run's TTA accuracy and time (GPU time of whitening init + training +\n"
             "final TTA) with their mean and std. --batch scales the step by the linear scaling rule\n"
-            "(hyperparameters are per 1024 examples). --json writes every run and the environment.\n",
+            "(hyperparameters are per 1024 examples). --conv-algo heuristic takes cuDNN's heuristic\n"
+            "convolution algorithms instead of timing every candidate (a faster start, e.g. under\n"
+            "compute-sanitizer). --json writes every run and the environment.\n",
             program_name, VARIANT_RECIPE.name);
 }
 
@@ -1071,6 +1120,10 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
         if (value && !strcmp(value, "random")) o->translate_mode = TRANSLATE_RANDOM;
         else if (value && !strcmp(value, "derandomized")) o->translate_mode = TRANSLATE_DERANDOMIZED;
         else return bad_value(flag, value, "random or derandomized");
+    } else if (!strcmp(flag, "--conv-algo")) {
+        if (value && !strcmp(value, "find")) o->conv_algo = CONV_ALGO_FIND;
+        else if (value && !strcmp(value, "heuristic")) o->conv_algo = CONV_ALGO_HEURISTIC;
+        else return bad_value(flag, value, "find or heuristic");
     } else if (!strcmp(flag, "--env")) {
         if (!value || !strchr(value, '=') || value[0] == '=' || strchr(value, '=') - value >= 127)
             return bad_value(flag, value, "KEY=VALUE");
@@ -1124,10 +1177,11 @@ int main(int argc, char **argv) {
 
     if (!o.quiet)
         printf("%s on %s (sm_%d%d): widths %d/%d/%d, batch %d, %.2f epochs (%d steps), TTA level %d, "
-               "%s translation\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1], r->widths[2],
+               "%s translation, %s conv algorithms\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1], r->widths[2],
                r->batch_size, r->epochs, recipe_total_steps(r, data.train.n), o.tta_level,
-               o.translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random");
-    Trainer *t = trainer_create(r, &data, data.train.n, data.test.n);
+               o.translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random",
+               o.conv_algo == CONV_ALGO_HEURISTIC ? "heuristic" : "timed");
+    Trainer *t = trainer_create(r, &data, data.train.n, data.test.n, o.conv_algo);
     cifar10_free(&data);
 
     // Warm-up: a short run touches every kernel and library path before timing.

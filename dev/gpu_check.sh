@@ -8,9 +8,10 @@
 # tool brings back 8 files at most, so they travel as one).
 #
 #   tests     build/gpu_test_kernels and build/gpu_test_trainer, while a compute-sanitizer
-#             memcheck of a one-epoch airbench94 run goes on in the background (cuDNN's
-#             algorithm search is slow under the sanitizer); waits for it until 9 minutes
-#             after the phase began
+#             memcheck of a one-epoch airbench94 run goes on in the background; waits for it
+#             until 9 minutes after the phase began. The run takes cuDNN's heuristic
+#             algorithms (--conv-algo heuristic): under the sanitizer the default's timing
+#             of every candidate had not finished after 150 s on an H100
 #   memcheck  waits up to 9 more minutes for that memcheck (it outlives the call: setsid)
 #   variants  ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each,
 #             and build/benchstat --table over the sweep; refuses while the memcheck runs,
@@ -42,7 +43,7 @@ memcheck_running() { [ -f "$memcheck_dir/pid" ] && [ ! -f "$memcheck_dir/rc" ]; 
 start_memcheck() {
     rm -rf "$memcheck_dir" && mkdir -p "$memcheck_dir"
     setsid sh -c "echo \$\$ > $memcheck_dir/pid; compute-sanitizer --tool memcheck --print-limit 20 \
-        --error-exitcode 3 build/airbench94 --data '$data' --epochs 1 --runs 1 --quiet \
+        --error-exitcode 3 build/airbench94 --data '$data' --epochs 1 --runs 1 --quiet --conv-algo heuristic \
         > $memcheck_dir/memcheck.log 2>&1; echo \$? > $memcheck_dir/rc" < /dev/null > /dev/null 2>&1 &
     sleep 1
     echo "== memcheck started in the background: $memcheck_dir/memcheck.log"

@@ -181,7 +181,7 @@ static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *dat
 static void test_sgd_steps(const Cifar10 *data) {
     Recipe recipe = small_recipe(RECIPE_94);
     Options o = {.recipe = recipe, .seed = 7, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
-    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST);
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND);
     RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n);
@@ -252,7 +252,7 @@ static void test_sgd_steps(const Cifar10 *data) {
 static void test_muon_step(const Cifar10 *data) {
     Recipe recipe = small_recipe(RECIPE_94_MUON);
     Options o = {.recipe = recipe, .seed = 11, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
-    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST);
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND);
     RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), whiten_bias_steps = 3 * recipe_steps_per_epoch(&recipe, data->train.n);

@@ -52,6 +52,7 @@ expect 2 "for --translate-mode" $gpu --translate-mode sideways
 expect 2 "for --epochs" $gpu --epochs 0
 expect 2 "for --seed" $gpu --seed abc
 expect 2 "for --batch" $gpu --batch 1020
+expect 2 "for --conv-algo" $gpu --conv-algo fastest
 expect 2 "cannot write the run file $tmp/no/such/dir/run.json" $gpu --json "$tmp/no/such/dir/run.json"
 expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --runs 1
 
