@@ -55,6 +55,8 @@ expect 2 "for --batch" $gpu --batch 1020
 expect 2 "for --conv-algo" $gpu --conv-algo fastest
 expect 2 "cannot write the run file $tmp/no/such/dir/run.json" $gpu --json "$tmp/no/such/dir/run.json"
 expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --runs 1
+expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
+    --tta 1 --epochs 0.5 --batch 512
 
 echo "test_cli: $passed passed, $failed failed"
 echo "RESULT $passed $failed"
