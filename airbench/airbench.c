@@ -238,7 +238,8 @@ static void describe_gpu(char *name, size_t name_size, int *major, int *minor) {
 #define FIRST_USABLE_ALGO(perf, found, t, p, direction)                                                         \
     ({                                                                                                        \
         int i_ = 0;                                                                                           \
-        while (i_ < (found) && ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > (t)->workspace_size)) \
+        while (i_ < (found) &&                                                                                \
+               ((perf)[i_].status != CUDNN_STATUS_SUCCESS || (perf)[i_].memory > (t)->workspace_size))        \
             i_++;                                                                                             \
         if (i_ == (found))                                                                                    \
             die(1, "cuDNN has no usable %s algorithm for a %dx%d conv at batch %d", direction, (p)->c_in,       \
@@ -1177,8 +1178,8 @@ int main(int argc, char **argv) {
 
     if (!o.quiet)
         printf("%s on %s (sm_%d%d): widths %d/%d/%d, batch %d, %.2f epochs (%d steps), TTA level %d, "
-               "%s translation, %s conv algorithms\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1], r->widths[2],
-               r->batch_size, r->epochs, recipe_total_steps(r, data.train.n), o.tta_level,
+               "%s translation, %s conv algorithms\n", r->name, gpu_name, major, minor, r->widths[0],
+               r->widths[1], r->widths[2], r->batch_size, r->epochs, recipe_total_steps(r, data.train.n), o.tta_level,
                o.translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random",
                o.conv_algo == CONV_ALGO_HEURISTIC ? "heuristic" : "timed");
     Trainer *t = trainer_create(r, &data, data.train.n, data.test.n, o.conv_algo);
