@@ -27,7 +27,7 @@ memcheck_dir=/tmp/gpu_check/background  # the background memcheck outlives the c
 started=$(date +%s)
 rm -rf "$logs" && mkdir -p "$logs" "$out" || exit 2
 
-# step NAME SECONDS CMD...: runs CMD with a time limit, logging to OUT/NAME.log.
+# step NAME SECONDS CMD...: runs CMD with a time limit, logging to NAME.log in the logs folder.
 step() {
     name=$1 limit=$2
     shift 2
@@ -53,7 +53,9 @@ start_memcheck() {
 wait_memcheck() {
     while memcheck_running && [ "$(date +%s)" -lt "$1" ]; do sleep 5; done
     cp "$memcheck_dir/memcheck.log" "$logs/memcheck.log" 2>/dev/null
-    if [ -f "$memcheck_dir/rc" ]; then
+    if [ ! -f "$memcheck_dir/pid" ]; then
+        echo "== memcheck: none was started on this machine; the tests phase starts it"
+    elif [ -f "$memcheck_dir/rc" ]; then
         echo "== memcheck: exit $(cat "$memcheck_dir/rc") (3 = errors found)"
     else
         echo "== memcheck: still running; run the memcheck phase next"

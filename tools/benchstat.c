@@ -148,8 +148,6 @@ typedef struct {
     double ci_low, ci_high;   // 95% confidence interval of the mean
 } TargetTest;
 
-// One-sample t-test of "mean >= target". With zero spread there is no t: p is 0 when the
-// mean is below the target and 1 otherwise.
 // The 95% confidence interval of the mean (Student t with n - 1 degrees of freedom).
 static void mean_interval(Summary s, double *low, double *high) {
     double half_width = t_quantile(0.975, s.n - 1) * s.std / sqrt(s.n);
@@ -157,6 +155,8 @@ static void mean_interval(Summary s, double *low, double *high) {
     *high = s.mean + half_width;
 }
 
+// One-sample t-test of "mean >= target". With zero spread there is no t: p is 0 when the
+// mean is below the target and 1 otherwise.
 static TargetTest test_against_target(Summary s, double target) {
     TargetTest r = {.df = s.n - 1};
     double se = s.std / sqrt(s.n);
