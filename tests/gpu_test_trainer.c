@@ -255,7 +255,8 @@ static void test_muon_step(const Cifar10 *data) {
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND);
     RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
     const NetLayout *l = &t->layout;
-    int total = recipe_total_steps(&recipe, data->train.n), whiten_bias_steps = 3 * recipe_steps_per_epoch(&recipe, data->train.n);
+    int total = recipe_total_steps(&recipe, data->train.n);
+    int whiten_bias_steps = recipe.whiten_bias_epochs * recipe_steps_per_epoch(&recipe, data->train.n);
     printf("airbench94-muon recipe: one step, widths %d,%d,%d, batch %d\n", WIDTHS[0], WIDTHS[1], WIDTHS[2], BATCH);
     init_reference(ref, &recipe, data, o.seed);
     upload_reference_params(t, ref);
