@@ -47,7 +47,8 @@ $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VE
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 GPU_VARIANTS := 94 95 96 94-muon
 GPU_PROGRAMS := $(foreach v,$(GPU_VARIANTS),$(BUILD)/airbench$(v))
-CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat
+CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat \
+             $(BUILD)/test_runfile
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
 GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 
@@ -87,6 +88,8 @@ $(BUILD)/test_reference: $(BUILD)/tests/test_reference.o $(BUILD)/reference_lib.
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 $(BUILD)/test_benchstat: $(BUILD)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
+$(BUILD)/test_runfile: $(BUILD)/tests/test_runfile.o $(BUILD)/airbench/runfile.o
+	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 # The GPU trainer: one C file, one binary per variant (compile-time recipe).
 variant_define = -DAIRBENCH_VARIANT=$(subst -muon,0,$(1))
