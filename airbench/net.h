@@ -36,6 +36,22 @@ typedef struct {
     int head, first_bn;       // tensor id of the head and of the first BN bias
 } NetLayout;
 
+#define WHITEN_SIDE (32 - WHITEN_KERNEL + 1)  // 31: the whitening conv has no padding
+
+// Spatial side at the input of group g (31, 15, 7), after its pool (15, 7, 3), and of
+// conv j's input and output (3x3, pad 1: the same side): before the pool for j = 0.
+static inline int net_group_in_side(int g) { return WHITEN_SIDE >> g; }
+static inline int net_group_out_side(int g) { return net_group_in_side(g) / 2; }
+static inline int net_conv_side(int g, int j) { return j == 0 ? net_group_in_side(g) : net_group_out_side(g); }
+
+// The residual of the depth-3 groups (96): the group's first activation x0 joins the last
+// BN output before its GELU,
+//   conv0 -> pool -> BN -> GELU = x0 -> conv1 -> BN -> GELU -> conv2 -> BN -> (+ x0) -> GELU.
+// net_residual_joins: BN (g, j)'s output gets x0 added. net_residual_splits: conv j's input
+// is x0, which also feeds the residual, so x0's gradient is the sum of both paths'.
+static inline int net_residual_joins(int depth, int j) { return depth == 3 && j == 2; }
+static inline int net_residual_splits(int depth, int j) { return depth == 3 && j == 1; }
+
 // Input channels of conv j of group g.
 static inline int net_conv_in(const int widths[3], int g, int j) {
     if (j > 0) return widths[g];

@@ -1,74 +1,156 @@
-// recipe.h: the airbench hyperparameters, one block per variant (../shared/spec/recipe.md).
+// recipe.h: the airbench hyperparameters, one block per variant (docs/recipe.md), and the
+// step schedule that turns them into each step's learning rates.
 //
-// Shared by the CPU reference (which picks a recipe at run time) and the GPU trainer (which
-// picks one at compile time with -DAIRBENCH_VARIANT=94|95|96|940 for 94-muon). A variant is
-// a block of numbers here, never a copied file.
+// A recipe is a runtime value. RECIPE_FIELDS below is its one table of fields: it declares
+// the struct, and (recipe.c) drives `--set NAME=VALUE` for every field, the help text, and
+// the complete recipe in the run file's config. A variant is a block of numbers here, never
+// a copied file; the trainer and the CPU reference both pick one by name (recipe_variant).
 #pragma once
-#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+
+// X(KIND, name, min, max, choices, help): KIND is INT, DOUBLE, ENUM (an int chosen by name
+// from the NULL-terminated choices) or WIDTHS (three ints); min and max bound each value.
+#define RECIPE_FIELDS(X)                                                                                       \
+    X(WIDTHS, widths, 1, 4096, NULL, "output channels of the three ConvGroups")                               \
+    X(INT, depth, 2, 3, NULL, "convs per ConvGroup: 2, or 3 with the residual (96)")                          \
+    X(DOUBLE, epochs, 1e-3, 1000, NULL, "training length; fractional: steps = ceil(steps/epoch * epochs)")     \
+    X(INT, batch_size, 2, 50000, NULL, "training images per step")                                            \
+    X(DOUBLE, lr, 0, 1e4, NULL, "SGD learning rate per 1024 examples (decoupled; see recipe_sgd_lr)")         \
+    X(DOUBLE, weight_decay, 0, 10, NULL, "SGD weight decay per 1024 examples (decoupled)")                    \
+    X(DOUBLE, momentum, 0, 0.999, NULL, "Nesterov momentum of the SGD groups")                                \
+    X(DOUBLE, bias_scaler, 0, 1e4, NULL, "BN biases train at bias_scaler * lr (SGD recipes)")                \
+    X(DOUBLE, label_smoothing, 0, 0.999, NULL, "label smoothing of the summed cross-entropy")                 \
+    X(DOUBLE, warmup_frac, 0, 1, NULL, "lr warm-up from 0.2 to 1 over this fraction of the steps...")          \
+    X(DOUBLE, lr_end, 0, 10, NULL, "...then linearly to this multiplier at the last step")                    \
+    X(INT, translate, 0, 15, NULL, "max random shift in pixels (reflect padding)")                            \
+    X(ENUM, translate_mode, 0, 1, RECIPE_TRANSLATE_MODES, "random: a fresh shift per image and epoch; "       \
+                                                          "derandomized: each image walks all shifts")       \
+    X(INT, cutout, 0, 32, NULL, "cutout square side in pixels, 0 = none")                                     \
+    X(DOUBLE, bn_keep, 0, 1, NULL, "BN running stats: running = bn_keep * running + (1 - bn_keep) * batch")   \
+    X(DOUBLE, bn_eps, 1e-30, 1, NULL, "BN epsilon")                                                           \
+    X(DOUBLE, whiten_eps, 0, 1, NULL, "whitening filters: eigenvector / sqrt(eigenvalue + whiten_eps)")       \
+    X(INT, whiten_images, 1, 50000, NULL, "training images whose 2x2 patches give the whitening filters")     \
+    X(INT, whiten_bias_epochs, 0, 1000, NULL, "the whitening bias trains this many epochs, then freezes")     \
+    X(INT, lookahead_every, 0, 1000, NULL, "lookahead every this many steps, 0 = none")                       \
+    X(DOUBLE, lookahead_base, 0, 1, NULL, "lookahead decay = base^every * (step / total)^pow")                \
+    X(DOUBLE, lookahead_pow, 0, 100, NULL, "(see lookahead_base)")                                            \
+    X(DOUBLE, logit_scale, 0, 100, NULL, "logits multiplier; 0 means 1 / widths[2] (Muon)")                  \
+    X(INT, tta_level, 0, 2, NULL, "test-time augmentation: 0 plain, 1 + mirror, 2 + one-pixel shifts")        \
+    X(INT, muon, 0, 1, NULL, "1: conv filters by Muon, the rest by Nesterov SGD with the sgd_* values")       \
+    X(DOUBLE, muon_lr, 0, 100, NULL, "Muon learning rate (multiplier 1 - t/total)")                          \
+    X(DOUBLE, muon_momentum, 0, 0.999, NULL, "Muon's Nesterov momentum")                                      \
+    X(INT, muon_ns_steps, 0, 100, NULL, "Newton-Schulz iterations per Muon step")                             \
+    X(DOUBLE, ns_a, -100, 100, NULL, "Newton-Schulz quintic: X = a X + (b A + c A^2) X, A = X X^T")           \
+    X(DOUBLE, ns_b, -100, 100, NULL, "(see ns_a)")                                                           \
+    X(DOUBLE, ns_c, -100, 100, NULL, "(see ns_a)")                                                           \
+    X(DOUBLE, ns_eps, 0, 1, NULL, "Newton-Schulz input: G / (||G|| + ns_eps)")                                \
+    X(DOUBLE, sgd_bias_lr, 0, 100, NULL, "Muon recipe: lr of the whitening and BN biases")                    \
+    X(DOUBLE, sgd_head_lr, 0, 100, NULL, "Muon recipe: lr of the head")                                       \
+    X(DOUBLE, sgd_wd, 0, 10, NULL, "Muon recipe: absolute weight decay; decay coefficient = sgd_wd / lr_g")
+
+// The names of augment.h's TranslateMode values, in order.
+#define RECIPE_TRANSLATE_MODES ((const char *const[]){"random", "derandomized", NULL})
+
+#define RECIPE_DECLARE_INT(name) int name;
+#define RECIPE_DECLARE_ENUM(name) int name;
+#define RECIPE_DECLARE_DOUBLE(name) double name;
+#define RECIPE_DECLARE_WIDTHS(name) int name[3];
+#define RECIPE_DECLARE(kind, name, min, max, choices, help) RECIPE_DECLARE_##kind(name)
 
 typedef struct {
-    const char *name;          // "airbench94", ...
-    int widths[3];             // output channels of the three ConvGroups
-    int depth;                 // convs per group: 2, or 3 with the residual (96)
-    double epochs;             // may be fractional: total steps = ceil(steps/epoch * epochs)
-    int batch_size;
-    double lr;                 // per 1024 examples (decoupled, see recipe_lr)
-    double weight_decay;       // per 1024 examples
-    double momentum;           // Nesterov
-    double bias_scaler;        // BN biases train at bias_scaler * lr, same decay
-    double label_smoothing;
-    double warmup_frac;        // schedule: 0.2 -> 1 over this fraction of steps...
-    double lr_end;             // ...then linearly to this multiplier at the last step
-    int translate;             // max shift T in pixels
-    int cutout;                // square size, 0 = none
-    double bn_keep;            // running = bn_keep * running + (1 - bn_keep) * batch
-    double bn_eps;
-    int whiten_bias_epochs;    // whitening bias trains this many epochs, then freezes
-    int lookahead_every;       // 0 = no lookahead
-    double lookahead_base;     // decay = base^every * (step / total)^pow
-    double lookahead_pow;
-    double logit_scale;        // logits multiplier; 0 means 1 / widths[2] (Muon)
-    int tta_level;             // 0 plain, 1 + flip, 2 + flip + one-pixel shifts
-    // Muon variant only (muon = 1): conv filters by Muon, the rest by Nesterov SGD.
-    int muon;
-    double muon_lr, muon_momentum;
-    int muon_ns_steps;
-    double sgd_bias_lr, sgd_head_lr, sgd_wd; // wd is absolute, c_g = sgd_wd / lr_g;
-                               // the whitening bias lr decays to 0 over its epochs
+    const char *name;  // "airbench94", ...: the run file's variant
+    RECIPE_FIELDS(RECIPE_DECLARE)
 } Recipe;
 
-#define RECIPE_COMMON \
-    .batch_size = 1024, .momentum = 0.85, .bias_scaler = 64.0, .label_smoothing = 0.2, \
-    .bn_eps = 1e-12, .whiten_bias_epochs = 3, .lookahead_every = 5, \
-    .lookahead_base = 0.95, .lookahead_pow = 3.0, .logit_scale = 1.0 / 9.0, .tta_level = 2
+// ---- the variants --------------------------------------------------------------------
+// Shared by every variant: the whitening, BN epsilon, smoothing, TTA and Newton-Schulz numbers.
+#define RECIPE_SHARED                                                                                          \
+    .momentum = 0.85, .label_smoothing = 0.2, .bn_eps = 1e-12, .whiten_eps = 5e-4, .whiten_images = 5000,      \
+    .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7
+
+// Shared by the SGD variants (94, 95, 96).
+#define RECIPE_SGD                                                                                             \
+    RECIPE_SHARED, .batch_size = 1024, .bias_scaler = 64.0, .lookahead_every = 5, .lookahead_base = 0.95,      \
+    .lookahead_pow = 3.0, .logit_scale = 1.0 / 9.0
 
 static const Recipe RECIPE_94 = {
     .name = "airbench94", .widths = {64, 256, 256}, .depth = 2, .epochs = 9.9,
     .lr = 11.5, .weight_decay = 0.0153, .warmup_frac = 0.23, .lr_end = 0.07,
-    .translate = 2, .cutout = 0, .bn_keep = 0.6, RECIPE_COMMON,
+    .translate = 2, .cutout = 0, .bn_keep = 0.6, RECIPE_SGD,
 };
 
 static const Recipe RECIPE_95 = {
     .name = "airbench95", .widths = {128, 384, 384}, .depth = 2, .epochs = 15,
     .lr = 10.0, .weight_decay = 0.0153, .warmup_frac = 0.23, .lr_end = 0.07,
-    .translate = 2, .cutout = 0, .bn_keep = 0.6, RECIPE_COMMON,
+    .translate = 2, .cutout = 0, .bn_keep = 0.6, RECIPE_SGD,
 };
 
 static const Recipe RECIPE_96 = {
     .name = "airbench96", .widths = {128, 384, 512}, .depth = 3, .epochs = 37,
     .lr = 9.0, .weight_decay = 0.012, .warmup_frac = 0.10, .lr_end = 0.0,
-    .translate = 4, .cutout = 12, .bn_keep = 0.9, RECIPE_COMMON,
+    .translate = 4, .cutout = 12, .bn_keep = 0.9, RECIPE_SGD,
 };
 
+// Batch 2000, 8 epochs, no warm-up and no lookahead, logits / w3; Muon for the convs.
 static const Recipe RECIPE_94_MUON = {
     .name = "airbench94-muon", .widths = {64, 256, 256}, .depth = 2, .epochs = 8,
-    .batch_size = 2000, .momentum = 0.85, .label_smoothing = 0.2, .warmup_frac = 0.0,
-    .lr_end = 0.0, .translate = 2, .cutout = 0, .bn_keep = 0.6, .bn_eps = 1e-12,
-    .lookahead_every = 0, .logit_scale = 0.0, .tta_level = 2,
+    .batch_size = 2000, .warmup_frac = 0.0, .lr_end = 0.0, .translate = 2, .cutout = 0, .bn_keep = 0.6,
+    .lookahead_every = 0, .logit_scale = 0.0, RECIPE_SHARED,
     .muon = 1, .muon_lr = 0.24, .muon_momentum = 0.6, .muon_ns_steps = 3,
-    .sgd_bias_lr = 0.053, .sgd_head_lr = 0.67, .sgd_wd = 2e-6 * 2000, .whiten_bias_epochs = 3,
+    .sgd_bias_lr = 0.053, .sgd_head_lr = 0.67, .sgd_wd = 2e-6 * 2000,
 };
 
+typedef struct {
+    const char *name;        // as given to --variant: "94", "95", "96", "94-muon"
+    const Recipe *recipe;
+    double target_accuracy;  // the mean TTA accuracy the recipe is meant to reach
+} Variant;
+
+// The variant called name ("94" or "airbench94", ...); NULL if there is none.
+const Variant *recipe_variant(const char *name);
+// "94, 95, 96, 94-muon": for messages.
+const char *recipe_variant_names(void);
+
+// ---- fields at run time -----------------------------------------------------------------
+typedef enum { RECIPE_INT, RECIPE_DOUBLE, RECIPE_ENUM, RECIPE_WIDTHS } RecipeKind;
+
+typedef struct {
+    const char *name;
+    RecipeKind kind;
+    size_t offset;              // in Recipe
+    double min, max;
+    const char *const *choices; // RECIPE_ENUM: the names of 0, 1, ...
+    const char *help;
+} RecipeField;
+
+extern const RecipeField RECIPE_FIELD_TABLE[];
+extern const int RECIPE_N_FIELDS;
+
+const RecipeField *recipe_field(const char *name);
+// Sets one field from text ("11.0", "64,256,256", "derandomized"). 0, or -1 with err.
+int recipe_set_field(Recipe *r, const RecipeField *f, const char *text, char *err, size_t err_size);
+// Parses "NAME=VALUE" (the value of --set). 0, or -1 with err naming the field or choices.
+int recipe_set(Recipe *r, const char *assignment, char *err, size_t err_size);
+// The value of field f as text ("11.5", "64,256,256", "random").
+void recipe_format_field(const Recipe *r, const RecipeField *f, char *out, size_t out_size);
+int recipe_fields_equal(const Recipe *a, const Recipe *b, const RecipeField *f);
+// One line per field: name, value in r, and help: for --help.
+void recipe_print_fields(FILE *out, const Recipe *r);
+// Checks what the table's bounds cannot: the run trains at least one step on n_train
+// images, and the shifts and cutout fit the image. 0, or -1 with err.
+int recipe_validate(const Recipe *r, int n_train, char *err, size_t err_size);
+
+// The flags the trainer and the reference share: --variant V, --set NAME=VALUE and the
+// shorthands --widths, --depth, --epochs, --batch, --tta, --translate-mode for their
+// fields. Returns 1 if flag is one of them and value was applied, 0 if flag is not one of
+// them, -1 with err for a bad value. --variant replaces the whole recipe, so the caller
+// applies it before the others (recipe_variant_from_args).
+int recipe_apply_flag(Recipe *r, const char *flag, const char *value, char *err, size_t err_size);
+// The --variant argument in argv (NULL if none), checked: -1 with err if it names none.
+int recipe_variant_from_args(int argc, char **argv, const Variant **variant, char *err, size_t err_size);
+
+// ---- derived values -----------------------------------------------------------------------
 // Decoupled -> PyTorch SGD values. With a summed loss, lr is per example, so the step per
 // batch grows linearly with the batch size (the linear scaling rule) with no extra factor.
 static inline double recipe_kilostep(const Recipe *r) { return 1024.0 * (1.0 + 1.0 / (1.0 - r->momentum)); }
@@ -76,25 +158,33 @@ static inline double recipe_sgd_lr(const Recipe *r) { return r->lr / recipe_kilo
 static inline double recipe_sgd_wd(const Recipe *r) { return r->weight_decay * r->batch_size / recipe_kilostep(r); }
 static inline double recipe_bn_bias_lr(const Recipe *r) { return recipe_sgd_lr(r) * r->bias_scaler; }
 
-static inline int recipe_steps_per_epoch(const Recipe *r, int n_train) { return n_train / r->batch_size; }
-static inline int recipe_total_steps(const Recipe *r, int n_train) {
-    return (int)ceil(recipe_steps_per_epoch(r, n_train) * r->epochs - 1e-9);
-}
+int recipe_steps_per_epoch(const Recipe *r, int n_train);
+int recipe_total_steps(const Recipe *r, int n_train);
+double recipe_logit_scale(const Recipe *r);
 
-// Learning-rate multiplier of step t (0-based): warm-up from 0.2 to 1 over
+// ---- the step schedule ------------------------------------------------------------------
+// What one training step does, from the recipe and the step index: the one schedule the
+// trainer and the reference both follow.
+typedef enum { GROUP_WHITEN_BIAS, GROUP_CONV, GROUP_HEAD, GROUP_BN_BIAS, N_GROUPS } ParamGroup;
+
+typedef struct {
+    double lr;     // this step's learning rate
+    double decay;  // weight decay inside the gradient: g += decay * w (wd / the group's base lr)
+    int enabled;   // 0: the group is frozen in this step
+} GroupStep;
+
+typedef struct {
+    // Nesterov SGD per group; with recipe->muon, GROUP_CONV's lr is Muon's (decay unused).
+    GroupStep group[N_GROUPS];
+    // After the step, when >= 0: lookahead with this decay (ema = d ema + (1 - d) w; w = ema).
+    double lookahead_decay;
+} StepPlan;
+
+// Step `step` (0-based) of total_steps, with steps_per_epoch steps per epoch. The
+// whitening bias gradient is needed exactly when group[GROUP_WHITEN_BIAS].enabled.
+StepPlan recipe_step_plan(const Recipe *r, int step, int total_steps, int steps_per_epoch);
+// The SGD recipes' groups at schedule multiplier s (the lr warm-up and decay of a step).
+void recipe_sgd_groups(const Recipe *r, double s, int whiten_bias_on, GroupStep groups[N_GROUPS]);
+// The SGD recipes' schedule multiplier of step t: warm-up from 0.2 to 1 over
 // W = floor(warmup_frac * total) steps, then linear to lr_end at t = total.
-// The Muon recipe has no warm-up: 1 - t / total.
-static inline double recipe_lr_multiplier(const Recipe *r, int t, int total) {
-    int warmup = (int)floor(r->warmup_frac * total);
-    if (t < warmup) return 0.2 + 0.8 * t / warmup;
-    return 1.0 + (r->lr_end - 1.0) * (double)(t - warmup) / (double)(total - warmup);
-}
-
-// Lookahead decay after step count n (1-based; applied when n % every == 0).
-static inline double recipe_lookahead_decay(const Recipe *r, int n, int total) {
-    return pow(r->lookahead_base, r->lookahead_every) * pow((double)n / total, r->lookahead_pow);
-}
-
-static inline double recipe_logit_scale(const Recipe *r) {
-    return r->logit_scale > 0 ? r->logit_scale : 1.0 / r->widths[2];
-}
+double recipe_lr_multiplier(const Recipe *r, int step, int total_steps);

@@ -472,11 +472,6 @@ struct RefActs {
     float *d_act, *d_pre, *d_bn_in, *d_conv, *d_residual;
 };
 
-#define WHITEN_SIDE (32 - WHITEN_KERNEL + 1)
-
-// Spatial size at the input of group g (31, 15, 7) and after its pool (15, 7, 3).
-static int group_in_side(int g) { return g == 0 ? WHITEN_SIDE : (WHITEN_SIDE >> g); }
-static int group_out_side(int g) { return group_in_side(g) / 2; }
 
 static void acts_free(RefActs *a, int depth) {
     if (!a) return;
@@ -512,7 +507,7 @@ static RefActs *acts_create(const NetLayout *l, int batch) {
     a->whiten_pre = xcalloc(whiten_size, sizeof(float));
     a->whiten_out = xcalloc(whiten_size, sizeof(float));
     for (int g = 0; g < 3; g++) {
-        int c = l->widths[g], in_side = group_in_side(g), out_side = group_out_side(g);
+        int c = l->widths[g], in_side = net_group_in_side(g), out_side = net_group_out_side(g);
         size_t pre_pool = b * c * in_side * in_side, post_pool = b * c * out_side * out_side;
         if (pre_pool > largest) largest = pre_pool;
         a->pooled[g] = xcalloc(post_pool, sizeof(float));
@@ -562,9 +557,9 @@ float *ref_running_var(const RefNet *net, float *running, int g, int j) {
     return running + running_offset(net, g, j) + net->layout.widths[g];
 }
 
-RefNet *ref_net_create(const int widths[3], int depth, const Recipe *recipe) {
+RefNet *ref_net_create(const Recipe *recipe) {
     RefNet *net = xcalloc(1, sizeof(RefNet));
-    net_layout_init(&net->layout, widths, depth);
+    net_layout_init(&net->layout, recipe->widths, recipe->depth);
     net->bn_eps = (float)recipe->bn_eps;
     net->bn_keep = (float)recipe->bn_keep;
     net->logit_scale = (float)recipe_logit_scale(recipe);
@@ -606,7 +601,7 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
             for (size_t i = 0; i < t->size; i++) p[i] = net_init_uniform(seed, id, 3 * WHITEN_KERNEL * WHITEN_KERNEL, i);
     }
     if (recipe->muon) net_scale_to_unit_std(ref_tensor(net, net->params, l->head), l->tensors[l->head].size);
-    ref_whitening_weights(ref_tensor(net, net->params, 0), whiten_images, n_whiten, 5e-4);
+    ref_whitening_weights(ref_tensor(net, net->params, 0), whiten_images, n_whiten, recipe->whiten_eps);
     memset(net->momentum, 0, l->n_params * sizeof(float));
     for (int g = 0; g < 3; g++)
         for (int j = 0; j < l->depth; j++) {
@@ -621,7 +616,7 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
 // BN (+ residual) + GELU of conv (g, j) whose BN input is bn_in.
 static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n, int train) {
     RefActs *a = net->acts;
-    int c = net->layout.widths[g], hw = group_out_side(g) * group_out_side(g);
+    int c = net->layout.widths[g], hw = net_group_out_side(g) * net_group_out_side(g);
     const float *bias = ref_tensor(net, net->params, net_bn_id(&net->layout, g, j));
     float *run_mean = ref_running_mean(net, net->running, g, j);
     float *run_var = ref_running_var(net, net->running, g, j);
@@ -632,9 +627,8 @@ static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n
         ref_batchnorm_forward_eval(a->pre_act[g][j], bn_in, bias, run_mean, run_var, n, c, hw, net->bn_eps);
     }
     size_t count = (size_t)n * c * hw;
-    if (j == 2) {  // 96's residual: the group's first activation joins before the last GELU
+    if (net_residual_joins(net->layout.depth, j))
         for (size_t i = 0; i < count; i++) a->pre_act[g][j][i] += a->act[g][0][i];
-    }
     ref_gelu_forward(a->act[g][j], a->pre_act[g][j], count);
 }
 
@@ -648,7 +642,7 @@ void ref_forward(RefNet *net, const float *images, int n, int train, float *logi
     const float *x = a->whiten_out;
     int c_in = WHITEN_WIDTH;
     for (int g = 0; g < 3; g++) {
-        int c = l->widths[g], in_side = group_in_side(g), side = group_out_side(g);
+        int c = l->widths[g], in_side = net_group_in_side(g), side = net_group_out_side(g);
         ref_conv_forward(a->conv_out[g][0], x, ref_tensor(net, net->params, net_conv_id(l, g, 0)), NULL,
                          n, c_in, in_side, in_side, c, 3, 1);
         ref_maxpool_forward(a->pooled[g], a->pool_argmax[g], a->conv_out[g][0], n, c, in_side, in_side, 2);
@@ -661,20 +655,21 @@ void ref_forward(RefNet *net, const float *images, int n, int train, float *logi
         x = a->act[g][l->depth - 1];
         c_in = c;
     }
-    int w3 = l->widths[2], side = group_out_side(2);
+    int w3 = l->widths[2], side = net_group_out_side(2);
     ref_maxpool_forward(a->features, a->feature_argmax, x, n, w3, side, side, side);
     ref_linear_forward(logits, a->features, ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
 }
 
 // Backward through GELU, BN (and the pool for j = 0) of conv (g, j): from a->d_act to
-// a->d_conv. For j = 2 the GELU-input gradient is also the residual branch's gradient.
+// a->d_conv. Where the residual joins, the GELU-input gradient is also the residual
+// branch's gradient.
 static void backward_bn_gelu(RefNet *net, int g, int j, int n) {
     const NetLayout *l = &net->layout;
     RefActs *a = net->acts;
-    int c = l->widths[g], side = group_out_side(g), hw = side * side, in_side = group_in_side(g);
+    int c = l->widths[g], side = net_group_out_side(g), hw = side * side, in_side = net_group_in_side(g);
     size_t count = (size_t)n * c * hw;
     ref_gelu_backward(a->d_pre, a->d_act, a->pre_act[g][j], count);
-    if (j == 2) memcpy(a->d_residual, a->d_pre, count * sizeof(float));
+    if (net_residual_joins(l->depth, j)) memcpy(a->d_residual, a->d_pre, count * sizeof(float));
     const float *bn_in = j == 0 ? a->pooled[g] : a->conv_out[g][j];
     float *d_bias = ref_tensor(net, net->grads, net_bn_id(l, g, j));
     float *d_bn_in = j == 0 ? a->d_bn_in : a->d_conv;
@@ -692,23 +687,23 @@ double ref_forward_backward(RefNet *net, const float *images, const uint8_t *lab
     double loss = ref_loss_forward_backward(a->d_logits, n_correct, a->logits, labels, n, NET_CLASSES, smoothing);
     memset(net->grads, 0, l->n_params * sizeof(float));
 
-    int w3 = l->widths[2], side = group_out_side(2);
+    int w3 = l->widths[2], side = net_group_out_side(2);
     float *d_features = a->d_pre;
     ref_linear_backward(d_features, ref_tensor(net, net->grads, l->head), a->d_logits, a->features,
                         ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
     ref_maxpool_backward(a->d_act, d_features, a->feature_argmax, n, w3, side, side, side);
     for (int g = 2; g >= 0; g--) {
-        int c = l->widths[g], out_side = group_out_side(g);
+        int c = l->widths[g], out_side = net_group_out_side(g);
         for (int j = l->depth - 1; j >= 0; j--) {
             backward_bn_gelu(net, g, j, n);
-            int conv_side = j == 0 ? group_in_side(g) : out_side;
+            int conv_side = j == 0 ? net_group_in_side(g) : out_side;
             int conv_c_in = net_conv_in(l->widths, g, j);
             const float *conv_in = j > 0 ? a->act[g][j - 1] : g > 0 ? a->act[g - 1][l->depth - 1] : a->whiten_out;
             int need_d_in = g > 0 || j > 0 || whiten_bias_grad;
             int id = net_conv_id(l, g, j);
             ref_conv_backward(need_d_in ? a->d_act : NULL, ref_tensor(net, net->grads, id), NULL, a->d_conv,
                               conv_in, ref_tensor(net, net->params, id), n, conv_c_in, conv_side, conv_side, c, 3, 1);
-            if (j == 1 && l->depth == 3) {  // the residual branch joins the first activation's gradient
+            if (net_residual_splits(l->depth, j)) {  // x0's gradient: this conv's path + the residual's
                 size_t count = (size_t)n * c * out_side * out_side;
                 for (size_t i = 0; i < count; i++) a->d_act[i] += a->d_residual[i];
             }
@@ -741,13 +736,23 @@ static void sgd_update_tensor(RefNet *net, int id, double lr, double c, double m
     sgd_update(net->params + t->offset, net->momentum + t->offset, net->grads + t->offset, t->size, lr, c, m);
 }
 
-void ref_sgd_step(RefNet *net, const Recipe *recipe, double lr_multiplier, int whiten_bias_trainable) {
-    double lr = recipe_sgd_lr(recipe), bn_lr = recipe_bn_bias_lr(recipe), wd = recipe_sgd_wd(recipe);
+// The optimizer group of a tensor; -1 for the frozen whitening weight.
+static int group_of(TensorKind kind) {
+    switch (kind) {
+    case TENSOR_WHITEN_B: return GROUP_WHITEN_BIAS;
+    case TENSOR_CONV: return GROUP_CONV;
+    case TENSOR_HEAD: return GROUP_HEAD;
+    case TENSOR_BN_BIAS: return GROUP_BN_BIAS;
+    case TENSOR_WHITEN_W: break;
+    }
+    return -1;
+}
+
+void ref_sgd_step(RefNet *net, const GroupStep groups[N_GROUPS], double momentum, int skip_convs) {
     for (int id = 0; id < net->layout.n_tensors; id++) {
-        TensorKind kind = net->layout.tensors[id].kind;
-        if (kind == TENSOR_WHITEN_W || (kind == TENSOR_WHITEN_B && !whiten_bias_trainable)) continue;
-        double group_lr = kind == TENSOR_BN_BIAS ? bn_lr : lr;
-        sgd_update_tensor(net, id, group_lr * lr_multiplier, wd / group_lr, recipe->momentum);
+        int group = group_of(net->layout.tensors[id].kind);
+        if (group < 0 || !groups[group].enabled || (skip_convs && group == GROUP_CONV)) continue;
+        sgd_update_tensor(net, id, groups[group].lr, groups[group].decay, momentum);
     }
 }
 
@@ -758,9 +763,9 @@ static void matmul(float *out, const float *x, const float *y, int m, int k, int
 }
 
 // Quintic Newton-Schulz iteration towards the orthogonal factor of g:
-// X = G / (||G|| + 1e-7), on the wide orientation; A = X X^T; B = b A + c A A; X = a X + B X.
-void ref_newton_schulz(float *out, const float *g, int rows, int cols, int steps) {
-    const float a = 3.4445f, b = -4.7750f, c = 2.0315f;
+// X = G / (||G|| + eps), on the wide orientation; A = X X^T; B = b A + c A A; X = a X + B X.
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe) {
+    const float a = (float)recipe->ns_a, b = (float)recipe->ns_b, c = (float)recipe->ns_c;
     int tall = rows > cols, m = tall ? cols : rows, k = tall ? rows : cols;
     size_t size = (size_t)rows * cols;
     float *x = xcalloc(size, sizeof(float)), *bx = xcalloc(size, sizeof(float));
@@ -768,11 +773,11 @@ void ref_newton_schulz(float *out, const float *g, int rows, int cols, int steps
     float *xt = xcalloc(size, sizeof(float));
     double norm = 0.0;
     for (size_t i = 0; i < size; i++) norm += (double)g[i] * g[i];
-    float inv = (float)(1.0 / (sqrt(norm) + 1e-7));
+    float inv = (float)(1.0 / (sqrt(norm) + recipe->ns_eps));
     if (tall) transpose(x, g, rows, cols);
     else memcpy(x, g, size * sizeof(float));
     for (size_t i = 0; i < size; i++) x[i] *= inv;
-    for (int step = 0; step < steps; step++) {
+    for (int step = 0; step < recipe->muon_ns_steps; step++) {
         transpose(xt, x, m, k);
         matmul(A, x, xt, m, k, m);
         matmul(AA, A, A, m, m, m);
@@ -802,28 +807,17 @@ static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, double
         update[i] = (float)(grad[i] + m * buf[i]);
         norm += (double)w[i] * w[i];
     }
-    ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe->muon_ns_steps);
+    ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe);
     float scale = (float)(sqrt((double)t->c_out) / sqrt(norm));
     for (size_t i = 0; i < t->size; i++) w[i] = (float)(w[i] * scale - lr * orth[i]);
     free(update);
     free(orth);
 }
 
-void ref_muon_step(RefNet *net, const Recipe *recipe, int step, int total_steps, int whiten_bias_steps) {
-    double decay = 1.0 - (double)step / total_steps, m = recipe->momentum;
-    double c_bias = recipe->sgd_wd / recipe->sgd_bias_lr, c_head = recipe->sgd_wd / recipe->sgd_head_lr;
-    for (int id = 0; id < net->layout.n_tensors; id++) {
-        switch (net->layout.tensors[id].kind) {
-        case TENSOR_WHITEN_W: break;
-        case TENSOR_WHITEN_B:
-            if (step < whiten_bias_steps)
-                sgd_update_tensor(net, id, recipe->sgd_bias_lr * (1.0 - (double)step / whiten_bias_steps), c_bias, m);
-            break;
-        case TENSOR_BN_BIAS: sgd_update_tensor(net, id, recipe->sgd_bias_lr * decay, c_bias, m); break;
-        case TENSOR_HEAD: sgd_update_tensor(net, id, recipe->sgd_head_lr * decay, c_head, m); break;
-        case TENSOR_CONV: muon_update_tensor(net, id, recipe, recipe->muon_lr * decay); break;
-        }
-    }
+void ref_muon_step(RefNet *net, const Recipe *recipe, const GroupStep groups[N_GROUPS]) {
+    ref_sgd_step(net, groups, recipe->momentum, 1);
+    for (int id = net->layout.first_conv; id < net->layout.first_conv + net->layout.n_convs; id++)
+        muon_update_tensor(net, id, recipe, groups[GROUP_CONV].lr);
 }
 
 static void lerp_and_copy(float *ema, float *w, size_t count, double decay) {
@@ -838,6 +832,20 @@ void ref_lookahead_update(RefNet *net, double decay) {
     lerp_and_copy(net->ema_running, net->running, net->n_running, decay);
 }
 
+void ref_optimizer_step(RefNet *net, const Recipe *recipe, const StepPlan *plan) {
+    if (recipe->muon) ref_muon_step(net, recipe, plan->group);
+    else ref_sgd_step(net, plan->group, recipe->momentum, 0);
+    if (plan->lookahead_decay >= 0) ref_lookahead_update(net, plan->lookahead_decay);
+}
+
+double ref_train_step(RefNet *net, const Recipe *recipe, const StepPlan *plan, const float *images,
+                      const uint8_t *labels, int n, int *n_correct) {
+    double loss = ref_forward_backward(net, images, labels, n, (float)recipe->label_smoothing,
+                                       plan->group[GROUP_WHITEN_BIAS].enabled, NULL, n_correct);
+    ref_optimizer_step(net, recipe, plan);
+    return loss;
+}
+
 // ----------------------------------------------------------------------------
 // Data: training batches and test-time augmentation views.
 
@@ -847,14 +855,14 @@ void ref_normalize_images(float *out, const uint8_t *images, int n) {
 }
 
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
-                     const Recipe *recipe, TranslateMode mode, uint64_t seed, int epoch,
-                     int batch_index) {
+                     const Recipe *recipe, uint64_t seed, int epoch, int batch_index) {
     for (int i = 0; i < recipe->batch_size; i++) {
         uint32_t slot = (uint32_t)batch_index * recipe->batch_size + i;
         uint32_t image = aug_shuffle(seed, epoch, slot, n_train);
         const uint8_t *src = train->images + (size_t)image * CIFAR10_IMAGE_BYTES;
         int flip = aug_flip(seed, epoch, image), dy = 0, dx = 0, cut_y = 0, cut_x = 0;
-        if (recipe->translate) aug_translate(seed, mode, recipe->translate, epoch, image, &dy, &dx);
+        if (recipe->translate)
+            aug_translate(seed, (TranslateMode)recipe->translate_mode, recipe->translate, epoch, image, &dy, &dx);
         if (recipe->cutout) aug_cutout(seed, recipe->cutout, epoch, image, &cut_y, &cut_x);
         float *dst = out + (size_t)i * CIFAR10_IMAGE_BYTES;
         for (int c = 0; c < 3; c++)
@@ -907,19 +915,16 @@ void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *l
 // ----------------------------------------------------------------------------
 // Training (the program airbench-ref).
 #ifndef REFERENCE_NO_MAIN
-#include <cjson/cJSON.h>
+#include "runfile.h"
 
 typedef struct {
     const char *data_dir, *json_path;
+    const Variant *variant;
     Recipe recipe;
-    int n_train, n_test, tta_level;
+    int n_train, n_test;
     uint64_t seed;
-    TranslateMode translate_mode;
+    char command[4096];
 } RefOptions;
-
-typedef struct {
-    double train_loss, train_acc, test_acc, seconds;
-} EpochRow;
 
 static double wall_seconds(void) { return omp_get_wtime(); }
 
@@ -950,26 +955,42 @@ static double evaluate(RefNet *net, const float *test_images, const uint8_t *lab
     return acc;
 }
 
-static int write_json(const RefOptions *o, double tta_acc, double seconds, const EpochRow *rows, int n_epochs) {
+// ----------------------------------------------------------------------------
+// The run file: written through runfile.h when the run ends, or ended as incomplete when
+// a signal stops it.
+
+static RunFileWriter *begin_run_file(const RefOptions *o) {
     const Recipe *r = &o->recipe;
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "schema", "airbench.c/run-v1");
-    cJSON_AddStringToObject(root, "variant", "airbench-ref");
-    cJSON *config = cJSON_AddObjectToObject(root, "config");
+    cJSON *header = cJSON_CreateObject();
+    cJSON_AddStringToObject(header, "variant", "airbench-ref");
+    cJSON_AddNumberToObject(header, "target_accuracy", o->variant->target_accuracy);
+    cJSON_AddStringToObject(header, "command", o->command);
+    cJSON *config = cJSON_AddObjectToObject(header, "config");
     cJSON_AddStringToObject(config, "recipe", r->name);
-    cJSON_AddItemToObject(config, "widths", cJSON_CreateIntArray(r->widths, 3));
-    cJSON_AddNumberToObject(config, "depth", r->depth);
-    cJSON_AddNumberToObject(config, "batch_size", r->batch_size);
-    cJSON_AddNumberToObject(config, "epochs", r->epochs);
+    runfile_add_recipe(config, r, o->variant->recipe);
     cJSON_AddNumberToObject(config, "n_train", o->n_train);
     cJSON_AddNumberToObject(config, "n_test", o->n_test);
-    cJSON_AddNumberToObject(config, "tta_level", o->tta_level);
-    cJSON_AddStringToObject(config, "translate_mode", o->translate_mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random");
     cJSON_AddNumberToObject(config, "seed", (double)o->seed);
+    char err[1024];
+    RunFileWriter *w = runfile_begin(o->json_path, header, err, sizeof err);
+    if (!w) fprintf(stderr, "airbench-ref: %s\n", err);
+    return w;
+}
+
+typedef struct {
+    double train_loss, train_acc, test_acc, seconds;
+} EpochRow;
+
+static cJSON *run_json(const RefOptions *o, double tta_acc, double seconds, const EpochRow *rows, int n_epochs,
+                       const char *divergence) {
     cJSON *run = cJSON_CreateObject();
     cJSON_AddNumberToObject(run, "seed", (double)o->seed);
     cJSON_AddNumberToObject(run, "accuracy", tta_acc);
     cJSON_AddNumberToObject(run, "wall_s", seconds);
+    if (divergence) {
+        cJSON_AddTrueToObject(run, "diverged");
+        cJSON_AddStringToObject(run, "divergence", divergence);
+    }
     cJSON *epochs = cJSON_AddArrayToObject(run, "epochs");
     for (int e = 0; e < n_epochs; e++) {
         cJSON *row = cJSON_CreateObject();
@@ -980,23 +1001,34 @@ static int write_json(const RefOptions *o, double tta_acc, double seconds, const
         cJSON_AddNumberToObject(row, "time_s", rows[e].seconds);
         cJSON_AddItemToArray(epochs, row);
     }
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "runs"), run);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    FILE *f = fopen(o->json_path, "w");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
-    free(text);
-    if (!ok) fprintf(stderr, "airbench-ref: cannot write %s: %s\n", o->json_path, strerror(errno));
-    return ok ? 0 : -1;
+    return run;
 }
 
-// Trains one network and returns its final TTA accuracy.
-static double train(const RefOptions *o, const Cifar10 *data, EpochRow *rows, int *n_epochs) {
+// ----------------------------------------------------------------------------
+// Training.
+
+typedef struct {
+    double tta_acc;
+    EpochRow *rows;
+    int n_epochs;
+    char divergence[160];  // "" unless the divergence guard (runfile.h) fired
+    int signal;            // the signal that stopped training early, or 0
+} TrainResult;
+
+// Closes the epoch's row: mean loss and accuracy over its steps, unaugmented test accuracy.
+static void end_epoch(EpochRow *row, double loss_sum, int correct_sum, int n_seen, RefNet *net,
+                      const float *test_images, const Cifar10 *data, int n_test, double seconds) {
+    row->train_loss = loss_sum / n_seen;
+    row->train_acc = (double)correct_sum / n_seen;
+    row->test_acc = evaluate(net, test_images, data->test.labels, n_test, 0);
+    row->seconds = seconds;
+}
+
+// Trains one network with the schedule's step plans, then measures its TTA accuracy.
+static TrainResult train(const RefOptions *o, const Cifar10 *data) {
     const Recipe *r = &o->recipe;
     int spe = recipe_steps_per_epoch(r, o->n_train), total = recipe_total_steps(r, o->n_train);
-    int whiten_bias_steps = r->whiten_bias_epochs * spe;
-    int n_whiten = o->n_train < 5000 ? o->n_train : 5000;
+    int n_whiten = o->n_train < r->whiten_images ? o->n_train : r->whiten_images;
     float *test_images = xcalloc((size_t)o->n_test * CIFAR10_IMAGE_BYTES, sizeof(float));
     float *whiten_images = xcalloc((size_t)n_whiten * CIFAR10_IMAGE_BYTES, sizeof(float));
     float *batch = xcalloc((size_t)r->batch_size * CIFAR10_IMAGE_BYTES, sizeof(float));
@@ -1004,79 +1036,86 @@ static double train(const RefOptions *o, const Cifar10 *data, EpochRow *rows, in
     ref_normalize_images(test_images, data->test.images, o->n_test);
     ref_normalize_images(whiten_images, data->train.images, n_whiten);
 
-    RefNet *net = ref_net_create(r->widths, r->depth, r);
+    RefNet *net = ref_net_create(r);
     ref_net_init(net, r, o->seed, whiten_images, n_whiten);
+    TrainResult result = {.rows = xcalloc((size_t)total / spe + 2, sizeof(EpochRow))};
     printf("| epoch | train_loss | train_acc | test_acc | seconds |\n");
     double start = wall_seconds(), loss_sum = 0.0;
     int correct_sum = 0, steps_in_epoch = 0;
-    *n_epochs = 0;
-    for (int step = 0; step < total; step++) {
-        int epoch = step / spe;
-        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->translate_mode, o->seed, epoch, step % spe);
-        int whiten_bias_on = r->muon ? step < whiten_bias_steps : epoch < r->whiten_bias_epochs;
+    int stop = 0;
+    for (int step = 0; step < total && !stop && !result.signal; step++) {
+        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->seed, step / spe, step % spe);
+        StepPlan plan = recipe_step_plan(r, step, total, spe);
         int correct = 0;
-        loss_sum += ref_forward_backward(net, batch, labels, r->batch_size, (float)r->label_smoothing,
-                                         whiten_bias_on, NULL, &correct);
+        loss_sum += ref_train_step(net, r, &plan, batch, labels, r->batch_size, &correct);
         correct_sum += correct;
         steps_in_epoch++;
-        if (r->muon)
-            ref_muon_step(net, r, step, total, whiten_bias_steps);
-        else
-            ref_sgd_step(net, r, recipe_lr_multiplier(r, step, total), whiten_bias_on);
-        if (r->lookahead_every && (step + 1) % r->lookahead_every == 0)
-            ref_lookahead_update(net, recipe_lookahead_decay(r, step + 1, total));
-        if (r->lookahead_every && step + 1 == total) ref_lookahead_update(net, 1.0);
-        if ((step + 1) % spe == 0 || step + 1 == total) {
-            EpochRow *row = &rows[(*n_epochs)++];
-            row->train_loss = loss_sum / ((double)steps_in_epoch * r->batch_size);
-            row->train_acc = (double)correct_sum / ((double)steps_in_epoch * r->batch_size);
-            row->test_acc = evaluate(net, test_images, data->test.labels, o->n_test, 0);
-            row->seconds = wall_seconds() - start;
-            printf("| %5d | %10.4f | %9.4f | %8.4f | %7.1f |\n", epoch + 1, row->train_loss, row->train_acc,
-                   row->test_acc, row->seconds);
-            fflush(stdout);
-            loss_sum = 0.0;
-            correct_sum = steps_in_epoch = 0;
-        }
+        stop = !isfinite(loss_sum);  // nothing more to learn from this run
+        result.signal = runfile_pending_signal();
+        if ((step + 1) % spe && step + 1 < total && !stop) continue;
+        EpochRow *row = &result.rows[result.n_epochs++];
+        end_epoch(row, loss_sum, correct_sum, steps_in_epoch * r->batch_size, net, test_images, data, o->n_test,
+                  wall_seconds() - start);
+        printf("| %5d | %10.4f | %9.4f | %8.4f | %7.1f |\n", result.n_epochs, row->train_loss, row->train_acc,
+               row->test_acc, row->seconds);
+        fflush(stdout);
+        loss_sum = 0.0;
+        correct_sum = steps_in_epoch = 0;
     }
-    double tta_acc = evaluate(net, test_images, data->test.labels, o->n_test, o->tta_level);
-    printf("final TTA (level %d) test accuracy: %.4f  (%.1f s)\n", o->tta_level, tta_acc, wall_seconds() - start);
+    double losses[result.n_epochs + 1];
+    for (int e = 0; e < result.n_epochs; e++) losses[e] = result.rows[e].train_loss;
+    runfile_loss_diverged(losses, result.n_epochs, result.divergence, sizeof result.divergence);
+    if (!result.signal) {
+        result.tta_acc = evaluate(net, test_images, data->test.labels, o->n_test, r->tta_level);
+        printf("final TTA (level %d) test accuracy: %.4f  (%.1f s)\n", r->tta_level, result.tta_acc,
+               wall_seconds() - start);
+    }
     ref_net_free(net);
     free(test_images);
     free(whiten_images);
     free(batch);
     free(labels);
-    return tta_acc;
+    return result;
 }
 
-static void usage(FILE *f) {
+// ----------------------------------------------------------------------------
+// Command line.
+
+static void usage(FILE *f, const Recipe *r) {
     fprintf(f,
-            "usage: airbench-ref [--data DIR] [--variant 94|95|96|94-muon] [--widths A,B,C]\n"
-            "                    [--depth 2|3] [--train-subset N] [--test-subset N] [--epochs E]\n"
-            "                    [--batch B] [--seed S] [--tta 0|1|2]\n"
-            "                    [--translate-mode random|derandomized] [--json FILE]\n"
-            "Trains the airbench network with the CPU reference (fp32) and prints a per-epoch\n"
-            "table and the final test-time-augmented accuracy. Defaults: the 94 recipe, all\n"
-            "50,000 training and 10,000 test images in data/cifar10.\n");
+            "usage: airbench-ref [--variant 94|95|96|94-muon] [--set NAME=VALUE]... [--data DIR]\n"
+            "                    [--train-subset N] [--test-subset N] [--seed S] [--json FILE]\n"
+            "                    [--widths A,B,C] [--depth 2|3] [--epochs E] [--batch B] [--tta 0|1|2]\n"
+            "                    [--translate-mode random|derandomized]\n"
+            "Trains the airbench network with the CPU reference (fp32, OpenMP) and prints a per-epoch\n"
+            "table and the final test-time-augmented accuracy. Defaults: the 94 recipe, seed 0, all\n"
+            "50,000 training and 10,000 test images in data/cifar10: that takes hours on a CPU; for a\n"
+            "quick check use e.g. --widths 16,32,32 --train-subset 5000 --test-subset 1000 --epochs 3\n"
+            "--batch 250 (about a minute on 2 cores). Recipe flags as in the GPU trainer (--set, and\n"
+            "the shorthands for widths, depth, epochs, batch_size, tta_level, translate_mode).\n"
+            "--json writes the run file (schema in docs/run-file.md).\n"
+            "Exit status: 0 fine; 1 unreadable data, a run file that cannot be written, or a diverged\n"
+            "run; 2 a bad flag; 128+N killed by signal N (the run file says incomplete).\n"
+            "Recipe fields of %s (NAME, value, meaning):\n", r->name);
+    recipe_print_fields(f, r);
 }
 
-static int fail_flag(const char *flag, const char *value, const char *why) {
-    fprintf(stderr, "airbench-ref: bad value '%s' for %s: %s\n", value ? value : "(missing)", flag, why);
+static int fail(const char *message) {
+    fprintf(stderr, "airbench-ref: %s (see --help)\n", message);
     return -1;
 }
 
-static int parse_long(const char *text, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
+static int fail_flag(const char *flag, const char *value, const char *why) {
+    char message[512];
+    snprintf(message, sizeof message, "bad value '%s' for %s: %s", value ? value : "(missing)", flag, why);
+    return fail(message);
 }
 
 static int parse_int_flag(const char *flag, const char *value, long lo, long hi, int *out) {
-    long v;
-    if (!value || parse_long(value, lo, hi, &v)) {
+    char *end;
+    errno = 0;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || errno || end == value || *end || v < lo || v > hi) {
         char why[96];
         snprintf(why, sizeof why, "expected an integer in %ld..%ld", lo, hi);
         return fail_flag(flag, value, why);
@@ -1085,97 +1124,82 @@ static int parse_int_flag(const char *flag, const char *value, long lo, long hi,
     return 0;
 }
 
-static int parse_widths(const char *value, int widths[3]) {
-    long w[3];
-    char extra;
-    if (!value || sscanf(value, "%ld,%ld,%ld%c", &w[0], &w[1], &w[2], &extra) != 3)
-        return fail_flag("--widths", value, "expected three comma-separated integers");
-    for (int i = 0; i < 3; i++) {
-        if (w[i] < 1 || w[i] > 4096) return fail_flag("--widths", value, "each width must be in 1..4096");
-        widths[i] = (int)w[i];
+// One of the program's own flags; 0 if applied, -1 after an error message.
+static int parse_flag(RefOptions *o, const char *flag, const char *value) {
+    int seed;
+    if (!strcmp(flag, "--data")) return value ? (o->data_dir = value, 0) : fail_flag(flag, value, "expected a directory");
+    if (!strcmp(flag, "--json")) return value ? (o->json_path = value, 0) : fail_flag(flag, value, "expected a file name");
+    if (!strcmp(flag, "--train-subset")) return parse_int_flag(flag, value, 1, 50000, &o->n_train);
+    if (!strcmp(flag, "--test-subset")) return parse_int_flag(flag, value, 1, 10000, &o->n_test);
+    if (!strcmp(flag, "--seed")) {
+        if (parse_int_flag(flag, value, 0, 2000000000, &seed)) return -1;
+        o->seed = (uint64_t)seed;
+        return 0;
     }
-    return 0;
-}
-
-static int parse_variant(const char *value, Recipe *recipe) {
-    if (!value) return fail_flag("--variant", value, "expected 94, 95, 96 or 94-muon");
-    if (!strcmp(value, "94")) *recipe = RECIPE_94;
-    else if (!strcmp(value, "95")) *recipe = RECIPE_95;
-    else if (!strcmp(value, "96")) *recipe = RECIPE_96;
-    else if (!strcmp(value, "94-muon")) *recipe = RECIPE_94_MUON;
-    else return fail_flag("--variant", value, "expected 94, 95, 96 or 94-muon");
-    return 0;
+    char message[256];
+    snprintf(message, sizeof message, "unknown flag '%s'", flag);
+    return fail(message);
 }
 
 // Parses argv into o. Returns 0, 1 for --help, or -1 on a bad flag (message printed).
 static int parse_args(int argc, char **argv, RefOptions *o) {
-    *o = (RefOptions){.data_dir = "data/cifar10", .recipe = RECIPE_94, .n_train = 50000,
-                      .n_test = 10000, .tta_level = -1, .translate_mode = TRANSLATE_RANDOM};
-    // The variant comes first so that the other flags override its numbers.
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--variant") && parse_variant(argv[i + 1], &o->recipe)) return -1;
-    int widths[3] = {0}, depth = 0, batch = 0;
-    double epochs = 0;
+    *o = (RefOptions){.data_dir = "data/cifar10", .n_train = 50000, .n_test = 10000};
+    size_t used = 0;
+    for (int i = 0; i < argc && used < sizeof o->command; i++)
+        used += snprintf(o->command + used, sizeof o->command - used, i ? " %s" : "%s", argv[i]);
+    char err[1024];
+    if (recipe_variant_from_args(argc, argv, &o->variant, err, sizeof err)) return fail(err);
+    if (!o->variant) o->variant = recipe_variant("94");
+    o->recipe = *o->variant->recipe;
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) return 1;
-        else if (!strcmp(flag, "--variant")) rc = value ? 0 : fail_flag(flag, value, "expected 94, 95, 96 or 94-muon");
-        else if (!strcmp(flag, "--data")) rc = value ? (o->data_dir = value, 0) : fail_flag(flag, value, "expected a directory");
-        else if (!strcmp(flag, "--json")) rc = value ? (o->json_path = value, 0) : fail_flag(flag, value, "expected a file name");
-        else if (!strcmp(flag, "--widths")) rc = parse_widths(value, widths);
-        else if (!strcmp(flag, "--depth")) {
-            rc = parse_int_flag(flag, value, 2, 3, &depth);
-        } else if (!strcmp(flag, "--train-subset")) rc = parse_int_flag(flag, value, 1, 50000, &o->n_train);
-        else if (!strcmp(flag, "--test-subset")) rc = parse_int_flag(flag, value, 1, 10000, &o->n_test);
-        else if (!strcmp(flag, "--batch")) rc = parse_int_flag(flag, value, 2, 50000, &batch);
-        else if (!strcmp(flag, "--tta")) rc = parse_int_flag(flag, value, 0, 2, &o->tta_level);
-        else if (!strcmp(flag, "--seed")) {
-            int seed;
-            rc = parse_int_flag(flag, value, 0, 2147483647, &seed);
-            o->seed = (uint64_t)seed;
-        } else if (!strcmp(flag, "--epochs")) {
-            char *end;
-            epochs = value ? strtod(value, &end) : 0;
-            if (!value || *end || !(epochs > 0 && epochs <= 1000)) rc = fail_flag(flag, value, "expected a number in (0, 1000]");
-        } else if (!strcmp(flag, "--translate-mode")) {
-            if (value && !strcmp(value, "random")) o->translate_mode = TRANSLATE_RANDOM;
-            else if (value && !strcmp(value, "derandomized")) o->translate_mode = TRANSLATE_DERANDOMIZED;
-            else rc = fail_flag(flag, value, "expected random or derandomized");
-        } else {
-            fprintf(stderr, "airbench-ref: unknown flag '%s' (see --help)\n", flag);
-            return -1;
+        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+            usage(stdout, &o->recipe);
+            return 1;
         }
-        if (rc) return -1;
+        int applied = recipe_apply_flag(&o->recipe, flag, value, err, sizeof err);
+        if (applied < 0) return fail(err);
+        if (!applied && parse_flag(o, flag, value)) return -1;
         i++;  // every flag takes one value
     }
-    Recipe *r = &o->recipe;
-    if (widths[0]) memcpy(r->widths, widths, sizeof widths);
-    if (depth) r->depth = depth;
-    if (batch) r->batch_size = batch;
-    if (epochs > 0) r->epochs = epochs;
-    if (o->tta_level < 0) o->tta_level = r->tta_level;
-    if (r->batch_size > o->n_train) {
-        fprintf(stderr, "airbench-ref: --batch %d is larger than the %d training images (--train-subset)\n",
-                r->batch_size, o->n_train);
-        return -1;
-    }
-    if (r->depth == 3 && r->muon) {
-        fprintf(stderr, "airbench-ref: --depth 3 is not supported with the 94-muon variant\n");
-        return -1;
-    }
+    if (recipe_validate(&o->recipe, o->n_train, err, sizeof err)) return fail(err);
     return 0;
+}
+
+// Records the run (or the reason it stopped) and ends the run file; the exit status.
+static int finish(const RefOptions *o, RunFileWriter *w, const TrainResult *result, double seconds) {
+    char err[1024], reason[160];
+    int status = result->divergence[0] ? 1 : 0;
+    if (result->divergence[0]) fprintf(stderr, "airbench-ref: training diverged: %s\n", result->divergence);
+    if (result->signal) {
+        snprintf(reason, sizeof reason, "interrupted by signal %d (%s) during training", result->signal,
+                 strsignal(result->signal));
+        fprintf(stderr, "airbench-ref: %s\n", reason);
+    }
+    if (w && !result->signal &&
+        runfile_add_run(w, run_json(o, result->tta_acc, seconds, result->rows, result->n_epochs,
+                                    result->divergence[0] ? result->divergence : NULL), err, sizeof err)) {
+        fprintf(stderr, "airbench-ref: %s\n", err);
+        status = 1;
+    }
+    if (w && runfile_end(w, result->signal ? reason : NULL, err, sizeof err)) {
+        fprintf(stderr, "airbench-ref: %s\n", err);
+        status = 1;
+    }
+    if (result->signal) runfile_exit_for_signal(result->signal);
+    return status;
 }
 
 int main(int argc, char **argv) {
     RefOptions o;
     int rc = parse_args(argc, argv, &o);
-    if (rc) {
-        usage(rc > 0 ? stdout : stderr);
-        return rc > 0 ? 0 : 2;
+    if (rc) return rc > 0 ? 0 : 2;
+    char err[1024];
+    if (o.json_path && runfile_check_writable(o.json_path, err, sizeof err)) {
+        fprintf(stderr, "airbench-ref: %s\n", err);
+        return 1;
     }
     Cifar10 data;
-    char err[512];
     if (cifar10_load(&data, o.data_dir, err, sizeof err)) {
         fprintf(stderr, "airbench-ref: %s\n", err);
         return 1;
@@ -1185,13 +1209,17 @@ int main(int argc, char **argv) {
            "%d train / %d test images, seed %llu, %d threads\n",
            r->name, r->widths[0], r->widths[1], r->widths[2], r->depth, r->batch_size, r->epochs,
            recipe_total_steps(r, o.n_train), o.n_train, o.n_test, (unsigned long long)o.seed, omp_get_max_threads());
-    int max_epochs = (int)ceil(r->epochs) + 1, n_epochs = 0;
-    EpochRow *rows = xcalloc(max_epochs, sizeof(EpochRow));
+    if (o.n_train > 10000)
+        printf("airbench-ref: note: %d training images on the CPU take a long time (hours for the full recipe); "
+               "see --help for a quick check\n", o.n_train);
+    RunFileWriter *w = o.json_path ? begin_run_file(&o) : NULL;
+    if (o.json_path && !w) return 1;
+    runfile_watch_signals();
     double start = wall_seconds();
-    double tta_acc = train(&o, &data, rows, &n_epochs);
-    int status = o.json_path ? write_json(&o, tta_acc, wall_seconds() - start, rows, n_epochs) : 0;
-    free(rows);
+    TrainResult result = train(&o, &data);
+    int status = finish(&o, w, &result, wall_seconds() - start);
+    free(result.rows);
     cifar10_free(&data);
-    return status ? 1 : 0;
+    return status;
 }
 #endif

@@ -75,7 +75,8 @@ typedef struct {
     RefActs *acts;                      // sized for the largest batch seen so far
 } RefNet;
 
-RefNet *ref_net_create(const int widths[3], int depth, const Recipe *recipe);
+// A network of recipe's widths and depth, BN and logit constants (no weights yet).
+RefNet *ref_net_create(const Recipe *recipe);
 void ref_net_free(RefNet *net);
 static inline float *ref_tensor(const RefNet *net, float *base, int id) {
     return base + net->layout.tensors[id].offset;
@@ -84,7 +85,8 @@ float *ref_running_mean(const RefNet *net, float *running, int g, int j);
 float *ref_running_var(const RefNet *net, float *running, int g, int j);
 
 // Fresh initial state from the seed (net.h), zero momentum, running mean 0 / var 1, and
-// the whitening weights from the first n_whiten images (normalized); lookahead state = it.
+// the whitening weights from the n_whiten images (normalized; the recipe's whiten_eps);
+// lookahead state = it.
 void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
                   const float *whiten_images, int n_whiten);
 // Forward pass; train = 1 uses batch statistics and updates the running stats.
@@ -95,26 +97,35 @@ double ref_forward_backward(RefNet *net, const float *images, const uint8_t *lab
                             float smoothing, int whiten_bias_grad, float *logits, int *n_correct);
 
 // ---- optimizers ----
-// Nesterov SGD, PyTorch semantics, two groups (BN biases; everything else trainable),
-// step multiplier s: g += c*w; buf = m*buf + g; g += m*buf; w -= lr*s*g. The whitening
-// bias takes part only when whiten_bias_trainable.
-void ref_sgd_step(RefNet *net, const Recipe *recipe, double lr_multiplier, int whiten_bias_trainable);
-// Newton-Schulz orthogonalization (recipe.md), in fp32: out = NS(g), both rows x cols.
-void ref_newton_schulz(float *out, const float *g, int rows, int cols, int steps);
-// One step of the Muon variant: Muon for the conv weights, Nesterov SGD for the rest.
-// step is 0-based; whiten_bias_steps = steps the whitening bias trains.
-void ref_muon_step(RefNet *net, const Recipe *recipe, int step, int total_steps, int whiten_bias_steps);
+// Nesterov SGD, PyTorch semantics, per parameter group (recipe.h's StepPlan groups; the
+// frozen whitening weight never changes): g += decay*w; buf = m*buf + g; g += m*buf;
+// w -= lr*g. A disabled group is left alone. With muon, the conv group is skipped.
+void ref_sgd_step(RefNet *net, const GroupStep groups[N_GROUPS], double momentum, int skip_convs);
+// Newton-Schulz orthogonalization (recipe.md) with the recipe's coefficients, eps and
+// step count, in fp32: out = NS(g), both rows x cols.
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe);
+// One step of the Muon recipes: Muon for the conv weights at groups[GROUP_CONV].lr,
+// Nesterov SGD (recipe->momentum) for the other groups.
+void ref_muon_step(RefNet *net, const Recipe *recipe, const GroupStep groups[N_GROUPS]);
 // Lookahead: ema = decay * ema + (1 - decay) * w; w = ema, over the parameters and the BN
 // running stats.
 void ref_lookahead_update(RefNet *net, double decay);
+// The optimizer part of a step as the schedule's plan says: SGD (and Muon for the convs
+// with recipe->muon), then the lookahead when the plan has one.
+void ref_optimizer_step(RefNet *net, const Recipe *recipe, const StepPlan *plan);
+// One training step as the schedule's plan says: forward and backward on the batch (the
+// whitening bias gradient only when its group is enabled), the optimizer, the lookahead.
+// Returns the summed loss; counts the batch's argmax hits into *n_correct (may be NULL).
+double ref_train_step(RefNet *net, const Recipe *recipe, const StepPlan *plan, const float *images,
+                      const uint8_t *labels, int n, int *n_correct);
 
 // ---- data ----
 // Unaugmented normalized images (n x 3 x 32 x 32) from uint8 CHW.
 void ref_normalize_images(float *out, const uint8_t *images, int n);
 // Training batch `batch_index` of epoch `epoch`: shuffled order, alternating flip,
-// translation, cutout (recipe), normalized. Writes batch_size images and labels.
+// translation (the recipe's translate and translate_mode), cutout, normalized. Writes
+// batch_size images and labels.
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
-                     const Recipe *recipe, TranslateMode mode, uint64_t seed, int epoch,
-                     int batch_index);
+                     const Recipe *recipe, uint64_t seed, int epoch, int batch_index);
 // Test-time augmentation logits (level 0, 1 or 2; recipe.md) in eval mode.
 void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *logits);

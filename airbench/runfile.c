@@ -115,9 +115,11 @@ static cJSON *summary_json(const cJSON *runs) {
     cJSON *summary = cJSON_CreateObject();
     cJSON_AddNumberToObject(summary, "n", n);
     cJSON_AddNumberToObject(summary, "n_diverged", n_diverged);
-    if (n > 0) {  // cJSON writes non-finite numbers as null
+    if (n > 0) {
         cJSON_AddNumberToObject(summary, "acc_mean", acc_mean);
         cJSON_AddNumberToObject(summary, "acc_std", n > 1 ? sqrt(squares / (n - 1)) : 0.0);
+    }
+    if (n > 0 && isfinite(time_sum)) {  // the CPU reference's runs have no GPU time
         cJSON_AddNumberToObject(summary, "time_mean", time_sum / n);
         cJSON_AddNumberToObject(summary, "time_min", time_min);
         cJSON_AddNumberToObject(summary, "time_max", time_max);
@@ -183,6 +185,42 @@ int runfile_end(RunFileWriter *w, const char *incomplete_reason, char *err, size
     int status = write_root(w, err, err_size);
     writer_free(w);
     return status;
+}
+
+static cJSON *recipe_field_json(const Recipe *r, const RecipeField *f) {
+    const void *at = (const char *)r + f->offset;
+    switch (f->kind) {
+    case RECIPE_INT: return cJSON_CreateNumber(*(const int *)at);
+    case RECIPE_DOUBLE: return cJSON_CreateNumber(*(const double *)at);
+    case RECIPE_WIDTHS: return cJSON_CreateIntArray((const int *)at, 3);
+    case RECIPE_ENUM: return cJSON_CreateString(f->choices[*(const int *)at]);
+    }
+    return cJSON_CreateNull();
+}
+
+void runfile_add_recipe(cJSON *config, const Recipe *r, const Recipe *base) {
+    cJSON *overrides = cJSON_CreateObject();
+    for (int i = 0; i < RECIPE_N_FIELDS; i++) {
+        const RecipeField *f = &RECIPE_FIELD_TABLE[i];
+        cJSON_AddItemToObject(config, f->name, recipe_field_json(r, f));
+        if (!recipe_fields_equal(r, base, f)) cJSON_AddItemToObject(overrides, f->name, recipe_field_json(r, f));
+    }
+    cJSON_AddItemToObject(config, "overrides", overrides);
+}
+
+int runfile_loss_diverged(const double *loss, int n, char *reason, size_t reason_size) {
+    for (int e = 0; e < n; e++) {
+        if (!isfinite(loss[e])) {
+            set_error(reason, reason_size, "the training loss is %g in epoch %d", loss[e], e + 1);
+            return 1;
+        }
+        if (e > 0 && loss[e] > loss[0]) {
+            set_error(reason, reason_size, "the training loss rose above its first-epoch level (%.4f) to %.4f in "
+                      "epoch %d", loss[0], loss[e], e + 1);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 cJSON *runfile_env_value(const char *text) {

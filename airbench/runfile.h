@@ -11,6 +11,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "recipe.h"
+
 #define RUNFILE_SCHEMA "airbench.c/run-v1"
 
 // ---- writing ----------------------------------------------------------------------------
@@ -32,6 +34,18 @@ int runfile_add_run(RunFileWriter *w, cJSON *run, char *err, size_t err_size);
 // Ends the file: "complete": true when incomplete_reason is NULL, else "complete": false
 // and "incomplete_reason". Rewrites the file and frees w. 0, or -1 with err.
 int runfile_end(RunFileWriter *w, const char *incomplete_reason, char *err, size_t err_size);
+
+// Adds every field of recipe r to the config object under its name (widths as an array,
+// enum fields by name), and "overrides": the fields whose value differs from base (the
+// named variant's recipe) with their new values.
+void runfile_add_recipe(cJSON *config, const Recipe *r, const Recipe *base);
+
+// The divergence guard: whether a run with these per-epoch mean training losses diverged,
+// with the reason. A loss that is not finite, or a later epoch's loss above the first
+// epoch's (a healthy run's stays below 0.81 of it: every run of 94, 94-muon, 95, 96 and
+// batch 512-2048 measured on an H100 at 790450e; batch 4096 rose above it in 8 of 10 runs
+// and 8192 in 10 of 10, ending at 48-65% and 19-22%). 1 and the reason, or 0.
+int runfile_loss_diverged(const double *epoch_losses, int n_epochs, char *reason, size_t reason_size);
 
 // The value of a KEY=VALUE environment entry as JSON: a number when the whole text is a
 // finite decimal number ("1980", "700.00"), true/false for "true"/"false", else a string.

@@ -245,10 +245,10 @@ static void test_loaders(void) {
         recipe.batch_size = batch;
         recipe.translate = cases[k].translate;
         recipe.cutout = cases[k].cutout;
+        recipe.translate_mode = cases[k].mode;
         float *want = HOST_FLOATS(count);
         uint8_t *want_labels = host_alloc(batch), *got_labels = host_alloc(batch);
-        ref_train_batch(want, want_labels, &split, N_TRAIN, &recipe, cases[k].mode, seed, cases[k].epoch,
-                        cases[k].batch_index);
+        ref_train_batch(want, want_labels, &split, N_TRAIN, &recipe, seed, cases[k].epoch, cases[k].batch_index);
         void *x_d = dev_alloc(count * sizeof(uint16_t));
         uint8_t *batch_labels_d = dev_alloc(batch);
         LAUNCH(launch_train_loader(x_d, batch_labels_d, images_d, labels_d, N_TRAIN, batch, cases[k].batch_index,
@@ -769,7 +769,7 @@ static void report_conv_half(const void *conv_half_d, const float *params, const
 static void test_sgd(void) {
     printf("sgd_step (airbench94 layout)\n");
     const Recipe *r = &RECIPE_94;
-    RefNet *net = ref_net_create(r->widths, r->depth, r);
+    RefNet *net = ref_net_create(r);
     const NetLayout *l = &net->layout;
     size_t n = l->n_params;
     ParamBuffers pb;
@@ -803,9 +803,11 @@ static void test_sgd(void) {
             [SEG_HEAD] = {(float)(lr * s), (float)(wd / lr), 1},
             [SEG_BN] = {(float)(bn_lr * s), (float)(wd / bn_lr), 1},
         };
+        GroupStep ref_groups[N_GROUPS];
+        recipe_sgd_groups(r, s, whiten_bias_on, ref_groups);
         memcpy(before, net->params, n * sizeof(float));
         LAUNCH(launch_sgd_step(&pb, groups, (float)r->momentum, 0));
-        ref_sgd_step(net, r, s, whiten_bias_on);
+        ref_sgd_step(net, ref_groups, r->momentum, 0);
         download(got, pb.params, n * sizeof(float));
         download(got_momentum, pb.momentum, n * sizeof(float));
         const char *what = step == 0 ? "sgd_step 1 (whitening bias on)" : "sgd_step 2 (whitening bias off)";
@@ -862,7 +864,7 @@ static void test_sgd(void) {
 static void test_lookahead(void) {
     printf("lookahead, refresh_conv_half (airbench94 layout)\n");
     const Recipe *r = &RECIPE_94;
-    RefNet *net = ref_net_create(r->widths, r->depth, r);
+    RefNet *net = ref_net_create(r);
     const NetLayout *l = &net->layout;
     size_t n = l->n_params, n_running = net->n_running;
     ParamBuffers pb;
@@ -920,7 +922,7 @@ static void test_init(void) {
     const uint64_t seed = 987654321;
     for (int k = 0; k < 2; k++) {
         const Recipe *r = recipes[k];
-        RefNet *net = ref_net_create(r->widths, r->depth, r);
+        RefNet *net = ref_net_create(r);
         const NetLayout *l = &net->layout;
         float *images = HOST_FLOATS((size_t)16 * CIFAR10_IMAGE_BYTES);
         random_floats(images, (size_t)16 * CIFAR10_IMAGE_BYTES, 0.0, 1.0);

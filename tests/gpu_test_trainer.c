@@ -120,13 +120,14 @@ static void upload_reference_params(Trainer *t, const RefNet *ref) {
 
 // One training batch on both sides: the same augmented images, then the GPU's forward,
 // loss and backward, and the reference's. Returns the reference's loss.
-static double forward_backward_both(Trainer *t, RefNet *ref, const Cifar10 *data, const Options *o, int step,
+static double forward_backward_both(Trainer *t, RefNet *ref, const Cifar10 *data, uint64_t seed, int step,
                                     int whiten_bias_grad, float *batch, uint8_t *labels, float *ref_logits) {
     const Recipe *r = &t->recipe;
     int spe = recipe_steps_per_epoch(r, data->train.n), epoch = step / spe;
-    ref_train_batch(batch, labels, &data->train, data->train.n, r, o->translate_mode, o->seed, epoch, step % spe);
+    ref_train_batch(batch, labels, &data->train, data->train.n, r, seed, epoch, step % spe);
     CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train,
-                                   r->batch_size, step % spe, epoch, o->seed, r->translate, 0, r->cutout, t->stream));
+                                   r->batch_size, step % spe, epoch, seed, r->translate, r->translate_mode,
+                                   r->cutout, t->stream));
     CUDA_CHECK(cudaMemsetAsync(t->loss_sum, 0, sizeof(double), t->stream));
     forward_features(t, r->batch_size, 1);
     CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, t->layout.head),
@@ -169,28 +170,29 @@ static Recipe small_recipe(Recipe recipe) {
     return recipe;
 }
 
-// The reference's initial state from the seed, whitening from the first 5,000 images.
+// The reference's initial state from the seed, whitening from the recipe's first images.
 static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *data, uint64_t seed) {
-    float *whiten_images = host_alloc((size_t)WHITEN_IMAGES * CIFAR10_IMAGE_BYTES * sizeof(float));
-    ref_normalize_images(whiten_images, data->train.images, WHITEN_IMAGES);
-    ref_net_init(ref, recipe, seed, whiten_images, WHITEN_IMAGES);
+    int n = recipe->whiten_images;
+    float *whiten_images = host_alloc((size_t)n * CIFAR10_IMAGE_BYTES * sizeof(float));
+    ref_normalize_images(whiten_images, data->train.images, n);
+    ref_net_init(ref, recipe, seed, whiten_images, n);
     free(whiten_images);
 }
 
 // Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits.
 static void test_sgd_steps(const Cifar10 *data) {
     Recipe recipe = small_recipe(RECIPE_94);
-    Options o = {.recipe = recipe, .seed = 7, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
-    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND);
-    RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
+    const uint64_t seed = 7;
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
-    int total = recipe_total_steps(&recipe, data->train.n);
+    int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
     printf("airbench94 recipe: widths %d,%d,%d, batch %d, %d steps compared\n", WIDTHS[0], WIDTHS[1], WIDTHS[2],
            BATCH, STEPS);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
-    init_reference(ref, &recipe, data, o.seed);
-    init_params(t, o.seed);
+    init_reference(ref, &recipe, data, seed);
+    init_params(t, seed);
     init_whitening(t);
     float *gpu_flat = download(t->params, l->n_params);
     float *gpu_params = params_as_reference(t, gpu_flat);
@@ -203,16 +205,13 @@ static void test_sgd_steps(const Cifar10 *data) {
     float *batch = host_alloc((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
     uint8_t labels[BATCH];
     float ref_logits[BATCH * NET_CLASSES];
-    for (int step = 0; step < STEPS; step++) {
-        double ref_loss = forward_backward_both(t, ref, data, &o, step, 1, batch, labels, ref_logits);
+    for (int step = 0; step < STEPS; step++) {  // both follow the one schedule, lookahead included
+        StepPlan plan = recipe_step_plan(&recipe, step, total, spe);
+        double ref_loss = forward_backward_both(t, ref, data, seed, step, plan.group[GROUP_WHITEN_BIAS].enabled,
+                                                batch, labels, ref_logits);
         if (step == 0) check_first_batch(t, ref, batch, labels, ref_logits, ref_loss);
-        sgd_step(t, step, total, 1);
-        ref_sgd_step(ref, &recipe, recipe_lr_multiplier(&recipe, step, total), 1);
-        if ((step + 1) % recipe.lookahead_every == 0) {
-            double decay = recipe_lookahead_decay(&recipe, step + 1, total);
-            lookahead(t, decay);
-            ref_lookahead_update(ref, decay);
-        }
+        optimizer_step(t, &plan);
+        ref_optimizer_step(ref, &recipe, &plan);
     }
     // The first group's BN biases and the whitening bias move at 64x the learning rate (or
     // see the first conv's noisiest gradient): after 10 steps they differ by 4-6% (H100);
@@ -251,23 +250,23 @@ static void test_sgd_steps(const Cifar10 *data) {
 // One Muon step (bf16 Newton-Schulz through cuBLAS) against the reference's fp32 one.
 static void test_muon_step(const Cifar10 *data) {
     Recipe recipe = small_recipe(RECIPE_94_MUON);
-    Options o = {.recipe = recipe, .seed = 11, .translate_mode = TRANSLATE_RANDOM, .tta_level = 2};
-    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND);
-    RefNet *ref = ref_net_create(WIDTHS, 2, &recipe);
+    const uint64_t seed = 11;
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n);
-    int whiten_bias_steps = recipe.whiten_bias_epochs * recipe_steps_per_epoch(&recipe, data->train.n);
+    StepPlan plan = recipe_step_plan(&recipe, 0, total, recipe_steps_per_epoch(&recipe, data->train.n));
     printf("airbench94-muon recipe: one step, widths %d,%d,%d, batch %d\n", WIDTHS[0], WIDTHS[1], WIDTHS[2], BATCH);
-    init_reference(ref, &recipe, data, o.seed);
+    init_reference(ref, &recipe, data, seed);
     upload_reference_params(t, ref);
     CUDA_CHECK(cudaMemset(t->momentum, 0, l->n_params * sizeof(float)));
     CUDA_CHECK(cudaMemcpy(t->running, ref->running, t->n_running * sizeof(float), cudaMemcpyHostToDevice));
     float *batch = host_alloc((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
     uint8_t labels[BATCH];
     float ref_logits[BATCH * NET_CLASSES];
-    forward_backward_both(t, ref, data, &o, 0, 1, batch, labels, ref_logits);
-    muon_step(t, 0, total, whiten_bias_steps);
-    ref_muon_step(ref, &recipe, 0, total, whiten_bias_steps);
+    forward_backward_both(t, ref, data, seed, 0, 1, batch, labels, ref_logits);
+    optimizer_step(t, &plan);
+    ref_optimizer_step(ref, &recipe, &plan);
     // The update of each conv is about a quarter of its norm; bf16 Newton-Schulz differs
     // from fp32 by about 2% of the update.
     float *flat = download(t->params, l->n_params);

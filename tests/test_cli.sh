@@ -27,36 +27,86 @@ ref=build/airbench-ref
 expect 2 "unknown flag '--bogus'" $ref --bogus
 expect 2 "for --widths" $ref --widths 16,32
 expect 2 "for --widths" $ref --widths 16,0,32
+expect 2 "for --widths" $ref --widths 4294967304,64,64
 expect 2 "for --depth" $ref --depth 4
 expect 2 "for --epochs" $ref --epochs -1
+expect 2 "for --epochs" $ref --epochs 1e-300
 expect 2 "for --tta" $ref --tta 3
 expect 2 "for --seed" $ref --seed abc
 expect 2 "for --batch" $ref --batch
 expect 2 "for --translate-mode" $ref --translate-mode sideways
 expect 2 "for --variant" $ref --variant 97
-expect 2 "larger than the 100 training images" $ref --train-subset 100 --batch 200
+expect 2 "'learning_rate' is not a recipe field" $ref --set learning_rate=1
+expect 2 "lr expects a number" $ref --set lr=fast
+expect 2 "exceeds the 100 training images" $ref --train-subset 100 --batch 200
 expect 1 "$tmp/nowhere/data_batch_1.bin" $ref --data "$tmp/nowhere"
 head -c 1000 "$data/data_batch_1.bin" > "$tmp/data_batch_1.bin"
 expect 1 "data_batch_1.bin has the wrong size" $ref --data "$tmp"
-expect 1 "cannot write $tmp/no/such/dir/run.json" $ref --data "$data" --widths 8,8,8 --train-subset 64 \
+expect 1 "cannot write the run file $tmp/no/such/dir/run.json" $ref --data "$data" --widths 8,8,8 --train-subset 64 \
     --test-subset 10 --batch 32 --epochs 1 --json "$tmp/no/such/dir/run.json"
+# The divergence guard: a far too large step makes the loss rise above its first epoch's.
+expect 1 "training diverged: the training loss rose above its first-epoch level" $ref --data "$data" \
+    --widths 8,8,8 --train-subset 256 --test-subset 10 --batch 32 --epochs 3 --set lr=1e4 --set momentum=0.99 \
+    --json "$tmp/diverged.json"
+if grep -q '"diverged":[[:space:]]*true' "$tmp/diverged.json" 2>/dev/null; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL: the diverged run is not marked \"diverged\": true in its run file"
+fi
+if build/airbench-ref --help | grep -q "label_smoothing *0.2 "; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL: airbench-ref --help does not list the recipe fields with their values"
+fi
 
 gpu=build/airbench94
-expect 2 "unknown flag '--bogus'" $gpu --bogus
-expect 2 "for --runs" $gpu --runs 0
-expect 2 "for --batch" $gpu --batch 100x
-expect 2 "for --widths" $gpu --widths 16,32,30
-expect 2 "for --env" $gpu --env novalue
-expect 2 "for --tta" $gpu --tta 3
-expect 2 "for --translate-mode" $gpu --translate-mode sideways
-expect 2 "for --epochs" $gpu --epochs 0
-expect 2 "for --seed" $gpu --seed abc
-expect 2 "for --batch" $gpu --batch 1020
-expect 2 "for --conv-algo" $gpu --conv-algo fastest
-expect 2 "cannot write the run file $tmp/no/such/dir/run.json" $gpu --json "$tmp/no/such/dir/run.json"
-expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --runs 1
-expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
-    --tta 1 --epochs 0.5 --batch 512
+if [ ! -x $gpu ]; then
+    echo "skip: the GPU trainer's command line ($gpu was not built: no CUDA here)"
+else
+    expect 2 "unknown flag '--bogus'" $gpu --bogus
+    expect 2 "for --runs" $gpu --runs 0
+    expect 2 "for --batch" $gpu --batch 100x
+    expect 2 "bad widths 16,32,30" $gpu --widths 16,32,30
+    expect 2 "for --widths" $gpu --widths 4294967304,64,64
+    expect 2 "bad widths 8,16,4" $gpu --set widths=8,16,4
+    expect 2 "for --env" $gpu --env novalue
+    expect 2 "for --tta" $gpu --tta 3
+    expect 2 "for --translate-mode" $gpu --translate-mode sideways
+    expect 2 "for --epochs" $gpu --epochs 0
+    expect 2 "for --epochs" $gpu --epochs 1e-300
+    expect 2 "for --seed" $gpu --seed abc
+    expect 2 "bad batch size 1020" $gpu --batch 1020
+    expect 2 "for --conv-algo" $gpu --conv-algo fastest
+    expect 2 "for --test-images" $gpu --test-images 0
+    expect 2 "for --variant" $gpu --variant 97
+    expect 2 "for --set" $gpu --set
+    expect 2 "'learning_rate' is not a recipe field" $gpu --set learning_rate=1
+    expect 2 "label_smoothing expects a number in" $gpu --set label_smoothing=1.5
+    expect 2 "cannot write the run file $tmp/no/such/dir/run.json" $gpu --json "$tmp/no/such/dir/run.json"
+    expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --runs 1
+    # every kind of valid flag gets through parsing to the GPU check
+    expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
+        --tta 1 --epochs 0.5 --batch 512 --set lr=11.0 --set label_smoothing=0.15 --variant 95 --no-warmup \
+        --test-images 1000 --conv-cache "$tmp/cache.txt"
+    for program in airbench airbench94 airbench95 airbench96 airbench94-muon; do
+        want=$program
+        [ $program = airbench ] && want=airbench94
+        if build/$program --help | grep -q "Recipe fields of $want "; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            echo "FAIL: build/$program --help does not describe the $want recipe"
+        fi
+    done
+    if build/airbench --variant 96 --set lr=4 --help | grep -q "^  lr  *4  "; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: --help does not show the recipe after --variant 96 --set lr=4"
+    fi
+fi
 
 echo "test_cli: $passed passed, $failed failed"
 echo "RESULT $passed $failed"

@@ -261,7 +261,7 @@ static void test_net_fixture(const char *file) {
     check_config(&f, "config.bn_eps", recipe.bn_eps, 1e-6);
     check_config(&f, "config.momentum", recipe.momentum, 1e-7);
 
-    RefNet *net = ref_net_create(widths, depth, &recipe);
+    RefNet *net = ref_net_create(&recipe);
     const NetLayout *l = &net->layout;
     size_t n_params = l->n_params, n_out = (size_t)batch * NET_CLASSES;
     CHECK(fabsf(net->bn_keep - (float)recipe.bn_keep) == 0 && net->bn_eps == (float)recipe.bn_eps,
@@ -317,7 +317,9 @@ static void test_net_fixture(const char *file) {
         group_end(&g);
 
         memcpy(before, net->params, n_params * sizeof(float));
-        ref_sgd_step(net, &recipe, multiplier, whiten_bias);
+        GroupStep groups[N_GROUPS];
+        recipe_sgd_groups(&recipe, multiplier, whiten_bias, groups);
+        ref_sgd_step(net, groups, recipe.momentum, 0);
         snprintf(label, sizeof label, "d%d step%d params after", depth, step);
         snprintf(prefix2, sizeof prefix2, "%safter.param.", prefix);
         group_start(&g, label, TOL_STATE);
@@ -403,7 +405,7 @@ static void test_muon_fixture(void) {
         if (!in || in->ndim != 2) continue;
         int rows = in->dims[0], cols = in->dims[1];
         float *out = falloc(in->count);
-        ref_newton_schulz(out, in->data, rows, cols, recipe.muon_ns_steps);
+        ref_newton_schulz(out, in->data, rows, cols, &recipe);
         snprintf(key, sizeof key, "ns.%s.fp32", cases[c]);
         const float *want = fixture_get(&f, key, in->count);
         snprintf(label, sizeof label, "NS fp32 %dx%d", rows, cols);
@@ -417,13 +419,15 @@ static void test_muon_fixture(void) {
 
     const int steps[2] = {0, 30};
     for (int s = 0; s < 2; s++) {
-        RefNet *net = ref_net_create(widths, 2, &recipe);
+        RefNet *net = ref_net_create(&recipe);
         load_tensors(&f, net, net->params, "param.", 0);
         load_tensors(&f, net, net->momentum, "momentum.", 0);
         load_tensors(&f, net, net->grads, "grad.", 0);
         float *before = falloc(net->layout.n_params);
         memcpy(before, net->params, net->layout.n_params * sizeof(float));
-        ref_muon_step(net, &recipe, steps[s], total, bias_steps);
+        // the fixture's step through the schedule: 75 whitening-bias steps = 3 epochs of 25
+        StepPlan plan = recipe_step_plan(&recipe, steps[s], total, bias_steps / recipe.whiten_bias_epochs);
+        ref_muon_step(net, &recipe, plan.group);
         char label[96], prefix[64];
         Group g;
         snprintf(prefix, sizeof prefix, "step%d.param.", steps[s]);
@@ -497,7 +501,7 @@ static void test_whiten_fixture(void) {
         Recipe recipe = *recipes[r];
         int widths[3] = {8, 16, 16};
         memcpy(recipe.widths, widths, sizeof widths);
-        RefNet *net = ref_net_create(widths, 2, &recipe);
+        RefNet *net = ref_net_create(&recipe);
         const NetLayout *l = &net->layout;
         memset(net->momentum, 0xff, l->n_params * sizeof(float));  // must be cleared
         ref_net_init(net, &recipe, 77, images->data, n);
@@ -595,6 +599,7 @@ static void test_augment_fixture(void) {
         CHECK(recipe.translate == translate && recipe.cutout == cutout, "%s: recipe T %d cutout %d", cases[c],
               translate, cutout);
         recipe.batch_size = batch_size;
+        recipe.translate_mode = mode;
 
         // the Python port of rng.h / augment.h agrees with the headers
         snprintf(key, sizeof key, "%s.decisions", cases[c]);
@@ -613,7 +618,7 @@ static void test_augment_fixture(void) {
         CHECK(port_ok, "%s: the Python port's decisions differ from augment.h", cases[c]);
 
         memset(labels, 0xff, batch_size);
-        ref_train_batch(out, labels, &split, n, &recipe, mode, seed, epoch, batch_index);
+        ref_train_batch(out, labels, &split, n, &recipe, seed, epoch, batch_index);
         snprintf(key, sizeof key, "%s.batch", cases[c]);
         const float *want = fixture_get(&f, key, (size_t)batch_size * CIFAR10_IMAGE_BYTES);
         snprintf(key, sizeof key, "%s.labels", cases[c]);
@@ -891,7 +896,7 @@ static void fd_network(int depth) {
     int widths[3] = {4, 6, 8}, n = 4;
     Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
     memcpy(recipe.widths, widths, sizeof widths);
-    RefNet *net = ref_net_create(widths, depth, &recipe);
+    RefNet *net = ref_net_create(&recipe);
     const NetLayout *l = &net->layout;
     for (int id = 0; id < l->n_tensors; id++) {
         const TensorInfo *t = &l->tensors[id];

@@ -4,6 +4,7 @@
 // reason, environment values get their JSON types, and a watched signal is recorded and
 // re-raised.
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,27 @@ static void test_env_values(void) {
     check_env("Enabled", cJSON_String, 0);
 }
 
+static void expect_divergence(const double *loss, int n, int want, const char *want_text) {
+    char reason[256] = "";
+    int got = runfile_loss_diverged(loss, n, reason, sizeof reason);
+    CHECK(got == want, "losses starting %g over %d epochs: diverged %d, want %d", loss[0], n, got, want);
+    CHECK(!want_text || strstr(reason, want_text), "reason '%s' lacks '%s'", reason, want_text);
+}
+
+// The guard on per-epoch losses measured on an H100 (docs/run-file.md): a healthy 94 run,
+// a batch-4096 run that rose above its first epoch, a NaN.
+static void test_divergence_guard(void) {
+    const double healthy[10] = {1.743, 1.313, 1.225, 1.174, 1.136, 1.096, 1.063, 1.022, 0.982, 0.946};
+    const double unstable[10] = {2.1, 2.02, 2.28, 2.49, 2.34, 2.18, 2.03, 1.81, 1.66, 1.57};
+    const double dips[10] = {1.908, 1.467, 1.494, 1.258, 1.218, 1.151, 1.107, 1.059, 1.012, 0.976};  // batch 2048
+    const double nan_loss[3] = {2.0, NAN, 1.0};
+    expect_divergence(healthy, 10, 0, NULL);
+    expect_divergence(dips, 10, 0, NULL);
+    expect_divergence(unstable, 10, 1, "rose above its first-epoch level (2.1000) to 2.2800 in epoch 3");
+    expect_divergence(nan_loss, 3, 1, "the training loss is nan in epoch 2");
+    expect_divergence(healthy, 1, 0, NULL);
+}
+
 // A watched signal is only recorded; runfile_exit_for_signal then dies of it.
 static void test_signals(void) {
     pid_t child = fork();
@@ -202,6 +224,7 @@ int main(void) {
     test_failed_write_keeps_previous();
     test_unwritable();
     test_env_values();
+    test_divergence_guard();
     test_signals();
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", tmp_dir);

@@ -1,0 +1,291 @@
+// cli.c: the trainer's command line and its run-file records (cli.h).
+#include "cli.h"
+
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gpu.h"
+#include "version.h"
+
+#define MAX_KERNEL_CHANNELS 2048  // kernels.h: channel counts are multiples of 8, at most 2048
+
+static const char *program = "airbench";  // argv[0]'s last part, for messages
+
+static const char *program_name(void) { return program; }
+
+static void usage(FILE *f, const Options *o) {
+    fprintf(f,
+            "usage: %s [--variant 94|95|96|94-muon] [--set NAME=VALUE]... [--runs N] [--seed S]\n"
+            "       [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
+            "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
+            "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
+            "       [--translate-mode random|derandomized]\n"
+            "Trains a recipe on the GPU N times (seeds S..S+N-1) after one untimed warm-up run, and\n"
+            "prints each run's TTA accuracy and time (GPU time of whitening init + training + final\n"
+            "TTA) with their mean. The variant defaults to the one in the program's name\n"
+            "(airbench94-muon -> 94-muon), else 94.\n"
+            "  --set NAME=VALUE   change one recipe field (list below); recorded in the run file\n"
+            "  --widths, --depth, --epochs, --batch, --tta, --translate-mode\n"
+            "                     shorthands for --set widths=, depth=, epochs=, batch_size=,\n"
+            "                     tta_level=, translate_mode=. lr and weight_decay are per 1024\n"
+            "                     examples, so --batch scales the step by the linear scaling rule\n"
+            "  --runs N           timed runs (default 1)          --seed S   first seed (default 0)\n"
+            "  --data DIR         the CIFAR-10 binary files (default data/cifar10)\n"
+            "  --json FILE        the run file, rewritten after every run (checked to be writable first)\n"
+            "  --env KEY=VALUE    an entry of the run file's environment object (bench.sh fills these)\n"
+            "  --quiet            no per-epoch table\n"
+            "  --no-warmup        skip the warm-up run (e.g. under compute-sanitizer)\n"
+            "  --test-images N    evaluate on the first N test images (default: all 10000)\n"
+            "  --conv-algo C      cached (default): the algorithm cache's choice, timing and recording\n"
+            "                     shapes it lacks; find: time every cuDNN algorithm now and record it;\n"
+            "                     heuristic: cuDNN's heuristic pick, no timing, no cache\n"
+            "  --conv-cache FILE  the algorithm cache (default: conv_algos.txt beside the program)\n"
+            "Exit status: 0 fine; 1 a runtime failure (CUDA, cuDNN or cuBLAS error with file and line,\n"
+            "out of GPU memory, unreadable data) or a diverged run (recorded as such in the run file);\n"
+            "2 a bad flag, no GPU or an unsupported one, or a run file that cannot be written;\n"
+            "128+N killed by signal N (the run file keeps the finished runs, marked incomplete).\n"
+            "Recipe fields of %s (NAME, value, meaning):\n",
+            program_name(), o->variant->recipe->name);
+    recipe_print_fields(f, &o->recipe);
+}
+
+static int bad_value(const char *flag, const char *value, const char *expected) {
+    fprintf(stderr, "%s: bad value '%s' for %s: expected %s (see --help)\n", program_name(),
+            value ? value : "(missing)", flag, expected);
+    return -1;
+}
+
+static int parse_long(const char *value, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || errno || end == value || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_choice(const char *value, const char *const *choices, int *out) {
+    for (int i = 0; value && choices[i]; i++)
+        if (!strcmp(value, choices[i])) return *out = i, 0;
+    return -1;
+}
+
+// The algorithm cache's default place: beside the executable (build/conv_algos.txt).
+static const char *default_conv_cache(void) {
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    if (n <= 0) return NULL;
+    path[n] = '\0';
+    char *slash = strrchr(path, '/');
+    strcpy(slash ? slash + 1 : path, "conv_algos.txt");
+    return path;
+}
+
+// One trainer flag and its value; 0 if applied, -1 after printing an error.
+static int parse_flag(Options *o, const char *flag, const char *value) {
+    long v;
+    if (!strcmp(flag, "--data")) {
+        if (!value) return bad_value(flag, value, "a directory");
+        o->data_dir = value;
+    } else if (!strcmp(flag, "--json")) {
+        if (!value) return bad_value(flag, value, "a file name");
+        o->json_path = value;
+    } else if (!strcmp(flag, "--conv-cache")) {
+        if (!value) return bad_value(flag, value, "a file name");
+        o->conv_cache = value;
+    } else if (!strcmp(flag, "--runs")) {
+        if (parse_long(value, 1, 100000, &v)) return bad_value(flag, value, "an integer in 1..100000");
+        o->runs = (int)v;
+    } else if (!strcmp(flag, "--seed")) {
+        if (parse_long(value, 0, 2000000000, &v)) return bad_value(flag, value, "an integer in 0..2000000000");
+        o->seed = (uint64_t)v;
+    } else if (!strcmp(flag, "--test-images")) {
+        if (parse_long(value, 1, 10000, &v)) return bad_value(flag, value, "an integer in 1..10000");
+        o->test_images = (int)v;
+    } else if (!strcmp(flag, "--conv-algo")) {
+        int choice;
+        if (parse_choice(value, CONV_ALGO_CHOICES, &choice)) return bad_value(flag, value, "cached, find or heuristic");
+        o->conv_algo = (ConvAlgoChoice)choice;
+    } else if (!strcmp(flag, "--env")) {
+        if (!value || !strchr(value, '=') || value[0] == '=' || strchr(value, '=') - value >= 127)
+            return bad_value(flag, value, "KEY=VALUE");
+        if (o->n_env == MAX_ENV) return bad_value(flag, value, "at most 32 --env entries");
+        o->env[o->n_env++] = value;
+    } else {
+        fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", program_name(), flag);
+        return -1;
+    }
+    return 0;
+}
+
+// What the GPU kernels need beyond the recipe's own bounds (kernels.h).
+static int check_kernel_shapes(const Recipe *r) {
+    for (int i = 0; i < 3; i++)
+        if (r->widths[i] % 8 || r->widths[i] < 8 || r->widths[i] > MAX_KERNEL_CHANNELS) {
+            fprintf(stderr, "%s: bad widths %d,%d,%d (--widths or --set widths): the GPU kernels need multiples "
+                            "of 8 in 8..%d\n", program_name(), r->widths[0], r->widths[1], r->widths[2],
+                    MAX_KERNEL_CHANNELS);
+            return -1;
+        }
+    if (r->batch_size % 8) {
+        fprintf(stderr, "%s: bad batch size %d (--batch or --set batch_size): the GPU kernels need a multiple of 8\n",
+                program_name(), r->batch_size);
+        return -1;
+    }
+    return 0;
+}
+
+static const Variant *variant_from_program_name(void) {
+    const Variant *v = recipe_variant(program_name());
+    return v ? v : recipe_variant("94");
+}
+
+int parse_args(int argc, char **argv, Options *o) {
+    const char *slash = strrchr(argv[0], '/');
+    program = slash ? slash + 1 : argv[0];
+    gpu_set_program_name(program);
+    *o = (Options){.data_dir = "data/cifar10", .runs = 1, .warmup = 1, .conv_algo = CONV_ALGO_CACHED,
+                   .conv_cache = default_conv_cache()};
+    size_t used = 0;
+    for (int i = 0; i < argc && used < sizeof o->command; i++)
+        used += snprintf(o->command + used, sizeof o->command - used, i ? " %s" : "%s", argv[i]);
+    char err[1024];
+    if (recipe_variant_from_args(argc, argv, &o->variant, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", program_name(), err);
+        return -1;
+    }
+    if (!o->variant) o->variant = variant_from_program_name();
+    o->recipe = *o->variant->recipe;
+    for (int i = 1; i < argc; i++) {
+        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+            usage(stdout, o);
+            return 1;
+        }
+        if (!strcmp(flag, "--quiet")) {
+            o->quiet = 1;
+            continue;
+        }
+        if (!strcmp(flag, "--no-warmup")) {
+            o->warmup = 0;
+            continue;
+        }
+        int applied = recipe_apply_flag(&o->recipe, flag, value, err, sizeof err);
+        if (applied < 0) fprintf(stderr, "%s: %s (see --help)\n", program_name(), err);
+        if (applied < 0 || (!applied && parse_flag(o, flag, value))) return -1;
+        i++;  // every other flag takes one value
+    }
+    return check_kernel_shapes(&o->recipe);
+}
+
+void print_setup(const Options *o, const char *gpu_name, int major, int minor, int n_train, int n_test) {
+    const Recipe *r = &o->recipe;
+    printf("%s on %s (sm_%d%d): widths %d/%d/%d, batch %d, %.2f epochs (%d steps), TTA level %d, %s translation, "
+           "%s conv algorithms, %d test images\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1],
+           r->widths[2], r->batch_size, r->epochs, recipe_total_steps(r, n_train), r->tta_level,
+           RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test);
+}
+
+// ---------------------------------------------------------------------------------------
+// The run file's records.
+
+// The NVIDIA driver's version ("580.159.04") from /proc/driver/nvidia/version, or "".
+static void nvidia_driver_version(char *out, size_t out_size) {
+    out[0] = '\0';
+    FILE *f = fopen("/proc/driver/nvidia/version", "r");
+    char line[512], version[64];
+    if (!f) return;
+    const char *p = fgets(line, sizeof line, f) ? strstr(line, "Kernel Module") : NULL;
+    if (p && sscanf(p, "Kernel Module %63s", version) == 1) snprintf(out, out_size, "%s", version);
+    fclose(f);
+}
+
+static cJSON *gpu_json(void) {
+    struct cudaDeviceProp prop;
+    int driver = 0, runtime = 0;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    CUDA_CHECK(cudaDriverGetVersion(&driver));
+    CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
+    size_t cudnn = cudnnGetVersion();
+    char text[64];
+    cJSON *gpu = cJSON_CreateObject();
+    cJSON_AddStringToObject(gpu, "name", prop.name);
+    snprintf(text, sizeof text, "%d.%d", prop.major, prop.minor);
+    cJSON_AddStringToObject(gpu, "compute_capability", text);
+    nvidia_driver_version(text, sizeof text);
+    if (text[0]) cJSON_AddStringToObject(gpu, "driver_version", text);
+    snprintf(text, sizeof text, "%d.%d", driver / 1000, driver % 1000 / 10);
+    cJSON_AddStringToObject(gpu, "cuda_driver", text);
+    snprintf(text, sizeof text, "%d.%d", runtime / 1000, runtime % 1000 / 10);
+    cJSON_AddStringToObject(gpu, "cuda_runtime", text);
+    snprintf(text, sizeof text, "%zu.%zu.%zu", cudnn / 10000, cudnn % 10000 / 100, cudnn % 100);
+    cJSON_AddStringToObject(gpu, "cudnn", text);
+    return gpu;
+}
+
+// The git state the binary was built from (version.h): commit, dirty flag, and for a dirty
+// tree the hash of the uncommitted changes and the files they touch.
+static void add_git_state(cJSON *root) {
+    cJSON_AddStringToObject(root, "git_commit", GIT_COMMIT);
+    cJSON_AddBoolToObject(root, "git_dirty", GIT_DIRTY);
+    if (!GIT_DIRTY) return;
+    cJSON_AddStringToObject(root, "git_diff_sha256", GIT_DIFF_SHA256);
+    cJSON *files = cJSON_AddArrayToObject(root, "git_changed_files");
+    char names[] = GIT_CHANGED_FILES;
+    for (char *name = strtok(names, " "); name; name = strtok(NULL, " "))
+        cJSON_AddItemToArray(files, cJSON_CreateString(name));
+}
+
+cJSON *run_file_header(const Options *o, int conv_deterministic) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "variant", o->recipe.name);
+    cJSON_AddNumberToObject(root, "target_accuracy", o->variant->target_accuracy);
+    add_git_state(root);
+    cJSON_AddItemToObject(root, "gpu", gpu_json());
+    cJSON_AddStringToObject(root, "command", o->command);
+    cJSON *env = cJSON_AddObjectToObject(root, "environment");
+    for (int i = 0; i < o->n_env; i++) {
+        const char *eq = strchr(o->env[i], '=');
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - o->env[i]), o->env[i]);
+        cJSON_AddItemToObject(env, key, runfile_env_value(eq + 1));
+    }
+    cJSON *config = cJSON_AddObjectToObject(root, "config");
+    runfile_add_recipe(config, &o->recipe, o->variant->recipe);
+    cJSON_AddNumberToObject(config, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(config, "runs", o->runs);
+    cJSON_AddBoolToObject(config, "warmup", o->warmup);
+    cJSON_AddNumberToObject(config, "test_images", o->test_images ? o->test_images : 10000);
+    cJSON_AddStringToObject(config, "conv_algo", CONV_ALGO_CHOICES[o->conv_algo]);
+    cJSON_AddBoolToObject(config, "conv_deterministic", conv_deterministic);
+    return root;
+}
+
+cJSON *run_json(const RunResult *run) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "seed", (double)run->seed);
+    cJSON_AddNumberToObject(j, "accuracy", run->accuracy);
+    cJSON_AddNumberToObject(j, "time_s", run->time_s);
+    cJSON_AddNumberToObject(j, "wall_s", run->wall_s);
+    if (run->divergence[0]) {
+        cJSON_AddTrueToObject(j, "diverged");
+        cJSON_AddStringToObject(j, "divergence", run->divergence);
+    }
+    cJSON *epochs = cJSON_AddArrayToObject(j, "epochs");
+    for (int e = 0; e < run->n_epochs; e++) {
+        const EpochLog *log = &run->epochs[e];
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "epoch", log->epoch);
+        cJSON_AddNumberToObject(row, "train_loss", log->train_loss);
+        cJSON_AddNumberToObject(row, "train_acc", log->train_acc);
+        cJSON_AddNumberToObject(row, "test_acc", log->test_acc);
+        cJSON_AddNumberToObject(row, "time_s", log->time_s);
+        cJSON_AddItemToArray(epochs, row);
+    }
+    return j;
+}

@@ -1,0 +1,312 @@
+// conv.c: cuDNN plans for the network's 3x3 convolutions, their algorithm choice and the
+// algorithm cache file (conv.h).
+#include "conv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gpu.h"
+
+const char *const CONV_ALGO_CHOICES[] = {"cached", "find", "heuristic", NULL};
+
+enum { MAX_BATCHES = 4, MAX_CACHE_ENTRIES = 256, N_CANDIDATES = 16 };
+#define WORKSPACE_BYTES ((size_t)512 << 20)
+
+// One line of the cache file: a shape on a device and its three algorithms.
+typedef struct {
+    char device[320];
+    int batch, c_in, c_out, side;
+    int fwd, bwd_data, bwd_filter;
+} CacheEntry;
+
+typedef struct {
+    int batch;
+    ConvPlan conv[3][NET_MAX_DEPTH];
+} PlanSet;
+
+struct Convs {
+    cudnnHandle_t cudnn;
+    void *workspace;
+    ConvAlgoChoice choice;
+    const NetLayout *layout;
+    __half *scratch_x, *scratch_w, *scratch_y;
+    PlanSet plan_sets[MAX_BATCHES];
+    int n_plan_sets, all_deterministic;
+    // The cache: its path ("" for none), this device's key, and every entry of the file.
+    char cache_path[4096], device[320];
+    CacheEntry cache[MAX_CACHE_ENTRIES];
+    int n_cache;
+};
+
+// ---------------------------------------------------------------------------------------
+// Algorithm choice. cuDNN's three result lists have different types with the same fields;
+// they are copied into one form so one function picks from all three.
+
+typedef struct {
+    int algo;
+    cudnnStatus_t status;
+    size_t memory;
+    cudnnDeterminism_t determinism;
+} Candidate;
+
+#define TO_CANDIDATES(perf, n, out)                                                                  \
+    for (int i_ = 0; i_ < (n); i_++)                                                                 \
+        (out)[i_] = (Candidate){(int)(perf)[i_].algo, (perf)[i_].status, (perf)[i_].memory,          \
+                                (perf)[i_].determinism};
+
+// The best-ranked candidate that ran (or is supported), fits the workspace and is
+// deterministic; else the best that runs, noted in c->all_deterministic. Dies if none.
+static int pick(Convs *c, const Candidate *cand, int n, const ConvPlan *p, const char *direction) {
+    int fallback = -1;
+    for (int i = 0; i < n; i++) {
+        if (cand[i].status != CUDNN_STATUS_SUCCESS || cand[i].memory > WORKSPACE_BYTES) continue;
+        if (cand[i].determinism == CUDNN_DETERMINISTIC) return cand[i].algo;
+        if (fallback < 0) fallback = cand[i].algo;
+    }
+    if (fallback < 0)
+        die(1, "cuDNN has no usable %s algorithm for a %dx%d conv at batch %d", direction, p->c_in, p->c_out,
+            p->batch);
+    c->all_deterministic = 0;
+    return fallback;
+}
+
+// Times every algorithm on the scratch buffers and keeps the fastest (deterministic) one.
+static void find_algos(Convs *c, ConvPlan *p) {
+    int found = 0;
+    Candidate cand[N_CANDIDATES];
+    cudnnConvolutionFwdAlgoPerf_t fwd[N_CANDIDATES];
+    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(c->cudnn, p->x_desc, c->scratch_x, p->w_desc, c->scratch_w,
+                                                       p->conv_desc, p->y_desc, c->scratch_y, N_CANDIDATES, &found,
+                                                       fwd, c->workspace, WORKSPACE_BYTES));
+    TO_CANDIDATES(fwd, found, cand);
+    p->fwd_algo = (cudnnConvolutionFwdAlgo_t)pick(c, cand, found, p, "forward");
+    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[N_CANDIDATES];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(c->cudnn, p->w_desc, c->scratch_w, p->y_desc,
+                                                            c->scratch_y, p->conv_desc, p->x_desc, c->scratch_x,
+                                                            N_CANDIDATES, &found, bwd_data, c->workspace,
+                                                            WORKSPACE_BYTES));
+    TO_CANDIDATES(bwd_data, found, cand);
+    p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)pick(c, cand, found, p, "backward-data");
+    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[N_CANDIDATES];
+    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(c->cudnn, p->x_desc, c->scratch_x, p->y_desc,
+                                                              c->scratch_y, p->conv_desc, p->w_desc, c->scratch_w,
+                                                              N_CANDIDATES, &found, bwd_filter, c->workspace,
+                                                              WORKSPACE_BYTES));
+    TO_CANDIDATES(bwd_filter, found, cand);
+    p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)pick(c, cand, found, p, "backward-filter");
+}
+
+// cuDNN's heuristic ranking (runs no kernels).
+static void heuristic_algos(Convs *c, ConvPlan *p) {
+    int found = 0;
+    Candidate cand[N_CANDIDATES];
+    cudnnConvolutionFwdAlgoPerf_t fwd[N_CANDIDATES];
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(c->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                       N_CANDIDATES, &found, fwd));
+    TO_CANDIDATES(fwd, found, cand);
+    p->fwd_algo = (cudnnConvolutionFwdAlgo_t)pick(c, cand, found, p, "forward");
+    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[N_CANDIDATES];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                            N_CANDIDATES, &found, bwd_data));
+    TO_CANDIDATES(bwd_data, found, cand);
+    p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)pick(c, cand, found, p, "backward-data");
+    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[N_CANDIDATES];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->cudnn, p->x_desc, p->y_desc, p->conv_desc,
+                                                              p->w_desc, N_CANDIDATES, &found, bwd_filter));
+    TO_CANDIDATES(bwd_filter, found, cand);
+    p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)pick(c, cand, found, p, "backward-filter");
+}
+
+// ---------------------------------------------------------------------------------------
+// The cache file: one line per device and shape,
+//   <GPU name>/sm<cc>/cudnn<version>|<batch> <c_in> <c_out> <side>|<fwd> <bwd_data> <bwd_filter>
+// read whole at start, rewritten whole (temporary file + rename) when a shape is added.
+
+static void load_cache(Convs *c) {
+    FILE *f = c->cache_path[0] ? fopen(c->cache_path, "r") : NULL;
+    if (!f) return;
+    char line[512];
+    while (c->n_cache < MAX_CACHE_ENTRIES && fgets(line, sizeof line, f)) {
+        CacheEntry *e = &c->cache[c->n_cache];
+        char *bar = strchr(line, '|');
+        if (line[0] == '#' || !bar || (size_t)(bar - line) >= sizeof e->device) continue;
+        snprintf(e->device, sizeof e->device, "%.*s", (int)(bar - line), line);
+        if (sscanf(bar, "|%d %d %d %d|%d %d %d", &e->batch, &e->c_in, &e->c_out, &e->side, &e->fwd, &e->bwd_data,
+                   &e->bwd_filter) == 7)
+            c->n_cache++;
+    }
+    fclose(f);
+}
+
+static void save_cache(const Convs *c) {
+    char tmp[sizeof c->cache_path + 16];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->cache_path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL && fprintf(f, "# airbench.c cuDNN algorithm cache (airbench/conv.c); delete it to re-time\n") > 0;
+    for (int i = 0; ok && i < c->n_cache; i++) {
+        const CacheEntry *e = &c->cache[i];
+        ok = fprintf(f, "%s|%d %d %d %d|%d %d %d\n", e->device, e->batch, e->c_in, e->c_out, e->side, e->fwd,
+                     e->bwd_data, e->bwd_filter) > 0;
+    }
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, c->cache_path) != 0) {  // the cache only saves time: warn and go on
+        fprintf(stderr, "warning: cannot write the conv algorithm cache %s: %s\n", c->cache_path, strerror(errno));
+        remove(tmp);
+    }
+}
+
+static CacheEntry *cache_lookup(Convs *c, const ConvPlan *p) {
+    for (int i = 0; i < c->n_cache; i++) {
+        CacheEntry *e = &c->cache[i];
+        if (!strcmp(e->device, c->device) && e->batch == p->batch && e->c_in == p->c_in && e->c_out == p->c_out &&
+            e->side == p->side)
+            return e;
+    }
+    return NULL;
+}
+
+// Whether the cached algorithms still work for the plan (e.g. after a cuDNN downgrade
+// under the same version string they might not): each must report a workspace size that fits.
+static int cached_algos_usable(Convs *c, const ConvPlan *p, const CacheEntry *e) {
+    size_t bytes[3];
+    int ok = cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                     (cudnnConvolutionFwdAlgo_t)e->fwd, &bytes[0]) == CUDNN_STATUS_SUCCESS &&
+             cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                          (cudnnConvolutionBwdDataAlgo_t)e->bwd_data,
+                                                          &bytes[1]) == CUDNN_STATUS_SUCCESS &&
+             cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
+                                                            (cudnnConvolutionBwdFilterAlgo_t)e->bwd_filter,
+                                                            &bytes[2]) == CUDNN_STATUS_SUCCESS;
+    return ok && bytes[0] <= WORKSPACE_BYTES && bytes[1] <= WORKSPACE_BYTES && bytes[2] <= WORKSPACE_BYTES;
+}
+
+// Times the plan's algorithms and records them in the cache (replacing an older entry).
+static void find_and_record(Convs *c, ConvPlan *p) {
+    find_algos(c, p);
+    if (!c->cache_path[0]) return;
+    CacheEntry *e = cache_lookup(c, p);
+    if (!e && c->n_cache == MAX_CACHE_ENTRIES) return;
+    if (!e) e = &c->cache[c->n_cache++];
+    *e = (CacheEntry){.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side, .fwd = p->fwd_algo,
+                      .bwd_data = p->bwd_data_algo, .bwd_filter = p->bwd_filter_algo};
+    snprintf(e->device, sizeof e->device, "%s", c->device);
+    save_cache(c);
+}
+
+static void choose_algos(Convs *c, ConvPlan *p) {
+    const CacheEntry *e = c->choice == CONV_ALGO_CACHED ? cache_lookup(c, p) : NULL;
+    if (e && cached_algos_usable(c, p, e)) {
+        p->fwd_algo = (cudnnConvolutionFwdAlgo_t)e->fwd;
+        p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)e->bwd_data;
+        p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)e->bwd_filter;
+    } else if (c->choice == CONV_ALGO_HEURISTIC) {
+        heuristic_algos(c, p);
+    } else {
+        find_and_record(c, p);
+    }
+}
+
+// "<GPU name>/sm<major><minor>/cudnn<version>", without the file format's separators.
+static void describe_device(char *out, size_t out_size) {
+    struct cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    snprintf(out, out_size, "%s/sm%d%d/cudnn%zu", prop.name, prop.major, prop.minor, cudnnGetVersion());
+    for (char *ch = out; *ch; ch++)
+        if (*ch == '|' || *ch == '\n') *ch = '_';
+}
+
+// ---------------------------------------------------------------------------------------
+// Plans.
+
+static ConvPlan make_plan(Convs *c, int batch, int c_in, int c_out, int side) {
+    ConvPlan p = {.batch = batch, .c_in = c_in, .c_out = c_out, .side = side};
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.x_desc));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.y_desc));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&p.w_desc));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p.conv_desc));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.x_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, batch, c_in, side, side));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.y_desc, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, batch, c_out, side, side));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(p.w_desc, CUDNN_DATA_HALF, CUDNN_TENSOR_NHWC, c_out, c_in, 3, 3));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p.conv_desc, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv_desc, CUDNN_TENSOR_OP_MATH));
+    choose_algos(c, &p);
+    return p;
+}
+
+static void destroy_plan(ConvPlan *p) {
+    cudnnDestroyTensorDescriptor(p->x_desc);
+    cudnnDestroyTensorDescriptor(p->y_desc);
+    cudnnDestroyFilterDescriptor(p->w_desc);
+    cudnnDestroyConvolutionDescriptor(p->conv_desc);
+}
+
+// The plans of every conv at one batch size.
+static void make_plan_set(Convs *c, PlanSet *set, int batch) {
+    const NetLayout *l = c->layout;
+    set->batch = batch;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < l->depth; j++)
+            set->conv[g][j] = make_plan(c, batch, net_conv_in(l->widths, g, j), l->widths[g], net_conv_side(g, j));
+}
+
+Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cache_path, const NetLayout *layout,
+                    const int *batches, int n_batches, __half *scratch_x, __half *scratch_w, __half *scratch_y) {
+    Convs *c = host_alloc(sizeof(Convs));
+    *c = (Convs){.choice = choice, .layout = layout, .scratch_x = scratch_x, .scratch_w = scratch_w,
+                 .scratch_y = scratch_y, .all_deterministic = 1};
+    CUDNN_CHECK(cudnnCreate(&c->cudnn));
+    CUDNN_CHECK(cudnnSetStream(c->cudnn, stream));
+    c->workspace = gpu_alloc(WORKSPACE_BYTES);
+    if (cache_path && choice != CONV_ALGO_HEURISTIC) snprintf(c->cache_path, sizeof c->cache_path, "%s", cache_path);
+    describe_device(c->device, sizeof c->device);
+    load_cache(c);
+    for (int i = 0; i < n_batches; i++) {
+        int known = 0;
+        for (int k = 0; k < c->n_plan_sets; k++) known |= c->plan_sets[k].batch == batches[i];
+        if (known) continue;
+        if (c->n_plan_sets == MAX_BATCHES) die(1, "internal error: convolutions at more than %d batch sizes", MAX_BATCHES);
+        make_plan_set(c, &c->plan_sets[c->n_plan_sets++], batches[i]);
+    }
+    return c;
+}
+
+void convs_free(Convs *c) {
+    for (int i = 0; i < c->n_plan_sets; i++)
+        for (int g = 0; g < 3; g++)
+            for (int j = 0; j < c->layout->depth; j++) destroy_plan(&c->plan_sets[i].conv[g][j]);
+    cudaFree(c->workspace);
+    cudnnDestroy(c->cudnn);
+    free(c);
+}
+
+const ConvPlan *conv_plan(Convs *c, int batch, int g, int j) {
+    for (int i = 0; i < c->n_plan_sets; i++)
+        if (c->plan_sets[i].batch == batch) return &c->plan_sets[i].conv[g][j];
+    die(1, "internal error: no convolution plan for batch %d (convs_create was not given it)", batch);
+}
+
+int convs_deterministic(const Convs *c) { return c->all_deterministic; }
+
+void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y) {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionForward(c->cudnn, &one, p->x_desc, x, p->w_desc, w, p->conv_desc, p->fwd_algo,
+                                        c->workspace, WORKSPACE_BYTES, &zero, p->y_desc, y));
+}
+
+void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->cudnn, &one, p->x_desc, x, p->y_desc, dy, p->conv_desc,
+                                               p->bwd_filter_algo, c->workspace, WORKSPACE_BYTES, &zero, p->w_desc,
+                                               dw));
+}
+
+void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
+    const float one = 1.0f, zero = 0.0f;
+    CUDNN_CHECK(cudnnConvolutionBackwardData(c->cudnn, &one, p->w_desc, w, p->y_desc, dy, p->conv_desc,
+                                             p->bwd_data_algo, c->workspace, WORKSPACE_BYTES,
+                                             accumulate ? &one : &zero, p->x_desc, dx));
+}

@@ -1,0 +1,52 @@
+// conv.h: the network's 3x3 convolutions through cuDNN (NHWC fp16, fp32 accumulation).
+//
+// A plan holds the descriptors and the three algorithms (forward, backward data, backward
+// filter) of one conv shape at one batch size. The algorithms are chosen once per shape:
+// by timing every candidate (cudnnFind), by cuDNN's heuristics, or from the algorithm
+// cache file, which remembers the timed choice per GPU model, cuDNN version and shape, so
+// that later processes start faster and make the same choice (the same choice is what
+// makes two processes' runs bit-identical). Only deterministic algorithms are taken when
+// cuDNN offers one.
+#pragma once
+#include <cudnn.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "net.h"
+
+typedef enum { CONV_ALGO_CACHED, CONV_ALGO_FIND, CONV_ALGO_HEURISTIC } ConvAlgoChoice;
+// "cached": the cache file's choice, timing (and recording) shapes it lacks; "find": time
+// every candidate now and record the choice; "heuristic": cuDNN's ranked pick, no timing
+// and no cache (a fast start, e.g. under compute-sanitizer).
+extern const char *const CONV_ALGO_CHOICES[];  // the names, in enum order, NULL-terminated
+
+typedef struct {
+    int batch, c_in, c_out, side;  // side x side in and out (pad 1)
+    cudnnTensorDescriptor_t x_desc, y_desc;
+    cudnnFilterDescriptor_t w_desc;
+    cudnnConvolutionDescriptor_t conv_desc;
+    cudnnConvolutionFwdAlgo_t fwd_algo;
+    cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
+} ConvPlan;
+
+typedef struct Convs Convs;
+
+// The cuDNN handle (on stream), its workspace, and the plans of the network's convs at
+// each of the n_batches batch sizes, all made here: timing runs on the scratch buffers x,
+// w and y (overwriting them), each at least as large as any conv's input, filter and
+// output at the largest batch. cache_path may be NULL (no cache file).
+Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cache_path, const NetLayout *layout,
+                    const int *batches, int n_batches, __half *scratch_x, __half *scratch_w, __half *scratch_y);
+void convs_free(Convs *c);
+// The plan of conv (g, j) at a batch size given to convs_create.
+const ConvPlan *conv_plan(Convs *c, int batch, int g, int j);
+// Whether every chosen algorithm so far is deterministic.
+int convs_deterministic(const Convs *c);
+
+// y = conv(x, w).
+void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y);
+// dw = the filter gradient from the input x and the output gradient dy.
+void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw);
+// dx = (or += when accumulate) the input gradient from the filter w and dy.
+void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate);

@@ -1,0 +1,213 @@
+// test_recipe.c: the recipe at run time (recipe.h). The variants by name; every field of the
+// table set by --set and read back; bad values refused with a message naming the field;
+// and the step schedule, the one function the trainer and the reference both follow,
+// against the numbers of docs/recipe.md worked out by hand.
+#include <string.h>
+
+#include "recipe.h"
+#include "test.h"
+
+#define ERR_SIZE 512
+
+// Same name and every field equal (each file holds its own copy of recipe.h's blocks).
+static int same_recipe(const Recipe *a, const Recipe *b) {
+    int same = !strcmp(a->name, b->name);
+    for (int i = 0; i < RECIPE_N_FIELDS; i++) same &= recipe_fields_equal(a, b, &RECIPE_FIELD_TABLE[i]);
+    return same;
+}
+
+static void test_variants(void) {
+    const char *names[4] = {"94", "95", "96", "94-muon"};
+    const Recipe *recipes[4] = {&RECIPE_94, &RECIPE_95, &RECIPE_96, &RECIPE_94_MUON};
+    const double targets[4] = {0.94, 0.95, 0.96, 0.94};
+    for (int i = 0; i < 4; i++) {
+        const Variant *v = recipe_variant(names[i]);
+        CHECK(v && same_recipe(v->recipe, recipes[i]) && v->target_accuracy == targets[i], "variant %s", names[i]);
+        char program[32];
+        snprintf(program, sizeof program, "airbench%s", names[i]);
+        CHECK(recipe_variant(program) == v, "variant by program name %s", program);
+    }
+    CHECK(recipe_variant("97") == NULL && recipe_variant("airbench") == NULL && recipe_variant("") == NULL,
+          "unknown variants are NULL");
+    char *argv[] = {"airbench", "--runs", "3", "--variant", "96", NULL};
+    const Variant *v = NULL;
+    char err[ERR_SIZE] = "";
+    CHECK(recipe_variant_from_args(5, argv, &v, err, sizeof err) == 0 && v && same_recipe(v->recipe, &RECIPE_96),
+          "--variant 96");
+    argv[4] = "97";
+    CHECK(recipe_variant_from_args(5, argv, &v, err, sizeof err) == -1 && strstr(err, "'97' for --variant"),
+          "--variant 97: %s", err);
+    char *no_value[] = {"airbench", "--variant", NULL};
+    CHECK(recipe_variant_from_args(2, no_value, &v, err, sizeof err) == -1, "--variant without a value");
+}
+
+// Every field: format its value, change it through --set, read it back.
+static void test_every_field_round_trips(void) {
+    for (int i = 0; i < RECIPE_N_FIELDS; i++) {
+        const RecipeField *f = &RECIPE_FIELD_TABLE[i];
+        CHECK(recipe_field(f->name) == f, "recipe_field(%s)", f->name);
+        Recipe r = RECIPE_96;
+        char value[64], assignment[128], err[ERR_SIZE] = "";
+        // a legal value other than the current one where the bounds allow
+        switch (f->kind) {
+        case RECIPE_INT: snprintf(value, sizeof value, "%d", (int)f->max); break;
+        case RECIPE_DOUBLE: snprintf(value, sizeof value, "%.17g", f->min + 0.25 * (f->max - f->min)); break;
+        case RECIPE_WIDTHS: snprintf(value, sizeof value, "%d,%d,%d", (int)f->min, 40, (int)f->max); break;
+        case RECIPE_ENUM: snprintf(value, sizeof value, "%s", f->choices[1]); break;
+        }
+        snprintf(assignment, sizeof assignment, "%s=%s", f->name, value);
+        CHECK(recipe_set(&r, assignment, err, sizeof err) == 0, "--set %s: %s", assignment, err);
+        char back[64];
+        recipe_format_field(&r, f, back, sizeof back);
+        Recipe again = RECIPE_94;
+        CHECK(recipe_set_field(&again, f, back, err, sizeof err) == 0 && recipe_fields_equal(&r, &again, f),
+              "%s: '%s' formats as '%s', which does not read back", f->name, value, back);
+        CHECK(!recipe_fields_equal(&r, &RECIPE_96, f) || f->kind == RECIPE_INT, "%s: --set changed nothing",
+              f->name);
+    }
+}
+
+static void expect_refused(const char *assignment, const char *want_in_message) {
+    Recipe r = RECIPE_94, before = RECIPE_94;
+    char err[ERR_SIZE] = "";
+    int status = recipe_set(&r, assignment, err, sizeof err);
+    CHECK(status == -1, "--set %s should be refused", assignment);
+    CHECK(strstr(err, want_in_message) != NULL, "--set %s: message '%s' lacks '%s'", assignment, err, want_in_message);
+    CHECK(!memcmp(&r, &before, sizeof r), "--set %s changed the recipe although refused", assignment);
+}
+
+static void test_bad_values(void) {
+    expect_refused("lr", "NAME=VALUE");
+    expect_refused("=3", "NAME=VALUE");
+    expect_refused("learning_rate=3", "'learning_rate' is not a recipe field");
+    expect_refused("lr=abc", "lr expects a number");
+    expect_refused("lr=3x", "lr expects a number");
+    expect_refused("lr=", "lr expects a number");
+    expect_refused("lr=nan", "lr expects a number");
+    expect_refused("lr=inf", "lr expects a number");
+    expect_refused("lr=-1", "lr expects a number in [0, 10000]");
+    expect_refused("epochs=1e-300", "epochs expects");  // would train 0 steps
+    expect_refused("epochs=0", "epochs expects");
+    expect_refused("depth=4", "depth expects an integer in 2..3");
+    expect_refused("depth=2.5", "depth expects an integer");
+    expect_refused("batch_size=99999999999999999999", "batch_size expects an integer");
+    expect_refused("widths=4294967304,64,64", "widths expects three");  // used to wrap to 8
+    expect_refused("widths=64,64", "widths expects three");
+    expect_refused("widths=64,64,64,64", "widths expects three");
+    expect_refused("widths=64,,64", "widths expects three");
+    expect_refused("translate_mode=sideways", "translate_mode expects one of random derandomized");
+    expect_refused("tta_level=3", "tta_level expects an integer in 0..2");
+}
+
+static void test_shorthand_flags(void) {
+    Recipe r = RECIPE_94;
+    char err[ERR_SIZE] = "";
+    CHECK(recipe_apply_flag(&r, "--batch", "512", err, sizeof err) == 1 && r.batch_size == 512, "--batch 512");
+    CHECK(recipe_apply_flag(&r, "--widths", "16,32,32", err, sizeof err) == 1 && r.widths[2] == 32, "--widths");
+    CHECK(recipe_apply_flag(&r, "--translate-mode", "derandomized", err, sizeof err) == 1 && r.translate_mode == 1,
+          "--translate-mode derandomized");
+    CHECK(recipe_apply_flag(&r, "--set", "label_smoothing=0.15", err, sizeof err) == 1 && r.label_smoothing == 0.15,
+          "--set label_smoothing=0.15");
+    CHECK(recipe_apply_flag(&r, "--runs", "3", err, sizeof err) == 0, "--runs is not a recipe flag");
+    CHECK(recipe_apply_flag(&r, "--epochs", "0", err, sizeof err) == -1 && strstr(err, "for --epochs"),
+          "--epochs 0: %s", err);
+    CHECK(recipe_apply_flag(&r, "--tta", NULL, err, sizeof err) == -1 && strstr(err, "(missing)"), "--tta alone");
+    CHECK(recipe_apply_flag(&r, "--set", NULL, err, sizeof err) == -1 && strstr(err, "--set"), "--set alone");
+}
+
+static void test_validate(void) {
+    char err[ERR_SIZE] = "";
+    Recipe r = RECIPE_94;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == 0, "the 94 recipe is valid: %s", err);
+    CHECK(recipe_validate(&r, 1000, err, sizeof err) == -1 && strstr(err, "exceeds the 1000 training images"),
+          "batch > images: %s", err);
+    r.translate = 15;
+    r.cutout = 20;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "do not fit"), "shift + cutout: %s", err);
+    r = RECIPE_94_MUON;
+    r.depth = 3;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "Muon"), "muon at depth 3: %s", err);
+    r = RECIPE_94;
+    r.epochs = 1e-3;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == 0 && recipe_total_steps(&r, 50000) == 1,
+          "the shortest run trains one step");
+}
+
+#define CHECK_GROUP(plan, g, want_lr, want_decay, want_enabled, what)                                           \
+    do {                                                                                                        \
+        CHECK_NEAR((plan).group[g].lr, (want_lr), 1e-12 * fabs(want_lr) + 1e-300, what " lr");                  \
+        CHECK_NEAR((plan).group[g].decay, (want_decay), 1e-12 * fabs(want_decay) + 1e-300, what " decay");      \
+        CHECK((plan).group[g].enabled == (want_enabled), what " enabled = %d", (plan).group[g].enabled);        \
+    } while (0)
+
+// airbench94 (docs/recipe.md): k = 1024 (1 + 1/0.15); lr = 11.5 / k; wd = 0.0153 * 1024 / k;
+// BN biases at 64 lr. 48 steps per epoch, 476 steps, warm-up W = floor(0.23 * 476) = 109
+// steps from 0.2, then linear to 0.07 at t = 476. Whitening bias for 3 epochs (144 steps).
+// Lookahead after steps 5, 10, ... with decay 0.95^5 (n / 476)^3, and w = ema at the end.
+static void test_sgd_schedule(void) {
+    const Recipe *r = &RECIPE_94;
+    int spe = recipe_steps_per_epoch(r, 50000), total = recipe_total_steps(r, 50000);
+    CHECK(spe == 48 && total == 476, "94: %d steps per epoch, %d steps", spe, total);
+    double k = 1024.0 * (1.0 + 1.0 / 0.15), lr = 11.5 / k, wd = 0.0153 * 1024 / k, bn_lr = 64 * lr;
+    StepPlan p = recipe_step_plan(r, 0, total, spe);
+    CHECK_GROUP(p, GROUP_CONV, 0.2 * lr, wd / lr, 1, "94 step 0 conv");
+    CHECK_GROUP(p, GROUP_HEAD, 0.2 * lr, wd / lr, 1, "94 step 0 head");
+    CHECK_GROUP(p, GROUP_WHITEN_BIAS, 0.2 * lr, wd / lr, 1, "94 step 0 whitening bias");
+    CHECK_GROUP(p, GROUP_BN_BIAS, 0.2 * bn_lr, wd / bn_lr, 1, "94 step 0 BN biases");
+    CHECK(p.lookahead_decay < 0, "no lookahead after step 1");
+    p = recipe_step_plan(r, 54, total, spe);
+    CHECK_GROUP(p, GROUP_CONV, (0.2 + 0.8 * 54 / 109.0) * lr, wd / lr, 1, "94 step 54 (warm-up)");
+    p = recipe_step_plan(r, 109, total, spe);
+    CHECK_GROUP(p, GROUP_CONV, lr, wd / lr, 1, "94 step 109 (peak)");
+    p = recipe_step_plan(r, 143, total, spe);
+    CHECK(p.group[GROUP_WHITEN_BIAS].enabled, "the whitening bias trains in step 143");
+    p = recipe_step_plan(r, 144, total, spe);
+    CHECK(!p.group[GROUP_WHITEN_BIAS].enabled, "the whitening bias is frozen from step 144");
+    p = recipe_step_plan(r, 475, total, spe);
+    CHECK_GROUP(p, GROUP_BN_BIAS, (1.0 - 0.93 * 366 / 367.0) * bn_lr, wd / bn_lr, 1, "94 last step");
+    CHECK_NEAR(p.lookahead_decay, 1.0, 0, "w = ema after the last step (476 is not a multiple of 5)");
+    p = recipe_step_plan(r, 4, total, spe);
+    CHECK_NEAR(p.lookahead_decay, pow(0.95, 5) * pow(5.0 / 476, 3), 1e-15, "lookahead after step 5");
+    p = recipe_step_plan(r, 469, total, spe);
+    CHECK_NEAR(p.lookahead_decay, pow(0.95, 5) * pow(470.0 / 476, 3), 1e-15, "lookahead after step 470");
+
+    // 96: no lr_end, warm-up 10%; a --set reaches the schedule.
+    Recipe r96 = RECIPE_96;
+    char err[ERR_SIZE];
+    recipe_set(&r96, "lr=4.5", err, sizeof err);
+    total = recipe_total_steps(&r96, 50000);
+    CHECK(total == 1776, "96: %d steps", total);
+    p = recipe_step_plan(&r96, total - 1, total, spe);
+    double lr96 = 4.5 / k;
+    CHECK_GROUP(p, GROUP_CONV, 1.0 / (total - 177) * lr96, 0.012 * 1024 / k / lr96, 1, "96 last step");
+}
+
+// airbench94-muon: 25 steps per epoch, 200 steps, all lrs decay as 1 - t/200; the
+// whitening bias for 75 steps with its own 1 - t/75; decay coefficients sgd_wd / lr.
+static void test_muon_schedule(void) {
+    const Recipe *r = &RECIPE_94_MUON;
+    int spe = recipe_steps_per_epoch(r, 50000), total = recipe_total_steps(r, 50000);
+    CHECK(spe == 25 && total == 200, "94-muon: %d steps per epoch, %d steps", spe, total);
+    double wd = 2e-6 * 2000;
+    StepPlan p = recipe_step_plan(r, 50, total, spe);
+    CHECK_GROUP(p, GROUP_CONV, 0.24 * 0.75, 0.0, 1, "muon step 50 convs (Muon)");
+    CHECK_GROUP(p, GROUP_HEAD, 0.67 * 0.75, wd / 0.67, 1, "muon step 50 head");
+    CHECK_GROUP(p, GROUP_BN_BIAS, 0.053 * 0.75, wd / 0.053, 1, "muon step 50 BN biases");
+    CHECK_GROUP(p, GROUP_WHITEN_BIAS, 0.053 * (1 - 50 / 75.0), wd / 0.053, 1, "muon step 50 whitening bias");
+    CHECK(p.lookahead_decay < 0, "no lookahead in the Muon recipe");
+    p = recipe_step_plan(r, 75, total, spe);
+    CHECK(!p.group[GROUP_WHITEN_BIAS].enabled, "the whitening bias is frozen from step 75");
+    p = recipe_step_plan(r, 199, total, spe);
+    CHECK(p.lookahead_decay < 0, "no final lookahead in the Muon recipe");
+}
+
+int main(void) {
+    test_variants();
+    test_every_field_round_trips();
+    test_bad_values();
+    test_shorthand_flags();
+    test_validate();
+    test_sgd_schedule();
+    test_muon_schedule();
+    return test_finish("test_recipe");
+}
