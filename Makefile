@@ -96,8 +96,9 @@ CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUI
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
 TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
-GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
-GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TESTS)
+GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
+GPU_TESTS := $(GPU_TEST_PROGRAMS) tests/gpu_test_repro.sh
+GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS)
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o

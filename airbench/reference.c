@@ -762,9 +762,23 @@ static void matmul(float *out, const float *x, const float *y, int m, int k, int
     gemm_acc(out, x, y, m, k, n);
 }
 
+float ref_round_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u) return x;  // inf and NaN stay
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    bits &= 0xffff0000u;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static void round_all_bf16(float *x, size_t count) {
+    for (size_t i = 0; i < count; i++) x[i] = ref_round_bf16(x[i]);
+}
+
 // Quintic Newton-Schulz iteration towards the orthogonal factor of g:
 // X = G / (||G|| + eps), on the wide orientation; A = X X^T; B = b A + c A A; X = a X + B X.
-void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe) {
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe, int bf16) {
     const float a = (float)recipe->ns_a, b = (float)recipe->ns_b, c = (float)recipe->ns_c;
     int tall = rows > cols, m = tall ? cols : rows, k = tall ? rows : cols;
     size_t size = (size_t)rows * cols;
@@ -777,13 +791,17 @@ void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Rec
     if (tall) transpose(x, g, rows, cols);
     else memcpy(x, g, size * sizeof(float));
     for (size_t i = 0; i < size; i++) x[i] *= inv;
+    if (bf16) round_all_bf16(x, size);
     for (int step = 0; step < recipe->muon_ns_steps; step++) {
         transpose(xt, x, m, k);
         matmul(A, x, xt, m, k, m);
+        if (bf16) round_all_bf16(A, (size_t)m * m);
         matmul(AA, A, A, m, m, m);
         for (int i = 0; i < m * m; i++) A[i] = b * A[i] + c * AA[i];  // A now holds B
+        if (bf16) round_all_bf16(A, (size_t)m * m);
         matmul(bx, A, x, m, m, k);
         for (size_t i = 0; i < size; i++) x[i] = a * x[i] + bx[i];
+        if (bf16) round_all_bf16(x, size);
     }
     if (tall) transpose(out, x, m, k);
     else memcpy(out, x, size * sizeof(float));
@@ -805,9 +823,10 @@ static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, double
     for (size_t i = 0; i < t->size; i++) {
         buf[i] = (float)(m * buf[i] + grad[i]);
         update[i] = (float)(grad[i] + m * buf[i]);
+        if (net->muon_bf16) update[i] = ref_round_bf16(update[i]);
         norm += (double)w[i] * w[i];
     }
-    ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe);
+    ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe, net->muon_bf16);
     float scale = (float)(sqrt((double)t->c_out) / sqrt(norm));
     for (size_t i = 0; i < t->size; i++) w[i] = (float)(w[i] * scale - lr * orth[i]);
     free(update);

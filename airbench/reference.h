@@ -73,6 +73,7 @@ typedef struct {
     size_t n_running;
     float *ema_params, *ema_running;    // lookahead state
     RefActs *acts;                      // sized for the largest batch seen so far
+    int muon_bf16;                      // 1: Muon rounds to bf16 where the GPU does (tests)
 } RefNet;
 
 // A network of recipe's widths and depth, BN and logit constants (no weights yet).
@@ -101,9 +102,13 @@ double ref_forward_backward(RefNet *net, const float *images, const uint8_t *lab
 // frozen whitening weight never changes): g += decay*w; buf = m*buf + g; g += m*buf;
 // w -= lr*g. A disabled group is left alone. With muon, the conv group is skipped.
 void ref_sgd_step(RefNet *net, const GroupStep groups[N_GROUPS], double momentum, int skip_convs);
-// Newton-Schulz orthogonalization (recipe.md) with the recipe's coefficients, eps and
-// step count, in fp32: out = NS(g), both rows x cols.
-void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe);
+// Newton-Schulz orthogonalization (docs/recipe.md) with the recipe's coefficients, eps and
+// step count: out = NS(g), both rows x cols. In fp32, or with bf16 = 1 rounded to bf16
+// where the GPU stores bf16 (the normalized input, A = X X^T, B = b A + c A A, and each
+// new X), with fp32 products in between, as the GPU's cuBLAS calls compute them.
+void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe, int bf16);
+// x rounded to the nearest bf16 (ties to even), as a float.
+float ref_round_bf16(float x);
 // One step of the Muon recipes: Muon for the conv weights at groups[GROUP_CONV].lr,
 // Nesterov SGD (recipe->momentum) for the other groups.
 void ref_muon_step(RefNet *net, const Recipe *recipe, const GroupStep groups[N_GROUPS]);
