@@ -949,7 +949,8 @@ static void fd_loss(void) {
             if (logits[b * K + k] > mx) mx = logits[b * K + k], best = k;
         for (int k = 0; k < K; k++) se += exp(logits[b * K + k] - mx);
         for (int k = 0; k < K; k++) nll_sum += -(logits[b * K + k] - mx - log(se));
-        want += 0.8 * -(logits[b * K + labels[b]] - mx - log(se)) + 0.2 * nll_sum / K;
+        const double s = 0.2f;  // the smoothing as the reference receives it (a float)
+        want += (1.0 - s) * -(logits[b * K + labels[b]] - mx - log(se)) + s * nll_sum / K;
         want_correct += best == labels[b];
     }
     CHECK_NEAR(loss, want, 1e-9 * fabs(want), "label-smoothed summed loss");
