@@ -64,7 +64,7 @@ typedef struct {
     // Backward scratch: gradients of the current activation, of a conv output, and of the
     // residual branch (96); per-channel partial sums and BN backward means.
     __half *d_act, *d_conv, *d_residual;
-    float *d_logits, *d_features, *partials, *bn_sums;
+    float *d_logits, *d_features, *partials, *bn_sums, *bn_group_bias;  // the last: per BN group
     double *loss_sum;
     int *correct;
     // Muon scratch (muon recipes only): the update matrix and its Newton-Schulz iterate
@@ -85,6 +85,13 @@ static float *param_ptr(const Trainer *t, float *base, int tensor_id) {
 static __half *conv_half_ptr(const Trainer *t, __half *base, int g, int j) {
     return base + (t->layout.tensors[net_conv_id(&t->layout, g, j)].offset - t->pb.begin[SEG_CONV]);
 }
+// Training batches normalize each group of recipe.bn_group images with its own statistics
+// (simulated workers); evaluation uses the running stats, in one group. A group's images
+// are contiguous rows of every activation, so each group is the same kernels on a slice.
+static int bn_groups(const Trainer *t, int n, int train) {
+    return train && t->recipe.bn_group ? n / t->recipe.bn_group : 1;
+}
+
 static size_t running_offset(const Trainer *t, int g, int j) {
     size_t offset = 0;
     for (int gg = 0; gg < g; gg++) offset += 2 * (size_t)t->layout.depth * t->layout.widths[gg];
@@ -111,7 +118,8 @@ static void describe_gpu(char *name, size_t name_size, int *major, int *minor) {
                "(fp16 tensor cores as on A100/H100)", prop.name, prop.major, prop.minor);
 }
 
-static void alloc_activations(Activations *a, const NetLayout *l, int n) {
+// Activations for batches of up to n images, BN statistics for up to bn_groups groups.
+static void alloc_activations(Activations *a, const NetLayout *l, int n, int bn_groups) {
     size_t b = (size_t)n;
     a->x = gpu_alloc(b * 3 * 32 * 32 * sizeof(__half));
     a->whiten_out = gpu_alloc(b * WHITEN_SIDE * WHITEN_SIDE * WHITEN_WIDTH * sizeof(__half));
@@ -123,8 +131,8 @@ static void alloc_activations(Activations *a, const NetLayout *l, int n) {
             size_t conv_rows = j == 0 ? b * in_side * in_side : b * side * side;
             a->conv_out[g][j] = gpu_alloc(conv_rows * c * sizeof(__half));
             a->act[g][j] = gpu_alloc(b * side * side * c * sizeof(__half));
-            a->bn_mean[g][j] = gpu_alloc(c * sizeof(float));
-            a->bn_rstd[g][j] = gpu_alloc(c * sizeof(float));
+            a->bn_mean[g][j] = gpu_alloc(bn_groups * c * sizeof(float));
+            a->bn_rstd[g][j] = gpu_alloc(bn_groups * c * sizeof(float));
         }
     }
     a->features = gpu_alloc(b * l->widths[2] * sizeof(float));
@@ -201,6 +209,7 @@ static void alloc_scratch(Trainer *t) {
     size_t cov_floats = (size_t)patch_cov_blocks(t->recipe.whiten_images) * COV_ENTRIES;
     t->partials = gpu_alloc((partial_floats > cov_floats ? partial_floats : cov_floats) * sizeof(float));
     t->bn_sums = gpu_alloc(2 * widest * sizeof(float));
+    t->bn_group_bias = gpu_alloc(bn_groups(t, t->recipe.batch_size, 1) * widest * sizeof(float));
     t->loss_sum = gpu_alloc(sizeof(double));
     t->correct = gpu_alloc(sizeof(int));
     // Scratch contents for the cuDNN algorithm search: any finite values.
@@ -247,7 +256,7 @@ static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_
     net_layout_init(&t->layout, recipe->widths, recipe->depth);
     t->max_batch = recipe->batch_size > EVAL_BATCH ? recipe->batch_size : EVAL_BATCH;
     alloc_params(t);
-    alloc_activations(&t->acts, &t->layout, t->max_batch);
+    alloc_activations(&t->acts, &t->layout, t->max_batch, bn_groups(t, recipe->batch_size, 1));
     alloc_scratch(t);
     if (recipe->muon) alloc_muon_scratch(t);
     upload_data(t, data);
@@ -266,7 +275,7 @@ static void trainer_free(Trainer *t) {
     free_activations(&t->acts, t->layout.depth);
     void *buffers[] = {t->params, t->momentum, t->grads, t->ema_params, t->conv_half, t->conv_grads,
                        t->running, t->ema_running, t->d_act, t->d_conv, t->d_residual, t->d_logits,
-                       t->d_features, t->partials, t->bn_sums, t->loss_sum, t->correct, t->ns_x, t->ns_next,
+                       t->d_features, t->partials, t->bn_sums, t->bn_group_bias, t->loss_sum, t->correct, t->ns_x, t->ns_next,
                        t->ns_gram, t->ns_poly, t->sum_sq, t->train_images, t->train_labels, t->test_images,
                        t->test_labels};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
@@ -346,15 +355,6 @@ static void init_whitening(Trainer *t) {
 // Forward pass. Training mode normalizes with batch statistics (and updates the running
 // stats); eval mode uses the running stats, whose mean/rstd prepare_eval_bn computed.
 
-// BN statistics of conv (g, j) from the partial sums just computed, in training mode.
-static void bn_train_stats(Trainer *t, int g, int j, int rows) {
-    int c = t->layout.widths[g];
-    float *running = t->running + running_offset(t, g, j);
-    CUDA_CHECK(launch_bn_finalize(t->acts.bn_mean[g][j], t->acts.bn_rstd[g][j], running, running + c, t->partials,
-                                  stats_blocks(rows, c), c, rows, (float)t->recipe.bn_eps, (float)t->recipe.bn_keep,
-                                  t->stream));
-}
-
 static void prepare_eval_bn(Trainer *t) {
     for (int g = 0; g < 3; g++)
         for (int j = 0; j < t->layout.depth; j++) {
@@ -365,6 +365,41 @@ static void prepare_eval_bn(Trainer *t) {
         }
 }
 
+// The rows of an activation of group g, and of conv (g, 0)'s output before the pool, that
+// one BN group of `images` images spans.
+static size_t group_rows(int g, int images) { return (size_t)images * net_group_out_side(g) * net_group_out_side(g); }
+static size_t pre_pool_rows(int g, int images) { return (size_t)images * net_group_in_side(g) * net_group_in_side(g); }
+
+// Conv (g, j)'s output to its GELU output: the pool for j = 0, BN with batch statistics
+// (training: per BN group; the running stats updated from the first group's, as
+// data-parallel training keeps rank 0's) or running statistics (eval), the residual, GELU.
+static void bn_gelu_forward(Trainer *t, int g, int j, int n, int train) {
+    const NetLayout *l = &t->layout;
+    Activations *a = &t->acts;
+    cudaStream_t s = t->stream;
+    int c = l->widths[g], in_side = net_group_in_side(g), groups = bn_groups(t, n, train), images = n / groups;
+    size_t rows = group_rows(g, images), values = rows * c, pre_pool_values = pre_pool_rows(g, images) * c;
+    float *running = t->running + running_offset(t, g, j);
+    for (int k = 0; k < groups; k++) {
+        const __half *bn_in = a->conv_out[g][j] + k * values;
+        if (j == 0) {  // pool, with the statistics of the pooled values
+            bn_in = a->pooled[g] + k * values;
+            CUDA_CHECK(launch_maxpool2_stats(a->pooled[g] + k * values, a->pool_argmax[g] + k * values, t->partials,
+                                             a->conv_out[g][0] + k * pre_pool_values, images, in_side, in_side, c, s));
+        } else if (train) {
+            CUDA_CHECK(launch_channel_stats(t->partials, bn_in, (int)rows, c, s));
+        }
+        float *mean = a->bn_mean[g][j] + k * c, *rstd = a->bn_rstd[g][j] + k * c;
+        if (train)
+            CUDA_CHECK(launch_bn_finalize(mean, rstd, k == 0 ? running : NULL, k == 0 ? running + c : NULL,
+                                          t->partials, stats_blocks((int)rows, c), c, (int)rows,
+                                          (float)t->recipe.bn_eps, (float)t->recipe.bn_keep, s));
+        const __half *residual = net_residual_joins(l->depth, j) ? a->act[g][0] + k * values : NULL;
+        CUDA_CHECK(launch_bn_gelu_forward(a->act[g][j] + k * values, bn_in, residual, mean, rstd,
+                                          param_ptr(t, t->params, net_bn_id(l, g, j)), (int)rows, c, s));
+    }
+}
+
 // From acts.x (n images) to acts.features (n x w3).
 static void forward_features(Trainer *t, int n, int train) {
     const NetLayout *l = &t->layout;
@@ -373,22 +408,10 @@ static void forward_features(Trainer *t, int n, int train) {
     CUDA_CHECK(launch_whiten_forward(a->whiten_out, a->x, param_ptr(t, t->params, 0), param_ptr(t, t->params, 1), n, s));
     const __half *x = a->whiten_out;
     for (int g = 0; g < 3; g++) {
-        int c = l->widths[g], side = net_group_out_side(g), rows = n * side * side, in_side = net_group_in_side(g);
         for (int j = 0; j < l->depth; j++) {
             conv_forward(t->convs, conv_plan(t->convs, n, g, j), j == 0 ? x : a->act[g][j - 1],
                          conv_half_ptr(t, t->conv_half, g, j), a->conv_out[g][j]);
-            const __half *bn_in = a->conv_out[g][j];
-            if (j == 0) {  // pool, with the statistics of the pooled values
-                CUDA_CHECK(launch_maxpool2_stats(a->pooled[g], a->pool_argmax[g], t->partials, a->conv_out[g][0], n,
-                                                 in_side, in_side, c, s));
-                bn_in = a->pooled[g];
-            } else if (train) {
-                CUDA_CHECK(launch_channel_stats(t->partials, bn_in, rows, c, s));
-            }
-            if (train) bn_train_stats(t, g, j, rows);
-            const __half *residual = net_residual_joins(l->depth, j) ? a->act[g][0] : NULL;
-            CUDA_CHECK(launch_bn_gelu_forward(a->act[g][j], bn_in, residual, a->bn_mean[g][j], a->bn_rstd[g][j],
-                                              param_ptr(t, t->params, net_bn_id(l, g, j)), rows, c, s));
+            bn_gelu_forward(t, g, j, n, train);
         }
         x = a->act[g][l->depth - 1];
     }
@@ -398,25 +421,36 @@ static void forward_features(Trainer *t, int n, int train) {
 // ----------------------------------------------------------------------------
 // Backward pass: from the loss gradient to every parameter gradient.
 
+// Through GELU, BN (per BN group, each through its own statistics) and, for j = 0, the
+// pool: from d_act to t->d_conv, and the BN bias gradient (summed over the groups). Where
+// the residual joins, the GELU-input gradient also goes to d_residual.
 static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
     cudaStream_t s = t->stream;
-    int c = l->widths[g], side = net_group_out_side(g), rows = n * side * side, in_side = net_group_in_side(g);
-    const __half *bn_in = j == 0 ? a->pooled[g] : a->conv_out[g][j];
+    int c = l->widths[g], in_side = net_group_in_side(g), groups = bn_groups(t, n, 1), images = n / groups;
+    size_t rows = group_rows(g, images), values = rows * c, pre_pool_values = pre_pool_rows(g, images) * c;
     int joins = net_residual_joins(l->depth, j);
-    const __half *residual = joins ? a->act[g][0] : NULL;
     const float *bias = param_ptr(t, t->params, net_bn_id(l, g, j));
-    CUDA_CHECK(launch_bn_gelu_backward_reduce(t->partials, d_act, bn_in, residual, a->bn_mean[g][j], a->bn_rstd[g][j],
-                                              bias, rows, c, s));
-    CUDA_CHECK(launch_bn_backward_finalize(param_ptr(t, t->grads, net_bn_id(l, g, j)), t->bn_sums, t->partials,
-                                           stats_blocks(rows, c), c, rows, s));
-    if (j == 0)
-        CUDA_CHECK(launch_bn_gelu_backward_apply_pool(t->d_conv, d_act, bn_in, a->pool_argmax[g], a->bn_mean[g][j],
-                                                      a->bn_rstd[g][j], bias, t->bn_sums, n, in_side, in_side, c, s));
-    else
-        CUDA_CHECK(launch_bn_gelu_backward_apply(t->d_conv, joins ? t->d_residual : NULL, d_act, bn_in, residual,
-                                                 a->bn_mean[g][j], a->bn_rstd[g][j], bias, t->bn_sums, rows, c, s));
+    float *d_bias = param_ptr(t, t->grads, net_bn_id(l, g, j));
+    for (int k = 0; k < groups; k++) {
+        const __half *bn_in = (j == 0 ? a->pooled[g] : a->conv_out[g][j]) + k * values;
+        const __half *residual = joins ? a->act[g][0] + k * values : NULL, *d_out = d_act + k * values;
+        const float *mean = a->bn_mean[g][j] + k * c, *rstd = a->bn_rstd[g][j] + k * c;
+        CUDA_CHECK(launch_bn_gelu_backward_reduce(t->partials, d_out, bn_in, residual, mean, rstd, bias, (int)rows,
+                                                  c, s));
+        CUDA_CHECK(launch_bn_backward_finalize(groups == 1 ? d_bias : t->bn_group_bias + k * c, t->bn_sums,
+                                               t->partials, stats_blocks((int)rows, c), c, (int)rows, s));
+        if (j == 0)
+            CUDA_CHECK(launch_bn_gelu_backward_apply_pool(t->d_conv + k * pre_pool_values, d_out, bn_in,
+                                                          a->pool_argmax[g] + k * values, mean, rstd, bias,
+                                                          t->bn_sums, images, in_side, in_side, c, s));
+        else
+            CUDA_CHECK(launch_bn_gelu_backward_apply(t->d_conv + k * values, joins ? t->d_residual + k * values : NULL,
+                                                     d_out, bn_in, residual, mean, rstd, bias, t->bn_sums, (int)rows,
+                                                     c, s));
+    }
+    if (groups > 1) CUDA_CHECK(launch_reduce_partials(d_bias, t->bn_group_bias, groups, c, s));
 }
 
 static void backward(Trainer *t, int n, int whiten_bias_grad) {

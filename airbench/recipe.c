@@ -192,6 +192,11 @@ int recipe_validate(const Recipe *r, int n_train, char *err, size_t err_size) {
         set_error(err, err_size, "translate %d and cutout %d do not fit a 32x32 image", r->translate, r->cutout);
         return -1;
     }
+    if (r->bn_group && (r->bn_group > r->batch_size || r->batch_size % r->bn_group)) {
+        set_error(err, err_size, "bn_group %d does not divide batch_size %d into groups", r->bn_group,
+                  r->batch_size);
+        return -1;
+    }
     if (r->muon && r->depth == 3) {
         set_error(err, err_size, "the Muon recipe supports depth 2 only");
         return -1;
@@ -204,7 +209,8 @@ static const struct {
     const char *flag, *field;
 } SHORTHANDS[] = {
     {"--widths", "widths"}, {"--depth", "depth"}, {"--epochs", "epochs"}, {"--batch", "batch_size"},
-    {"--tta", "tta_level"}, {"--translate-mode", "translate_mode"},
+    {"--tta", "tta_level"}, {"--translate-mode", "translate_mode"}, {"--warmup-epochs", "warmup_epochs"},
+    {"--lr-scaling", "lr_scaling"}, {"--bn-group", "bn_group"}, {"--bn-wd", "bn_wd"},
 };
 
 int recipe_apply_flag(Recipe *r, const char *flag, const char *value, char *err, size_t err_size) {
@@ -252,30 +258,37 @@ int recipe_total_steps(const Recipe *r, int n_train) {
 
 double recipe_logit_scale(const Recipe *r) { return r->logit_scale > 0 ? r->logit_scale : 1.0 / r->widths[2]; }
 
-double recipe_lr_multiplier(const Recipe *r, int t, int total) {
-    int warmup = (int)floor(r->warmup_frac * total);
-    if (t < warmup) return 0.2 + 0.8 * t / warmup;
+double recipe_lr_multiplier(const Recipe *r, int t, int total, int steps_per_epoch) {
+    int warmup = r->warmup_epochs >= 0 ? (int)lround(r->warmup_epochs * steps_per_epoch)
+                                       : (int)floor(r->warmup_frac * total);
+    if (t < warmup) return r->warmup_start + (1.0 - r->warmup_start) * t / warmup;
+    if (warmup >= total) return 1.0;
     return 1.0 + (r->lr_end - 1.0) * (double)(t - warmup) / (double)(total - warmup);
 }
 
+double recipe_lr_scale(const Recipe *r) {
+    double ratio = (double)r->lr_batch / r->batch_size;
+    return r->lr_scaling == LR_SCALING_SQRT ? sqrt(ratio) : r->lr_scaling == LR_SCALING_NONE ? ratio : 1.0;
+}
+
 void recipe_sgd_groups(const Recipe *r, double s, int whiten_bias_on, GroupStep groups[N_GROUPS]) {
-    double lr = recipe_sgd_lr(r), bn_lr = recipe_bn_bias_lr(r), wd = recipe_sgd_wd(r);
-    groups[GROUP_WHITEN_BIAS] = (GroupStep){lr * s, wd / lr, whiten_bias_on};
-    groups[GROUP_CONV] = (GroupStep){lr * s, wd / lr, 1};
-    groups[GROUP_HEAD] = (GroupStep){lr * s, wd / lr, 1};
-    groups[GROUP_BN_BIAS] = (GroupStep){bn_lr * s, wd / bn_lr, 1};
+    double lr = recipe_sgd_lr(r), bn_lr = recipe_bn_bias_lr(r), wd = recipe_sgd_wd(r), f = recipe_lr_scale(r);
+    groups[GROUP_WHITEN_BIAS] = (GroupStep){lr * f * s, wd / lr, whiten_bias_on};
+    groups[GROUP_CONV] = (GroupStep){lr * f * s, wd / lr, 1};
+    groups[GROUP_HEAD] = (GroupStep){lr * f * s, wd / lr, 1};
+    groups[GROUP_BN_BIAS] = (GroupStep){bn_lr * f * s, r->bn_wd ? wd / bn_lr : 0.0, 1};
 }
 
 // The Muon recipe: every lr decays as 1 - t/total, the whitening bias's over its own steps.
 static void muon_groups(const Recipe *r, int t, int total, int whiten_bias_steps, GroupStep groups[N_GROUPS]) {
-    double decay = 1.0 - (double)t / total;
+    double decay = 1.0 - (double)t / total, f = recipe_lr_scale(r);
     double c_bias = r->sgd_wd / r->sgd_bias_lr, c_head = r->sgd_wd / r->sgd_head_lr;
     int whiten_bias_on = t < whiten_bias_steps;
     double whiten_bias_lr = whiten_bias_on ? r->sgd_bias_lr * (1.0 - (double)t / whiten_bias_steps) : 0.0;
-    groups[GROUP_WHITEN_BIAS] = (GroupStep){whiten_bias_lr, c_bias, whiten_bias_on};
-    groups[GROUP_CONV] = (GroupStep){r->muon_lr * decay, 0.0, 1};
-    groups[GROUP_HEAD] = (GroupStep){r->sgd_head_lr * decay, c_head, 1};
-    groups[GROUP_BN_BIAS] = (GroupStep){r->sgd_bias_lr * decay, c_bias, 1};
+    groups[GROUP_WHITEN_BIAS] = (GroupStep){whiten_bias_lr * f, c_bias, whiten_bias_on};
+    groups[GROUP_CONV] = (GroupStep){r->muon_lr * decay * f, 0.0, 1};
+    groups[GROUP_HEAD] = (GroupStep){r->sgd_head_lr * decay * f, c_head, 1};
+    groups[GROUP_BN_BIAS] = (GroupStep){r->sgd_bias_lr * decay * f, r->bn_wd ? c_bias : 0.0, 1};
 }
 
 // Lookahead after step count n = t + 1: every lookahead_every steps with decay
@@ -293,6 +306,6 @@ StepPlan recipe_step_plan(const Recipe *r, int t, int total, int steps_per_epoch
     StepPlan plan = {.lookahead_decay = lookahead_decay(r, t, total)};
     int whiten_bias_steps = r->whiten_bias_epochs * steps_per_epoch;
     if (r->muon) muon_groups(r, t, total, whiten_bias_steps, plan.group);
-    else recipe_sgd_groups(r, recipe_lr_multiplier(r, t, total), t < whiten_bias_steps, plan.group);
+    else recipe_sgd_groups(r, recipe_lr_multiplier(r, t, total, steps_per_epoch), t < whiten_bias_steps, plan.group);
     return plan;
 }

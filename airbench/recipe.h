@@ -21,8 +21,16 @@
     X(DOUBLE, momentum, 0, 0.999, NULL, "Nesterov momentum of the SGD groups")                                \
     X(DOUBLE, bias_scaler, 0, 1e4, NULL, "BN biases train at bias_scaler * lr (SGD recipes)")                \
     X(DOUBLE, label_smoothing, 0, 0.999, NULL, "label smoothing of the summed cross-entropy")                 \
-    X(DOUBLE, warmup_frac, 0, 1, NULL, "lr warm-up from 0.2 to 1 over this fraction of the steps...")          \
+    X(DOUBLE, warmup_frac, 0, 1, NULL, "lr warm-up from warmup_start to 1 over this fraction of the steps...")\
+    X(DOUBLE, warmup_epochs, -1, 1000, NULL, "...or over this many epochs (Goyal et al.'s unit); -1: use warmup_frac")\
+    X(DOUBLE, warmup_start, 0, 1, NULL, "the lr multiplier of the warm-up's first step")                      \
     X(DOUBLE, lr_end, 0, 10, NULL, "...then linearly to this multiplier at the last step")                    \
+    X(ENUM, lr_scaling, 0, 2, RECIPE_LR_SCALINGS, "how the step follows batch_size relative to lr_batch: "     \
+                                                 "linear (lr per example), sqrt, none (lr per step)")         \
+    X(INT, lr_batch, 1, 50000, NULL, "the batch size the lrs were tuned at (lr_scaling's reference)")          \
+    X(INT, bn_group, 0, 50000, NULL, "BN statistics over groups of this many images (simulated workers); "    \
+                                     "0: the whole batch")                                                    \
+    X(INT, bn_wd, 0, 1, NULL, "1: the BN biases get weight decay (airbench); 0: none (Goyal et al.)")          \
     X(INT, translate, 0, 15, NULL, "max random shift in pixels (reflect padding)")                            \
     X(ENUM, translate_mode, 0, 1, RECIPE_TRANSLATE_MODES, "random: a fresh shift per image and epoch; "       \
                                                           "derandomized: each image walks all shifts")       \
@@ -51,6 +59,8 @@
 
 // The names of augment.h's TranslateMode values, in order.
 #define RECIPE_TRANSLATE_MODES ((const char *const[]){"random", "derandomized", NULL})
+typedef enum { LR_SCALING_LINEAR, LR_SCALING_SQRT, LR_SCALING_NONE } LrScaling;
+#define RECIPE_LR_SCALINGS ((const char *const[]){"linear", "sqrt", "none", NULL})
 
 #define RECIPE_DECLARE_INT(name) int name;
 #define RECIPE_DECLARE_ENUM(name) int name;
@@ -67,12 +77,13 @@ typedef struct {
 // Shared by every variant: the whitening, BN epsilon, smoothing, TTA and Newton-Schulz numbers.
 #define RECIPE_SHARED                                                                                          \
     .momentum = 0.85, .label_smoothing = 0.2, .bn_eps = 1e-12, .whiten_eps = 5e-4, .whiten_images = 5000,      \
-    .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7
+    .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7,  \
+    .warmup_epochs = -1, .warmup_start = 0.2, .lr_scaling = LR_SCALING_LINEAR, .bn_group = 0, .bn_wd = 1
 
 // Shared by the SGD variants (94, 95, 96).
 #define RECIPE_SGD                                                                                             \
-    RECIPE_SHARED, .batch_size = 1024, .bias_scaler = 64.0, .lookahead_every = 5, .lookahead_base = 0.95,      \
-    .lookahead_pow = 3.0, .logit_scale = 1.0 / 9.0
+    RECIPE_SHARED, .batch_size = 1024, .lr_batch = 1024, .bias_scaler = 64.0, .lookahead_every = 5,             \
+    .lookahead_base = 0.95, .lookahead_pow = 3.0, .logit_scale = 1.0 / 9.0
 
 static const Recipe RECIPE_94 = {
     .name = "airbench94", .widths = {64, 256, 256}, .depth = 2, .epochs = 9.9,
@@ -95,7 +106,7 @@ static const Recipe RECIPE_96 = {
 // Batch 2000, 8 epochs, no warm-up and no lookahead, logits / w3; Muon for the convs.
 static const Recipe RECIPE_94_MUON = {
     .name = "airbench94-muon", .widths = {64, 256, 256}, .depth = 2, .epochs = 8,
-    .batch_size = 2000, .warmup_frac = 0.0, .lr_end = 0.0, .translate = 2, .cutout = 0, .bn_keep = 0.6,
+    .batch_size = 2000, .lr_batch = 2000, .warmup_frac = 0.0, .lr_end = 0.0, .translate = 2, .cutout = 0, .bn_keep = 0.6,
     .lookahead_every = 0, .logit_scale = 0.0, RECIPE_SHARED,
     .muon = 1, .muon_lr = 0.24, .muon_momentum = 0.6, .muon_ns_steps = 3,
     .sgd_bias_lr = 0.053, .sgd_head_lr = 0.67, .sgd_wd = 2e-6 * 2000,
@@ -185,6 +196,12 @@ typedef struct {
 StepPlan recipe_step_plan(const Recipe *r, int step, int total_steps, int steps_per_epoch);
 // The SGD recipes' groups at schedule multiplier s (the lr warm-up and decay of a step).
 void recipe_sgd_groups(const Recipe *r, double s, int whiten_bias_on, GroupStep groups[N_GROUPS]);
-// The SGD recipes' schedule multiplier of step t: warm-up from 0.2 to 1 over
-// W = floor(warmup_frac * total) steps, then linear to lr_end at t = total.
-double recipe_lr_multiplier(const Recipe *r, int step, int total_steps);
+// The SGD recipes' schedule multiplier of step t: warm-up from warmup_start to 1 over W
+// steps (warmup_epochs * steps_per_epoch rounded, or floor(warmup_frac * total)), then
+// linear to lr_end at t = total.
+double recipe_lr_multiplier(const Recipe *r, int step, int total_steps, int steps_per_epoch);
+// The factor lr_scaling applies to every learning rate at this batch size: 1 (linear:
+// the summed loss already makes the step grow with the batch), sqrt(lr_batch / B), or
+// lr_batch / B (none). Weight decay stays inside the gradient: the decay coefficients are
+// computed from the unscaled rates, so the decay per step scales with the lr.
+double recipe_lr_scale(const Recipe *r);

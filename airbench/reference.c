@@ -514,8 +514,8 @@ static RefActs *acts_create(const NetLayout *l, int batch) {
         a->pool_argmax[g] = xcalloc(post_pool, sizeof(int));
         for (int j = 0; j < l->depth; j++) {
             a->conv_out[g][j] = xcalloc(j == 0 ? pre_pool : post_pool, sizeof(float));
-            a->bn_mean[g][j] = xcalloc(c, sizeof(float));
-            a->bn_var[g][j] = xcalloc(c, sizeof(float));
+            a->bn_mean[g][j] = xcalloc(b * c, sizeof(float));  // per BN group: at most one per image
+            a->bn_var[g][j] = xcalloc(b * c, sizeof(float));
             a->pre_act[g][j] = xcalloc(post_pool, sizeof(float));
             a->act[g][j] = xcalloc(post_pool, sizeof(float));
         }
@@ -562,6 +562,7 @@ RefNet *ref_net_create(const Recipe *recipe) {
     net_layout_init(&net->layout, recipe->widths, recipe->depth);
     net->bn_eps = (float)recipe->bn_eps;
     net->bn_keep = (float)recipe->bn_keep;
+    net->bn_group = recipe->bn_group;
     net->logit_scale = (float)recipe_logit_scale(recipe);
     size_t n = net->layout.n_params;
     net->params = xcalloc(n, sizeof(float));
@@ -614,15 +615,30 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
 }
 
 // BN (+ residual) + GELU of conv (g, j) whose BN input is bn_in.
+// Images per BN group of a training batch of n.
+static int bn_group_size(const RefNet *net, int n) {
+    if (!net->bn_group) return n;
+    if (n % net->bn_group) {
+        fprintf(stderr, "airbench-ref: internal error: BN groups of %d do not divide a batch of %d\n", net->bn_group, n);
+        exit(1);
+    }
+    return net->bn_group;
+}
+
 static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n, int train) {
     RefActs *a = net->acts;
     int c = net->layout.widths[g], hw = net_group_out_side(g) * net_group_out_side(g);
     const float *bias = ref_tensor(net, net->params, net_bn_id(&net->layout, g, j));
     float *run_mean = ref_running_mean(net, net->running, g, j);
     float *run_var = ref_running_var(net, net->running, g, j);
-    if (train) {
-        ref_batchnorm_forward_train(a->pre_act[g][j], a->bn_mean[g][j], a->bn_var[g][j], bn_in, bias, n, c, hw, net->bn_eps);
-        ref_batchnorm_update_running(run_mean, run_var, a->bn_mean[g][j], a->bn_var[g][j], n * hw, c, net->bn_keep);
+    if (train) {  // each group of images normalized with its own statistics (NCHW: groups are contiguous)
+        int group = bn_group_size(net, n);
+        size_t group_values = (size_t)group * c * hw;
+        for (int k = 0; k < n / group; k++)
+            ref_batchnorm_forward_train(a->pre_act[g][j] + k * group_values, a->bn_mean[g][j] + k * c,
+                                        a->bn_var[g][j] + k * c, bn_in + k * group_values, bias, group, c, hw,
+                                        net->bn_eps);
+        ref_batchnorm_update_running(run_mean, run_var, a->bn_mean[g][j], a->bn_var[g][j], group * hw, c, net->bn_keep);
     } else {
         ref_batchnorm_forward_eval(a->pre_act[g][j], bn_in, bias, run_mean, run_var, n, c, hw, net->bn_eps);
     }
@@ -673,7 +689,16 @@ static void backward_bn_gelu(RefNet *net, int g, int j, int n) {
     const float *bn_in = j == 0 ? a->pooled[g] : a->conv_out[g][j];
     float *d_bias = ref_tensor(net, net->grads, net_bn_id(l, g, j));
     float *d_bn_in = j == 0 ? a->d_bn_in : a->d_conv;
-    ref_batchnorm_backward(d_bn_in, d_bias, a->d_pre, bn_in, a->bn_mean[g][j], a->bn_var[g][j], n, c, hw, net->bn_eps);
+    int group = bn_group_size(net, n);
+    size_t group_values = (size_t)group * c * hw;
+    float group_d_bias[c];
+    memset(d_bias, 0, c * sizeof(float));
+    for (int k = 0; k < n / group; k++) {  // each group through its own statistics; d_bias sums them
+        ref_batchnorm_backward(d_bn_in + k * group_values, group_d_bias, a->d_pre + k * group_values,
+                               bn_in + k * group_values, a->bn_mean[g][j] + k * c, a->bn_var[g][j] + k * c, group, c,
+                               hw, net->bn_eps);
+        for (int ch = 0; ch < c; ch++) d_bias[ch] += group_d_bias[ch];
+    }
     if (j == 0) ref_maxpool_backward(a->d_conv, d_bn_in, a->pool_argmax[g], n, c, in_side, in_side, 2);
 }
 
@@ -1105,13 +1130,15 @@ static void usage(FILE *f, const Recipe *r) {
             "usage: airbench-ref [--variant 94|95|96|94-muon] [--set NAME=VALUE]... [--data DIR]\n"
             "                    [--train-subset N] [--test-subset N] [--seed S] [--json FILE]\n"
             "                    [--widths A,B,C] [--depth 2|3] [--epochs E] [--batch B] [--tta 0|1|2]\n"
-            "                    [--translate-mode random|derandomized]\n"
+            "                    [--translate-mode random|derandomized] [--warmup-epochs E]\n"
+            "                    [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
             "Trains the airbench network with the CPU reference (fp32, OpenMP) and prints a per-epoch\n"
             "table and the final test-time-augmented accuracy. Defaults: the 94 recipe, seed 0, all\n"
             "50,000 training and 10,000 test images in data/cifar10: that takes hours on a CPU; for a\n"
             "quick check use e.g. --widths 16,32,32 --train-subset 5000 --test-subset 1000 --epochs 3\n"
             "--batch 250 (about a minute on 2 cores). Recipe flags as in the GPU trainer (--set, and\n"
-            "the shorthands for widths, depth, epochs, batch_size, tta_level, translate_mode).\n"
+            "the shorthands for widths, depth, epochs, batch_size, tta_level, translate_mode,\n"
+            "warmup_epochs, lr_scaling, bn_group, bn_wd).\n"
             "--json writes the run file (schema in docs/run-file.md).\n"
             "Exit status: 0 fine; 1 unreadable data, a run file that cannot be written, or a diverged\n"
             "run; 2 a bad flag; 128+N killed by signal N (the run file says incomplete).\n"

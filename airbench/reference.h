@@ -68,6 +68,7 @@ typedef struct RefActs RefActs;
 typedef struct {
     NetLayout layout;
     float bn_eps, bn_keep, logit_scale;
+    int bn_group;                       // training BN statistics per group of images; 0: batch
     float *params, *grads, *momentum;   // flat, layout.n_params each
     float *running;                     // per BN (g, j): running mean[c] then var[c]
     size_t n_running;
@@ -90,7 +91,9 @@ float *ref_running_var(const RefNet *net, float *running, int g, int j);
 // lookahead state = it.
 void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
                   const float *whiten_images, int n_whiten);
-// Forward pass; train = 1 uses batch statistics and updates the running stats.
+// Forward pass; train = 1 uses batch statistics (per group of bn_group images, which must
+// divide n) and updates the running stats (from the first group's, as data-parallel
+// training keeps rank 0's).
 void ref_forward(RefNet *net, const float *images, int n, int train, float *logits);
 // Training forward (updating running stats), summed loss and backward into net->grads.
 // The whitening bias gradient is computed only when whiten_bias_grad. Returns the loss.

@@ -2,7 +2,8 @@
 """make_fixtures.py: PyTorch fixtures that the C reference (airbench/reference.c) is checked
 against by tests/test_reference.c.
 
-Run from anywhere (paths are relative to this file's repository):  python3 dev/make_fixtures.py
+Run from anywhere (paths are relative to this file's repository):
+    python3 dev/make_fixtures.py [net|whiten|muon|augment|bn_group ...]   (default: all)
 
 It builds the airbench network (../shared/spec/recipe.md) functionally in PyTorch on the CPU,
 at tiny widths, and writes small binary files under tests/fixtures/:
@@ -15,6 +16,8 @@ at tiny widths, and writes small binary files under tests/fixtures/:
                and given gradients, and Newton-Schulz outputs in fp32 and bf16
   whiten.bin   40 correlated normalized images and their 24 whitening filters
   augment.bin  synthetic uint8 images and the training batches the loader must produce
+  bn_group_d2.bin  one training step whose BatchNorm works per group of 4 of the 8 images:
+               as two separate workers, summed loss, the first worker's running stats
 
 Precision: every tensor the C code is given (parameters, inputs, gradients, state) is first
 rounded to float32, then all of the math here runs in float64 on those values; results are
@@ -712,20 +715,107 @@ def make_augment_fixture(seed):
     w.write()
 
 
+# ---------------------------------------------------------------------------------------
+# j) BatchNorm per group of images (simulated data-parallel workers, Goyal et al.)
+
+def make_bn_group_fixture(seed, widths=(8, 16, 16), batch=8, group=4):
+    """One training step of the depth-2 network (airbench94's numbers) whose BatchNorm uses
+    the statistics of each group of `group` images: computed here as group-many separate
+    workers, each a forward pass on its own images, the summed loss of all of them, and the
+    running statistics of the first worker (what DistributedDataParallel keeps by default).
+    Returns the writer and the worst max-pool gap ratio (see search_net_fixture)."""
+    recipe = RECIPES["airbench94"]
+    cfg = dict(depth=2, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"])
+    gen = torch.Generator().manual_seed(seed)
+    names, rnames = tensor_names(2), running_names(2)
+    lr, wd, lr_bn = sgd_numbers(recipe, batch)
+    init = random_params(gen, widths, 2)
+    running = {}
+    for r in rnames:
+        g = int(r.split(".")[0])
+        running[f"mean.{r}"] = torch.zeros(widths[g], dtype=F64)
+        running[f"var.{r}"] = torch.ones(widths[g], dtype=F64)
+    w = FixtureWriter("bn_group_d2.bin")
+    w.add("config.widths", widths)
+    w.add("config.batch", batch)
+    w.add("config.bn_group", group)
+    w.add("config.lr", lr)
+    w.add("config.wd", wd)
+    w.add("config.lr_bn", lr_bn)
+    for name in names:
+        w.add(f"param.{name}", init[name])
+    x = f32(torch.randn((batch, 3, 32, 32), generator=gen, dtype=F64))
+    labels = torch.randint(0, N_CLASSES, (batch,), generator=gen)
+    w.add("x", x)
+    w.add("labels", labels)
+
+    params = {name: init[name].clone().requires_grad_(name != "whiten_w") for name in names}
+    gaps, pool_errors, logits, loss = Gaps(), [], [], 0.0
+    for k in range(batch // group):
+        part = slice(k * group, (k + 1) * group)
+        worker_running = running if k == 0 else {key: v.clone() for key, v in running.items()}
+        errors = fp32_pool_errors(params, worker_running, x[part], cfg)
+        pool_errors = errors if not pool_errors else [max(a, b) for a, b in zip(pool_errors, errors)]
+        out = forward(params, worker_running, x[part], True, cfg, gaps)
+        logits.append(out)
+        loss = loss + loss_fn(out, labels[part], recipe["smoothing"])
+    loss.backward()
+    w.add("logits", torch.cat(logits))
+    w.add("loss", loss)
+    for name in names:
+        if params[name].grad is not None:
+            w.add(f"grad.{name}", params[name].grad)
+    for r in rnames:
+        w.add(f"running_mean.{r}", running[f"mean.{r}"])
+        w.add(f"running_var.{r}", running[f"var.{r}"])
+    other = [params[n] for n in names if n != "whiten_w" and not n.startswith("bn.")]
+    bn_biases = [params[n] for n in names if n.startswith("bn.")]
+    opt = torch.optim.SGD([dict(params=bn_biases, lr=lr_bn, weight_decay=wd / lr_bn),
+                           dict(params=other, lr=lr, weight_decay=wd / lr)],
+                          momentum=recipe["momentum"], nesterov=True)
+    with torch.no_grad():
+        opt.step()
+    for name in names:
+        w.add(f"after.param.{name}", params[name])
+    ratio = min(gaps.smallest[site] / pool_errors[site] for site in gaps.smallest)
+    return w, ratio, f"  seed {seed}: loss {float(loss.detach()):.6f}"
+
+
+def search_bn_group_fixture(first_seed):
+    for seed in range(first_seed, first_seed + 500):
+        w, ratio, summary = make_bn_group_fixture(seed)
+        if ratio >= POOL_MARGIN:
+            w.write()
+            print(summary + f" (worst gap = {ratio:.1f} x rounding, {seed - first_seed + 1} tries)")
+            return
+    raise RuntimeError("bn_group_d2.bin: no seed with clear max-pool decisions")
+
+
+FIXTURES = {
+    "net": lambda: (search_net_fixture("net_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000),
+                    search_net_fixture("net_d3.bin", "airbench96", (8, 12, 16), 3, 8, 4, first_seed=2000)),
+    "whiten": lambda: make_whiten_fixture(seed=99),
+    "muon": lambda: make_muon_fixture(seed=4321),
+    "augment": lambda: make_augment_fixture(seed=2024),
+    "bn_group": lambda: search_bn_group_fixture(first_seed=3000),
+}
+
+
 def main():
+    """make_fixtures.py [NAME...]: the named fixtures (net, whiten, muon, augment, bn_group),
+    or all of them. Regenerating one leaves the others' files as they are."""
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     if sys.byteorder != "little":
         print("note: writing little-endian files on a big-endian host")
-    print("net fixtures (float64 math on float32-rounded inputs, stored as float32):")
-    search_net_fixture("net_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000)
-    search_net_fixture("net_d3.bin", "airbench96", (8, 12, 16), 3, 8, 4, first_seed=2000)
-    print("whitening fixture (float64 eigh):")
-    make_whiten_fixture(seed=99)
-    print("Muon fixture (float64 except Newton-Schulz: fp32, and bf16 stored for the GPU):")
-    make_muon_fixture(seed=4321)
-    print("augmentation fixture (rng.h / augment.h ported; pixels by PyTorch in float32):")
-    make_augment_fixture(seed=2024)
+    chosen = sys.argv[1:] or list(FIXTURES)
+    unknown = [name for name in chosen if name not in FIXTURES]
+    if unknown:
+        sys.exit(f"make_fixtures.py: unknown fixture(s) {unknown}; choose from {list(FIXTURES)}")
+    for name in chosen:
+        print(f"{name} fixture (float64 math on float32-rounded inputs, stored as float32; "
+              "Newton-Schulz also in fp32 and bf16):")
+        FIXTURES[name]()
 
 
 if __name__ == "__main__":

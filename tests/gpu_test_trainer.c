@@ -179,16 +179,18 @@ static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *dat
     free(whiten_images);
 }
 
-// Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits.
-static void test_sgd_steps(const Cifar10 *data) {
+// Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits; with
+// bn_group > 0, BatchNorm statistics per group of that many images (simulated workers).
+static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     Recipe recipe = small_recipe(RECIPE_94);
+    recipe.bn_group = bn_group;
     const uint64_t seed = 7;
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
     RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
-    printf("airbench94 recipe: widths %d,%d,%d, batch %d, %d steps compared\n", WIDTHS[0], WIDTHS[1], WIDTHS[2],
-           BATCH, STEPS);
+    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %d steps compared\n", WIDTHS[0],
+           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, STEPS);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
     init_reference(ref, &recipe, data, seed);
@@ -329,7 +331,8 @@ int main(void) {
     char err[512];
     if (cifar10_load(&data, data_dir, err, sizeof err)) die(1, "%s", err);
     data.test.n = N_TEST;
-    test_sgd_steps(&data);
+    test_sgd_steps(&data, 0);
+    test_sgd_steps(&data, BATCH / 4);
     test_muon_step(&data);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");

@@ -182,6 +182,46 @@ static void test_sgd_schedule(void) {
     CHECK_GROUP(p, GROUP_CONV, 1.0 / (total - 177) * lr96, 0.012 * 1024 / k / lr96, 1, "96 last step");
 }
 
+// Goyal et al.'s pieces (issue 11): warm-up in epochs from a chosen start, lr scaling
+// relative to lr_batch with the decay coefficients unscaled, no decay on BN biases.
+static void test_large_batch_fields(void) {
+    Recipe r = RECIPE_94;
+    char err[ERR_SIZE];
+    CHECK(recipe_apply_flag(&r, "--batch", "4096", err, sizeof err) == 1, "--batch 4096");
+    CHECK(recipe_apply_flag(&r, "--warmup-epochs", "5", err, sizeof err) == 1, "--warmup-epochs 5");
+    CHECK(recipe_set(&r, "warmup_start=0.25", err, sizeof err) == 0, "warmup_start");
+    int spe = recipe_steps_per_epoch(&r, 50000), total = recipe_total_steps(&r, 50000);
+    CHECK(spe == 12 && total == 119, "batch 4096: %d steps per epoch, %d steps", spe, total);
+    // W = 5 epochs * 12 = 60 steps from 0.25 to 1, then linear to lr_end = 0.07 at t = 119
+    CHECK_NEAR(recipe_lr_multiplier(&r, 0, total, spe), 0.25, 1e-15, "warm-up start");
+    CHECK_NEAR(recipe_lr_multiplier(&r, 30, total, spe), 0.25 + 0.75 * 30 / 60.0, 1e-15, "half-way through warm-up");
+    CHECK_NEAR(recipe_lr_multiplier(&r, 60, total, spe), 1.0, 1e-15, "warm-up end");
+    CHECK_NEAR(recipe_lr_multiplier(&r, 118, total, spe), 1.0 - 0.93 * 58 / 59.0, 1e-15, "last step");
+
+    double k = 1024.0 * (1.0 + 1.0 / 0.15), lr = 11.5 / k, wd = 0.0153 * 4096 / k;
+    StepPlan linear = recipe_step_plan(&r, 60, total, spe);
+    CHECK_GROUP(linear, GROUP_CONV, lr, wd / lr, 1, "linear scaling: lr per example");
+    recipe_set(&r, "lr_scaling=sqrt", err, sizeof err);
+    StepPlan sq = recipe_step_plan(&r, 60, total, spe);
+    CHECK_GROUP(sq, GROUP_CONV, lr * 0.5, wd / lr, 1, "sqrt scaling at 4x lr_batch: half the lr, same decay coefficient");
+    CHECK(recipe_apply_flag(&r, "--lr-scaling", "none", err, sizeof err) == 1, "--lr-scaling none");
+    StepPlan none = recipe_step_plan(&r, 60, total, spe);
+    CHECK_GROUP(none, GROUP_BN_BIAS, 64 * lr * 0.25, wd / (64 * lr), 1, "no scaling: lr per step");
+    CHECK(recipe_apply_flag(&r, "--bn-wd", "0", err, sizeof err) == 1, "--bn-wd 0");
+    none = recipe_step_plan(&r, 60, total, spe);
+    CHECK(none.group[GROUP_BN_BIAS].decay == 0 && fabs(none.group[GROUP_CONV].decay / (wd / lr) - 1) < 1e-12,
+          "--bn-wd 0 removes the BN biases' decay only");
+
+    CHECK(recipe_apply_flag(&r, "--bn-group", "1024", err, sizeof err) == 1 && r.bn_group == 1024, "--bn-group");
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == 0, "4 groups of 1024: %s", err);
+    recipe_set(&r, "bn_group=1000", err, sizeof err);
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "does not divide"), "bn_group 1000: %s", err);
+    recipe_set(&r, "bn_group=8192", err, sizeof err);
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1, "a group larger than the batch");
+    CHECK(recipe_apply_flag(&r, "--lr-scaling", "cubic", err, sizeof err) == -1 && strstr(err, "linear sqrt none"),
+          "--lr-scaling cubic: %s", err);
+}
+
 // airbench94-muon: 25 steps per epoch, 200 steps, all lrs decay as 1 - t/200; the
 // whitening bias for 75 steps with its own 1 - t/75; decay coefficients sgd_wd / lr.
 static void test_muon_schedule(void) {
@@ -209,5 +249,6 @@ int main(void) {
     test_validate();
     test_sgd_schedule();
     test_muon_schedule();
+    test_large_batch_fields();
     return test_finish("test_recipe");
 }

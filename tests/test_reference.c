@@ -521,6 +521,70 @@ static void test_ns_bf16_order_noise(void) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 1d. BatchNorm per group of images (bn_group_d2.bin): the grouped forward, backward and
+// SGD step equal PyTorch's separate workers with a summed loss.
+
+static void test_bn_group_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "bn_group_d2.bin")) return;
+    printf("%s\n", f.path);
+    const float *widths_f = fixture_get(&f, "config.widths", 3);
+    const float *x = fixture_get(&f, "x", 8 * 3 * 32 * 32), *labels_f = fixture_get(&f, "labels", 8);
+    if (!widths_f || !x || !labels_f) {
+        fixture_free(&f);
+        return;
+    }
+    Recipe recipe = RECIPE_94;
+    int batch = (int)fixture_scalar(&f, "config.batch", 8);
+    for (int i = 0; i < 3; i++) recipe.widths[i] = (int)widths_f[i];
+    recipe.batch_size = batch;
+    recipe.bn_group = (int)fixture_scalar(&f, "config.bn_group", 4);
+    check_config(&f, "config.lr", recipe_sgd_lr(&recipe), 1e-6);
+    check_config(&f, "config.wd", recipe_sgd_wd(&recipe), 1e-6);
+    RefNet *net = ref_net_create(&recipe);
+    load_tensors(&f, net, net->params, "param.", 0);
+    for (int gg = 0; gg < 3; gg++)  // the fixture's running stats start at mean 0, variance 1
+        for (int j = 0; j < 2; j++)
+            for (int c = 0; c < recipe.widths[gg]; c++) ref_running_var(net, net->running, gg, j)[c] = 1.0f;
+    uint8_t *labels = labels_from(labels_f, batch);
+    float *logits = falloc((size_t)batch * NET_CLASSES);
+    double loss = ref_forward_backward(net, x, labels, batch, (float)recipe.label_smoothing, 1, logits, NULL);
+    const float *want_logits = fixture_get(&f, "logits", (size_t)batch * NET_CLASSES);
+    if (want_logits) compare_one("bn_group logits", logits, want_logits, (size_t)batch * NET_CLASSES, TOL_FORWARD);
+    double want_loss = fixture_scalar(&f, "loss", NAN);
+    CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "bn_group loss %.9g, want %.9g", loss, want_loss);
+    Group g;
+    group_start(&g, "bn_group grads", TOL_GRAD);
+    compare_tensors(&g, &f, net, net->grads, "grad.", 1, 0);
+    group_end(&g);
+    group_start(&g, "bn_group running stats (first group)", TOL_FORWARD);
+    compare_running(&g, &f, net, "");
+    group_end(&g);
+    GroupStep groups[N_GROUPS];
+    recipe_sgd_groups(&recipe, 1.0, 1, groups);
+    ref_sgd_step(net, groups, recipe.momentum, 0);
+    group_start(&g, "bn_group params after a step", TOL_STATE);
+    compare_tensors(&g, &f, net, net->params, "after.param.", 0, 0);
+    group_end(&g);
+
+    // the same batch normalized as one group gives other logits: the grouping is real
+    recipe.bn_group = 0;
+    RefNet *whole = ref_net_create(&recipe);
+    load_tensors(&f, whole, whole->params, "param.", 0);
+    float *whole_logits = falloc((size_t)batch * NET_CLASSES);
+    ref_forward(whole, x, batch, 1, whole_logits);
+    if (want_logits)
+        CHECK(rel_error(whole_logits, want_logits, (size_t)batch * NET_CLASSES) > 1e-2,
+              "whole-batch BN matches the grouped fixture: the fixture does not test grouping");
+    free(whole_logits);
+    ref_net_free(whole);
+    free(logits);
+    free(labels);
+    ref_net_free(net);
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
 // 1c. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
 
 // Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
@@ -1086,6 +1150,7 @@ int main(void) {
     test_ns_bf16_order_noise();
     test_whiten_fixture();
     test_augment_fixture();
+    test_bn_group_fixture();
 
     printf("finite differences (central, fp32):\n");
     fd_conv(3, 1, 0);
