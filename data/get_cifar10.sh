@@ -74,6 +74,26 @@ install_file() {
         die "cannot move $1 to $dest/$2" "check the permissions of $dest and run again"
 }
 
+# check_destinations: fails if a name the script installs exists in DEST but is not a regular
+# file (or a link to one). mv would move the new file into a folder of that name, or replace a
+# pipe or device, and the data would not be where the readers look.
+check_destinations() {
+    for name in $BINS $META SHA256SUMS; do
+        [ ! -e "$dest/$name" ] || [ -f "$dest/$name" ] ||
+            die "$dest/$name exists but is not a regular file ($(kind_of "$dest/$name"))" \
+                "move it away or delete it, then run again"
+    done
+}
+
+# kind_of PATH: a word for what PATH is, for messages.
+kind_of() {
+    if [ -d "$1" ]; then echo "a folder"
+    elif [ -p "$1" ]; then echo "a named pipe"
+    elif [ -c "$1" ] || [ -b "$1" ]; then echo "a device"
+    else echo "a special file"
+    fi
+}
+
 # add_sum SUM NAME: appends a line to the SHA256SUMS being built for DEST.
 add_sum() {
     printf '%s  %s\n' "$1" "$2" >> "$work/SHA256SUMS" ||
@@ -212,6 +232,7 @@ else
 fi
 
 mkdir -p "$dest" || die "cannot create the folder $dest" "check the path and its permissions"
+check_destinations
 need mktemp "create temporary files"
 work=$(mktemp -d "$dest/.get_cifar10.XXXXXX") ||
     die "cannot create a temporary folder in $dest" "check free space and permissions in $dest"
