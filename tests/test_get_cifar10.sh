@@ -38,9 +38,21 @@ get() {
     status=$?
 }
 
+# run_in_cwd ARG...: runs the script with those arguments from the empty folder $tmp/cwd
+# (a fake mirror, so that a regression that starts fetching stays small); sets $status.
+run_in_cwd() {
+    mkdir -p "$tmp/cwd"
+    (cd "$tmp/cwd" && CIFAR10_MIRROR="$tmp/mirror" "$sh_path" "$script" "$@") \
+        > "$tmp/out" 2> "$tmp/err"
+    status=$?
+}
+
 succeeded() { [ "$status" -eq 0 ]; }
 exited_with() { [ "$status" -eq "$1" ]; }
 failed_with() { [ "$status" -ne 0 ] && grep -q -- "$1" "$tmp/err"; }
+said() { grep -q -- "$1" "$tmp/out"; }
+cwd_untouched() { empty_folder "$tmp/cwd"; }
+one_line_error() { [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q -- "$1" "$tmp/err"; }
 printed() { [ "$(grep -c -- "$1" "$tmp/out")" -eq "$2" ]; }
 
 # same_files DEST: every file in DEST equals the synthetic source.
@@ -186,7 +198,44 @@ test_destination_not_a_file() {
     expect_not_a_file_error "$tmp/d3" SHA256SUMS "tarball, folder named SHA256SUMS"
 }
 
+test_help() {
+    for flag in -h --help; do
+        run_in_cwd "$flag"
+        check "$flag: exit status 0" succeeded
+        check "$flag: usage line" said 'Usage: data/get_cifar10.sh \[DEST\]'
+        check "$flag: the default DEST" said 'by default data/cifar10'
+        for variable in CIFAR10_MIRROR CIFAR10_URL CIFAR10_MD5; do
+            check "$flag: documents $variable" said "$variable"
+        done
+        check "$flag: documents exit status 0" said 'Exit status: 0 the files are ready'
+        check "$flag: documents exit status 1" said '1 a failure'
+        check "$flag: documents exit status 2" said '2 a bad command line'
+        check "$flag: creates and fetches nothing" cwd_untouched
+    done
+}
+
+test_bad_arguments() {
+    for flag in --bogus -x -; do
+        run_in_cwd "$flag"
+        check "$flag: exit status 2" exited_with 2
+        check "$flag: one-line error naming it" one_line_error "unknown option $flag"
+        check "$flag: the hint" failed_with 'see data/get_cifar10.sh --help'
+        check "$flag: creates and fetches nothing" cwd_untouched
+    done
+    run_in_cwd dest --help
+    check "--help after DEST: still the usage" said 'Usage:'
+    run_in_cwd dest -q
+    check "an option after DEST: exit status 2" exited_with 2
+    check "an option after DEST: error" one_line_error 'unknown option -q'
+    run_in_cwd one two
+    check "two DESTs: exit status 2" exited_with 2
+    check "two DESTs: one-line error" one_line_error 'one DEST at most, got 2'
+    check "two DESTs: creates and fetches nothing" cwd_untouched
+}
+
 make_sources
+test_help
+test_bad_arguments
 test_mirror
 test_corrupt_mirror
 test_missing_xz
