@@ -49,6 +49,11 @@ GPU_VARIANTS := 94 95 96 94-muon
 GPU_PROGRAMS := $(foreach v,$(GPU_VARIANTS),$(BUILD)/airbench$(v))
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
+# Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/fuzz/; make test
+# runs each for its default budget of a few seconds.
+FUZZ_TESTS := $(BUILD)/fuzz_cifar10
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+CPU_TESTS += $(FUZZ_TESTS)
 GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 
 KERNEL_SRCS := $(wildcard kernels/*.cu)
@@ -87,6 +92,12 @@ $(BUILD)/test_reference: $(BUILD)/tests/test_reference.o $(BUILD)/reference_lib.
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 $(BUILD)/test_benchstat: $(BUILD)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/fuzz/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+$(BUILD)/fuzz_cifar10: $(BUILD)/fuzz/tests/fuzz_cifar10.o $(BUILD)/fuzz/tests/fuzz.o $(BUILD)/fuzz/data/cifar10.o
+	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
 
 # The GPU trainer: one C file, one binary per variant (compile-time recipe).
 variant_define = -DAIRBENCH_VARIANT=$(subst -muon,0,$(1))
