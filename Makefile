@@ -50,10 +50,11 @@ GPU_PROGRAMS := $(foreach v,$(GPU_VARIANTS),$(BUILD)/airbench$(v))
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
 # Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/fuzz/; make test
-# runs each for its default budget of a few seconds.
+# runs each for its default budget of a few seconds, and test_fuzz.sh checks the engine.
 FUZZ_TESTS := $(BUILD)/fuzz_cifar10
 FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 CPU_TESTS += $(FUZZ_TESTS)
+SHELL_TESTS += tests/test_fuzz.sh
 GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 
 KERNEL_SRCS := $(wildcard kernels/*.cu)
@@ -98,6 +99,9 @@ $(BUILD)/fuzz/%.o: %.c $(HEADERS)
 	$(CC) $(CFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
 $(BUILD)/fuzz_cifar10: $(BUILD)/fuzz/tests/fuzz_cifar10.o $(BUILD)/fuzz/tests/fuzz.o $(BUILD)/fuzz/data/cifar10.o
 	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/fuzz_selftest: $(BUILD)/fuzz/tests/fuzz_selftest.o $(BUILD)/fuzz/tests/fuzz.o
+	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
+test: $(BUILD)/fuzz_selftest  # for tests/test_fuzz.sh
 
 # The GPU trainer: one C file, one binary per variant (compile-time recipe).
 variant_define = -DAIRBENCH_VARIANT=$(subst -muon,0,$(1))
