@@ -92,16 +92,17 @@ static void arm_timeout_report(const Options *o, const char *input_path) {
 static void usage(const FuzzConfig *config) {
     printf("usage: %s [--corpus DIR] [--seed N] [--runs N] [--seconds S] [--timeout S]\n"
            "       %*s [--crash-file FILE] [--replay FILE]\n"
-           "Fuzzes the %s target: runs the seeds in DIR (default %s), then mutated seeds,\n"
-           "until --runs inputs (default %ld) or --seconds (default %g) are spent; 0 lifts one\n"
-           "limit. Input k depends only on --seed (default %d), k and the corpus. Each input\n"
-           "is written to the crash file (default build/fuzz-%s-crash.bin) before it runs,\n"
-           "so a failing one can be run again alone with --replay FILE. --timeout (default\n"
-           "%d s) stops an input that hangs. See tests/fuzz.h.\n"
+           "Fuzzes the %s target: runs the seeds in DIR, then mutated seeds, until --runs\n"
+           "inputs or --seconds are spent (0 lifts one of the limits). Input k depends only\n"
+           "on --seed, k and the corpus. Each input is written to the crash file before it\n"
+           "runs, so that a failing one can be run again alone with --replay FILE; --timeout\n"
+           "stops an input that hangs. See tests/fuzz.h.\n"
+           "Defaults: --corpus %s --seed %d --runs %ld --seconds %g\n"
+           "          --timeout %d --crash-file build/fuzz-%s-crash.bin\n"
            "Exit status: 0 no failure; 1 the target failed (a sanitizer or an assertion may\n"
            "exit with its own non-zero status); 2 a bad flag, corpus or crash file.\n",
            program_path, (int)strlen(program_path), "", config->name, config->corpus_dir,
-           config->runs, config->seconds, DEFAULT_SEED, config->name, DEFAULT_TIMEOUT_SECONDS);
+           DEFAULT_SEED, config->runs, config->seconds, DEFAULT_TIMEOUT_SECONDS, config->name);
 }
 
 __attribute__((noreturn))
