@@ -99,6 +99,12 @@ TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
 GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 GPU_TESTS := $(GPU_TEST_PROGRAMS) tests/gpu_test_repro.sh
 GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS)
+# Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/obj/fuzz/; make
+# test runs each for its default budget of a few seconds, and test_fuzz.sh checks the engine.
+FUZZ_TESTS := $(BUILD)/fuzz_cifar10
+FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+CPU_TESTS += $(FUZZ_TESTS)
+SHELL_TESTS += tests/test_fuzz.sh
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
@@ -155,6 +161,15 @@ $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+
+$(OBJ)/fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
+$(BUILD)/fuzz_cifar10: $(OBJ)/fuzz/tests/fuzz_cifar10.o $(OBJ)/fuzz/tests/fuzz.o $(OBJ)/fuzz/data/cifar10.o
+	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/fuzz_selftest: $(OBJ)/fuzz/tests/fuzz_selftest.o $(OBJ)/fuzz/tests/fuzz.o
+	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
+test: $(BUILD)/fuzz_selftest  # for tests/test_fuzz.sh
 
 # The GPU trainer: one program; the variant comes from --variant or from the name it is
 # called by, so build/airbench94, airbench95, ... are links to it.

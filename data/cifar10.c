@@ -1,14 +1,16 @@
-// cifar10.c: load the CIFAR-10 binary files into memory (see cifar10.h), validating the size of
-// each file and every label, with error messages that say which file, what is wrong and what
-// to do.
+// cifar10.c: load the CIFAR-10 binary files into memory (see cifar10.h), validating the type
+// and size of each file and every label, with error messages that say which file, what is
+// wrong and what to do. Nothing here blocks on a named pipe or reads an endless device.
 #include "cifar10.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define FILE_BYTES ((long long)CIFAR10_RECORDS_PER_FILE * CIFAR10_RECORD_BYTES)
 #define TRAIN_FILES 5
@@ -23,26 +25,60 @@ static void set_error(char *err, size_t err_size, const char *format, ...) {
     va_end(args);
 }
 
-// Fails unless the open file is a regular file of exactly FILE_BYTES bytes.
-static int check_size(FILE *file, const char *path, char *err, size_t err_size) {
-    struct stat info;
-    if (fstat(fileno(file), &info) != 0) {
-        set_error(err, err_size, "cannot stat %s: %s; %s", path, strerror(errno), FETCH_HINT);
+// A word for what a file that is not regular is, for messages.
+static const char *kind_of(mode_t mode) {
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISFIFO(mode)) return "a named pipe";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "a special file";
+}
+
+// Fails unless the file is a regular file of exactly FILE_BYTES bytes.
+static int check_file(const struct stat *info, const char *path, char *err, size_t err_size) {
+    if (!S_ISREG(info->st_mode)) {
+        set_error(err, err_size, "%s is %s, not a regular file; move it away or delete it, then %s",
+                  path, kind_of(info->st_mode), FETCH_HINT);
         return -1;
     }
-    if (!S_ISREG(info.st_mode)) {
-        set_error(err, err_size, "%s is not a regular file; %s", path, FETCH_HINT);
-        return -1;
-    }
-    if ((long long)info.st_size != FILE_BYTES) {
+    if ((long long)info->st_size != FILE_BYTES) {
         set_error(err, err_size,
                   "%s has the wrong size: %lld bytes, expected %lld (%d records of %d bytes); "
                   "the file is truncated or corrupt: delete it and %s",
-                  path, (long long)info.st_size, FILE_BYTES, CIFAR10_RECORDS_PER_FILE,
+                  path, (long long)info->st_size, FILE_BYTES, CIFAR10_RECORDS_PER_FILE,
                   CIFAR10_RECORD_BYTES, FETCH_HINT);
         return -1;
     }
     return 0;
+}
+
+// Clears O_NONBLOCK and wraps fd in a stream; NULL with errno set on failure.
+static FILE *blocking_stream(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1) return NULL;
+    return fdopen(fd, "rb");
+}
+
+// Opens path for reading if it is a CIFAR-10 file by type and size; NULL with err set if not.
+// O_NONBLOCK makes opening a named pipe (which would wait for a writer) or a device return at
+// once, so the type is checked before anything is read; it is cleared again for the reads.
+static FILE *open_checked(const char *path, char *err, size_t err_size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        set_error(err, err_size, "cannot open %s: %s; %s", path, strerror(errno), FETCH_HINT);
+        return NULL;
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        set_error(err, err_size, "cannot stat %s: %s; %s", path, strerror(errno), FETCH_HINT);
+    } else if (check_file(&info, path, err, err_size) == 0) {
+        FILE *file = blocking_stream(fd);
+        if (file != NULL) return file;
+        set_error(err, err_size, "cannot open %s: %s; %s", path, strerror(errno), FETCH_HINT);
+    }
+    close(fd);
+    return NULL;
 }
 
 // Reads the file's records into labels[0..9999] and images[0..9999] (CHW, as stored).
@@ -71,13 +107,9 @@ static int read_records(FILE *file, const char *path, uint8_t *images, uint8_t *
 // Loads one file's 10,000 records into the given slots of an already allocated split.
 static int load_into(const char *path, uint8_t *images, uint8_t *labels, char *err,
                      size_t err_size) {
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        set_error(err, err_size, "cannot open %s: %s; %s", path, strerror(errno), FETCH_HINT);
-        return -1;
-    }
-    int status = check_size(file, path, err, err_size);
-    if (status == 0) status = read_records(file, path, images, labels, err, err_size);
+    FILE *file = open_checked(path, err, err_size);
+    if (file == NULL) return -1;
+    int status = read_records(file, path, images, labels, err, err_size);
     fclose(file);
     return status;
 }

@@ -1,13 +1,6 @@
 #!/bin/sh
-# get_cifar10.sh [DEST]: puts the CIFAR-10 binary files (data_batch_1..5.bin, test_batch.bin,
-# batches.meta.txt) into DEST, by default data/cifar10 in this repository.
-#
-# Source, the first that applies:
-#   1. A local mirror folder, $CIFAR10_MIRROR; by default ../shared/cifar10 beside the checkout,
-#      when it exists (set CIFAR10_MIRROR= to skip it). It holds *.bin.xz, SHA256SUMS (sums of
-#      the decompressed files) and batches.meta.txt.
-#   2. The official tarball, $CIFAR10_URL (https://, file:// or a plain path), checked against
-#      $CIFAR10_MD5.
+# get_cifar10.sh [DEST]: puts the CIFAR-10 binary files into DEST; usage() below says from
+# where and how it is configured (or run it with --help).
 #
 # Idempotent: files in DEST that match the sums are skipped, and DEST/SHA256SUMS records the
 # sums of what is installed, so later runs can verify without the source. Atomic: new files
@@ -23,10 +16,48 @@ TARBALL_FOLDER=cifar-10-batches-bin
 
 case $0 in */*) script_dir=${0%/*} ;; *) script_dir=. ;; esac
 repo_root=$(cd "$script_dir/.." && pwd) || exit 1
-dest=${1:-$repo_root/data/cifar10}
 url=${CIFAR10_URL:-$OFFICIAL_URL}
 want_md5=${CIFAR10_MD5:-$OFFICIAL_MD5}
 use_mirror_instead="or set CIFAR10_MIRROR to a local mirror folder, or CIFAR10_URL to a local copy of cifar-10-binary.tar.gz"
+
+usage() {
+    cat <<EOF
+Usage: data/get_cifar10.sh [DEST]
+Puts the CIFAR-10 binary files (data_batch_1..5.bin, test_batch.bin, batches.meta.txt) into
+DEST, by default data/cifar10 in this repository ($repo_root/data/cifar10),
+and verifies their checksums. Files already there and verified are kept; DEST/SHA256SUMS
+records the sums of what is installed.
+
+The source is the first that applies:
+  CIFAR10_MIRROR  a local mirror folder holding *.bin.xz, SHA256SUMS (sums of the
+                  decompressed files) and batches.meta.txt; by default ../shared/cifar10
+                  beside the checkout, when it exists. Set it empty to skip the mirror.
+  CIFAR10_URL     the official tarball: an https:// or file:// URL or a plain path;
+                  by default $OFFICIAL_URL
+  CIFAR10_MD5     the tarball's md5; by default $OFFICIAL_MD5
+
+Exit status: 0 the files are ready; 1 a failure (the message says what to do);
+2 a bad command line; 130 interrupted.
+EOF
+}
+
+# usage_error WHAT: a bad command line, in one line with a hint, on stderr; exits 2.
+usage_error() {
+    printf 'get_cifar10.sh: error: %s; see data/get_cifar10.sh --help\n' "$1" >&2
+    exit 2
+}
+
+# parse_arguments ARG...: sets $dest, or prints the usage and exits.
+parse_arguments() {
+    for arg in "$@"; do
+        case $arg in
+            -h | --help) usage; exit ;;  # 0, unless the usage could not be written
+            -*) usage_error "unknown option $arg (write a DEST that starts with - as ./$arg)" ;;
+        esac
+    done
+    [ $# -le 1 ] || usage_error "one DEST at most, got $#: $*"
+    dest=${1:-$repo_root/data/cifar10}
+}
 
 # die WHAT [HINT...]: the error and what to do about it, on stderr; exits 1.
 die() {
@@ -72,6 +103,26 @@ is_verified() {
 install_file() {
     mv -f "$1" "$dest/$2" ||
         die "cannot move $1 to $dest/$2" "check the permissions of $dest and run again"
+}
+
+# check_destinations: fails if a name the script installs exists in DEST but is not a regular
+# file (or a link to one). mv would move the new file into a folder of that name, or replace a
+# pipe or device, and the data would not be where the readers look.
+check_destinations() {
+    for name in $BINS $META SHA256SUMS; do
+        [ ! -e "$dest/$name" ] || [ -f "$dest/$name" ] ||
+            die "$dest/$name exists but is not a regular file ($(kind_of "$dest/$name"))" \
+                "move it away or delete it, then run again"
+    done
+}
+
+# kind_of PATH: a word for what PATH is, for messages.
+kind_of() {
+    if [ -d "$1" ]; then echo "a folder"
+    elif [ -p "$1" ]; then echo "a named pipe"
+    elif [ -c "$1" ] || [ -b "$1" ]; then echo "a device"
+    else echo "a special file"
+    fi
 }
 
 # add_sum SUM NAME: appends a line to the SHA256SUMS being built for DEST.
@@ -203,6 +254,7 @@ from_tarball() {
     install_file "$work/SHA256SUMS" SHA256SUMS
 }
 
+parse_arguments "$@"
 if [ -n "${CIFAR10_MIRROR+set}" ]; then
     mirror=$CIFAR10_MIRROR
     [ -z "$mirror" ] || [ -d "$mirror" ] ||
@@ -212,6 +264,7 @@ else
 fi
 
 mkdir -p "$dest" || die "cannot create the folder $dest" "check the path and its permissions"
+check_destinations
 need mktemp "create temporary files"
 work=$(mktemp -d "$dest/.get_cifar10.XXXXXX") ||
     die "cannot create a temporary folder in $dest" "check free space and permissions in $dest"

@@ -1,10 +1,13 @@
 // test_data.c: the CIFAR-10 loader. On the real data in $DATA_DIR: counts, class balance and
 // the published per-channel statistics. On files this test writes into fresh temporary
 // folders: a synthetic set round-trips (CHW order, file order), and each kind of broken file
-// fails with a message naming the file and the problem, leaving the struct zeroed.
+// fails with a message naming the file and the problem, leaving the struct zeroed. Names that
+// are not regular files (a named pipe, a folder, a link to /dev/zero) are refused at once.
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cifar10.h"
@@ -296,9 +299,95 @@ static void test_set_with_bad_train_file(const char *valid_dir) {
     remove_temp_dir(dir);
 }
 
+// ---- names that are not regular files ----
+
+// Opening a named pipe for reading waits for a writer, so a loader that opens before it checks
+// would hang the suite. Each such load runs under an alarm whose handler prints this message
+// (set beforehand: a handler may only call async-signal-safe functions) and exits 1.
+#define BLOCK_SECONDS 5
+static char blocked_message[8192];
+static size_t blocked_length;
+
+static void report_blocked(int signal_number) {
+    (void)signal_number;
+    ssize_t written = write(STDOUT_FILENO, blocked_message, blocked_length);
+    _exit(written < 0 ? 2 : 1);
+}
+
+// Arms the alarm for one load of path that must not block; alarm(0) disarms it.
+static void arm_block_alarm(const char *what, const char *path) {
+    snprintf(blocked_message, sizeof blocked_message,
+             "FAIL %s: %s: the loader still blocked after %d s on %s; it must refuse a name "
+             "that is not a regular file without waiting\n",
+             __FILE__, what, BLOCK_SECONDS, path);
+    blocked_length = strlen(blocked_message);
+    fflush(stdout);  // the handler's _exit would drop what is buffered
+    signal(SIGALRM, report_blocked);
+    alarm(BLOCK_SECONDS);
+}
+
+// The loader refuses path, which is kind (e.g. "a folder"), within BLOCK_SECONDS.
+static void expect_refused_at_once(const char *path, const char *what, const char *kind) {
+    arm_block_alarm(what, path);
+    expect_file_error(path, what, "not a regular file", kind);
+    alarm(0);
+}
+
+static void test_named_pipe(void) {
+    char *dir = make_temp_dir();
+    char path[4096];
+    path_in(path, sizeof path, dir, FILE_NAMES[0]);
+    int made = mkfifo(path, 0600);
+    CHECK(made == 0, "mkfifo %s: %s", path, strerror(errno));
+    if (made == 0) expect_refused_at_once(path, "named pipe", "a named pipe");
+    remove_temp_dir(dir);
+}
+
+static void test_folder(void) {
+    char *dir = make_temp_dir();
+    char path[4096];
+    path_in(path, sizeof path, dir, FILE_NAMES[0]);
+    int made = mkdir(path, 0700);
+    CHECK(made == 0, "mkdir %s: %s", path, strerror(errno));
+    if (made == 0) expect_refused_at_once(path, "folder", "a folder");
+    rmdir(path);
+    remove_temp_dir(dir);
+}
+
+// /dev/zero never ends: a loader that skipped the check would read it as records of label 0.
+static void test_link_to_dev_zero(void) {
+    char *dir = make_temp_dir();
+    char path[4096];
+    path_in(path, sizeof path, dir, FILE_NAMES[0]);
+    int made = symlink("/dev/zero", path);
+    CHECK(made == 0, "symlink %s: %s", path, strerror(errno));
+    if (made == 0) expect_refused_at_once(path, "link to /dev/zero", "a character device");
+    remove_temp_dir(dir);
+}
+
+// The whole-set loader (airbench-ref, the trainer) with a named pipe as test_batch.bin.
+static void test_set_with_named_pipe(const char *valid_dir) {
+    char *dir = make_temp_dir();
+    for (int f = 0; f < 5; f++) share_file(valid_dir, dir, f);
+    char path[4096];
+    path_in(path, sizeof path, dir, FILE_NAMES[5]);
+    int made = mkfifo(path, 0600);
+    CHECK(made == 0, "mkfifo %s: %s", path, strerror(errno));
+    if (made == 0) {
+        arm_block_alarm("named pipe in a set", path);
+        expect_set_error(dir, "named pipe in a set", "test_batch.bin", "a named pipe");
+        alarm(0);
+    }
+    remove_temp_dir(dir);
+}
+
 int main(void) {
     const char *data_dir = getenv("DATA_DIR");
     test_real_data(data_dir && *data_dir ? data_dir : "data/cifar10");
+    // First, so that a loader that blocks leaves only a small temporary folder behind.
+    test_named_pipe();
+    test_folder();
+    test_link_to_dev_zero();
 
     char *valid_dir = test_synthetic_set();
     test_broken_file("truncated file", FILE_NAMES[5], -100, "30729900", "expected 30730000");
@@ -307,6 +396,7 @@ int main(void) {
     test_missing_file();
     test_set_without_test_batch(valid_dir);
     test_set_with_bad_train_file(valid_dir);
+    test_set_with_named_pipe(valid_dir);
     remove_temp_dir(valid_dir);
     return test_finish("test_data");
 }

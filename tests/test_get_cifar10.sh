@@ -38,8 +38,21 @@ get() {
     status=$?
 }
 
+# run_in_cwd ARG...: runs the script with those arguments from the empty folder $tmp/cwd
+# (a fake mirror, so that a regression that starts fetching stays small); sets $status.
+run_in_cwd() {
+    mkdir -p "$tmp/cwd"
+    (cd "$tmp/cwd" && CIFAR10_MIRROR="$tmp/mirror" "$sh_path" "$script" "$@") \
+        > "$tmp/out" 2> "$tmp/err"
+    status=$?
+}
+
 succeeded() { [ "$status" -eq 0 ]; }
+exited_with() { [ "$status" -eq "$1" ]; }
 failed_with() { [ "$status" -ne 0 ] && grep -q -- "$1" "$tmp/err"; }
+said() { grep -q -- "$1" "$tmp/out"; }
+cwd_untouched() { empty_folder "$tmp/cwd"; }
+one_line_error() { [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q -- "$1" "$tmp/err"; }
 printed() { [ "$(grep -c -- "$1" "$tmp/out")" -eq "$2" ]; }
 
 # same_files DEST: every file in DEST equals the synthetic source.
@@ -48,6 +61,8 @@ same_files() {
         cmp -s "$tmp/src/$name" "$1/$name" || return 1
     done
 }
+
+empty_folder() { [ -d "$1" ] && [ -z "$(ls -A "$1")" ]; }
 
 # only_final_files DEST: DEST holds the seven files and SHA256SUMS, no temporaries.
 # shellcheck disable=SC2012 # the names are the script's own, all plain
@@ -159,12 +174,74 @@ test_tarball_failures() {
     check "tarball without test_batch.bin: no final file" no_file "$tmp/t5" data_batch_1.bin
 }
 
+# expect_not_a_file_error DEST NAME WHAT: the last run refused DEST/NAME, which is in the way,
+# with exit 1, reported nothing ready and left that name as it was.
+expect_not_a_file_error() {
+    check "$3: exit status 1" exited_with 1
+    check "$3: the error names the path" failed_with "$1/$2 exists but is not a regular file"
+    check "$3: the error says what to do" failed_with 'move it away or delete it'
+    check "$3: nothing reported ready" printed 'is ready' 0
+    check "$3: the folder is still there, empty" empty_folder "$1/$2"
+}
+
+test_destination_not_a_file() {
+    mkdir -p "$tmp/d1/data_batch_4.bin"
+    get "$tmp/d1" CIFAR10_MIRROR="$tmp/mirror"
+    expect_not_a_file_error "$tmp/d1" data_batch_4.bin "mirror, folder named data_batch_4.bin"
+
+    mkdir -p "$tmp/d2/batches.meta.txt"
+    get "$tmp/d2" CIFAR10_MIRROR= CIFAR10_URL="$tmp/fake.tar.gz" CIFAR10_MD5="$tar_md5"
+    expect_not_a_file_error "$tmp/d2" batches.meta.txt "tarball, folder named batches.meta.txt"
+
+    mkdir -p "$tmp/d3/SHA256SUMS"
+    get "$tmp/d3" CIFAR10_MIRROR= CIFAR10_URL="$tmp/fake.tar.gz" CIFAR10_MD5="$tar_md5"
+    expect_not_a_file_error "$tmp/d3" SHA256SUMS "tarball, folder named SHA256SUMS"
+}
+
+test_help() {
+    for flag in -h --help; do
+        run_in_cwd "$flag"
+        check "$flag: exit status 0" succeeded
+        check "$flag: usage line" said 'Usage: data/get_cifar10.sh \[DEST\]'
+        check "$flag: the default DEST" said 'by default data/cifar10'
+        for variable in CIFAR10_MIRROR CIFAR10_URL CIFAR10_MD5; do
+            check "$flag: documents $variable" said "$variable"
+        done
+        check "$flag: documents exit status 0" said 'Exit status: 0 the files are ready'
+        check "$flag: documents exit status 1" said '1 a failure'
+        check "$flag: documents exit status 2" said '2 a bad command line'
+        check "$flag: creates and fetches nothing" cwd_untouched
+    done
+}
+
+test_bad_arguments() {
+    for flag in --bogus -x -; do
+        run_in_cwd "$flag"
+        check "$flag: exit status 2" exited_with 2
+        check "$flag: one-line error naming it" one_line_error "unknown option $flag"
+        check "$flag: the hint" failed_with 'see data/get_cifar10.sh --help'
+        check "$flag: creates and fetches nothing" cwd_untouched
+    done
+    run_in_cwd dest --help
+    check "--help after DEST: still the usage" said 'Usage:'
+    run_in_cwd dest -q
+    check "an option after DEST: exit status 2" exited_with 2
+    check "an option after DEST: error" one_line_error 'unknown option -q'
+    run_in_cwd one two
+    check "two DESTs: exit status 2" exited_with 2
+    check "two DESTs: one-line error" one_line_error 'one DEST at most, got 2'
+    check "two DESTs: creates and fetches nothing" cwd_untouched
+}
+
 make_sources
+test_help
+test_bad_arguments
 test_mirror
 test_corrupt_mirror
 test_missing_xz
 test_tarball
 test_tarball_failures
+test_destination_not_a_file
 echo "test_get_cifar10: $passed passed, $failed failed"
 echo "RESULT $passed $failed"
 [ "$failed" -eq 0 ]
