@@ -54,7 +54,7 @@ GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 
 KERNEL_SRCS := $(wildcard kernels/*.cu)
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.o,$(KERNEL_SRCS))
-HEADERS := $(wildcard airbench/*.h kernels/*.h data/*.h tests/*.h) $(BUILD)/version.h
+HEADERS := $(wildcard airbench/*.h kernels/*.h data/*.h tests/*.h tools/*.h) $(BUILD)/version.h
 
 DATA_DIR ?= data/cifar10
 
@@ -77,7 +77,7 @@ $(BUILD)/airbench-ref: $(BUILD)/airbench/reference.o $(BUILD)/data/cifar10.o
 $(BUILD)/reference_lib.o: airbench/reference.c $(HEADERS)
 	$(CC) $(CFLAGS) -DREFERENCE_NO_MAIN -c $< -o $@
 
-$(BUILD)/benchstat: $(BUILD)/tools/benchstat.o
+$(BUILD)/benchstat: $(BUILD)/tools/benchstat.o $(BUILD)/tools/plot.o $(BUILD)/airbench/runfile.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 $(BUILD)/test_augment: $(BUILD)/tests/test_augment.o
