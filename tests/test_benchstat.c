@@ -17,6 +17,7 @@
 #define BENCHSTAT_STATS_ONLY
 #include "../tools/benchstat.c"
 
+#include <glob.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -624,6 +625,21 @@ static void test_plot(void) {
     CHECK(system(args) != 0, "--plot left a temporary file in %s", tmp_dir);
 }
 
+// Every committed run file (written before "complete" and the typed environment) still reads.
+static void test_committed_run_files(void) {
+    glob_t found;
+    int status = glob("runs/*.json", 0, NULL, &found);
+    if (status == 0) status = glob("runs/peers/*.json", GLOB_APPEND, NULL, &found);
+    CHECK(status == 0 && found.gl_pathc >= 2, "no committed run files found under runs/");
+    for (size_t i = 0; status == 0 && i < found.gl_pathc; i++) {
+        char out[8192];
+        int exit_status = run_benchstat(found.gl_pathv[i], out, sizeof out);
+        CHECK(exit_status == 0 && strstr(out, "accuracy   mean") && !strstr(out, "incomplete"),
+              "%s: exit %d; output:\n%s", found.gl_pathv[i], exit_status, out);
+    }
+    globfree(&found);
+}
+
 int main(void) {
     test_incomplete_beta();
     test_t_distribution();
@@ -658,6 +674,7 @@ int main(void) {
     test_help();
     test_merge();
     test_plot();
+    test_committed_run_files();
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", tmp_dir);
     if (system(command) != 0) printf("note: could not remove %s\n", tmp_dir);

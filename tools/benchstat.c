@@ -266,11 +266,13 @@ static const char USAGE[] =
     "                        instead of a failure (default: fail, their times do not compare)\n"
     "  --json OUT            also write the statistics to OUT as JSON (accuracies as\n"
     "                        fractions); OUT must not exist (default: no JSON)\n"
-    "  --tsv                 print the runs that count as 'seed accuracy time_s' rows\n"
+    "  --tsv                 print FILE's runs as 'seed accuracy time_s' rows (diverged\n"
+    "                        runs left out)\n"
     "  --table               one Markdown row per file: variant, GPU, batch size, epochs,\n"
     "                        translation, runs, accuracy mean, std and 95% CI, time mean\n"
-    "  --plot OUT.png        draw every FILE's accuracy and time histograms, overlaid, into\n"
-    "                        OUT.png with gnuplot; OUT.png must not exist\n"
+    "  --plot OUT.png        draw every FILE's accuracy and time histograms side by side in\n"
+    "                        one PNG with gnuplot (diverged runs left out); OUT.png must not\n"
+    "                        exist\n"
     "  --merge OUT.json      write OUT.json (which must not exist) with the runs of all FILEs\n"
     "                        in order; refused when the files differ in variant, GPU, git\n"
     "                        commit, dirty flag or diff, or config apart from the seed\n"
@@ -652,14 +654,15 @@ static int run_checks(const FileStats *a, const FileStats *b, const Comparison *
                       double tolerance_pct, int allow_other_gpu) {
     int failures = check_integrity(a->file, "A");
     if (b) failures += check_integrity(b->file, "B");
-    const JudgedNumber judged[] = {
-        {"A's mean accuracy", a->acc.mean},
-        {"A's p-value against the target", a->vs_target.p_below},
-        {"A's mean time (s)", c ? a->time.mean : 0.0},
-        {"B's mean time (s)", c ? b->time.mean : 0.0},
-        {"the time ratio A/B", c ? c->time.ratio : 0.0},
-    };
-    failures += check_finite(judged, c ? 5 : 2);
+    JudgedNumber judged[5] = {{"A's mean accuracy", a->acc.mean},
+                              {"A's p-value against the target", a->vs_target.p_below}};
+    int n_judged = 2;
+    if (c) {
+        judged[n_judged++] = (JudgedNumber){"A's mean time (s)", a->time.mean};
+        judged[n_judged++] = (JudgedNumber){"B's mean time (s)", b->time.mean};
+        judged[n_judged++] = (JudgedNumber){"the time ratio A/B", c->time.ratio};
+    }
+    failures += check_finite(judged, n_judged);
     failures += check_accuracy(a);
     if (!c) return failures;
     failures += check_gpu(a, b, allow_other_gpu);
@@ -906,6 +909,10 @@ static int merge_files(const char *out_path, const RunFile *files, int n_files) 
             return EXIT_USAGE;
         }
     }
+    for (int i = 0; i < n_files; i++)
+        if (!files[i].complete)
+            fprintf(stderr, "benchstat: --merge: warning: %s is incomplete (%s), so the merged "
+                    "file will say it is incomplete\n", files[i].name, incomplete_reason(&files[i]));
     sibling_tmp_path(out_path, tmp_path, sizeof tmp_path);
     if (write_merged(tmp_path, files, n_files, err, sizeof err) ||
         publish_without_replacing(tmp_path, out_path, err, sizeof err)) {
