@@ -115,7 +115,7 @@ static void test_comparison(void) {
 static int run_benchstat_with(const char *prefix, const char *wrapper, const char *args,
                               char *out, size_t out_size) {
     const char *binary = getenv("BENCHSTAT") ? getenv("BENCHSTAT") : "build/benchstat";
-    char command[2048];
+    char command[8192];
     snprintf(command, sizeof command, "%stimeout %d %s %s %s 2>&1", prefix, TIMEOUT_S, wrapper,
              binary, args);
     FILE *pipe = popen(command, "r");
@@ -327,6 +327,15 @@ static void test_check_exit_codes(void) {
     }
 }
 
+// An output name longer than any path the system takes is refused as such.
+static void test_long_output_name(void) {
+    char args[4200], out[8192];
+    snprintf(args, sizeof args, "--json /tmp/%04100d " FIXTURES "a94.json", 0);
+    int status = run_benchstat(args, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "an output file name is too long"),
+          "a 4100-character --json name: exit %d; output:\n%.300s", status, out);
+}
+
 static void test_usage_errors(void) {
     static const char *const cases[] = {
         "",
@@ -492,6 +501,7 @@ static void test_incomplete_and_diverged(void) {
     CHECK(json && strstr(json, "\"complete\":\tfalse"), "JSON says complete false:\n%s", json);
     EXPECT(FIXTURES "killed94.json", 0, "WARNING    incomplete run file: the writer stopped "
            "before ending the file (killed, or still running)");
+    EXPECT("--tsv " FIXTURES "killed94.json", 0, "warning: " FIXTURES "killed94.json is incomplete");
     EXPECT("--check " FIXTURES "incomplete94.json", 1,
            "check FAIL: A (" FIXTURES "incomplete94.json) is an incomplete run file: run 4",
            "check FAIL: 1 run of A (" FIXTURES "incomplete94.json) diverged");
@@ -664,6 +674,7 @@ int main(void) {
     test_broken_files();
     test_check_exit_codes();
     test_usage_errors();
+    test_long_output_name();
     test_hostile_files();
     test_json_never_overwrites();
     test_check_fails_on_non_finite();

@@ -243,6 +243,8 @@ static RatioInterval ratio_of_means(Summary a, Summary b) {
 #define EXIT_CHECK_FAILED 1
 #define EXIT_USAGE 2
 #define ERR_SIZE 1024
+#define MAX_OUTPUT_PATH 4000                  // longer than any path the system takes
+#define TMP_PATH_SIZE (MAX_OUTPUT_PATH + 32)  // room for a temporary suffix
 
 static const char USAGE[] =
     "usage: benchstat [options] A.json [B.json]   report on A, or compare A with the baseline B\n"
@@ -379,7 +381,7 @@ static int write_all(int fd, const char *text, size_t size) {
 // Writes text and a newline to the new file path. 0, or -1 and err (path then does not exist,
 // or is the file that was there before).
 static int write_new_file(const char *path, const char *text, char *err, size_t err_size) {
-    char tmp_path[4096 + 32];
+    char tmp_path[TMP_PATH_SIZE];
     sibling_tmp_path(path, tmp_path, sizeof tmp_path);
     int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -902,7 +904,7 @@ static int write_merged(const char *tmp_path, const RunFile *files, int n_files,
 }
 
 static int merge_files(const char *out_path, const RunFile *files, int n_files) {
-    char err[ERR_SIZE], tmp_path[4096 + 32];
+    char err[ERR_SIZE], tmp_path[TMP_PATH_SIZE];
     for (int i = 1; i < n_files; i++) {
         if (check_mergeable(&files[0], &files[i], err, sizeof err)) {
             fprintf(stderr, "benchstat: --merge: %s\n", err);
@@ -932,7 +934,7 @@ static int merge_files(const char *out_path, const RunFile *files, int n_files) 
 
 static int plot_files(const char *png_path, const RunFile *files, int n_files,
                       double target_override) {
-    char err[ERR_SIZE], tmp_path[4096 + 32];
+    char err[ERR_SIZE], tmp_path[TMP_PATH_SIZE];
     double *targets = malloc((size_t)n_files * sizeof *targets);
     if (!targets) abort();
     for (int i = 0; i < n_files; i++) {
@@ -1036,6 +1038,10 @@ static int check_option_combinations(const Options *o) {
         return usage_error("%s", "--allow-other-gpu only changes --check");
     if ((o->tsv && o->n_paths > 1) || (!modes && o->n_paths > 2))
         return usage_error("too many files: %s", o->paths[o->tsv ? 1 : 2]);
+    const char *outputs[] = {o->json_out, o->plot_out, o->merge_out};
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++)
+        if (outputs[i] && strlen(outputs[i]) > MAX_OUTPUT_PATH)
+            return usage_error("%s", "an output file name is too long");
     if (o->plot_out && strchr(o->plot_out, '\n'))
         return usage_error("%s", "--plot: the output name holds a line break");
     const char *dot = o->plot_out ? strrchr(o->plot_out, '.') : NULL;
@@ -1112,6 +1118,9 @@ static int run_mode(const Options *o, const RunFile *files) {
     if (o->merge_out) return merge_files(o->merge_out, files, o->n_paths);
     if (o->plot_out) return plot_files(o->plot_out, files, o->n_paths, o->target);
     if (o->tsv) {
+        if (!files[0].complete)  // the rows carry no mark of it
+            fprintf(stderr, "benchstat: warning: %s is incomplete: %s\n", files[0].name,
+                    incomplete_reason(&files[0]));
         print_runs_tsv(&files[0]);
         return 0;
     }
