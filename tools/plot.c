@@ -1,8 +1,9 @@
 // plot.c: benchstat --plot (see plot.h). The histograms are computed here and handed to
 // gnuplot as data blocks, with the axes chosen here too: gnuplot's automatic tics crowd
 // the time axis (1.2825, 1.2850, ... run together for airbench94-muon), so each axis gets
-// at most about six tics, at a step of 1, 2 or 5 times a power of ten, labelled with just
-// the decimals that step needs.
+// about six tics (five to nine), at a step of 1, 2 or 5 times a power of ten, labelled with
+// just the decimals that step needs. The bins follow the bulk of each file's runs
+// (Freedman-Diaconis), shared by all files so that their bars line up side by side.
 #include "plot.h"
 
 #include <errno.h>
@@ -78,7 +79,7 @@ static int step_decimals(double step) {
     return decimals > 0 ? decimals : 0;
 }
 
-// One panel's numbers: the values of every file, the bins, and the x axis.
+// One panel's layout: the scale of its values, the bins, the x axis, the tallest bin.
 typedef struct {
     double scale;               // file value -> plotted value (100 for accuracy in percent)
     double bin_width, bin_origin;  // bin k covers [origin + k width, origin + (k+1) width)
@@ -95,8 +96,8 @@ static long bin_index(const Panel *p, double value) {
 }
 
 // The counts of one file's values in the bins first .. first + n_bins - 1 (from a panel
-// whose bins are set). The bins span at most a few dozen widths: a width is at least a
-// fifteenth of the values' spread.
+// whose bins are set). There are at most a few dozen: a bin is about a fortieth of the
+// values' spread or wider.
 typedef struct {
     long first, n_bins;
     int *counts;
@@ -129,7 +130,8 @@ static Panel make_panel(const RunFile *files, const double *targets, int n_files
             high = fmax(high, p.scale * values[k]);
         }
     }
-    double spread = high - low > 0 ? high - low : fmax(fabs(high) * 0.01, ACCURACY_QUANTUM);
+    double spread = high - low;
+    if (!(spread > 0)) spread = accuracy ? 10 * ACCURACY_QUANTUM : 0.01 * high;  // one value
     // The narrowest file's bins, but 8 to 40 bins over the whole range.
     double width = INFINITY;
     for (int i = 0; i < n_files; i++) {
@@ -185,6 +187,13 @@ static double mean_of(const double *values, int n) {
     return sum / n;
 }
 
+// The sample standard deviation (0 for a single value).
+static double std_of(const double *values, int n) {
+    double mean = mean_of(values, n), squares = 0.0;
+    for (int i = 0; i < n; i++) squares += (values[i] - mean) * (values[i] - mean);
+    return n > 1 ? sqrt(squares / (n - 1)) : 0.0;
+}
+
 // The data block $NAME<i>: one "x, count" row per non-empty bin of file i of n_files. The
 // files' bars stand side by side within each bin, file 0 leftmost.
 static void put_histogram(FILE *out, const char *name, int i, int n_files, const Panel *p,
@@ -218,11 +227,13 @@ static void put_axes(FILE *out, const Panel *p, const char *title, const char *x
     fprintf(out, "set boxwidth %.10g absolute\n", 0.85 * p->bin_width / n_files);
 }
 
-// A vertical line at x across panel p with a label at its top, beside the line on the side
-// with more room. Row stacks the labels of several lines.
+// A vertical line at x across panel p with a label at its top: a mean's (solid) to the
+// right of the line, a target's (dashed) to the left, so that they part, unless the line
+// is too close to that edge of the panel. Row stacks the labels of several lines.
 static void put_marker(FILE *out, const Panel *p, double x, const char *color, int dashed,
                        int row, const char *label) {
-    int room_on_right = (x - p->x_low) / (p->x_high - p->x_low) < 0.65;
+    double position = (x - p->x_low) / (p->x_high - p->x_low);  // 0 left edge, 1 right edge
+    int room_on_right = dashed ? position < 0.35 : position < 0.65;
     fprintf(out, "set arrow from %.10g, graph 0 to %.10g, graph 1 nohead front lw 2 lc rgb '%s'%s\n",
             x, x, color, dashed ? " dt 2" : "");
     fprintf(out, "set label ");
@@ -231,7 +242,8 @@ static void put_marker(FILE *out, const Panel *p, double x, const char *color, i
             room_on_right ? "left offset 0.5, 0" : "right offset -0.5, 0", color);
 }
 
-// "name: variant (overrides), 50 runs, 94.01% +- 0.13 pts, 1.2922 s" for the legend.
+// The legend's entry: "name: variant (overrides: ...), 50 runs[, INCOMPLETE][, 1 diverged
+// not shown]; accuracy 94.010% (std 0.127 pts), time 1.2922 s" (means over the runs shown).
 static void put_legend_title(FILE *out, const RunFile *f) {
     const char *slash = strrchr(f->name, '/');
     char overrides[400] = "", state[64] = "";
@@ -239,12 +251,10 @@ static void put_legend_title(FILE *out, const RunFile *f) {
     if (!f->complete) snprintf(state, sizeof state, ", INCOMPLETE");
     if (f->n_diverged) snprintf(state + strlen(state), sizeof state - strlen(state),
                                 ", %d diverged not shown", f->n_diverged);
-    double acc_mean = mean_of(f->accuracy, f->n), squares = 0.0;
-    for (int k = 0; k < f->n; k++) squares += pow(f->accuracy[k] - acc_mean, 2);
-    double acc_std = f->n > 1 ? sqrt(squares / (f->n - 1)) : 0.0;
     put_quoted_format(out, "%s: %s%s, %d runs%s; accuracy %.3f%% (std %.3f pts), time %.4f s",
                       slash ? slash + 1 : f->name, f->variant, overrides, f->n, state,
-                      100 * acc_mean, 100 * acc_std, mean_of(f->time_s, f->n));
+                      100 * mean_of(f->accuracy, f->n), 100 * std_of(f->accuracy, f->n),
+                      mean_of(f->time_s, f->n));
 }
 
 // Whether targets[i] is a target to draw: known, and not already drawn for an earlier file.
