@@ -502,6 +502,17 @@ static void test_incomplete_and_diverged(void) {
     EXPECT(FIXTURES "killed94.json", 0, "WARNING    incomplete run file: the writer stopped "
            "before ending the file (killed, or still running)");
     EXPECT("--tsv " FIXTURES "killed94.json", 0, "warning: " FIXTURES "killed94.json is incomplete");
+    const char *one_run = tmp_file("killed_after_one.json");
+    FILE *f = fopen(one_run, "w");
+    CHECK(f != NULL, "cannot write %s", one_run);
+    if (f) {
+        fputs("{\"schema\": \"airbench.c/run-v1\", \"variant\": \"airbench94\", \"complete\": false, "
+              "\"runs\": [{\"seed\": 0, \"accuracy\": 0.94, \"time_s\": 2.9}]}\n", f);
+        fclose(f);
+    }
+    char args[512];
+    snprintf(args, sizeof args, "--check %s", one_run);
+    EXPECT(args, 2, "1 run; at least 2 are needed", "the file is incomplete: the writer stopped");
     EXPECT("--check " FIXTURES "incomplete94.json", 1,
            "check FAIL: A (" FIXTURES "incomplete94.json) is an incomplete run file: run 4",
            "check FAIL: 1 run of A (" FIXTURES "incomplete94.json) diverged");

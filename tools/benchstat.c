@@ -412,12 +412,20 @@ typedef struct {
     const PublishedResult *published;  // NULL for an unknown variant
 } FileStats;
 
-// Statistics need two runs that count (for a standard deviation). 0, or -1 and err.
+static const char *incomplete_reason(const RunFile *f) {
+    return f->incomplete_reason[0] ? f->incomplete_reason
+                                   : "the writer stopped before ending the file (killed, or "
+                                     "still running)";
+}
+
+// Statistics need two runs that count (for a standard deviation). 0, or -1 and err, which
+// also says when the file is incomplete (the likely reason it has too few).
 static int require_two_runs(const RunFile *f, char *err, size_t err_size) {
     if (f->n >= 2) return 0;
     format_error(err, err_size, "%s: %d run%s%s; at least 2 are needed for a standard deviation "
-                 "(train with --runs 2 or more)", f->name, f->n, f->n == 1 ? "" : "s",
-                 f->n_diverged ? " that did not diverge" : "");
+                 "(train with --runs 2 or more)%s%s", f->name, f->n, f->n == 1 ? "" : "s",
+                 f->n_diverged ? " that did not diverge" : "",
+                 f->complete ? "" : "; the file is incomplete: ", f->complete ? "" : incomplete_reason(f));
     return -1;
 }
 
@@ -443,12 +451,6 @@ static int compute_file_stats(FileStats *st, const RunFile *f, double target_ove
 // The report.
 
 static int gpu_is_a100(const RunFile *f) { return strstr(f->gpu_name, "A100") != NULL; }
-
-static const char *incomplete_reason(const RunFile *f) {
-    return f->incomplete_reason[0] ? f->incomplete_reason
-                                   : "the writer stopped before ending the file (killed, or "
-                                     "still running)";
-}
 
 // "A = path: variant, n runs on GPU (driver D) (commit C, dirty tree, diff sha256 S)"; the
 // diff's hash goes with a commit, relative to which it was taken.
