@@ -1,7 +1,12 @@
 // test_benchstat: the statistics of tools/benchstat.c against independently computed values,
-// and build/benchstat itself (run as a subprocess) on the hand-made run files in
-// tests/fixtures/runs/: numbers, messages for broken files, and --check exit codes.
-// Run from the repository root (as `make test` does); BENCHSTAT overrides the binary's path.
+// and build/benchstat itself (run as a subprocess, under `timeout`) on the hand-made run
+// files in tests/fixtures/runs/: numbers, messages for broken and hostile files (a FIFO,
+// /dev/zero, a directory, a file over the size cap), incomplete files and diverged runs,
+// --check exit codes (GPU models, non-finite numbers), --target units, --json/--merge/--plot
+// never overwriting, --merge refusals, --plot (the PNG part skipped without gnuplot), and
+// every committed run file under runs/. Run from the repository root (as `make test` does);
+// BENCHSTAT overrides the binary's path; BENCHSTAT_SANITIZED=1 drops the memory limit of
+// the /dev/zero case, which sanitizer builds cannot run under.
 //
 // Every expected number below was computed once with Python 3.11, numpy and scipy 1.17.1:
 //   scipy.special.betainc(a, b, x), scipy.stats.t.cdf(t, df), scipy.stats.t.ppf(p, df);
