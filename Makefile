@@ -146,7 +146,7 @@ $(BUILD)/airbench-ref: $(OBJ)/airbench/reference.o $(OBJ)/airbench/recipe.o $(OB
 $(OBJ)/reference_lib.o: airbench/reference.c
 	$(CC) $(CFLAGS) $(DEPFLAGS) -DREFERENCE_NO_MAIN -c $< -o $@
 
-$(BUILD)/benchstat: $(OBJ)/tools/benchstat.o
+$(BUILD)/benchstat: $(OBJ)/tools/benchstat.o $(OBJ)/tools/plot.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 $(BUILD)/test_augment: $(OBJ)/tests/test_augment.o

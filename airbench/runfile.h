@@ -51,6 +51,62 @@ int runfile_loss_diverged(const double *epoch_losses, int n_epochs, char *reason
 // finite decimal number ("1980", "700.00"), true/false for "true"/"false", else a string.
 cJSON *runfile_env_value(const char *text);
 
+// ---- reading ----------------------------------------------------------------------------
+// runfile_load reads a run file from disk and checks it; runfile_parse does the same on text
+// in memory (the one entry point a fuzz target needs). Files of every age are read: the
+// fields added later ("complete", "incomplete_reason", a run's "diverged" and "divergence",
+// "config.overrides", "git_diff_sha256", the GPU's "driver_version", formerly "driver") are
+// optional, and a file without "complete" predates it and counts as complete.
+//
+// What is checked: the schema; the type of every field read below; each run's accuracy
+// (a fraction in [0, 1]) and time (finite, positive), except in a diverged run, where they
+// may be missing or null; whole numbers (seeds, batch size) before any conversion. The
+// number of runs is not checked: statistics need two, a merge or a plot fewer.
+
+#define RUNFILE_MAX_BYTES (64 << 20)  // larger files are refused unread (no run file is near)
+
+typedef struct {
+    double seed;             // NAN when the run has none (the PyTorch peers draw their own)
+    double accuracy;         // fraction of the test set; NAN in a diverged run without one
+    double time_s;           // GPU seconds; NAN in a diverged run without one
+    int diverged;            // 1: kept in the file, left out of every statistic
+    const char *divergence;  // what went wrong, "" when the file does not say
+} RunFileRun;
+
+typedef struct {
+    char *name;                   // the path or name that messages give
+    cJSON *root;                  // the whole document; every string below points into it
+    const char *variant;          // "airbench94", "pytorch-airbench94_compiled", ...
+    const char *gpu_name;         // "" when not recorded (so below for every string)
+    const char *gpu_driver;       // NVIDIA driver: gpu.driver_version, or gpu.driver in old files
+    const char *git_commit;
+    const char *git_diff_sha256;  // of the uncommitted changes the binary was built from
+    int git_dirty;                // 1, 0, or -1 when not recorded
+    double target_accuracy;       // fraction; NAN when the file has none
+    int batch_size;               // config.batch_size; 0 when not recorded
+    double epochs;                // config.epochs; NAN when not recorded
+    const char *translate_mode;   // config.translate_mode
+    char *overrides;              // config.overrides as "lr=11, label_smoothing=0.15"; "" if none
+    int complete;                 // 0 when the writer stopped before ending the file
+    const char *incomplete_reason;  // why, "" when the file does not say (a killed writer)
+    int n_runs, n_diverged;       // every run in the file; the diverged ones among them
+    RunFileRun *runs;             // n_runs, in file order
+    int n;                        // the runs that count: those that did not diverge
+    double *seed, *accuracy, *time_s;  // theirs, in file order (n each)
+} RunFile;
+
+// Reads and checks the run file at path. 0, or -1 with a message naming the file in err.
+// Refuses, without blocking or reading, anything but a regular file (a FIFO, a device, a
+// directory) and files above RUNFILE_MAX_BYTES.
+int runfile_load(const char *path, RunFile *out, char *err, size_t err_size);
+
+// The same on size bytes of text (no terminating NUL needed); name is for messages.
+int runfile_parse(const char *text, size_t size, const char *name, RunFile *out, char *err,
+                  size_t err_size);
+
+// Frees what runfile_load or runfile_parse allocated (after either, success or not).
+void runfile_free(RunFile *f);
+
 // ---- signals ---------------------------------------------------------------------------
 // A long benchmark is stopped by SIGINT, SIGTERM or SIGHUP (Ctrl-C, `timeout`, a CI cancel).
 // runfile_watch_signals installs handlers that only record the signal; the program checks

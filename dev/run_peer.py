@@ -140,16 +140,18 @@ def target_accuracy(stem):
 def summarize(runs):
     accuracies = [r["accuracy"] for r in runs]
     times = [r["time_s"] for r in runs]
-    return {"n": len(runs), "acc_mean": statistics.mean(accuracies),
+    return {"n": len(runs), "n_diverged": 0, "acc_mean": statistics.mean(accuracies),
             "acc_std": statistics.stdev(accuracies), "time_mean": statistics.mean(times),
             "time_min": min(times), "time_max": max(times)}
 
 
 def build_run_file(variant, target, gpu, command, environment, config, runs, git):
+    """The run file, written once when the script is done: so it is always complete (a
+    script that fails leaves no file)."""
     return {"schema": SCHEMA, "variant": variant, "target_accuracy": target,
             "git_commit": git["commit"], "git_dirty": git["dirty"], "gpu": gpu,
             "command": command, "environment": environment, "config": config,
-            "runs": runs, "summary": summarize(runs)}
+            "complete": True, "runs": runs, "summary": summarize(runs)}
 
 
 def read_split(data_dir, names):
@@ -208,6 +210,7 @@ def command_output(argv):
 TORCH_PROBE = """import json, torch
 v = torch.backends.cudnn.version() or 0
 print(json.dumps({"name": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    "compute_capability": "%d.%d" % torch.cuda.get_device_capability(0),
     "cuda_runtime": torch.version.cuda,
     "cudnn": "%d.%d.%d" % ((v // 10000, v % 10000 // 100, v % 100) if v >= 10000
                            else (v // 1000, v % 1000 // 100, v % 100))}))"""
@@ -231,8 +234,11 @@ def gpu_description(python):
                           "--query-gpu=" + ",".join(f for f, _ in NVIDIA_SMI_FIELDS)])
     values = [v.strip() for v in smi.splitlines()[0].split(",")] if smi else []
     environment = {key: value for (_, key), value in zip(NVIDIA_SMI_FIELDS, values)}
+    # The trainer's field names: driver_version is the NVIDIA driver (older peer files said
+    # "driver"; benchstat reads both).
     gpu = {"name": torch_info.get("name", "unknown"),
-           "driver": environment.get("gpu_driver", "unknown"),
+           "compute_capability": torch_info.get("compute_capability", "unknown"),
+           "driver_version": environment.get("gpu_driver", "unknown"),
            "cuda_runtime": torch_info.get("cuda_runtime") or "unknown",
            "cudnn": torch_info.get("cudnn", "unknown")}
     environment["torch"] = torch_info.get("torch", "unknown")

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import unittest
+from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -120,13 +121,14 @@ class RunTest(unittest.TestCase):
 
     def test_run_file_is_read_by_benchstat(self):
         runs = self.run_fake(None).runs
-        gpu = {"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04",
-               "cuda_runtime": "12.8", "cudnn": "9.10.2"}
+        gpu = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+               "driver_version": "580.159.04", "cuda_runtime": "12.8", "cudnn": "9.10.2"}
         run_file = run_peer.build_run_file("pytorch-airbench94_compiled", 0.94, gpu,
                                            "python3 dev/run_peer.py x.py", {"torch": "2.9"},
                                            {"seed": None}, runs,
                                            {"commit": "unknown", "dirty": None})
         self.assertEqual(run_file["summary"]["n"], 3)
+        self.assertIs(run_file["complete"], True)
         self.assertAlmostEqual(run_file["summary"]["acc_mean"], 0.9405)
         out = os.path.join(self.dir, "peers", "x.json")
         self.assertEqual(run_peer.publish(run_file, out), out)
@@ -140,6 +142,32 @@ class RunTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("pytorch-airbench94_compiled, 3 runs", result.stdout)
         self.assertIn("published airbench94 time of 3.29 s", result.stdout)
+        self.assertIn("(driver 580.159.04)", result.stdout)
+        self.assertNotIn("incomplete", result.stdout)
+
+
+class GpuDescriptionTest(unittest.TestCase):
+    """gpu_description with a stand-in for the torch probe and for nvidia-smi."""
+
+    def test_trainer_field_names(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = os.path.join(tmp, "python")
+            smi = os.path.join(tmp, "nvidia-smi")
+            with open(probe, "w") as f:
+                f.write("#!/bin/sh\necho '%s'\n" % json.dumps({
+                    "name": "NVIDIA H100 80GB HBM3", "torch": "2.9.0", "compute_capability": "9.0",
+                    "cuda_runtime": "12.8", "cudnn": "9.10.2"}))
+            with open(smi, "w") as f:
+                f.write("#!/bin/sh\necho '580.159.04, 1980, 2619, 1980, 2619, 1755, 2619, 700.00, "
+                        "Enabled, 34'\n")
+            os.chmod(probe, 0o755)
+            os.chmod(smi, 0o755)
+            with mock.patch.dict(os.environ, {"PATH": tmp + os.pathsep + os.environ["PATH"]}):
+                gpu, environment = run_peer.gpu_description(probe)
+        self.assertEqual(gpu, {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+                               "driver_version": "580.159.04", "cuda_runtime": "12.8",
+                               "cudnn": "9.10.2"})
+        self.assertEqual((environment["gpu_driver"], environment["torch"]), ("580.159.04", "2.9.0"))
 
 
 class TorchDataTest(unittest.TestCase):

@@ -1,7 +1,12 @@
 // test_benchstat: the statistics of tools/benchstat.c against independently computed values,
-// and build/benchstat itself (run as a subprocess) on the hand-made run files in
-// tests/fixtures/runs/: numbers, messages for broken files, and --check exit codes.
-// Run from the repository root (as `make test` does); BENCHSTAT overrides the binary's path.
+// and build/benchstat itself (run as a subprocess, under `timeout`) on the hand-made run
+// files in tests/fixtures/runs/: numbers, messages for broken and hostile files (a FIFO,
+// /dev/zero, a directory, a file over the size cap), incomplete files and diverged runs,
+// --check exit codes (GPU models, non-finite numbers), --target units, --json/--merge/--plot
+// never overwriting, --merge refusals, --plot (the PNG part skipped without gnuplot), and
+// every committed run file under runs/. Run from the repository root (as `make test` does);
+// BENCHSTAT overrides the binary's path; BENCHSTAT_SANITIZED=1 drops the memory limit of
+// the /dev/zero case, which sanitizer builds cannot run under.
 //
 // Every expected number below was computed once with Python 3.11, numpy and scipy 1.17.1:
 //   scipy.special.betainc(a, b, x), scipy.stats.t.cdf(t, df), scipy.stats.t.ppf(p, df);
@@ -17,6 +22,7 @@
 #define BENCHSTAT_STATS_ONLY
 #include "../tools/benchstat.c"
 
+#include <glob.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +30,7 @@
 
 #define FIXTURES "tests/fixtures/runs/"
 #define REL_TOL 1e-9
+#define TIMEOUT_S 20
 
 #define CHECK_REL(got, want, what) CHECK_NEAR((got), (want), REL_TOL * fabs(want) + 1e-300, (what))
 
@@ -107,12 +114,15 @@ static void test_comparison(void) {
     CHECK_REL(r.ci_high, 0.9645465706616866, "time ratio CI high");
 }
 
-// Runs build/benchstat with args (a shell fragment); its stdout and stderr go into out.
-// Returns the exit status, or -1 if it could not run.
-static int run_benchstat(const char *args, char *out, size_t out_size) {
+// Runs `timeout TIMEOUT_S [wrapper] build/benchstat args` through the shell, after the shell
+// text prefix (e.g. a ulimit); stdout and stderr go into out. Under `timeout`, a hang shows
+// as exit 124 instead of stopping the suite. Returns the exit status, or -1.
+static int run_benchstat_with(const char *prefix, const char *wrapper, const char *args,
+                              char *out, size_t out_size) {
     const char *binary = getenv("BENCHSTAT") ? getenv("BENCHSTAT") : "build/benchstat";
-    char command[1024];
-    snprintf(command, sizeof command, "%s %s 2>&1", binary, args);
+    char command[8192];
+    snprintf(command, sizeof command, "%stimeout %d %s %s %s 2>&1", prefix, TIMEOUT_S, wrapper,
+             binary, args);
     FILE *pipe = popen(command, "r");
     if (!pipe) return -1;
     size_t used = fread(out, 1, out_size - 1, pipe);
@@ -121,7 +131,27 @@ static int run_benchstat(const char *args, char *out, size_t out_size) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static char json_path[64];
+static int run_benchstat(const char *args, char *out, size_t out_size) {
+    return run_benchstat_with("", "", args, out, out_size);
+}
+
+static char tmp_dir[] = "/tmp/test_benchstat-XXXXXX";
+static char json_path[128];
+
+// tmp_dir/name, in one of a few rotating buffers (several may be in use in one call).
+static const char *tmp_file(const char *name) {
+    static char paths[4][256];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, sizeof paths[0], "%s/%s", tmp_dir, name);
+    return path;
+}
+
+// Runs a shell command for a test's setup; a failure is a failed check.
+static void shell(const char *command) {
+    int status = system(command);
+    CHECK(status == 0, "setup command failed (%d): %s", status, command);
+}
 
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -261,6 +291,7 @@ static void test_broken_files(void) {
         {"one_run.json", "at least 2 are needed"},
         {"percent_accuracy.json", "accuracies are fractions"},
         {"no_such_file.json", "cannot open"},
+        {"batch_huge.json", "config.batch_size = 1e+300 is not a whole number from 1 to"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[256], out[8192];
@@ -301,11 +332,30 @@ static void test_check_exit_codes(void) {
     }
 }
 
+// An output name longer than any path the system takes is refused as such.
+static void test_long_output_name(void) {
+    char args[4200], out[8192];
+    snprintf(args, sizeof args, "--json /tmp/%04100d " FIXTURES "a94.json", 0);
+    int status = run_benchstat(args, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "an output file name is too long"),
+          "a 4100-character --json name: exit %d; output:\n%.300s", status, out);
+}
+
 static void test_usage_errors(void) {
     static const char *const cases[] = {
         "",
         "--frobnicate " FIXTURES "a94.json",
-        "--target 94 " FIXTURES "a94.json",
+        "--target 100 " FIXTURES "a94.json",
+        "--target 1 " FIXTURES "a94.json",
+        "--target 0 " FIXTURES "a94.json",
+        "--target -94 " FIXTURES "a94.json",
+        "--allow-other-gpu " FIXTURES "a94.json " FIXTURES "b94.json",
+        "--tsv " FIXTURES "a94.json " FIXTURES "b94.json",
+        "--merge",
+        "--plot x.jpg " FIXTURES "a94.json",
+        "--plot x.png --merge y.json " FIXTURES "a94.json",
+        "--merge y.json --check " FIXTURES "a94.json",
+        "--table --target 94 " FIXTURES "a94.json",
         "--time-tolerance abc " FIXTURES "a94.json",
         FIXTURES "a94.json --target",
         FIXTURES "a94.json " FIXTURES "b94.json " FIXTURES "a94.json",
@@ -321,6 +371,301 @@ static void test_usage_errors(void) {
     }
 }
 
+// Hostile inputs (issue 15): a FIFO or a device must be refused at once, not read (a FIFO
+// with no writer blocks a plain open forever; /dev/zero never ends); a regular file above
+// the size cap is refused before it is read.
+static void test_hostile_files(void) {
+    char out[8192], args[512];
+    snprintf(args, sizeof args, "mkfifo %s", tmp_file("fifo.json"));
+    shell(args);
+    int status = run_benchstat(tmp_file("fifo.json"), out, sizeof out);
+    CHECK(status == 2 && strstr(out, "fifo.json") && strstr(out, "not a regular file"),
+          "a FIFO: exit %d (124: it hung), want 2 and \"not a regular file\"; output:\n%s",
+          status, out);
+    // The memory limit keeps a benchstat that reads /dev/zero from taking the machine's
+    // memory; sanitizer builds reserve terabytes of address space, so they run without it.
+    const char *limit = getenv("BENCHSTAT_SANITIZED") ? "" : "ulimit -v 4000000; ";
+    status = run_benchstat_with(limit, "", "/dev/zero", out, sizeof out);
+    CHECK(status == 2 && strstr(out, "/dev/zero") && strstr(out, "not a regular file"),
+          "/dev/zero: exit %d, want 2 and \"not a regular file\"; output:\n%s", status, out);
+    status = run_benchstat(tmp_dir, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "not a regular file"),
+          "a directory: exit %d, want 2; output:\n%s", status, out);
+    snprintf(args, sizeof args, "truncate -s 65M %s", tmp_file("big.json"));
+    shell(args);
+    status = run_benchstat(tmp_file("big.json"), out, sizeof out);
+    CHECK(status == 2 && strstr(out, "big.json") && strstr(out, "larger than the 64 MiB"),
+          "a 65 MiB file: exit %d, want 2 and the size cap; output:\n%s", status, out);
+}
+
+// Whether the files at a and b hold the same bytes.
+static int same_contents(const char *a, const char *b) {
+    char command[600];
+    snprintf(command, sizeof command, "cmp -s %s %s", a, b);
+    return system(command) == 0;
+}
+
+// --json OUT never replaces a file: not an unrelated one, not its own input. On success it
+// leaves no temporary file beside OUT.
+static void test_json_never_overwrites(void) {
+    char out[8192], args[1024];
+    const char *input = tmp_file("input.json"), *other = tmp_file("other.txt");
+    snprintf(args, sizeof args, "cp " FIXTURES "a94.json %s && echo keep > %s", input, other);
+    shell(args);
+    snprintf(args, sizeof args, "--json %s %s", input, input);
+    int status = run_benchstat(args, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "exists") && same_contents(input, FIXTURES "a94.json"),
+          "--json onto its own input: exit %d, want 2, input kept; output:\n%s", status, out);
+    snprintf(args, sizeof args, "--json %s " FIXTURES "a94.json", other);
+    status = run_benchstat(args, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "other.txt") && strstr(out, "exists"),
+          "--json onto an existing file: exit %d, want 2; output:\n%s", status, out);
+    char *kept = read_text(other);
+    CHECK(kept && !strcmp(kept, "keep\n"), "the existing file was changed: %s", kept ? kept : "(gone)");
+    const char *fresh = tmp_file("fresh.json");
+    snprintf(args, sizeof args, "--json %s " FIXTURES "a94.json && ls %s", fresh, tmp_dir);
+    status = run_benchstat(args, out, sizeof out);
+    CHECK(status == 0 && !strstr(out, ".tmp") && json_number(read_text(fresh), "a", "n") == 10,
+          "--json to a new file: exit %d, no temporary left; output:\n%s", status, out);
+}
+
+// --check fails when a number it judges is not finite: here the times' sum overflows, so a
+// mean is infinite and A/B is NaN (inf / inf) or 0 (finite / inf).
+static void test_check_fails_on_non_finite(void) {
+    static const char *const cases[] = {
+        "--check " FIXTURES "huge_time.json " FIXTURES "huge_time.json",
+        "--check " FIXTURES "b94.json " FIXTURES "huge_time.json",
+        "--check " FIXTURES "huge_time.json " FIXTURES "b94.json",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[8192];
+        int status = run_benchstat(cases[i], out, sizeof out);
+        CHECK(status == 1 && strstr(out, "check FAIL") && strstr(out, "not a finite number"),
+              "benchstat %s: exit %d, want 1 and \"not a finite number\"; output:\n%s",
+              cases[i], status, out);
+    }
+}
+
+// The number after "key": at its first occurrence in text (NAN if absent).
+static double first_number(const char *text, const char *key) {
+    char pattern[80];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = text ? strstr(text, pattern) : NULL;
+    return at ? strtod(at + strlen(pattern), NULL) : NAN;
+}
+
+// Runs benchstat args and checks its exit status and that its output holds every one of
+// the NULL-terminated texts.
+static void expect_output(const char *args, int want_status, const char *const *texts) {
+    char out[16384];
+    int status = run_benchstat(args, out, sizeof out);
+    int all_there = 1;
+    for (const char *const *text = texts; *text; text++) all_there = all_there && strstr(out, *text);
+    CHECK(status == want_status && all_there, "benchstat %s: exit %d, want %d and the texts "
+          "starting \"%s\"; output:\n%s", args, status, want_status, texts[0], out);
+}
+
+#define EXPECT(args, status, ...) expect_output((args), (status), (const char *const[]){__VA_ARGS__, NULL})
+
+// --target: a percentage (anything above 1) or a fraction; both mean the same target.
+static void test_target_units(void) {
+    char *json = run_json("--target 94.5 " FIXTURES "a94.json", 0);
+    CHECK_REL(json_number(json, "a", "target"), 0.945, "--target 94.5 is a percentage");
+    json = run_json("--target 0.945 " FIXTURES "a94.json", 0);
+    CHECK_REL(json_number(json, "a", "target"), 0.945, "--target 0.945 is a fraction");
+    EXPECT("--target 94.5 " FIXTURES "a94.json", 0, "vs target  94.5%");
+    EXPECT(FIXTURES "a94.json", 0, "units: accuracy in %", "time (s)", "std 0.099 pts");
+}
+
+// The new fields (complete, overrides, git_diff_sha256, driver_version) and the old ones
+// (driver) are shown; a complete file with no diverged run passes --check.
+static void test_new_fields(void) {
+    EXPECT("--check " FIXTURES "new94.json", 0,
+           "new94.json: airbench94 (overrides: lr=11, label_smoothing=0.15), 5 runs on NVIDIA "
+           "H100 80GB HBM3 (driver 580.159.04) (commit 89abcde, dirty tree, diff sha256 "
+           "5f2b0c6e1d9a)\n", "check ok:");
+    EXPECT(FIXTURES "peer94.json", 0, "(driver 580.159.04)");  // the old name, "driver"
+    EXPECT("--table " FIXTURES "new94.json", 0,
+           "| new94.json | airbench94 (overrides: lr=11, label_smoothing=0.15) |");
+}
+
+// An incomplete file is reported loudly and its runs are used; diverged runs are listed and
+// left out of the statistics; --check fails on both, for A and for the baseline.
+static void test_incomplete_and_diverged(void) {
+    EXPECT(FIXTURES "incomplete94.json", 0,
+           "WARNING    incomplete run file: run 4 (seed 3) diverged: the training loss is NaN "
+           "at epoch 2; the statistics cover the 3 runs it holds",
+           "diverged   1 run, left out of every statistic below:\n"
+           "             runs[3] (seed 3): the training loss is NaN at epoch 2");
+    char *json = run_json(FIXTURES "incomplete94.json", 0);
+    CHECK(json_number(json, "a", "n") == 3 && json_number(json, "a", "n_diverged") == 1,
+          "incomplete94: n %g, n_diverged %g", json_number(json, "a", "n"),
+          json_number(json, "a", "n_diverged"));
+    CHECK_REL(json_number(json, "a", "acc_mean"), (0.9395 + 0.9411 + 0.9402) / 3,
+              "the diverged run's accuracy is not averaged in");
+    CHECK(json && strstr(json, "\"complete\":\tfalse"), "JSON says complete false:\n%s", json);
+    EXPECT(FIXTURES "killed94.json", 0, "WARNING    incomplete run file: the writer stopped "
+           "before ending the file (killed, or still running)");
+    EXPECT("--tsv " FIXTURES "killed94.json", 0, "warning: " FIXTURES "killed94.json is incomplete");
+    const char *one_run = tmp_file("killed_after_one.json");
+    FILE *f = fopen(one_run, "w");
+    CHECK(f != NULL, "cannot write %s", one_run);
+    if (f) {
+        fputs("{\"schema\": \"airbench.c/run-v1\", \"variant\": \"airbench94\", \"complete\": false, "
+              "\"runs\": [{\"seed\": 0, \"accuracy\": 0.94, \"time_s\": 2.9}]}\n", f);
+        fclose(f);
+    }
+    char args[512];
+    snprintf(args, sizeof args, "--check %s", one_run);
+    EXPECT(args, 2, "1 run; at least 2 are needed", "the file is incomplete: the writer stopped");
+    EXPECT("--check " FIXTURES "incomplete94.json", 1,
+           "check FAIL: A (" FIXTURES "incomplete94.json) is an incomplete run file: run 4",
+           "check FAIL: 1 run of A (" FIXTURES "incomplete94.json) diverged");
+    EXPECT("--check " FIXTURES "killed94.json", 1, "check FAIL: A (" FIXTURES "killed94.json) "
+           "is an incomplete run file: the writer stopped");
+    EXPECT("--check " FIXTURES "diverged94.json", 1, "check FAIL: 1 run of A");
+    EXPECT("--check " FIXTURES "a94.json " FIXTURES "killed94.json", 1,
+           "check FAIL: B (" FIXTURES "killed94.json) is an incomplete run file");
+    EXPECT("--tsv " FIXTURES "diverged94.json", 0, "seed\taccuracy\ttime_s\n0\t0.939500\t2.871000\n"
+           "1\t0.941100\t2.866000\n2\t0.940200\t2.880000\n3\t0.938900\t2.874000\n");
+}
+
+// Different GPU models fail --check unless --allow-other-gpu, which makes it a note.
+static void test_other_gpu(void) {
+    EXPECT("--check " FIXTURES "a94.json " FIXTURES "a100_94.json", 1,
+           "check FAIL: A and B ran on different GPU models (NVIDIA H100 80GB HBM3 vs NVIDIA "
+           "A100-SXM4-80GB)", "--allow-other-gpu");
+    EXPECT("--check --allow-other-gpu " FIXTURES "a94.json " FIXTURES "a100_94.json", 0,
+           "check note: A and B ran on different GPU models", "check ok:   A/B time");
+    EXPECT("--check " FIXTURES "a94.json " FIXTURES "minimal.json", 1,
+           "different GPU models (NVIDIA H100 80GB HBM3 vs not recorded)");
+}
+
+// --help names every option, its default and the exit codes.
+static void test_help(void) {
+    EXPECT("--help", 0, "--target ACC", "--check", "--time-tolerance PCT", "(default 3)",
+           "--allow-other-gpu", "--json OUT", "--tsv", "--table", "--plot OUT.png",
+           "--merge OUT.json", "-h, --help", "Exit status: 0", "1 --check failed", "2 bad usage",
+           "a percentage (94) or a fraction (0.94)");
+}
+
+// Copies the fixture name into tmp_dir as copy with every `from` replaced by `to`.
+static const char *edited_fixture(const char *name, const char *copy, const char *from,
+                                  const char *to) {
+    char command[1024];
+    const char *path = tmp_file(copy);
+    snprintf(command, sizeof command, "sed 's/%s/%s/' " FIXTURES "%s > %s", from, to, name, path);
+    shell(command);
+    return path;
+}
+
+// --merge: the runs of all files in order, through the run-file writer; the output's
+// completeness follows the inputs'; files of different benchmarks and existing outputs are
+// refused.
+static void test_merge(void) {
+    char args[1024], out[16384];
+    const char *merged = tmp_file("merged.json");
+    snprintf(args, sizeof args, "--merge %s " FIXTURES "chunk1.json " FIXTURES "chunk2.json", merged);
+    EXPECT(args, 0, "merged 4 runs from 2 files into");
+    snprintf(args, sizeof args, "--tsv %s", merged);
+    EXPECT(args, 0, "seed\taccuracy\ttime_s\n0\t0.939500\t2.871000\n1\t0.941100\t2.866000\n"
+           "2\t0.940200\t2.880000\n3\t0.938900\t2.874000\n");
+    char *text = read_text(merged);
+    CHECK(text && strstr(text, "\"complete\":\ttrue") && strstr(text, "\"merged_from\":\t[\"chunk1.json\", \"chunk2.json\"]")
+          && strstr(text, "\"lr\":\t11") && !strstr(text, "incomplete_reason"),
+          "merged file header:\n%.2000s", text ? text : "(none)");
+    CHECK(first_number(text, "n") == 4, "merged summary n = %g", first_number(text, "n"));
+    snprintf(args, sizeof args, "%s", merged);
+    EXPECT(args, 0, "airbench94 (overrides: lr=11, label_smoothing=0.15), 4 runs");
+
+    snprintf(args, sizeof args, "--merge %s " FIXTURES "chunk1.json " FIXTURES "chunk2.json", merged);
+    char *before = strdup(read_text(merged));
+    EXPECT(args, 2, "merged.json exists; benchstat never overwrites a file");
+    CHECK(before && !strcmp(before, read_text(merged)), "--merge changed an existing output");
+    free(before);
+
+    const char *partial = tmp_file("partial.json");
+    snprintf(args, sizeof args, "--merge %s " FIXTURES "chunk1.json " FIXTURES "killed94.json", partial);
+    EXPECT(args, 0, "merged 5 runs from 2 files");
+    text = read_text(partial);
+    CHECK(text && strstr(text, "\"complete\":\tfalse") &&
+          strstr(text, "killed94.json is incomplete: the writer stopped before ending the file"),
+          "a merge with an incomplete input is incomplete:\n%.3000s", text ? text : "(none)");
+
+    static const struct {
+        const char *from, *to, *says;
+    } differences[] = {
+        {"\"variant\": \"airbench94\"", "\"variant\": \"airbench95\"", "in variant (airbench94 vs airbench95)"},
+        {"H100 80GB HBM3", "A100-SXM4-80GB", "in gpu.name (NVIDIA H100 80GB HBM3 vs NVIDIA A100-SXM4-80GB)"},
+        {"\"git_commit\": \"89", "\"git_commit\": \"77", "in git_commit"},
+        {"\"git_dirty\": true", "\"git_dirty\": false", "in git_dirty (true vs false)"},
+        {"\"git_diff_sha256\": \"5f", "\"git_diff_sha256\": \"6f", "in git_diff_sha256"},
+        {"\"lr\": 11.0,", "\"lr\": 12.0,", "in config.lr (11 vs 12)"},
+        {"\"momentum\": 0.85,", "", "in config.momentum (0.85 vs absent)"},
+        {"\"label_smoothing\": 0.15$", "\"label_smoothing\": 0.2", "in config.overrides"},
+    };
+    for (size_t i = 0; i < sizeof differences / sizeof differences[0]; i++) {
+        const char *edited = edited_fixture("chunk2.json", "edited.json", differences[i].from,
+                                            differences[i].to);
+        const char *refused = tmp_file("refused.json");
+        snprintf(args, sizeof args, "--merge %s " FIXTURES "chunk1.json %s", refused, edited);
+        int status = run_benchstat(args, out, sizeof out);
+        CHECK(status == 2 && strstr(out, differences[i].says) && access(refused, F_OK) != 0,
+              "merge of files that differ (%s): exit %d, want 2 and \"%s\", no output; output:\n%s",
+              differences[i].to, status, differences[i].says, out);
+    }
+}
+
+// Whether path starts with the PNG signature.
+static int is_png(const char *path) {
+    unsigned char head[8] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f) fclose(f);
+    return got == 8 && !memcmp(head, "\x89PNG\r\n\x1a\n", 8);
+}
+
+// --plot: without gnuplot, exit 2 with the package to install; with it, a PNG for one file
+// and for several, never over an existing file.
+static void test_plot(void) {
+    char args[1024];
+    const char *png = tmp_file("plot.png");
+    snprintf(args, sizeof args, "--plot %s " FIXTURES "a94.json", png);
+    char out[8192];
+    int status = run_benchstat_with("", "env PATH=/nonexistent", args, out, sizeof out);
+    CHECK(status == 2 && strstr(out, "apt-get install gnuplot-nox") && access(png, F_OK) != 0,
+          "--plot without gnuplot: exit %d, want 2 and the package; output:\n%s", status, out);
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        printf("skip: --plot with gnuplot (gnuplot is not installed)\n");
+        return;
+    }
+    EXPECT(args, 0, "plotted 1 run file into");
+    CHECK(is_png(png), "--plot wrote no PNG at %s", png);
+    EXPECT(args, 2, "plot.png exists; benchstat never overwrites a file");
+    png = tmp_file("plot2.png");
+    snprintf(args, sizeof args, "--plot %s " FIXTURES "a94.json " FIXTURES "incomplete94.json "
+             FIXTURES "unknown_variant.json", png);
+    EXPECT(args, 0, "plotted 3 run files into");
+    CHECK(is_png(png), "--plot of three files wrote no PNG at %s", png);
+    snprintf(args, sizeof args, "ls %s | grep -q tmp", tmp_dir);
+    CHECK(system(args) != 0, "--plot left a temporary file in %s", tmp_dir);
+}
+
+// Every committed run file (written before "complete" and the typed environment) still reads.
+static void test_committed_run_files(void) {
+    glob_t found;
+    int status = glob("runs/*.json", 0, NULL, &found);
+    if (status == 0) status = glob("runs/peers/*.json", GLOB_APPEND, NULL, &found);
+    CHECK(status == 0 && found.gl_pathc >= 2, "no committed run files found under runs/");
+    for (size_t i = 0; status == 0 && i < found.gl_pathc; i++) {
+        char out[8192];
+        int exit_status = run_benchstat(found.gl_pathv[i], out, sizeof out);
+        CHECK(exit_status == 0 && strstr(out, "accuracy   mean") && !strstr(out, "incomplete"),
+              "%s: exit %d; output:\n%s", found.gl_pathv[i], exit_status, out);
+    }
+    globfree(&found);
+}
+
 int main(void) {
     test_incomplete_beta();
     test_t_distribution();
@@ -333,10 +678,11 @@ int main(void) {
               binary);
         return test_finish("test_benchstat");
     }
-    snprintf(json_path, sizeof json_path, "/tmp/test_benchstat_XXXXXX");
-    int fd = mkstemp(json_path);
-    CHECK(fd >= 0, "mkstemp failed");
-    if (fd >= 0) close(fd);
+    if (!mkdtemp(tmp_dir)) {
+        CHECK(0, "cannot create a temporary folder: %s", strerror(errno));
+        return test_finish("test_benchstat");
+    }
+    snprintf(json_path, sizeof json_path, "%s/out.json", tmp_dir);
     test_files_end_to_end();
     test_variants();
     test_report_text();
@@ -344,6 +690,20 @@ int main(void) {
     test_broken_files();
     test_check_exit_codes();
     test_usage_errors();
-    unlink(json_path);
+    test_long_output_name();
+    test_hostile_files();
+    test_json_never_overwrites();
+    test_check_fails_on_non_finite();
+    test_target_units();
+    test_new_fields();
+    test_incomplete_and_diverged();
+    test_other_gpu();
+    test_help();
+    test_merge();
+    test_plot();
+    test_committed_run_files();
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", tmp_dir);
+    if (system(command) != 0) printf("note: could not remove %s\n", tmp_dir);
     return test_finish("test_benchstat");
 }

@@ -1,8 +1,11 @@
-// test_runfile.c: the run-file writer (airbench/runfile.c). After every step the file on disk
-// is valid JSON holding every finished run, no temporary file stays behind, a failed write
-// keeps the previous contents, the end marks the file complete or incomplete with its
-// reason, environment values get their JSON types, and a watched signal is recorded and
-// re-raised.
+// test_runfile.c: the run-file writer and reader (airbench/runfile.c). After every step the
+// file on disk is valid JSON holding every finished run, no temporary file stays behind, a
+// failed write keeps the previous contents, the end marks the file complete or incomplete
+// with its reason, environment values get their JSON types, and a watched signal is
+// recorded and re-raised. The reader takes old files and new fields, needs no terminating
+// NUL, reads back what the writer wrote, and refuses every mistyped field with a message
+// naming it; no prefix of a valid file crashes it. (benchstat's tests run the reader on
+// files: FIFOs, devices, size cap.)
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -214,6 +217,179 @@ static void test_signals(void) {
           "the child should record SIGTERM, then die of it (status %d)", status);
 }
 
+// ---- reading -------------------------------------------------------------------------
+
+// A run file's text with the given top-level fields (each followed by a comma) and runs.
+static const char *run_file_text(const char *fields, const char *runs) {
+    static char text[4096];
+    snprintf(text, sizeof text, "{\"schema\": \"airbench.c/run-v1\", \"variant\": \"airbench94\", "
+             "%s \"runs\": %s}", fields, runs);
+    return text;
+}
+
+#define TWO_RUNS "[{\"seed\": 0, \"accuracy\": 0.94, \"time_s\": 1.5}, " \
+                 "{\"seed\": 1, \"accuracy\": 0.95, \"time_s\": 2.5}]"
+
+static int parse(const char *text, RunFile *f, char *err) {
+    return runfile_parse(text, strlen(text), "mem.json", f, err, ERR_SIZE);
+}
+
+// A file from before "complete" and the other new fields: complete, with defaults.
+static void test_read_old_file(void) {
+    RunFile f;
+    char err[ERR_SIZE] = "";
+    int status = parse(run_file_text("\"gpu\": {\"name\": \"NVIDIA H100 80GB HBM3\", \"driver\": "
+                                     "\"580.159.04\"}, \"config\": {\"batch_size\": 1024},", TWO_RUNS), &f, err);
+    CHECK(status == 0, "an old file: %s", err);
+    if (status) return;
+    CHECK(f.complete == 1 && !f.incomplete_reason[0], "an old file counts as complete");
+    CHECK(!strcmp(f.gpu_driver, "580.159.04"), "gpu.driver is read as the driver: '%s'", f.gpu_driver);
+    CHECK(f.n == 2 && f.n_runs == 2 && f.n_diverged == 0, "runs: n %d of %d", f.n, f.n_runs);
+    CHECK(f.accuracy[1] == 0.95 && f.time_s[0] == 1.5 && f.seed[1] == 1, "the runs' numbers");
+    CHECK(f.batch_size == 1024 && isnan(f.epochs) && !f.overrides[0] && f.git_dirty == -1 &&
+          isnan(f.target_accuracy), "defaults for what the file does not record");
+    runfile_free(&f);
+}
+
+static void test_read_new_fields(void) {
+    RunFile f;
+    char err[ERR_SIZE] = "";
+    const char *runs = "[{\"seed\": 0, \"accuracy\": 0.94, \"time_s\": 1.5}, "
+                       "{\"seed\": 1, \"diverged\": true, \"divergence\": \"loss is NaN\", \"accuracy\": null},"
+                       "{\"seed\": 2, \"accuracy\": 0.95, \"time_s\": 2.5}]";
+    int status = parse(run_file_text(
+        "\"complete\": false, \"incomplete_reason\": \"SIGTERM\", \"git_diff_sha256\": \"abc\", "
+        "\"gpu\": {\"driver\": \"old\", \"driver_version\": \"580.159.04\"}, \"config\": {\"overrides\": "
+        "{\"lr\": 11.0, \"translate_mode\": \"derandomized\", \"muon\": true, \"widths\": [64, 128, 128]}},",
+        runs), &f, err);
+    CHECK(status == 0, "new fields: %s", err);
+    if (status) return;
+    CHECK(f.complete == 0 && !strcmp(f.incomplete_reason, "SIGTERM"), "complete false with its reason");
+    CHECK(!strcmp(f.git_diff_sha256, "abc") && !strcmp(f.gpu_driver, "580.159.04"),
+          "git_diff_sha256 and driver_version (over driver): '%s' '%s'", f.git_diff_sha256, f.gpu_driver);
+    CHECK(!strcmp(f.overrides, "lr=11, translate_mode=derandomized, muon=true, widths=[64,128,128]"),
+          "overrides: '%s'", f.overrides);
+    CHECK(f.n_runs == 3 && f.n == 2 && f.n_diverged == 1, "a diverged run is kept but does not count");
+    CHECK(f.runs[1].diverged && !strcmp(f.runs[1].divergence, "loss is NaN") && isnan(f.runs[1].accuracy),
+          "the diverged run's fields");
+    CHECK(f.seed[1] == 2 && f.accuracy[1] == 0.95, "the runs that count skip the diverged one");
+    runfile_free(&f);
+}
+
+// runfile_parse reads exactly size bytes: no NUL needed, and what follows is ignored.
+static void test_read_buffer_bounds(void) {
+    char buffer[4096];
+    RunFile f;
+    char err[ERR_SIZE] = "";
+    const char *text = run_file_text("", TWO_RUNS);
+    size_t size = strlen(text);
+    memcpy(buffer, text, size);
+    memcpy(buffer + size, "garbage", 7);  // no NUL anywhere after the document
+    CHECK(runfile_parse(buffer, size, "mem.json", &f, err, sizeof err) == 0, "bounded parse: %s", err);
+    runfile_free(&f);
+    CHECK(runfile_parse(buffer, size + 7, "mem.json", &f, err, sizeof err) == -1 &&
+          strstr(err, "mem.json: not valid JSON"), "text after the document: %s", err);
+    CHECK(runfile_parse(buffer, 0, "mem.json", &f, err, sizeof err) == -1 && strstr(err, "empty"),
+          "empty: %s", err);
+}
+
+// What the writer writes, the reader reads.
+static void test_read_back_written(void) {
+    char path[256], err[ERR_SIZE] = "";
+    snprintf(path, sizeof path, "%s/roundtrip.json", tmp_dir);
+    cJSON *header = cJSON_CreateObject();
+    cJSON_AddStringToObject(header, "variant", "airbench94-muon");
+    RunFileWriter *w = runfile_begin(path, header, err, sizeof err);
+    CHECK(w != NULL, "runfile_begin: %s", err);
+    if (!w) return;
+    runfile_add_run(w, run_json(7, 0.941, 1.25), err, sizeof err);
+    RunFile f;
+    CHECK(runfile_load(path, &f, err, sizeof err) == 0 && f.complete == 0 && f.n == 1,
+          "a file being written reads as incomplete with its runs so far: %s", err);
+    runfile_free(&f);
+    runfile_end(w, NULL, err, sizeof err);
+    CHECK(runfile_load(path, &f, err, sizeof err) == 0, "load: %s", err);
+    CHECK(f.complete == 1 && f.n == 1 && f.seed[0] == 7 && f.accuracy[0] == 0.941 &&
+          !strcmp(f.variant, "airbench94-muon"), "the ended file reads back");
+    runfile_free(&f);
+}
+
+// Every mistyped or out-of-range field is refused with a message that names it.
+static void test_read_refuses_bad_fields(void) {
+    static const struct {
+        const char *fields, *runs, *says;
+    } cases[] = {
+        {"\"complete\": \"yes\",", TWO_RUNS, "\"complete\" must be true or false"},
+        {"\"incomplete_reason\": 3,", TWO_RUNS, "\"incomplete_reason\" must be a string"},
+        {"\"git_dirty\": \"no\",", TWO_RUNS, "\"git_dirty\" must be true or false"},
+        {"\"git_diff_sha256\": [],", TWO_RUNS, "\"git_diff_sha256\" must be a string"},
+        {"\"gpu\": \"H100\",", TWO_RUNS, "\"gpu\" must be an object"},
+        {"\"gpu\": {\"name\": 7},", TWO_RUNS, "\"gpu.name\" must be a string"},
+        {"\"target_accuracy\": 94,", TWO_RUNS, "\"target_accuracy\" must be a fraction"},
+        {"\"config\": [],", TWO_RUNS, "\"config\" must be an object"},
+        {"\"config\": {\"batch_size\": 1e300},", TWO_RUNS, "config.batch_size = 1e+300 is not a whole number"},
+        {"\"config\": {\"batch_size\": 2.5},", TWO_RUNS, "config.batch_size = 2.5 is not a whole number"},
+        {"\"config\": {\"batch_size\": 0},", TWO_RUNS, "config.batch_size = 0 is not a whole number from 1"},
+        {"\"config\": {\"epochs\": -1},", TWO_RUNS, "config.epochs = -1 must be positive"},
+        {"\"config\": {\"epochs\": 1e999},", TWO_RUNS, "\"config.epochs\" is not a finite number"},
+        {"\"config\": {\"translate_mode\": 1},", TWO_RUNS, "\"config.translate_mode\" must be a string"},
+        {"\"config\": {\"overrides\": 3},", TWO_RUNS, "\"config.overrides\" must be an object"},
+        {"", "{}", "no \"runs\" array"},
+        {"", "[3]", "runs[0] is not an object"},
+        {"", "[{\"seed\": 1.5, \"accuracy\": 0.9, \"time_s\": 1}]", "runs[0].seed = 1.5 is not a whole number"},
+        {"", "[{\"seed\": 1e300, \"accuracy\": 0.9, \"time_s\": 1}]", "runs[0].seed = 1e+300 is not a whole"},
+        {"", "[{\"accuracy\": 1e999, \"time_s\": 1}]", "runs[0].accuracy = inf is out of range"},
+        {"", "[{\"accuracy\": 94.1, \"time_s\": 1}]", "accuracies are fractions"},
+        {"", "[{\"accuracy\": 0.94, \"time_s\": -1}]", "runs[0].time_s = -1 is out of range"},
+        {"", "[{\"accuracy\": 0.94}]", "runs[0] has no numeric \"time_s\""},
+        {"", "[{\"diverged\": \"yes\"}]", "\"runs[0].diverged\" must be true or false"},
+        {"", "[{\"diverged\": true, \"divergence\": 1}]", "\"runs[0].divergence\" must be a string"},
+        {"", "[{\"diverged\": true, \"accuracy\": \"x\"}]", "\"runs[0].accuracy\" must be a number"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        RunFile f;
+        char err[ERR_SIZE] = "";
+        int status = parse(run_file_text(cases[i].fields, cases[i].runs), &f, err);
+        CHECK(status == -1 && strstr(err, "mem.json: ") && strstr(err, cases[i].says),
+              "fields '%s' runs '%s': status %d, want -1 and \"%s\", got \"%s\"", cases[i].fields,
+              cases[i].runs, status, cases[i].says, err);
+        if (status == 0) runfile_free(&f);
+    }
+    RunFile f;
+    char err[ERR_SIZE] = "";
+    CHECK(parse("{\"variant\": \"airbench94\"}", &f, err) == -1 && strstr(err, "no \"schema\""),
+          "no schema: %s", err);
+    CHECK(parse("{\"schema\": \"airbench.c/run-v1\", \"runs\": []}", &f, err) == -1 &&
+          strstr(err, "no \"variant\""), "no variant: %s", err);
+}
+
+// Every prefix of a valid file parses or fails cleanly (under the sanitizers: no read past
+// the prefix, no leak).
+static void test_read_every_prefix(void) {
+    const char *text = run_file_text(
+        "\"complete\": true, \"gpu\": {\"name\": \"G\", \"driver_version\": \"1\"}, "
+        "\"config\": {\"batch_size\": 1024, \"overrides\": {\"lr\": 11, \"widths\": [1, 2]}},",
+        "[{\"seed\": 0, \"accuracy\": 0.94, \"time_s\": 1.5, \"epochs\": [{\"epoch\": 1}]}, "
+        "{\"seed\": 1, \"diverged\": true, \"divergence\": \"x\\\"y\"}]");
+    size_t size = strlen(text);
+    int failures = 0;
+    for (size_t length = 0; length < size; length++) {
+        char *copy = malloc(length ? length : 1);  // exactly length bytes: ASan sees overreads
+        memcpy(copy, text, length);
+        RunFile f;
+        char err[ERR_SIZE] = "";
+        if (runfile_parse(copy, length, "prefix", &f, err, sizeof err) == 0) failures++;
+        if (!err[0]) failures++;
+        runfile_free(&f);
+        free(copy);
+    }
+    CHECK(failures == 0, "%d prefixes parsed or failed without a message", failures);
+    RunFile f;
+    char err[ERR_SIZE] = "";
+    CHECK(runfile_parse(text, size, "whole", &f, err, sizeof err) == 0, "the whole text: %s", err);
+    runfile_free(&f);
+}
+
 int main(void) {
     if (!mkdtemp(tmp_dir)) {
         printf("FAIL: cannot create a temporary folder: %s\n", strerror(errno));
@@ -226,6 +402,12 @@ int main(void) {
     test_env_values();
     test_divergence_guard();
     test_signals();
+    test_read_old_file();
+    test_read_new_fields();
+    test_read_buffer_bounds();
+    test_read_back_written();
+    test_read_refuses_bad_fields();
+    test_read_every_prefix();
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", tmp_dir);
     if (system(command) != 0) printf("note: could not remove %s\n", tmp_dir);

@@ -1,8 +1,10 @@
-// benchstat: statistics over airbench.c run files (schema "airbench.c/run-v1").
+// benchstat: statistics over airbench.c run files (schema "airbench.c/run-v1", documented in
+// docs/run-file.md and read by airbench/runfile.c). `build/benchstat --help` lists every
+// option with its default, and the exit codes.
 //
-//   build/benchstat [--target ACC] [--check] [--time-tolerance PCT] [--json OUT] [--tsv]
-//                   A.json [B.json]
-//   build/benchstat --table FILE...
+//   build/benchstat [--target ACC] [--check [--allow-other-gpu]] [--time-tolerance PCT]
+//                   [--json OUT] A.json [B.json]
+//   build/benchstat --table FILE... | --tsv FILE | --plot OUT.png FILE... | --merge OUT FILE...
 //
 // One file: n; mean and sample standard deviation of the accuracy; the 95% confidence
 // interval of the mean (Student t); a one-sample t-test against the target accuracy; the
@@ -18,24 +20,33 @@
 // with a Student t quantile whose degrees of freedom are Welch-Satterthwaite's over those
 // two variance terms; the interval is exp(log ratio +- q se), so it is not symmetric.
 //
-// --check exits 1 when the mean accuracy is significantly below the target (one-sided
-// p < 0.05) or, with a baseline, when the point estimate of A / B exceeds 1 + PCT/100
-// (default 3%). The point estimate, not the interval, decides the time: the tolerance is
-// there to absorb drift between sessions (clocks, temperature), which no within-file
-// interval can see, and an interval-based rule would let real regressions pass on noisy
-// machines. When the interval is wider than the tolerance a note says that more runs are
-// needed for the check to mean much.
+// A file that says "complete": false (its writer stopped early) is reported loudly and its
+// runs are used; diverged runs are listed and left out of every statistic.
 //
-// Target accuracy: --target, else the file's target_accuracy, else from the variant
-// (94 and 94-muon: 0.94, 95: 0.95, 96: 0.96; PyTorch peers such as
-// "pytorch-airbench94_compiled" map the same way).
-// --json OUT writes every number above as JSON; --tsv prints A's runs (seed, accuracy,
-// time_s) as tab-separated rows instead of the report (bench.sh plots from it).
-// --table prints one Markdown table row per file, for any number of files: the settings a
-// sweep varies (batch size, epochs, translation, from the file's config) beside n, the
-// accuracy's mean, std and 95% CI, and the time's mean, min and max.
+// --check exits 1 when A or B is incomplete or holds a diverged run; when the mean accuracy
+// is significantly below the target (one-sided p < 0.05); with a baseline, when A and B ran
+// on different GPU models (unless --allow-other-gpu) or the point estimate of A / B exceeds
+// 1 + PCT/100 (default 3%); and when any number it judges is not finite (a NaN would
+// otherwise pass every comparison). The point estimate, not the interval, decides the time:
+// the tolerance is there to absorb drift between sessions (clocks, temperature), which no
+// within-file interval can see, and an interval-based rule would let real regressions pass
+// on noisy machines. When the interval is wider than the tolerance a note says that more
+// runs are needed for the check to mean much.
 //
-// Exit status: 0 fine, 1 --check failed, 2 bad usage or an unreadable / invalid file.
+// Target accuracy: --target (a percentage such as 94, or a fraction such as 0.94), else the
+// file's target_accuracy, else from the variant (94 and 94-muon: 0.94, 95: 0.95, 96: 0.96;
+// PyTorch peers such as "pytorch-airbench94_compiled" map the same way). Files hold
+// accuracies as fractions; the report prints percent and percentage points ("pts").
+//
+// --json OUT writes every number above as JSON; --tsv prints the runs that count (seed,
+// accuracy, time_s) as tab-separated rows; --table prints one Markdown table row per file,
+// for a sweep: the settings it varies (batch size, epochs, translation, overrides) beside
+// n, the accuracy's mean, std and 95% CI, and the time's mean, min and max. --plot draws
+// histograms with gnuplot (tools/plot.c); --merge joins the chunk files of one benchmark.
+// No output file ever replaces an existing one.
+//
+// Exit status: 0 fine, 1 --check failed, 2 bad usage, an unreadable / invalid file, an
+// existing output, files --merge refuses, or --plot without gnuplot.
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -220,29 +231,62 @@ static RatioInterval ratio_of_means(Summary a, Summary b) {
 
 #ifndef BENCHSTAT_STATS_ONLY
 // ---------------------------------------------------------------------------------------
-// Run files, report, main.
+// Run files, report, main. Run files are read by airbench/runfile.c (the schema's one home).
 // ---------------------------------------------------------------------------------------
-#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#define RUN_SCHEMA "airbench.c/run-v1"
+#include "plot.h"
+#include "runfile.h"
+
 #define EXIT_CHECK_FAILED 1
 #define EXIT_USAGE 2
+#define ERR_SIZE 1024
+#define MAX_OUTPUT_PATH 4000                  // longer than any path the system takes
+#define TMP_PATH_SIZE (MAX_OUTPUT_PATH + 32)  // room for a temporary suffix
 
 static const char USAGE[] =
-    "usage: benchstat [--target ACC] [--check] [--time-tolerance PCT] [--json OUT] [--tsv]\n"
-    "                 A.json [B.json]\n"
-    "       benchstat --table FILE...\n"
-    "  A.json           run file written by build/airbenchXX --json (or dev/run_peer.py)\n"
-    "  B.json           baseline to compare A against (accuracy: Welch t-test; time: A/B)\n"
-    "  --target ACC     target accuracy as a fraction (default: the file's target_accuracy,\n"
-    "                   else from the variant: 0.94, 0.95 or 0.96)\n"
-    "  --check          exit 1 if the accuracy is significantly below target (p < 0.05) or,\n"
-    "                   with B, if A's mean time exceeds B's by more than the tolerance\n"
-    "  --time-tolerance PCT  allowed slowdown for --check in percent (default 3)\n"
-    "  --json OUT       also write the statistics to OUT as JSON\n"
-    "  --tsv            print A's runs as 'seed accuracy time_s' rows instead of the report\n"
-    "  --table          one Markdown table row per file (any number of files): settings,\n"
-    "                   n, accuracy mean, std and 95% CI, time mean (min-max)\n";
+    "usage: benchstat [options] A.json [B.json]   report on A, or compare A with the baseline B\n"
+    "       benchstat --table FILE...              one Markdown table row per run file\n"
+    "       benchstat --tsv FILE                   FILE's runs as tab-separated rows\n"
+    "       benchstat --plot OUT.png FILE...       accuracy and time histograms (gnuplot)\n"
+    "       benchstat --merge OUT.json FILE...     one run file with the runs of all FILEs\n"
+    "\n"
+    "Run files come from build/airbenchXX --json, bench.sh or dev/run_peer.py (docs/run-file.md).\n"
+    "Units: files hold accuracies as fractions (0.94); reports print them in percent, spreads\n"
+    "and differences in percentage points (pts), times in seconds (s) of GPU time per run,\n"
+    "time ratios as plain factors.\n"
+    "\n"
+    "  --target ACC          target accuracy: a percentage (94) or a fraction (0.94); a value\n"
+    "                        above 1 is a percentage. Default: the file's target_accuracy,\n"
+    "                        else the variant's (94 and 94-muon: 94%, 95: 95%, 96: 96%)\n"
+    "  --check               exit 1 when a check fails (below); each prints a line\n"
+    "  --time-tolerance PCT  slowdown of A against B that --check allows, in percent\n"
+    "                        (default 3)\n"
+    "  --allow-other-gpu     with --check: A and B from different GPU models give a note\n"
+    "                        instead of a failure (default: fail, their times do not compare)\n"
+    "  --json OUT            also write the statistics to OUT as JSON (accuracies as\n"
+    "                        fractions); OUT must not exist (default: no JSON)\n"
+    "  --tsv                 print FILE's runs as 'seed accuracy time_s' rows (diverged\n"
+    "                        runs left out)\n"
+    "  --table               one Markdown row per file: variant, GPU, batch size, epochs,\n"
+    "                        translation, runs, accuracy mean, std and 95% CI, time mean\n"
+    "  --plot OUT.png        draw every FILE's accuracy and time histograms side by side in\n"
+    "                        one PNG with gnuplot (diverged runs left out); OUT.png must not\n"
+    "                        exist\n"
+    "  --merge OUT.json      write OUT.json (which must not exist) with the runs of all FILEs\n"
+    "                        in order; refused when the files differ in variant, GPU, git\n"
+    "                        commit, dirty flag or diff, or config apart from the seed\n"
+    "  -h, --help            print this text\n"
+    "\n"
+    "--check fails when A or B is incomplete or holds a diverged run; when A's mean accuracy\n"
+    "is significantly below the target (one-sided t-test, p < 0.05); with B, when A and B ran\n"
+    "on different GPU models (unless --allow-other-gpu) or A's mean time exceeds B's by more\n"
+    "than the tolerance (point estimate of A/B); and when a number it judges is not finite.\n"
+    "\n"
+    "Exit status: 0 fine; 1 --check failed; 2 bad usage, an unreadable or invalid run file,\n"
+    "an output file that exists, files --merge refuses, or --plot without gnuplot.\n";
 
 // The published results (NVIDIA A100, PyTorch; shared/spec/recipe.md).
 typedef struct {
@@ -272,24 +316,6 @@ static const PublishedResult *published_result(const char *variant) {
     return NULL;
 }
 
-typedef struct {
-    const char *path;
-    char variant[128], gpu_name[128], git_commit[48];
-    int git_dirty;            // 1, 0, or -1 when not recorded
-    double target_accuracy;   // NAN when the file has none
-    int batch_size;           // config.batch_size; 0 when not recorded
-    double epochs;            // config.epochs; NAN when not recorded
-    char translate_mode[32];  // config.translate_mode; "" when not recorded
-    int n;
-    double *seed, *accuracy, *time_s;  // seed is NAN where a run has none
-} RunFile;
-
-static void run_file_free(RunFile *f) {
-    free(f->seed);
-    free(f->accuracy);
-    free(f->time_s);
-}
-
 __attribute__((format(printf, 3, 4)))
 static void format_error(char *err, size_t err_size, const char *fmt, ...) {
     va_list args;
@@ -298,223 +324,84 @@ static void format_error(char *err, size_t err_size, const char *fmt, ...) {
     va_end(args);
 }
 
-// Reads the whole file into a NUL-terminated buffer; sets *size. NULL (and err) on failure.
-static char *read_whole_file(const char *path, size_t *size, char *err, size_t err_size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        format_error(err, err_size, "%s: cannot open: %s (check the path; bench.sh writes "
-                     "run files under runs/)", path, strerror(errno));
-        return NULL;
-    }
-    size_t capacity = 1 << 16, used = 0, got = 0;
-    char *text = malloc(capacity);
-    while (text) {
-        if (used + 1 == capacity) {
-            char *bigger = realloc(text, capacity *= 2);
-            if (!bigger) free(text);
-            text = bigger;
-            if (!text) break;
-        }
-        if ((got = fread(text + used, 1, capacity - used - 1, f)) == 0) break;
-        used += got;
-    }
-    int read_error = ferror(f) ? errno : 0;
-    fclose(f);
-    if (!text || read_error) {
-        format_error(err, err_size, "%s: cannot read: %s", path,
-                     text ? strerror(read_error) : "out of memory");
-        free(text);
-        return NULL;
-    }
-    text[used] = '\0';
-    *size = used;
-    return text;
+static const char *file_basename(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
 }
 
-// Whether text ends inside an unclosed string, object or array: the mark of a file cut
-// short (a trainer killed while writing, a partial copy).
-static int json_is_unclosed(const char *text, size_t size) {
-    int depth = 0, in_string = 0;
-    for (size_t i = 0; i < size; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\') i++;
-            else if (c == '"') in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return in_string || depth > 0;
+// "airbench94", or "airbench94 (overrides: lr=11, label_smoothing=0.15)".
+static void describe_variant(const RunFile *f, char *out, size_t out_size) {
+    if (f->overrides[0])
+        snprintf(out, out_size, "%s (overrides: %s)", f->variant, f->overrides);
+    else
+        snprintf(out, out_size, "%s", f->variant);
 }
 
-static cJSON *parse_json(const char *path, const char *text, size_t size, char *err,
-                         size_t err_size) {
-    if (size == 0) {
-        format_error(err, err_size, "%s: the file is empty (the trainer may have stopped "
-                     "before writing it); rerun the benchmark", path);
-        return NULL;
-    }
-    // The length includes the terminating NUL: that is how cJSON checks that nothing but
-    // whitespace follows the document.
-    const char *error_at = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, size + 1, &error_at, 1);
-    if (root) return root;
-    int line = 1, column = 1;
-    for (const char *p = text; error_at && p < error_at && p < text + size; p++) {
-        if (*p == '\n') line++, column = 1;
-        else column++;
-    }
-    format_error(err, err_size, "%s: not valid JSON (parse error at line %d, column %d): %s",
-                 path, line, column,
-                 json_is_unclosed(text, size)
-                     ? "the text ends inside an unclosed string, object or array, so the "
-                       "file looks truncated; rerun the benchmark or restore the file"
-                     : "is this an airbench.c run file?");
-    return NULL;
+// ---------------------------------------------------------------------------------------
+// Output files: never replace one. The text goes to a temporary sibling first, which is then
+// hard-linked to the final name (link fails when that name exists) and removed, so the
+// output appears whole or not at all and nothing that exists is touched.
+
+static int refuse_existing(const char *path, char *err, size_t err_size) {
+    struct stat info;
+    if (lstat(path, &info) != 0) return 0;
+    format_error(err, err_size, "%s exists; benchstat never overwrites a file (choose a new "
+                 "name, or remove the old file yourself)", path);
+    return -1;
 }
 
-// Copies the string member `key` of obj into out; 1 if it was there and a string.
-static int copy_string(const cJSON *obj, const char *key, char *out, size_t out_size) {
-    const char *value = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(obj, key));
-    if (!value) return 0;
-    snprintf(out, out_size, "%s", value);
-    return 1;
+// A temporary name beside path that no one else uses: PATH.<pid>.tmp.
+static void sibling_tmp_path(const char *path, char *out, size_t out_size) {
+    snprintf(out, out_size, "%s.%ld.tmp", path, (long)getpid());
 }
 
-static int check_schema(const char *path, const cJSON *root, char *err, size_t err_size) {
-    if (!cJSON_IsObject(root)) {
-        format_error(err, err_size, "%s: the top level is not a JSON object; expected an %s "
-                     "run file", path, RUN_SCHEMA);
-        return -1;
-    }
-    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(root, "schema");
-    if (!cJSON_IsString(schema)) {
-        format_error(err, err_size, "%s: no \"schema\" string; expected \"%s\" (not a run "
-                     "file written by the trainer, bench.sh or dev/run_peer.py?)",
-                     path, RUN_SCHEMA);
-        return -1;
-    }
-    if (strcmp(schema->valuestring, RUN_SCHEMA) != 0) {
-        format_error(err, err_size, "%s: schema is \"%s\", but benchstat reads \"%s\"", path,
-                     schema->valuestring, RUN_SCHEMA);
-        return -1;
+// Links tmp_path's file to path unless path exists, then removes tmp_path. 0 or -1 and err.
+static int publish_without_replacing(const char *tmp_path, const char *path, char *err,
+                                     size_t err_size) {
+    int status = link(tmp_path, path);
+    int saved_errno = errno;
+    unlink(tmp_path);
+    if (status == 0) return 0;
+    if (saved_errno == EEXIST) return refuse_existing(path, err, err_size);
+    format_error(err, err_size, "%s: cannot create: %s", path, strerror(saved_errno));
+    return -1;
+}
+
+static int write_all(int fd, const char *text, size_t size) {
+    while (size > 0) {
+        ssize_t written = write(fd, text, size);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) return -1;
+        text += written;
+        size -= (size_t)written;
     }
     return 0;
 }
 
-// Reads the optional settings of config: batch_size, epochs, translate_mode.
-static void read_config(RunFile *f, const cJSON *root) {
-    const cJSON *config = cJSON_GetObjectItemCaseSensitive(root, "config");
-    const cJSON *batch = cJSON_GetObjectItemCaseSensitive(config, "batch_size");
-    const cJSON *epochs = cJSON_GetObjectItemCaseSensitive(config, "epochs");
-    f->batch_size = cJSON_IsNumber(batch) && batch->valuedouble >= 1 ? (int)batch->valuedouble : 0;
-    f->epochs = cJSON_IsNumber(epochs) && epochs->valuedouble > 0 ? epochs->valuedouble : NAN;
-    if (!copy_string(config, "translate_mode", f->translate_mode, sizeof f->translate_mode))
-        f->translate_mode[0] = '\0';
+// Writes text and a newline to the new file path. 0, or -1 and err (path then does not exist,
+// or is the file that was there before).
+static int write_new_file(const char *path, const char *text, char *err, size_t err_size) {
+    char tmp_path[TMP_PATH_SIZE];
+    sibling_tmp_path(path, tmp_path, sizeof tmp_path);
+    int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        format_error(err, err_size, "%s: cannot create %s: %s (does the directory exist?)", path,
+                     tmp_path, strerror(errno));
+        return -1;
+    }
+    int ok = write_all(fd, text, strlen(text)) == 0 && write_all(fd, "\n", 1) == 0;
+    int saved_errno = errno;
+    if (close(fd) != 0 && ok) ok = 0, saved_errno = errno;
+    if (!ok) {
+        unlink(tmp_path);
+        format_error(err, err_size, "%s: cannot write: %s", path, strerror(saved_errno));
+        return -1;
+    }
+    return publish_without_replacing(tmp_path, path, err, err_size);
 }
 
-// Reads the optional descriptive fields: gpu.name, git_commit, git_dirty, target_accuracy,
-// and the config's settings.
-static int read_metadata(RunFile *f, const cJSON *root, char *err, size_t err_size) {
-    if (!copy_string(root, "variant", f->variant, sizeof f->variant)) {
-        format_error(err, err_size, "%s: no \"variant\" string (e.g. \"airbench94\")", f->path);
-        return -1;
-    }
-    if (!copy_string(cJSON_GetObjectItemCaseSensitive(root, "gpu"), "name", f->gpu_name,
-                     sizeof f->gpu_name))
-        f->gpu_name[0] = '\0';
-    if (!copy_string(root, "git_commit", f->git_commit, sizeof f->git_commit))
-        f->git_commit[0] = '\0';
-    const cJSON *dirty = cJSON_GetObjectItemCaseSensitive(root, "git_dirty");
-    f->git_dirty = cJSON_IsBool(dirty) ? cJSON_IsTrue(dirty) : -1;
-    const cJSON *target = cJSON_GetObjectItemCaseSensitive(root, "target_accuracy");
-    f->target_accuracy = NAN;
-    if (target && !cJSON_IsNull(target)) {
-        if (!cJSON_IsNumber(target) || !(target->valuedouble > 0 && target->valuedouble < 1)) {
-            format_error(err, err_size, "%s: \"target_accuracy\" must be a fraction in (0, 1) "
-                         "such as 0.94", f->path);
-            return -1;
-        }
-        f->target_accuracy = target->valuedouble;
-    }
-    read_config(f, root);
-    return 0;
-}
-
-// Reads member `key` of run i as a finite number in [min, max]; -1 (and err) otherwise.
-static int read_run_number(const RunFile *f, const cJSON *run, int i, const char *key,
-                           double min, double max, const char *hint, double *out, char *err,
-                           size_t err_size) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(run, key);
-    if (!cJSON_IsNumber(item)) {
-        format_error(err, err_size, "%s: runs[%d] has no numeric \"%s\"", f->path, i, key);
-        return -1;
-    }
-    *out = item->valuedouble;
-    if (!isfinite(*out) || *out < min || *out > max) {
-        format_error(err, err_size, "%s: runs[%d].%s = %g is out of range (%s)", f->path, i,
-                     key, *out, hint);
-        return -1;
-    }
-    return 0;
-}
-
-static int read_runs(RunFile *f, const cJSON *root, char *err, size_t err_size) {
-    const cJSON *runs = cJSON_GetObjectItemCaseSensitive(root, "runs");
-    if (!cJSON_IsArray(runs)) {
-        format_error(err, err_size, "%s: no \"runs\" array", f->path);
-        return -1;
-    }
-    f->n = cJSON_GetArraySize(runs);
-    if (f->n < 2) {
-        format_error(err, err_size, "%s: %d run%s; at least 2 are needed for a standard "
-                     "deviation (train with --runs 2 or more)", f->path, f->n,
-                     f->n == 1 ? "" : "s");
-        return -1;
-    }
-    f->seed = malloc((size_t)f->n * sizeof *f->seed);
-    f->accuracy = malloc((size_t)f->n * sizeof *f->accuracy);
-    f->time_s = malloc((size_t)f->n * sizeof *f->time_s);
-    if (!f->seed || !f->accuracy || !f->time_s) abort();
-    int i = 0;
-    for (const cJSON *run = runs->child; run; run = run->next, i++) {
-        if (!cJSON_IsObject(run)) {
-            format_error(err, err_size, "%s: runs[%d] is not an object", f->path, i);
-            return -1;
-        }
-        if (read_run_number(f, run, i, "accuracy", 0.0, 1.0,
-                            "accuracies are fractions: 0.94, not 94", &f->accuracy[i], err,
-                            err_size) ||
-            read_run_number(f, run, i, "time_s", 1e-9, INFINITY,
-                            "a time in seconds must be positive", &f->time_s[i], err,
-                            err_size))
-            return -1;
-        const cJSON *seed = cJSON_GetObjectItemCaseSensitive(run, "seed");
-        f->seed[i] = cJSON_IsNumber(seed) ? seed->valuedouble : NAN;
-    }
-    return 0;
-}
-
-// Loads and validates a run file. 0 on success; -1 with a message naming the file in err.
-static int load_run_file(RunFile *f, const char *path, char *err, size_t err_size) {
-    *f = (RunFile){.path = path};
-    size_t size = 0;
-    char *text = read_whole_file(path, &size, err, err_size);
-    if (!text) return -1;
-    cJSON *root = parse_json(path, text, size, err, err_size);
-    free(text);
-    if (!root) return -1;
-    int status = check_schema(path, root, err, err_size);
-    if (status == 0) status = read_metadata(f, root, err, err_size);
-    if (status == 0) status = read_runs(f, root, err, err_size);
-    cJSON_Delete(root);
-    if (status) run_file_free(f);
-    return status;
-}
+// ---------------------------------------------------------------------------------------
+// Statistics of a file.
 
 // Everything computed about one file.
 typedef struct {
@@ -525,9 +412,27 @@ typedef struct {
     const PublishedResult *published;  // NULL for an unknown variant
 } FileStats;
 
+static const char *incomplete_reason(const RunFile *f) {
+    return f->incomplete_reason[0] ? f->incomplete_reason
+                                   : "the writer stopped before ending the file (killed, or "
+                                     "still running)";
+}
+
+// Statistics need two runs that count (for a standard deviation). 0, or -1 and err, which
+// also says when the file is incomplete (the likely reason it has too few).
+static int require_two_runs(const RunFile *f, char *err, size_t err_size) {
+    if (f->n >= 2) return 0;
+    format_error(err, err_size, "%s: %d run%s%s; at least 2 are needed for a standard deviation "
+                 "(train with --runs 2 or more)%s%s", f->name, f->n, f->n == 1 ? "" : "s",
+                 f->n_diverged ? " that did not diverge" : "",
+                 f->complete ? "" : "; the file is incomplete: ", f->complete ? "" : incomplete_reason(f));
+    return -1;
+}
+
 static int compute_file_stats(FileStats *st, const RunFile *f, double target_override,
                               char *err, size_t err_size) {
     *st = (FileStats){.file = f, .published = published_result(f->variant)};
+    if (require_two_runs(f, err, err_size)) return -1;
     st->acc = summarize(f->accuracy, f->n);
     st->time = summarize(f->time_s, f->n);
     st->target = !isnan(target_override) ? target_override
@@ -535,23 +440,55 @@ static int compute_file_stats(FileStats *st, const RunFile *f, double target_ove
                  : st->published ? st->published->target : NAN;
     if (isnan(st->target)) {
         format_error(err, err_size, "%s: no target accuracy for variant \"%s\" (the file has "
-                     "no target_accuracy); pass --target ACC", f->path, f->variant);
+                     "no target_accuracy); pass --target ACC", f->name, f->variant);
         return -1;
     }
     st->vs_target = test_against_target(st->acc, st->target);
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------
+// The report.
+
 static int gpu_is_a100(const RunFile *f) { return strstr(f->gpu_name, "A100") != NULL; }
+
+// "A = path: variant, n runs on GPU (driver D) (commit C, dirty tree, diff sha256 S)"; the
+// diff's hash goes with a commit, relative to which it was taken.
+static void print_file_title(const RunFile *f, const char *role) {
+    char variant[512];
+    describe_variant(f, variant, sizeof variant);
+    printf("%s%s: %s, %d runs on %s", role, f->name, variant, f->n,
+           f->gpu_name[0] ? f->gpu_name : "an unrecorded GPU");
+    if (f->gpu_driver[0]) printf(" (driver %s)", f->gpu_driver);
+    if (f->git_commit[0])
+        printf(" (commit %.7s%s", f->git_commit, f->git_dirty == 1 ? ", dirty tree" : "");
+    if (f->git_commit[0] && f->git_diff_sha256[0]) printf(", diff sha256 %.12s", f->git_diff_sha256);
+    printf("%s\n", f->git_commit[0] ? ")" : "");
+}
+
+// The loud lines: an incomplete file, and every diverged run.
+static void print_file_warnings(const RunFile *f) {
+    if (!f->complete)
+        printf("  WARNING    incomplete run file: %s; the statistics cover the %d run%s it "
+               "holds\n", incomplete_reason(f), f->n, f->n == 1 ? "" : "s");
+    if (f->n_diverged)
+        printf("  diverged   %d run%s, left out of every statistic below:\n", f->n_diverged,
+               f->n_diverged == 1 ? "" : "s");
+    for (int i = 0; i < f->n_runs; i++) {
+        const RunFileRun *run = &f->runs[i];
+        if (!run->diverged) continue;
+        printf("             runs[%d]", i);
+        if (!isnan(run->seed)) printf(" (seed %.0f)", run->seed);
+        printf(": %s\n", run->divergence[0] ? run->divergence : "no reason recorded");
+    }
+}
 
 static void print_file_stats(const FileStats *st, const char *role) {
     const RunFile *f = st->file;
     const TargetTest *t = &st->vs_target;
-    printf("%s%s: %s, %d runs on %s", role, f->path, f->variant, f->n,
-           f->gpu_name[0] ? f->gpu_name : "an unrecorded GPU");
-    if (f->git_commit[0])
-        printf(" (commit %.7s%s)", f->git_commit, f->git_dirty == 1 ? ", dirty tree" : "");
-    printf("\n  accuracy   mean %.3f%%  std %.3f pts  95%% CI of the mean %.3f%% to %.3f%%\n",
+    print_file_title(f, role);
+    print_file_warnings(f);
+    printf("  accuracy   mean %.3f%%  std %.3f pts  95%% CI of the mean %.3f%% to %.3f%%\n",
            100 * st->acc.mean, 100 * st->acc.std, 100 * t->ci_low, 100 * t->ci_high);
     printf("  vs target  %.4g%%: t = %.3f (df %g), p = %.3g for H1 \"mean < %.4g%%\" "
            "(one-sided)\n", 100 * st->target, t->t, t->df, t->p_below, 100 * st->target);
@@ -598,18 +535,30 @@ static void describe_accuracy(const WelchTest *w, char *out, size_t out_size) {
         snprintf(out, out_size, "accuracy unchanged (p=%.2g)", w->p_two_sided);
 }
 
+static int same_gpu_model(const RunFile *a, const RunFile *b) {
+    return strcmp(a->gpu_name, b->gpu_name) == 0;
+}
+
+static const char *gpu_or_unrecorded(const RunFile *f) {
+    return f->gpu_name[0] ? f->gpu_name : "not recorded";
+}
+
 static void print_comparison(const Comparison *c, const FileStats *a, const FileStats *b) {
     char time_words[160], acc_words[96];
-    printf("A vs B (B = baseline %s)\n", b->file->path);
+    printf("A vs B (B = baseline %s)\n", b->file->name);
     printf("  accuracy   A - B = %+.3f pts (95%% CI %+.3f to %+.3f), Welch t = %.3f, "
            "df = %.1f, p = %.3g (two-sided)\n", 100 * c->acc.diff, 100 * c->acc.ci_low,
            100 * c->acc.ci_high, c->acc.t, c->acc.df, c->acc.p_two_sided);
     printf("  time       A / B = %.4f (95%% CI %.4f to %.4f; delta method on the log of the "
            "ratio of means, df = %.1f)\n", c->time.ratio, c->time.ci_low, c->time.ci_high,
            c->time.df);
-    if (strcmp(a->file->gpu_name, b->file->gpu_name) != 0)
+    if (!same_gpu_model(a->file, b->file))
         printf("  note       different GPUs (%s vs %s): the time ratio mixes GPU and code\n",
-               a->file->gpu_name, b->file->gpu_name);
+               gpu_or_unrecorded(a->file), gpu_or_unrecorded(b->file));
+    else if (strcmp(a->file->gpu_driver, b->file->gpu_driver) != 0)
+        printf("  note       different NVIDIA drivers (%s vs %s)\n",
+               a->file->gpu_driver[0] ? a->file->gpu_driver : "not recorded",
+               b->file->gpu_driver[0] ? b->file->gpu_driver : "not recorded");
     if (a->published != b->published)
         printf("  note       different variants (%s vs %s)\n", a->file->variant,
                b->file->variant);
@@ -618,20 +567,75 @@ static void print_comparison(const Comparison *c, const FileStats *a, const File
     printf("  verdict    %s, %s\n", time_words, acc_words);
 }
 
-// --check: prints one line per criterion and returns the number that failed.
-static int run_checks(const FileStats *a, const Comparison *c, double tolerance_pct) {
+// ---------------------------------------------------------------------------------------
+// --check: one line per criterion; each returns the number of failures it printed.
+
+// A file that did not finish, or that holds diverged runs, cannot pass.
+static int check_integrity(const RunFile *f, const char *role) {
     int failures = 0;
+    if (!f->complete) {
+        printf("check FAIL: %s (%s) is an incomplete run file: %s; a benchmark that did not "
+               "finish is no pass, rerun it\n", role, f->name, incomplete_reason(f));
+        failures++;
+    }
+    if (f->n_diverged) {
+        printf("check FAIL: %d run%s of %s (%s) diverged (listed above); a recipe that "
+               "diverges is no pass, whatever the other runs' mean\n", f->n_diverged,
+               f->n_diverged == 1 ? "" : "s", role, f->name);
+        failures++;
+    }
+    return failures;
+}
+
+typedef struct {
+    const char *what;
+    double value;
+} JudgedNumber;
+
+// Every number a check decides on must be finite: NaN compares false with everything, so
+// an unchecked NaN would pass silently (huge times, for one, overflow their sum).
+static int check_finite(const JudgedNumber *numbers, int count) {
+    int failures = 0;
+    for (int i = 0; i < count; i++) {
+        if (isfinite(numbers[i].value)) continue;
+        printf("check FAIL: %s is not a finite number (%g), so it cannot be judged; look for "
+               "absurd values in the run file\n", numbers[i].what, numbers[i].value);
+        failures++;
+    }
+    return failures;
+}
+
+static int check_accuracy(const FileStats *a) {
     const TargetTest *t = &a->vs_target;
+    if (!isfinite(t->p_below) || !isfinite(a->acc.mean)) return 0;  // failed as not finite
     if (t->p_below < 0.05) {
         printf("check FAIL: mean accuracy %.3f%% is significantly below the target %.4g%% "
                "(one-sided t-test p = %.3g < 0.05)\n", 100 * a->acc.mean, 100 * a->target,
                t->p_below);
-        failures++;
-    } else {
-        printf("check ok:   mean accuracy %.3f%% is not significantly below the target "
-               "%.4g%% (p = %.3g)\n", 100 * a->acc.mean, 100 * a->target, t->p_below);
+        return 1;
     }
-    if (!c) return failures;
+    printf("check ok:   mean accuracy %.3f%% is not significantly below the target %.4g%% "
+           "(p = %.3g)\n", 100 * a->acc.mean, 100 * a->target, t->p_below);
+    return 0;
+}
+
+// Times from two GPU models do not compare; --allow-other-gpu turns the failure into a note.
+static int check_gpu(const FileStats *a, const FileStats *b, int allow_other_gpu) {
+    if (same_gpu_model(a->file, b->file)) return 0;
+    if (allow_other_gpu) {
+        printf("check note: A and B ran on different GPU models (%s vs %s); compared anyway "
+               "(--allow-other-gpu)\n", gpu_or_unrecorded(a->file), gpu_or_unrecorded(b->file));
+        return 0;
+    }
+    printf("check FAIL: A and B ran on different GPU models (%s vs %s), so their times do not "
+           "compare; measure the baseline on A's GPU, or pass --allow-other-gpu\n",
+           gpu_or_unrecorded(a->file), gpu_or_unrecorded(b->file));
+    return 1;
+}
+
+static int check_time(const Comparison *c, double tolerance_pct) {
+    if (!isfinite(c->time.ratio)) return 0;  // failed as not finite
+    int failures = 0;
     double limit = 1.0 + tolerance_pct / 100.0;
     if (c->time.ratio > limit) {
         printf("check FAIL: A is slower than the baseline by %.2f%% (A/B = %.4f, 95%% CI "
@@ -649,12 +653,40 @@ static int run_checks(const FileStats *a, const Comparison *c, double tolerance_
     return failures;
 }
 
+// All checks; b and c are NULL without a baseline. Returns the number that failed.
+static int run_checks(const FileStats *a, const FileStats *b, const Comparison *c,
+                      double tolerance_pct, int allow_other_gpu) {
+    int failures = check_integrity(a->file, "A");
+    if (b) failures += check_integrity(b->file, "B");
+    JudgedNumber judged[5] = {{"A's mean accuracy", a->acc.mean},
+                              {"A's p-value against the target", a->vs_target.p_below}};
+    int n_judged = 2;
+    if (c) {
+        judged[n_judged++] = (JudgedNumber){"A's mean time (s)", a->time.mean};
+        judged[n_judged++] = (JudgedNumber){"B's mean time (s)", b->time.mean};
+        judged[n_judged++] = (JudgedNumber){"the time ratio A/B", c->time.ratio};
+    }
+    failures += check_finite(judged, n_judged);
+    failures += check_accuracy(a);
+    if (!c) return failures;
+    failures += check_gpu(a, b, allow_other_gpu);
+    return failures + check_time(c, tolerance_pct);
+}
+
+// ---------------------------------------------------------------------------------------
+// --json OUT.
+
 static cJSON *file_stats_json(const FileStats *st) {
+    const RunFile *f = st->file;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "file", st->file->path);
-    cJSON_AddStringToObject(o, "variant", st->file->variant);
-    cJSON_AddStringToObject(o, "gpu", st->file->gpu_name);
+    cJSON_AddStringToObject(o, "file", f->name);
+    cJSON_AddStringToObject(o, "variant", f->variant);
+    if (f->overrides[0]) cJSON_AddStringToObject(o, "overrides", f->overrides);
+    cJSON_AddStringToObject(o, "gpu", f->gpu_name);
+    cJSON_AddBoolToObject(o, "complete", f->complete);
+    if (!f->complete) cJSON_AddStringToObject(o, "incomplete_reason", incomplete_reason(f));
     cJSON_AddNumberToObject(o, "n", st->acc.n);
+    cJSON_AddNumberToObject(o, "n_diverged", f->n_diverged);
     cJSON_AddNumberToObject(o, "acc_mean", st->acc.mean);
     cJSON_AddNumberToObject(o, "acc_std", st->acc.std);
     cJSON_AddNumberToObject(o, "acc_ci_low", st->vs_target.ci_low);
@@ -690,47 +722,68 @@ static cJSON *comparison_json(const Comparison *c) {
     return o;
 }
 
-// Writes {"a": ..., "b": ..., "comparison": ..., "check_failures": N} (b and comparison
-// only with a baseline, check_failures only with --check). 0 on success.
+static cJSON *units_json(void) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "accuracy", "fraction (acc_*, target, acc_diff*)");
+    cJSON_AddStringToObject(o, "time", "seconds of GPU time per run (time_*, a100_seconds)");
+    cJSON_AddStringToObject(o, "ratio", "plain factor (time_ratio*, ratio_to_a100)");
+    return o;
+}
+
+// Writes {"schema", "units", "a", "b", "comparison", "check_failures"} to the new file
+// out_path (b and comparison only with a baseline, check_failures only with --check).
 static int write_json(const char *out_path, const FileStats *a, const FileStats *b,
                       const Comparison *c, int check_failures) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "schema", "airbench.c/benchstat-v1");
+    cJSON_AddItemToObject(root, "units", units_json());
     cJSON_AddItemToObject(root, "a", file_stats_json(a));
     if (b) cJSON_AddItemToObject(root, "b", file_stats_json(b));
     if (c) cJSON_AddItemToObject(root, "comparison", comparison_json(c));
     if (check_failures >= 0) cJSON_AddNumberToObject(root, "check_failures", check_failures);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    FILE *out = fopen(out_path, "w");
-    int ok = text && out && fputs(text, out) >= 0 && fputc('\n', out) != EOF;
-    if (out && fclose(out) != 0) ok = 0;
+    char err[ERR_SIZE] = "out of memory";
+    int status = text ? write_new_file(out_path, text, err, sizeof err) : -1;
     free(text);
-    if (!ok) fprintf(stderr, "benchstat: %s: cannot write the JSON output: %s\n", out_path,
-                     strerror(errno));
-    return ok ? 0 : -1;
+    if (status) fprintf(stderr, "benchstat: --json: %s\n", err);
+    return status;
 }
 
-// --table: a Markdown table, one row per file; "-" where a file does not record a setting.
+// ---------------------------------------------------------------------------------------
+// --table and --tsv.
+
+// "10", or "3 (incomplete, 1 diverged)".
+static void describe_run_count(const RunFile *f, char *out, size_t out_size) {
+    if (f->complete && !f->n_diverged)
+        snprintf(out, out_size, "%d", f->n);
+    else if (!f->n_diverged)
+        snprintf(out, out_size, "%d (incomplete)", f->n);
+    else
+        snprintf(out, out_size, "%d (%s%d diverged)", f->n, f->complete ? "" : "incomplete, ",
+                 f->n_diverged);
+}
+
+// A Markdown table, one row per file; "-" where a file does not record a setting.
 static void print_table(const RunFile *files, int n_files) {
-    printf("| run file | variant | GPU | batch | epochs | translation | runs | mean accuracy | std "
-           "| 95%% CI of the mean | time mean (min-max) |\n");
+    printf("| run file | variant | GPU | batch | epochs | translation | runs | mean accuracy | "
+           "std (pts) | 95%% CI of the mean | time mean (min-max) |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < n_files; i++) {
         const RunFile *f = &files[i];
         Summary acc = summarize(f->accuracy, f->n), time = summarize(f->time_s, f->n);
         double acc_low, acc_high;
         mean_interval(acc, &acc_low, &acc_high);
-        const char *slash = strrchr(f->path, '/');
-        char batch[16] = "-", epochs[16] = "-";
+        char batch[16] = "-", epochs[16] = "-", variant[512], runs[64];
         if (f->batch_size) snprintf(batch, sizeof batch, "%d", f->batch_size);
         if (!isnan(f->epochs)) snprintf(epochs, sizeof epochs, "%g", f->epochs);
-        printf("| %s | %s | %s | %s | %s | %s | %d | %.3f%% | %.3f | %.3f-%.3f%% "
-               "| %.3f s (%.3f-%.3f) |\n", slash ? slash + 1 : f->path, f->variant,
+        describe_variant(f, variant, sizeof variant);
+        describe_run_count(f, runs, sizeof runs);
+        printf("| %s | %s | %s | %s | %s | %s | %s | %.3f%% | %.3f | %.3f-%.3f%% "
+               "| %.3f s (%.3f-%.3f) |\n", file_basename(f->name), variant,
                f->gpu_name[0] ? f->gpu_name : "-", batch, epochs,
-               f->translate_mode[0] ? f->translate_mode : "-", f->n, 100 * acc.mean,
-               100 * acc.std, 100 * acc_low, 100 * acc_high,
-               time.mean, time.min, time.max);
+               f->translate_mode[0] ? f->translate_mode : "-", runs, 100 * acc.mean,
+               100 * acc.std, 100 * acc_low, 100 * acc_high, time.mean, time.min, time.max);
     }
 }
 
@@ -740,19 +793,188 @@ static void print_runs_tsv(const RunFile *f) {
         printf("%.0f\t%.6f\t%.6f\n", f->seed[i], f->accuracy[i], f->time_s[i]);
 }
 
+// ---------------------------------------------------------------------------------------
+// --merge OUT FILE...: the chunks of one benchmark (bench.sh --against runs the two sides
+// interleaved, a few runs at a time) become one run file, written by the run-file writer.
+
+// A printable JSON value for a message: "11", "\"random\"", or "absent".
+static char *value_text(const cJSON *value) {
+    return value ? cJSON_PrintUnformatted(value) : strdup("absent");
+}
+
+// The first config member, apart from "seed", in which a and b differ; NULL if none.
+static const char *config_difference(const cJSON *a, const cJSON *b, char **a_value,
+                                     char **b_value) {
+    const cJSON *sides[2][2] = {{a, b}, {b, a}}, *item;
+    for (int s = 0; s < 2; s++) {
+        cJSON_ArrayForEach(item, sides[s][0]) {
+            const cJSON *other = cJSON_GetObjectItemCaseSensitive(sides[s][1], item->string);
+            if (!strcmp(item->string, "seed") || (other && cJSON_Compare(item, other, 1)))
+                continue;
+            *a_value = value_text(s == 0 ? item : other);
+            *b_value = value_text(s == 0 ? other : item);
+            return item->string;
+        }
+    }
+    return NULL;
+}
+
+// 0 when f may be merged with first; else -1 and a message naming the field that differs.
+static int check_mergeable(const RunFile *first, const RunFile *f, char *err, size_t err_size) {
+    const struct {
+        const char *field, *a, *b;
+    } strings[] = {
+        {"variant", first->variant, f->variant},
+        {"gpu.name", first->gpu_name, f->gpu_name},
+        {"git_commit", first->git_commit, f->git_commit},
+        {"git_diff_sha256", first->git_diff_sha256, f->git_diff_sha256},
+    };
+    const char *field = NULL;
+    char *a_value = NULL, *b_value = NULL;
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0] && !field; i++) {
+        if (strcmp(strings[i].a, strings[i].b) == 0) continue;
+        field = strings[i].field;
+        a_value = strdup(strings[i].a[0] ? strings[i].a : "absent");
+        b_value = strdup(strings[i].b[0] ? strings[i].b : "absent");
+    }
+    if (!field && first->git_dirty != f->git_dirty) {
+        static const char *const dirty[] = {"absent", "false", "true"};
+        field = "git_dirty";
+        a_value = strdup(dirty[first->git_dirty + 1]);
+        b_value = strdup(dirty[f->git_dirty + 1]);
+    }
+    const char *config_field = field ? NULL
+        : config_difference(cJSON_GetObjectItemCaseSensitive(first->root, "config"),
+                            cJSON_GetObjectItemCaseSensitive(f->root, "config"), &a_value, &b_value);
+    if (field || config_field)
+        format_error(err, err_size, "%s differs from %s in %s%s (%s vs %s); --merge joins only "
+                     "the chunks of one benchmark", f->name, first->name, field ? "" : "config.",
+                     field ? field : config_field, a_value ? a_value : "?", b_value ? b_value : "?");
+    free(a_value);
+    free(b_value);
+    return field || config_field ? -1 : 0;
+}
+
+// The first file's top-level fields, less those the writer makes (schema, complete, runs,
+// summary, incomplete_reason), plus "merged_from": the input files' names.
+static cJSON *merged_header(const RunFile *files, int n_files) {
+    cJSON *header = cJSON_Duplicate(files[0].root, 1);
+    static const char *const written_by_writer[] = {"schema", "complete", "incomplete_reason",
+                                                    "runs", "summary", "merged_from"};
+    for (size_t i = 0; i < sizeof written_by_writer / sizeof written_by_writer[0]; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(header, written_by_writer[i]);
+    cJSON *names = cJSON_AddArrayToObject(header, "merged_from");
+    for (int i = 0; i < n_files; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(file_basename(files[i].name)));
+    return header;
+}
+
+// "a.json: reason; b.json: reason" for the incomplete inputs; NULL when all are complete.
+static char *merged_incomplete_reason(const RunFile *files, int n_files) {
+    size_t size = 1;
+    for (int i = 0; i < n_files; i++)
+        if (!files[i].complete) size += strlen(files[i].name) + strlen(incomplete_reason(&files[i])) + 64;
+    if (size == 1) return NULL;
+    char *reason = malloc(size);
+    if (!reason) abort();
+    size_t used = 0;
+    for (int i = 0; i < n_files; i++)
+        if (!files[i].complete)
+            used += (size_t)snprintf(reason + used, size - used, "%sinput %s is incomplete: %s",
+                                     used ? "; " : "", files[i].name, incomplete_reason(&files[i]));
+    return reason;
+}
+
+// Writes every run of every file, in order, through the run-file writer to tmp_path.
+static int write_merged(const char *tmp_path, const RunFile *files, int n_files, char *err,
+                        size_t err_size) {
+    RunFileWriter *w = runfile_begin(tmp_path, merged_header(files, n_files), err, err_size);
+    if (!w) return -1;
+    for (int i = 0; i < n_files; i++) {
+        const cJSON *run;
+        cJSON_ArrayForEach(run, cJSON_GetObjectItemCaseSensitive(files[i].root, "runs")) {
+            if (runfile_add_run(w, cJSON_Duplicate(run, 1), err, err_size)) {
+                runfile_end(w, "the merge failed", NULL, 0);
+                return -1;
+            }
+        }
+    }
+    char *reason = merged_incomplete_reason(files, n_files);
+    int status = runfile_end(w, reason, err, err_size);
+    free(reason);
+    return status;
+}
+
+static int merge_files(const char *out_path, const RunFile *files, int n_files) {
+    char err[ERR_SIZE], tmp_path[TMP_PATH_SIZE];
+    for (int i = 1; i < n_files; i++) {
+        if (check_mergeable(&files[0], &files[i], err, sizeof err)) {
+            fprintf(stderr, "benchstat: --merge: %s\n", err);
+            return EXIT_USAGE;
+        }
+    }
+    for (int i = 0; i < n_files; i++)
+        if (!files[i].complete)
+            fprintf(stderr, "benchstat: --merge: warning: %s is incomplete (%s), so the merged "
+                    "file will say it is incomplete\n", files[i].name, incomplete_reason(&files[i]));
+    sibling_tmp_path(out_path, tmp_path, sizeof tmp_path);
+    if (write_merged(tmp_path, files, n_files, err, sizeof err) ||
+        publish_without_replacing(tmp_path, out_path, err, sizeof err)) {
+        unlink(tmp_path);
+        fprintf(stderr, "benchstat: --merge: %s\n", err);
+        return EXIT_USAGE;
+    }
+    int runs = 0;
+    for (int i = 0; i < n_files; i++) runs += files[i].n_runs;
+    printf("benchstat: merged %d runs from %d file%s into %s\n", runs, n_files,
+           n_files == 1 ? "" : "s", out_path);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// --plot OUT.png FILE...
+
+static int plot_files(const char *png_path, const RunFile *files, int n_files,
+                      double target_override) {
+    char err[ERR_SIZE], tmp_path[TMP_PATH_SIZE];
+    double *targets = malloc((size_t)n_files * sizeof *targets);
+    if (!targets) abort();
+    for (int i = 0; i < n_files; i++) {
+        const PublishedResult *published = published_result(files[i].variant);
+        targets[i] = !isnan(target_override) ? target_override
+                     : !isnan(files[i].target_accuracy) ? files[i].target_accuracy
+                     : published ? published->target : NAN;
+    }
+    snprintf(tmp_path, sizeof tmp_path, "%s.%ld.tmp.png", png_path, (long)getpid());
+    int status = plot_run_files(tmp_path, files, targets, n_files, err, sizeof err);
+    free(targets);
+    if (status == 0) status = publish_without_replacing(tmp_path, png_path, err, sizeof err);
+    if (status) {
+        unlink(tmp_path);
+        fprintf(stderr, "benchstat: --plot: %s\n", err);
+        return EXIT_USAGE;
+    }
+    printf("benchstat: plotted %d run file%s into %s\n", n_files, n_files == 1 ? "" : "s",
+           png_path);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Options and main.
+
 #define MAX_FILES 256
 
 typedef struct {
     const char *paths[MAX_FILES];
-    int n_paths, check, tsv, table;
-    double target, tolerance_pct;
-    const char *json_out;
+    int n_paths, check, tsv, table, allow_other_gpu;
+    double target, tolerance_pct;  // target: a fraction, NAN when not given
+    const char *json_out, *plot_out, *merge_out;
 } Options;
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "benchstat: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", USAGE);
+    fprintf(stderr, "\n\n%s", USAGE);
     return -1;
 }
 
@@ -764,15 +986,79 @@ static int parse_number(const char *text, double *out) {
     return (end == text || *end || errno || !isfinite(*out)) ? -1 : 0;
 }
 
+// --target: a percentage (94, anything above 1) or a fraction (0.94); stored as a fraction.
+static int parse_target(const char *text, double *target) {
+    if (parse_number(text, target)) return -1;
+    if (*target > 1.0) *target /= 100.0;
+    return *target > 0.0 && *target < 1.0 ? 0 : -1;
+}
+
+static int takes_value(const char *arg) {
+    static const char *const names[] = {"--target", "--time-tolerance", "--json", "--plot",
+                                        "--merge"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(arg, names[i])) return 1;
+    return 0;
+}
+
+// One option (arg, and value when it takes one). 0, or -1 for a usage error (reported).
+static int parse_option(const char *arg, const char *value, Options *o) {
+    if (!strcmp(arg, "--check")) o->check = 1;
+    else if (!strcmp(arg, "--tsv")) o->tsv = 1;
+    else if (!strcmp(arg, "--table")) o->table = 1;
+    else if (!strcmp(arg, "--allow-other-gpu")) o->allow_other_gpu = 1;
+    else if (!strcmp(arg, "--json")) o->json_out = value;
+    else if (!strcmp(arg, "--plot")) o->plot_out = value;
+    else if (!strcmp(arg, "--merge")) o->merge_out = value;
+    else if (!strcmp(arg, "--target")) {
+        if (parse_target(value, &o->target))
+            return usage_error("--target takes the target accuracy as a percentage (94) or a "
+                               "fraction (0.94), strictly between 0 and 100%%, not %s", value);
+    } else if (!strcmp(arg, "--time-tolerance")) {
+        if (parse_number(value, &o->tolerance_pct) || o->tolerance_pct < 0)
+            return usage_error("--time-tolerance takes a percentage >= 0 such as 3, not %s",
+                               value);
+    } else {
+        return usage_error("unknown option %s", arg);
+    }
+    return 0;
+}
+
+// The combinations that make sense: one mode (report, --table, --tsv, --plot, --merge), the
+// report's options only with the report, and the right number of files.
+static int check_option_combinations(const Options *o) {
+    int modes = o->table + o->tsv + !!o->plot_out + !!o->merge_out;
+    if (o->n_paths == 0) return usage_error("%s", "no run file given");
+    if (modes > 1)
+        return usage_error("%s", "--table, --tsv, --plot and --merge exclude each other");
+    if (modes && (o->check || o->json_out))
+        return usage_error("%s", "--check and --json go with the report only (not with --table, "
+                                 "--tsv, --plot or --merge)");
+    if (!isnan(o->target) && (o->table || o->tsv || o->merge_out))
+        return usage_error("%s", "--target goes with the report or --plot");
+    if (o->allow_other_gpu && !o->check)
+        return usage_error("%s", "--allow-other-gpu only changes --check");
+    if ((o->tsv && o->n_paths > 1) || (!modes && o->n_paths > 2))
+        return usage_error("too many files: %s", o->paths[o->tsv ? 1 : 2]);
+    const char *outputs[] = {o->json_out, o->plot_out, o->merge_out};
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++)
+        if (outputs[i] && strlen(outputs[i]) > MAX_OUTPUT_PATH)
+            return usage_error("%s", "an output file name is too long");
+    if (o->plot_out && strchr(o->plot_out, '\n'))
+        return usage_error("%s", "--plot: the output name holds a line break");
+    const char *dot = o->plot_out ? strrchr(o->plot_out, '.') : NULL;
+    if (o->plot_out && (!dot || strcmp(dot, ".png") != 0))
+        return usage_error("--plot writes a PNG: give an output name ending in .png, not %s",
+                           o->plot_out);
+    return 0;
+}
+
 // 0 to run, 1 for --help, -1 for a usage error (already reported).
 static int parse_options(int argc, char **argv, Options *o) {
     *o = (Options){.target = NAN, .tolerance_pct = 3.0};
     int options_done = 0;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        int takes_value = !options_done && (!strcmp(arg, "--target") ||
-                          !strcmp(arg, "--time-tolerance") || !strcmp(arg, "--json"));
-        if (takes_value && i + 1 >= argc) return usage_error("%s needs a value", arg);
         if (options_done || arg[0] != '-') {
             if (o->n_paths == MAX_FILES) return usage_error("too many files: %s", arg);
             o->paths[o->n_paths++] = arg;
@@ -780,37 +1066,18 @@ static int parse_options(int argc, char **argv, Options *o) {
             options_done = 1;
         } else if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
             return 1;
-        } else if (!strcmp(arg, "--check")) {
-            o->check = 1;
-        } else if (!strcmp(arg, "--tsv")) {
-            o->tsv = 1;
-        } else if (!strcmp(arg, "--table")) {
-            o->table = 1;
-        } else if (!strcmp(arg, "--json")) {
-            o->json_out = argv[++i];
-        } else if (!strcmp(arg, "--target")) {
-            if (parse_number(argv[++i], &o->target) || !(o->target > 0 && o->target < 1))
-                return usage_error("--target takes a fraction in (0, 1) such as 0.94, not %s",
-                                   argv[i]);
-        } else if (!strcmp(arg, "--time-tolerance")) {
-            if (parse_number(argv[++i], &o->tolerance_pct) || o->tolerance_pct < 0)
-                return usage_error("--time-tolerance takes a percentage >= 0 such as 3, "
-                                   "not %s", argv[i]);
-        } else {
-            return usage_error("unknown option %s", arg);
+        } else if (takes_value(arg) && i + 1 >= argc) {
+            return usage_error("%s needs a value", arg);
+        } else if (parse_option(arg, takes_value(arg) ? argv[++i] : NULL, o)) {
+            return -1;
         }
     }
-    if (o->n_paths == 0) return usage_error("%s", "no run file given");
-    if (o->table && (o->check || o->tsv || o->json_out))
-        return usage_error("%s", "--table goes with no --check, --tsv or --json");
-    if (!o->table && o->n_paths > 2)
-        return usage_error("too many files (at most two without --table): %s", o->paths[2]);
-    return 0;
+    return check_option_combinations(o);
 }
 
 // Loads the files, prints the report and runs the checks; returns the exit status.
-static int report(const Options *o, const RunFile files[2]) {
-    char err[1024];
+static int report(const Options *o, const RunFile *files) {
+    char err[ERR_SIZE];
     FileStats stats[2];
     for (int i = 0; i < o->n_paths; i++) {
         if (compute_file_stats(&stats[i], &files[i], o->target, err, sizeof err)) {
@@ -820,6 +1087,8 @@ static int report(const Options *o, const RunFile files[2]) {
     }
     const FileStats *baseline = o->n_paths == 2 ? &stats[1] : NULL;
     Comparison comparison, *c = NULL;
+    printf("units: accuracy in %%, its std and differences in percentage points (pts), times "
+           "in seconds of GPU time per run\n");
     print_file_stats(&stats[0], baseline ? "A = " : "");
     if (baseline) {
         print_file_stats(baseline, "B = ");
@@ -828,10 +1097,59 @@ static int report(const Options *o, const RunFile files[2]) {
         c = &comparison;
         print_comparison(c, &stats[0], baseline);
     }
-    int failures = o->check ? run_checks(&stats[0], c, o->tolerance_pct) : -1;
+    int failures = o->check ? run_checks(&stats[0], baseline, c, o->tolerance_pct,
+                                         o->allow_other_gpu) : -1;
     if (o->json_out && write_json(o->json_out, &stats[0], baseline, c, failures))
         return EXIT_USAGE;
     return failures > 0 ? EXIT_CHECK_FAILED : 0;
+}
+
+// --table needs two runs per file for its statistics.
+static int check_table_files(const RunFile *files, int n_files) {
+    char err[ERR_SIZE];
+    for (int i = 0; i < n_files; i++) {
+        if (require_two_runs(&files[i], err, sizeof err)) {
+            fprintf(stderr, "benchstat: %s\n", err);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static int run_mode(const Options *o, const RunFile *files) {
+    if (o->merge_out) return merge_files(o->merge_out, files, o->n_paths);
+    if (o->plot_out) return plot_files(o->plot_out, files, o->n_paths, o->target);
+    if (o->tsv) {
+        if (!files[0].complete)  // the rows carry no mark of it
+            fprintf(stderr, "benchstat: warning: %s is incomplete: %s\n", files[0].name,
+                    incomplete_reason(&files[0]));
+        print_runs_tsv(&files[0]);
+        return 0;
+    }
+    if (o->table) {
+        int status = check_table_files(files, o->n_paths);
+        if (status == 0) print_table(files, o->n_paths);
+        return status;
+    }
+    return report(o, files);
+}
+
+// Fails early, before any file is read, when an output exists or --plot has no gnuplot.
+static int check_outputs(const Options *o) {
+    char err[ERR_SIZE];
+    const char *outputs[] = {o->json_out, o->plot_out, o->merge_out};
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++) {
+        if (outputs[i] && refuse_existing(outputs[i], err, sizeof err)) {
+            fprintf(stderr, "benchstat: %s\n", err);
+            return -1;
+        }
+    }
+    if (o->plot_out && !plot_gnuplot_found()) {
+        fprintf(stderr, "benchstat: --plot needs gnuplot, which is not on PATH; install it "
+                "(Debian/Ubuntu: apt-get install gnuplot-nox)\n");
+        return -1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -841,22 +1159,21 @@ int main(int argc, char **argv) {
         if (parsed == 1) fputs(USAGE, stdout);
         return parsed == 1 ? 0 : EXIT_USAGE;
     }
+    if (check_outputs(&o)) return EXIT_USAGE;
     RunFile *files = calloc((size_t)o.n_paths, sizeof *files);
     if (!files) abort();
-    char err[1024];
-    for (int i = 0; i < o.n_paths; i++) {
-        if (load_run_file(&files[i], o.paths[i], err, sizeof err)) {
+    char err[ERR_SIZE];
+    int status = 0, loaded = 0;
+    while (loaded < o.n_paths && status == 0) {
+        if (runfile_load(o.paths[loaded], &files[loaded], err, sizeof err)) {
             fprintf(stderr, "benchstat: %s\n", err);
-            for (int j = 0; j < i; j++) run_file_free(&files[j]);
-            free(files);
-            return EXIT_USAGE;
+            status = EXIT_USAGE;
+        } else {
+            loaded++;
         }
     }
-    int status = 0;
-    if (o.table) print_table(files, o.n_paths);
-    else if (o.tsv) print_runs_tsv(&files[0]);
-    else status = report(&o, files);
-    for (int i = 0; i < o.n_paths; i++) run_file_free(&files[i]);
+    if (status == 0) status = run_mode(&o, files);
+    for (int i = 0; i < loaded; i++) runfile_free(&files[i]);
     free(files);
     return status;
 }
