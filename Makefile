@@ -101,7 +101,7 @@ GPU_TESTS := $(GPU_TEST_PROGRAMS) tests/gpu_test_repro.sh
 GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS)
 # Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/obj/fuzz/; make
 # test runs each for its default budget of a few seconds, and test_fuzz.sh checks the engine.
-FUZZ_TESTS := $(BUILD)/fuzz_cifar10
+FUZZ_TESTS := $(BUILD)/fuzz_cifar10 $(BUILD)/fuzz_runfile
 FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 CPU_TESTS += $(FUZZ_TESTS)
 SHELL_TESTS += tests/test_fuzz.sh
@@ -167,6 +167,9 @@ $(OBJ)/fuzz/%.o: %.c
 	$(CC) $(CFLAGS) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
 $(BUILD)/fuzz_cifar10: $(OBJ)/fuzz/tests/fuzz_cifar10.o $(OBJ)/fuzz/tests/fuzz.o $(OBJ)/fuzz/data/cifar10.o
 	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/fuzz_runfile: $(OBJ)/fuzz/tests/fuzz_runfile.o $(OBJ)/fuzz/tests/fuzz.o $(OBJ)/fuzz/airbench/runfile.o \
+                       $(OBJ)/fuzz/airbench/recipe.o
+	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 $(BUILD)/fuzz_selftest: $(OBJ)/fuzz/tests/fuzz_selftest.o $(OBJ)/fuzz/tests/fuzz.o
 	$(CC) $(FUZZ_CFLAGS) $^ -o $@ $(LDLIBS)
 test: $(BUILD)/fuzz_selftest  # for tests/test_fuzz.sh

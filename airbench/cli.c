@@ -261,7 +261,6 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON *config = cJSON_AddObjectToObject(root, "config");
     runfile_add_recipe(config, &o->recipe, o->variant->recipe);
     cJSON_AddNumberToObject(config, "seed", (double)o->seed);
-    cJSON_AddNumberToObject(config, "runs", o->runs);
     cJSON_AddBoolToObject(config, "warmup", o->warmup);
     cJSON_AddNumberToObject(config, "test_images", o->test_images ? o->test_images : 10000);
     cJSON_AddStringToObject(config, "conv_algo", CONV_ALGO_CHOICES[o->conv_algo]);
