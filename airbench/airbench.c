@@ -531,8 +531,9 @@ static void newton_schulz(Trainer *t, int rows, int cols) {
 }
 
 // Muon for each conv filter: Nesterov momentum, the update orthogonalized by
-// Newton-Schulz, the weight rescaled to Frobenius norm sqrt(c_out) before the step.
-static void muon_step(Trainer *t, double lr) {
+// Newton-Schulz, the weight rescaled to Frobenius norm sqrt(c_out) before the step when
+// the schedule says so, and the decoupled decay after it.
+static void muon_step(Trainer *t, const StepPlan *plan) {
     const Recipe *r = &t->recipe;
     const NetLayout *l = &t->layout;
     for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
@@ -544,15 +545,17 @@ static void muon_step(Trainer *t, double lr) {
         CUDA_CHECK(launch_sum_squares_bf16(t->sum_sq, t->ns_x, ti->size, t->stream));
         CUDA_CHECK(launch_scale_by_inverse_norm(t->ns_x, ti->size, t->sum_sq, (float)r->ns_eps, t->stream));
         newton_schulz(t, ti->c_out, cols);
-        CUDA_CHECK(launch_sum_squares(t->sum_sq + 1, t->params + ti->offset, ti->size, t->stream));
+        if (plan->muon_normalize)
+            CUDA_CHECK(launch_sum_squares(t->sum_sq + 1, t->params + ti->offset, ti->size, t->stream));
         CUDA_CHECK(launch_muon_apply(t->params + ti->offset, t->conv_half + conv_index, t->ns_x, ti->size, ti->c_out,
-                                     t->sum_sq + 1, (float)lr, t->stream));
+                                     plan->muon_normalize ? t->sum_sq + 1 : NULL, (float)plan->group[GROUP_CONV].lr,
+                                     (float)plan->muon_decay, t->stream));
     }
 }
 
 static void optimizer_step(Trainer *t, const StepPlan *plan) {
     sgd_step(t, plan->group, t->recipe.muon);
-    if (t->recipe.muon) muon_step(t, plan->group[GROUP_CONV].lr);
+    if (t->recipe.muon) muon_step(t, plan);
     if (plan->lookahead_decay >= 0)
         CUDA_CHECK(launch_lookahead(&t->pb, t->ema_params, t->running, t->ema_running, t->n_running,
                                     (float)plan->lookahead_decay, t->stream));

@@ -302,10 +302,27 @@ static double lookahead_decay(const Recipe *r, int t, int total) {
     return n == total ? 1.0 : -1.0;
 }
 
+// Whether Muon rescales the weights in 1-based step s: the steps s with s - last >= base +
+// floor(slope * s / total), where last is the previous such step (0 at first). Replayed
+// from s = 1, so the schedule needs no state (at most a few thousand steps).
+static int muon_normalizes(const Recipe *r, int s, int total) {
+    int last = 0, fires = 0;
+    for (int k = 1; k <= s; k++) {
+        fires = k - last >= r->muon_norm_base + (int)floor(r->muon_norm_slope * k / total);
+        if (fires) last = k;
+    }
+    return fires;
+}
+
 StepPlan recipe_step_plan(const Recipe *r, int t, int total, int steps_per_epoch) {
-    StepPlan plan = {.lookahead_decay = lookahead_decay(r, t, total)};
-    int whiten_bias_steps = r->whiten_bias_epochs * steps_per_epoch;
-    if (r->muon) muon_groups(r, t, total, whiten_bias_steps, plan.group);
-    else recipe_sgd_groups(r, recipe_lr_multiplier(r, t, total, steps_per_epoch), t < whiten_bias_steps, plan.group);
+    StepPlan plan = {.lookahead_decay = lookahead_decay(r, t, total), .muon_decay = 1.0};
+    int whiten_bias_steps = (int)ceil(r->whiten_bias_epochs * steps_per_epoch - 1e-9);
+    if (r->muon) {
+        muon_groups(r, t, total, whiten_bias_steps, plan.group);
+        plan.muon_normalize = muon_normalizes(r, t + 1, total);
+        plan.muon_decay = 1.0 - plan.group[GROUP_CONV].lr * r->muon_wd;
+    } else {
+        recipe_sgd_groups(r, recipe_lr_multiplier(r, t, total, steps_per_epoch), t < whiten_bias_steps, plan.group);
+    }
     return plan;
 }

@@ -39,7 +39,8 @@
     X(DOUBLE, bn_eps, 1e-30, 1, NULL, "BN epsilon")                                                           \
     X(DOUBLE, whiten_eps, 0, 1, NULL, "whitening filters: eigenvector / sqrt(eigenvalue + whiten_eps)")       \
     X(INT, whiten_images, 1, 50000, NULL, "training images whose 2x2 patches give the whitening filters")     \
-    X(INT, whiten_bias_epochs, 0, 1000, NULL, "the whitening bias trains this many epochs, then freezes")     \
+    X(DOUBLE, whiten_bias_epochs, 0, 1000, NULL, "the whitening bias trains ceil(this * steps per epoch) "   \
+                                                 "steps, then freezes")                                       \
     X(INT, lookahead_every, 0, 1000, NULL, "lookahead every this many steps, 0 = none")                       \
     X(DOUBLE, lookahead_base, 0, 1, NULL, "lookahead decay = base^every * (step / total)^pow")                \
     X(DOUBLE, lookahead_pow, 0, 100, NULL, "(see lookahead_base)")                                            \
@@ -49,6 +50,10 @@
     X(DOUBLE, muon_lr, 0, 100, NULL, "Muon learning rate (multiplier 1 - t/total)")                          \
     X(DOUBLE, muon_momentum, 0, 0.999, NULL, "Muon's Nesterov momentum")                                      \
     X(INT, muon_ns_steps, 0, 100, NULL, "Newton-Schulz iterations per Muon step")                             \
+    X(DOUBLE, muon_wd, 0, 10, NULL, "Muon: after each update W *= 1 - lr_t * muon_wd (decoupled decay)")        \
+    X(INT, muon_norm_base, 1, 1000, NULL, "Muon rescales W to norm sqrt(c_out) before the update at 1-based "  \
+                                          "step s when s - (the last such step) >= base + floor(slope * s / total)")\
+    X(DOUBLE, muon_norm_slope, 0, 1000, NULL, "(see muon_norm_base; base 1, slope 0: every step)")             \
     X(DOUBLE, ns_a, -100, 100, NULL, "Newton-Schulz quintic: X = a X + (b A + c A^2) X, A = X X^T")           \
     X(DOUBLE, ns_b, -100, 100, NULL, "(see ns_a)")                                                           \
     X(DOUBLE, ns_c, -100, 100, NULL, "(see ns_a)")                                                           \
@@ -78,7 +83,8 @@ typedef struct {
 #define RECIPE_SHARED                                                                                          \
     .momentum = 0.85, .label_smoothing = 0.2, .bn_eps = 1e-12, .whiten_eps = 5e-4, .whiten_images = 5000,      \
     .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7,  \
-    .warmup_epochs = -1, .warmup_start = 0.2, .lr_scaling = LR_SCALING_LINEAR, .bn_group = 0, .bn_wd = 1
+    .warmup_epochs = -1, .warmup_start = 0.2, .lr_scaling = LR_SCALING_LINEAR, .bn_group = 0, .bn_wd = 1,        \
+    .muon_norm_base = 1
 
 // Shared by the SGD variants (94, 95, 96).
 #define RECIPE_SGD                                                                                             \
@@ -189,10 +195,15 @@ typedef struct {
     GroupStep group[N_GROUPS];
     // After the step, when >= 0: lookahead with this decay (ema = d ema + (1 - d) w; w = ema).
     double lookahead_decay;
+    // Muon recipes: whether this step rescales each conv weight to norm sqrt(c_out) before
+    // its update, and the factor 1 - lr * muon_wd applied after it.
+    int muon_normalize;
+    double muon_decay;
 } StepPlan;
 
 // Step `step` (0-based) of total_steps, with steps_per_epoch steps per epoch. The
 // whitening bias gradient is needed exactly when group[GROUP_WHITEN_BIAS].enabled.
+// The whitening bias trains ceil(whiten_bias_epochs * steps_per_epoch) steps.
 StepPlan recipe_step_plan(const Recipe *r, int step, int total_steps, int steps_per_epoch);
 // The SGD recipes' groups at schedule multiplier s (the lr warm-up and decay of a step).
 void recipe_sgd_groups(const Recipe *r, double s, int whiten_bias_on, GroupStep groups[N_GROUPS]);

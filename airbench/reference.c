@@ -838,8 +838,8 @@ void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Rec
 }
 
 // Muon on one conv weight: Nesterov momentum, the weight rescaled to Frobenius norm
-// sqrt(c_out), then a step along the orthogonalized update.
-static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, double lr) {
+// sqrt(c_out) when the plan says, a step along the orthogonalized update, the decay.
+static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, const StepPlan *plan) {
     const TensorInfo *t = &net->layout.tensors[id];
     float *w = net->params + t->offset, *buf = net->momentum + t->offset;
     const float *grad = net->grads + t->offset;
@@ -852,16 +852,17 @@ static void muon_update_tensor(RefNet *net, int id, const Recipe *recipe, double
         norm += (double)w[i] * w[i];
     }
     ref_newton_schulz(orth, update, t->c_out, (int)(t->size / t->c_out), recipe, net->muon_bf16);
-    float scale = (float)(sqrt((double)t->c_out) / sqrt(norm));
-    for (size_t i = 0; i < t->size; i++) w[i] = (float)(w[i] * scale - lr * orth[i]);
+    float scale = plan->muon_normalize ? (float)(sqrt((double)t->c_out) / sqrt(norm)) : 1.0f;
+    double lr = plan->group[GROUP_CONV].lr;
+    for (size_t i = 0; i < t->size; i++) w[i] = (float)((w[i] * scale - lr * orth[i]) * plan->muon_decay);
     free(update);
     free(orth);
 }
 
-void ref_muon_step(RefNet *net, const Recipe *recipe, const GroupStep groups[N_GROUPS]) {
-    ref_sgd_step(net, groups, recipe->momentum, 1);
+void ref_muon_step(RefNet *net, const Recipe *recipe, const StepPlan *plan) {
+    ref_sgd_step(net, plan->group, recipe->momentum, 1);
     for (int id = net->layout.first_conv; id < net->layout.first_conv + net->layout.n_convs; id++)
-        muon_update_tensor(net, id, recipe, groups[GROUP_CONV].lr);
+        muon_update_tensor(net, id, recipe, plan);
 }
 
 static void lerp_and_copy(float *ema, float *w, size_t count, double decay) {
@@ -877,7 +878,7 @@ void ref_lookahead_update(RefNet *net, double decay) {
 }
 
 void ref_optimizer_step(RefNet *net, const Recipe *recipe, const StepPlan *plan) {
-    if (recipe->muon) ref_muon_step(net, recipe, plan->group);
+    if (recipe->muon) ref_muon_step(net, recipe, plan);
     else ref_sgd_step(net, plan->group, recipe->momentum, 0);
     if (plan->lookahead_decay >= 0) ref_lookahead_update(net, plan->lookahead_decay);
 }

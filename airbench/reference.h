@@ -112,9 +112,10 @@ void ref_sgd_step(RefNet *net, const GroupStep groups[N_GROUPS], double momentum
 void ref_newton_schulz(float *out, const float *g, int rows, int cols, const Recipe *recipe, int bf16);
 // x rounded to the nearest bf16 (ties to even), as a float.
 float ref_round_bf16(float x);
-// One step of the Muon recipes: Muon for the conv weights at groups[GROUP_CONV].lr,
+// One step of the Muon recipes: Muon for the conv weights at the plan's GROUP_CONV lr
+// (renormalizing first when plan->muon_normalize, decaying after by plan->muon_decay),
 // Nesterov SGD (recipe->momentum) for the other groups.
-void ref_muon_step(RefNet *net, const Recipe *recipe, const GroupStep groups[N_GROUPS]);
+void ref_muon_step(RefNet *net, const Recipe *recipe, const StepPlan *plan);
 // Lookahead: ema = decay * ema + (1 - decay) * w; w = ema, over the parameters and the BN
 // running stats.
 void ref_lookahead_update(RefNet *net, double decay);

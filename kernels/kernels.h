@@ -179,9 +179,10 @@ cudaError_t launch_sum_squares_bf16(float *sum_sq, const __nv_bfloat16 *x, size_
 // x *= 1 / (sqrt(*sum_sq) + eps), in bf16.
 cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps,
                                          cudaStream_t stream);
-// w = w * sqrt(c_out) / sqrt(*w_sum_sq) - lr * update; refreshes w_half.
+// w = (w * scale - lr * update) * decay with scale = sqrt(c_out) / sqrt(*w_sum_sq), or 1
+// when w_sum_sq is NULL (a step that does not renormalize); refreshes w_half.
 cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                              const float *w_sum_sq, float lr, cudaStream_t stream);
+                              const float *w_sum_sq, float lr, float decay, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -45,10 +45,10 @@ __global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, size_t count, con
 }
 
 __global__ void muon_apply_kernel(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                                  const float *w_sum_sq, float lr) {
-    float scale = sqrtf((float)c_out) / sqrtf(*w_sum_sq);
+                                  const float *w_sum_sq, float lr, float decay) {
+    float scale = w_sum_sq ? sqrtf((float)c_out) / sqrtf(*w_sum_sq) : 1.0f;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-        float v = w[i] * scale - lr * __bfloat162float(update[i]);
+        float v = (w[i] * scale - lr * __bfloat162float(update[i])) * decay;
         w[i] = v;
         w_half[i] = __float2half(v);
     }
@@ -79,8 +79,9 @@ cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, size_t count, const f
 }
 
 cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                              const float *w_sum_sq, float lr, cudaStream_t stream) {
-    muon_apply_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(w, w_half, update, count, c_out, w_sum_sq, lr);
+                              const float *w_sum_sq, float lr, float decay, cudaStream_t stream) {
+    muon_apply_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(w, w_half, update, count, c_out, w_sum_sq, lr,
+                                                                      decay);
     return cudaGetLastError();
 }
 

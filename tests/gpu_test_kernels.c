@@ -1022,7 +1022,7 @@ static void test_muon(void) {
     float *scaled = download_bf16s(update_d, count);
     report(rel_error(scaled, want_scaled, count), 4e-3, "scale_by_inverse_norm (bf16)");
 
-    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 0));
+    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 1.0f, 0));
     float *want_w = HOST_FLOATS(count);
     double scale = sqrt((double)c_out) / sqrt((double)got_sums[1]);
     for (size_t i = 0; i < count; i++) want_w[i] = (float)(w[i] * scale - lr * (double)scaled[i]);

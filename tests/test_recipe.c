@@ -182,6 +182,45 @@ static void test_sgd_schedule(void) {
     CHECK_GROUP(p, GROUP_CONV, 1.0 / (total - 177) * lr96, 0.012 * 1024 / k / lr96, 1, "96 last step");
 }
 
+// The 2025 record's Muon schedule (hiverge/cifar10-speedrun): weights renormalized at 1-based
+// step s when s - last >= 2 + floor(15 s / 243), which its script does at exactly these 37
+// steps; decoupled decay 1 - lr_t * wd after each update; the whitening bias for
+// ceil(0.19 * 32) = 7 steps.
+static void test_record_muon_schedule(void) {
+    const int want[37] = {2,  4,  6,  8,  10, 12, 14, 16,  19,  22,  25,  28,  31,  35,  39,  43,  47,  52, 57,
+                          62, 68, 74, 80, 87, 94, 102, 110, 119, 128, 138, 149, 160, 172, 185, 199, 214, 230};
+    Recipe r = RECIPE_94_MUON;
+    char err[ERR_SIZE];
+    recipe_set(&r, "muon_norm_base=2", err, sizeof err);
+    recipe_set(&r, "muon_norm_slope=15", err, sizeof err);
+    recipe_set(&r, "muon_wd=0.0016002048", err, sizeof err);
+    recipe_set(&r, "whiten_bias_epochs=0.19", err, sizeof err);
+    recipe_set(&r, "batch_size=1536", err, sizeof err);
+    recipe_set(&r, "epochs=7.59", err, sizeof err);
+    int spe = recipe_steps_per_epoch(&r, 50000), total = recipe_total_steps(&r, 50000), k = 0, same = 1;
+    CHECK(spe == 32 && total == 243, "record: %d steps per epoch, %d steps", spe, total);
+    for (int t = 0; t < total; t++) {
+        StepPlan p = recipe_step_plan(&r, t, total, spe);
+        int expected = k < 37 && want[k] == t + 1;
+        same &= p.muon_normalize == expected;
+        k += expected;
+    }
+    CHECK(same && k == 37, "the renormalizing steps differ from the record's 37");
+    StepPlan p = recipe_step_plan(&r, 100, total, spe);
+    CHECK_NEAR(p.muon_decay, 1.0 - 0.24 * (1 - 100.0 / 243) * 0.0016002048, 1e-15, "decoupled Muon decay");
+    CHECK(recipe_step_plan(&r, 6, total, spe).group[GROUP_WHITEN_BIAS].enabled &&
+          !recipe_step_plan(&r, 7, total, spe).group[GROUP_WHITEN_BIAS].enabled, "whitening bias for 7 steps");
+    CHECK_NEAR(recipe_step_plan(&r, 3, total, spe).group[GROUP_WHITEN_BIAS].lr, 0.053 * (1 - 3 / 7.0), 1e-15,
+               "the whitening bias lr decays over its 7 steps");
+    // the airbench94-muon defaults: every step, no decay
+    int every = 1;
+    for (int t = 0; t < 200; t++) {
+        StepPlan q = recipe_step_plan(&RECIPE_94_MUON, t, 200, 25);
+        every &= q.muon_normalize && q.muon_decay == 1.0;
+    }
+    CHECK(every, "airbench94-muon renormalizes at every step and has no decoupled decay");
+}
+
 // Goyal et al.'s pieces (issue 11): warm-up in epochs from a chosen start, lr scaling
 // relative to lr_batch with the decay coefficients unscaled, no decay on BN biases.
 static void test_large_batch_fields(void) {
@@ -250,5 +289,6 @@ int main(void) {
     test_sgd_schedule();
     test_muon_schedule();
     test_large_batch_fields();
+    test_record_muon_schedule();
     return test_finish("test_recipe");
 }

@@ -432,8 +432,8 @@ static void test_muon_fixture(void) {
         float *before = falloc(net->layout.n_params);
         memcpy(before, net->params, net->layout.n_params * sizeof(float));
         // the fixture's step through the schedule: 75 whitening-bias steps = 3 epochs of 25
-        StepPlan plan = recipe_step_plan(&recipe, steps[s], total, bias_steps / recipe.whiten_bias_epochs);
-        ref_muon_step(net, &recipe, plan.group);
+        StepPlan plan = recipe_step_plan(&recipe, steps[s], total, (int)(bias_steps / recipe.whiten_bias_epochs));
+        ref_muon_step(net, &recipe, &plan);
         char label[96], prefix[64];
         Group g;
         snprintf(prefix, sizeof prefix, "step%d.param.", steps[s]);
