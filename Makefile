@@ -49,7 +49,8 @@ GPU_VARIANTS := 94 95 96 94-muon
 GPU_PROGRAMS := $(foreach v,$(GPU_VARIANTS),$(BUILD)/airbench$(v))
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat \
              $(BUILD)/test_runfile
-SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
+SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh \
+               tests/test_get_cifar10.sh
 GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 
 KERNEL_SRCS := $(wildcard kernels/*.cu)
@@ -61,7 +62,7 @@ DATA_DIR ?= data/cifar10
 .PHONY: all cpu test gpu-test data clean
 .SECONDARY:  # keep the per-variant objects between builds
 all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(GPU_TESTS)
-cpu: $(CPU_PROGRAMS) $(CPU_TESTS)
+cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -89,6 +90,9 @@ $(BUILD)/test_reference: $(BUILD)/tests/test_reference.o $(BUILD)/reference_lib.
 $(BUILD)/test_benchstat: $(BUILD)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runfile: $(BUILD)/tests/test_runfile.o $(BUILD)/airbench/runfile.o
+	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+# A trainer without a GPU, on the real run-file writer, for bench.sh's tests.
+$(BUILD)/fake_trainer: $(BUILD)/tests/fake_trainer.o $(BUILD)/airbench/runfile.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 # The GPU trainer: one C file, one binary per variant (compile-time recipe).
