@@ -231,10 +231,11 @@ watch_signals() {
 # run_child COMMAND...: runs COMMAND and returns its status. It runs in the background
 # because bash defers a trap until a foreground command ends; `wait` returns at once when a
 # signal comes, and is repeated until the child has exited. Bash starts background commands
-# with SIGINT ignored (and stdin from /dev/null); the subshell gives SIGINT back.
+# with SIGINT ignored (and stdin from /dev/null); the subshell gives SIGINT back, and drops
+# the EXIT trap, which a subshell killed before its exec would otherwise run.
 run_child() {
     [[ -n $caught_signal ]] && return 1
-    (trap - INT; exec "$@") &
+    (trap - INT EXIT; exec "$@") &
     child_pid=$!
     [[ -n $caught_signal ]] && kill -s "$caught_signal" "$child_pid" 2>/dev/null
     local status seen
@@ -585,6 +586,7 @@ report() {
             echo "bench.sh: warning: the plot failed; the run file is saved all the same" >&2
         fi
     fi
+    stop_if_signalled
     exit "$status"
 }
 

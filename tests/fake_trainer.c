@@ -18,7 +18,7 @@
 //                             bench.sh --against)
 //   FAKE_TRAINER_LOG          a file to which one line is appended at the start,
 //                             "trainer pid=P ARGV0 ARGS...", and one per finished run,
-//                             "finished pid=P seed=S"
+//                             "finished pid=P seed=S" ("diverged ..." for a diverged one)
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -180,7 +180,7 @@ static void add_run(RunFileWriter *w, const Options *o, long index, int diverged
         mkdir(tmp, 0755);  // the rewrite cannot open PATH.tmp now
     }
     if (runfile_add_run(w, run_json(o->seed + index, diverged), err, sizeof err)) die(1, "%s", err);
-    if (log_file) fprintf(log_file, "finished pid=%d seed=%ld\n", (int)getpid(), o->seed + index);
+    if (log_file) fprintf(log_file, "%s pid=%d seed=%ld\n", diverged ? "diverged" : "finished", (int)getpid(), o->seed + index);
 }
 
 int main(int argc, char **argv) {
