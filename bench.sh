@@ -231,11 +231,10 @@ watch_signals() {
 # run_child COMMAND...: runs COMMAND and returns its status. It runs in the background
 # because bash defers a trap until a foreground command ends; `wait` returns at once when a
 # signal comes, and is repeated until the child has exited. Bash starts background commands
-# with SIGINT ignored (and stdin from /dev/null); the subshell gives SIGINT back, and drops
-# the EXIT trap, which a subshell killed before its exec would otherwise run.
+# with SIGINT ignored (and stdin from /dev/null); the subshell gives SIGINT back.
 run_child() {
     [[ -n $caught_signal ]] && return 1
-    (trap - INT EXIT; exec "$@") &
+    (trap - INT; exec "$@") &
     child_pid=$!
     [[ -n $caught_signal ]] && kill -s "$caught_signal" "$child_pid" 2>/dev/null
     local status seen
@@ -265,7 +264,10 @@ work_dir="" rev_dir="" reserved_diff=""
 
 # Removes everything temporary: the work folder (the trainer's run files and the writer's
 # PATH.tmp siblings), REV's worktree, and a reserved diff file that no run file came to use.
+# Only in bench.sh itself: a subshell of run_child that a signal kills right after its fork
+# may run the EXIT trap too, and must not remove the chunk files of the runs before it.
 cleanup() {
+    ((BASHPID == $$)) || return 0
     [[ -n $work_dir ]] && rm -rf "$work_dir"
     work_dir=""
     if [[ -n $rev_dir ]]; then

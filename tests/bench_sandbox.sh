@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154,SC2034 # sandbox comes from, and the commits go to, the test
 # bench_sandbox.sh: sourced by test_bench.sh and test_faults.sh. Builds a sandbox in which
 # bench.sh runs without a GPU: a "repository" holding a copy of bench.sh, fake CIFAR-10
 # files and a data/get_cifar10.sh stub; a make stub that "builds" by copying
