@@ -151,7 +151,8 @@ validate_baseline() {
 validate_out() {
     [[ -z $out ]] && return
     out=$(absolute_path "$out")
-    [[ -L $out ]] && die_usage "--out $out is a symbolic link; bench.sh never writes through or over one"
+    [[ -L $out ]] &&
+        die_usage "--out $out is a symbolic link; bench.sh never writes through or over one"
     [[ -e $out ]] && die_usage "--out $out already exists; bench.sh never overwrites a run file"
     [[ -d ${out%/*} ]] || die_usage "--out: directory ${out%/*} does not exist"
     if tree_has_changes && [[ -e ${out%.json}.diff || -L ${out%.json}.diff ]]; then
@@ -166,9 +167,9 @@ validate_trainer_flags() {
     for flag in "${trainer_flags[@]}"; do
         case $flag in
             --json) die_usage "-- --json: bench.sh names the run file; use bench.sh's --out FILE" ;;
-            --runs) die_usage "-- --runs: bench.sh sets the number of runs; use bench.sh's -n RUNS" ;;
+            --runs) die_usage "-- --runs: bench.sh sets the runs; use bench.sh's -n RUNS" ;;
             --seed) die_usage "-- --seed: bench.sh sets the seeds; use bench.sh's --seed S" ;;
-            --data) die_usage "-- --data: bench.sh sets the data directory; use bench.sh's --data DIR" ;;
+            --data) die_usage "-- --data: bench.sh sets the data; use bench.sh's --data DIR" ;;
             --variant) die_usage "-- --variant: give the variant as bench.sh's VARIANT argument" ;;
         esac
     done
@@ -191,7 +192,8 @@ validate_against() {
     git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
         die_usage "--against needs a git checkout, and $ROOT is not one"
     against_commit=$(git -C "$ROOT" rev-parse --verify --quiet "$against^{commit}") ||
-        die_usage "--against '$against' is not a commit of this repository (give a branch, tag or hash)"
+        die_usage "--against '$against' is not a commit of this repository (give a branch," \
+            "tag or hash)"
 }
 
 validate_args() {
@@ -321,13 +323,15 @@ build_programs() {
 # REV's trainer, built in a temporary worktree with the same libraries. GIT_COMMIT and
 # GIT_DIRTY, when set for a tree copy without .git, describe the working tree, not REV.
 build_revision() {
-    rev_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-against-XXXXXX") || die 2 "cannot create a temporary folder"
+    rev_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-against-XXXXXX") ||
+        die 2 "cannot create a temporary folder in ${TMPDIR:-/tmp}"
     git -C "$ROOT" worktree add --quiet --detach "$rev_dir/tree" "$against_commit" ||
         die 2 "could not check out $against in a temporary worktree (see above)"
     local vars
     mapfile -t vars < <(make_vars)
     echo "bench.sh: building $against (${against_commit:0:7}) in $rev_dir/tree"
-    run_child env -u GIT_COMMIT -u GIT_DIRTY make -C "$rev_dir/tree" "${vars[@]}" "build/airbench$variant"
+    run_child env -u GIT_COMMIT -u GIT_DIRTY \
+        make -C "$rev_dir/tree" "${vars[@]}" "build/airbench$variant"
     local status=$?
     stop_if_signalled
     ((status == 0)) || die 2 "building build/airbench$variant of $against failed (see above)"
@@ -423,7 +427,8 @@ untracked_files() {
 # the run file alone does not say what was measured. False without git or without a HEAD,
 # and for a tree copy whose state comes from GIT_COMMIT.
 tree_has_changes() {
-    [[ -z ${GIT_COMMIT:-} ]] && git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null 2>&1 || return 1
+    [[ -z ${GIT_COMMIT:-} ]] || return 1
+    git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null 2>&1 || return 1
     ! git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || [[ -n $(untracked_files) ]]
 }
 
@@ -493,7 +498,15 @@ completed_runs() {
 
 # incomplete_reason FILE: the file's "incomplete_reason", if any.
 incomplete_reason() {
-    sed -n 's/^[[:space:]]*"incomplete_reason":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p' "$1" 2>/dev/null | head -n 1
+    local pattern='s/^[[:space:]]*"incomplete_reason":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p'
+    sed -n "$pattern" "$1" 2>/dev/null | head -n 1
+}
+
+# keep_work_dir SUFFIX: when a run file cannot be published, renames the work folder to
+# kept_dir, out of cleanup's way (and keeps the diff beside it).
+keep_work_dir() {
+    kept_dir=${work_dir%.tmp}-$1
+    mv "$work_dir" "$kept_dir" && work_dir="" reserved_diff=""
 }
 
 # link_run_file SOURCE NAME FIXED: hard-links SOURCE to NAME (FIXED=1, --out) or NAME.json,
@@ -504,9 +517,9 @@ link_run_file() {
     ((fixed)) || candidate=$name.json
     until ln "$source" "$candidate" 2>/dev/null; do
         if ((fixed)) || [[ ! -e $candidate ]]; then
-            local kept=${work_dir%.tmp}-kept
-            mv "$work_dir" "$kept" && work_dir=""
-            die 1 "could not create $candidate (did it appear meanwhile?); the runs are kept in $kept"
+            keep_work_dir kept
+            die 1 "could not create $candidate (did it appear meanwhile?); the runs are kept" \
+                "in $kept_dir"
         fi
         candidate=$name-$((++suffix)).json
     done
@@ -520,7 +533,7 @@ publish() {
     local source=$1 name=$2 fixed=$3 wanted=$4 reason=$5 count
     count=$(completed_runs "$source")
     if ((count == 0)); then
-        echo "bench.sh: no run completed (${reason:-the run file holds none}); nothing was saved" >&2
+        echo "bench.sh: no run completed (${reason:-the run file has none}); nothing was saved" >&2
         return 1
     fi
     link_run_file "$source" "$name" "$fixed"
@@ -559,7 +572,9 @@ run_single() {
     local status=$? stopped=0
     ((status != 0)) || [[ -n $caught_signal ]] && stopped=1
     ((stopped)) || [[ -s $file ]] || die 1 "the trainer exited 0 but wrote no run file"
-    if publish "$file" "$name" "$fixed" "$runs" "$( ((stopped)) && stop_reason "$status" "$file")"; then
+    local reason=""
+    ((stopped)) && reason=$(stop_reason "$status" "$file")
+    if publish "$file" "$name" "$fixed" "$runs" "$reason"; then
         reserved_diff=""  # the diff now belongs to a run file
     else
         ((stopped)) || die 1 "the trainer exited 0, but its run file holds no completed run"
@@ -621,9 +636,9 @@ merge_side() {
         return 1
     fi
     if ! "$ROOT/build/benchstat" --merge "$work_dir/$side.json" "${files[@]}"; then
-        local kept=${work_dir%.tmp}-unmerged
-        mv "$work_dir" "$kept" && work_dir=""
-        die 1 "benchstat --merge failed for $side (see above); its chunk files are kept in $kept"
+        keep_work_dir unmerged
+        die 1 "benchstat --merge failed for $side (see above); its chunk files are kept" \
+            "in $kept_dir"
     fi
     publish "$work_dir/$side.json" "$base" 0 "$wanted" "$reason"
 }
@@ -640,7 +655,7 @@ run_against() {
     env_B=("${env_args[@]}")
     echo "bench.sh: airbench$variant, $runs runs each of the working tree (A) and $against (B)" \
         "from seed $seed on $gpu_name, $chunk per chunk"
-    local finished=0 index=0 status=0 side count reason=""
+    local finished=0 index=0 status=0 side=A count reason=""
     while ((finished < runs && status == 0)) && [[ -z $caught_signal ]]; do
         count=$((runs - finished < chunk ? runs - finished : chunk))
         index=$((index + 1))
@@ -651,7 +666,9 @@ run_against() {
         done
         finished=$((finished + count))
     done
-    ((status != 0)) || [[ -n $caught_signal ]] && reason=$(stop_reason "$status" "$(chunk_file "$side" "$index")")
+    if ((status != 0)) || [[ -n $caught_signal ]]; then
+        reason=$(stop_reason "$status" "$(chunk_file "$side" "$index")")
+    fi
     local file_a="" file_b=""
     merge_side A "$base_a" "$runs" "$reason" && file_a=$run_file reserved_diff=""
     merge_side B "$prefix-${against_commit:0:7}-B-rev" "$runs" "$reason" && file_b=$run_file

@@ -51,13 +51,14 @@ fi'
 }
 
 # $sandbox/stub_benchstat: logs its calls; --merge writes OUT with a summary whose n is the
-# sum of the inputs' (what bench.sh reads), --plot writes a PNG signature, else a line of
-# report. For the tests of bench.sh's side of --merge, --plot and the options it passes on.
+# sum of the inputs' (what bench.sh reads), or fails with FAKE_MERGE_FAIL set; --plot writes
+# a PNG signature; else a line of report. For the tests of bench.sh's side of --merge, --plot and the options it passes on.
 make_stub_benchstat() {
     # shellcheck disable=SC2016
     write_stub "$sandbox/stub" benchstat '
 case $1 in
     --merge)
+        [[ -n ${FAKE_MERGE_FAIL:-} ]] && { echo "benchstat: cannot merge (FAKE_MERGE_FAIL)"; exit 2; }
         out=$2 total=0
         shift 2
         for file; do

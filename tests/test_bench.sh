@@ -398,6 +398,14 @@ test_against() {
     check "REV's worktree is removed after a failed run" [ "$(worktrees)" = 1 ]
     check "no temporary file left after a failed run" no_temporaries
     rm -f "$git_repo"/runs/*
+
+    FAKE_MERGE_FAIL=1 BENCHSTAT=$sandbox/stub_benchstat run_bench gpu 94 -n 2 --against HEAD~1
+    local kept
+    kept=$(find "$git_repo/runs" -name 'bench-*-unmerged')
+    expect "merge fails" 1 "benchstat --merge failed for A (see above); its chunk files are kept in $kept"
+    check "the chunks are kept when they cannot be merged" [ -s "$kept/A-00001.json" -a -s "$kept/B-00001.json" ]
+    check "no temporary file left when the merge fails" no_temporaries
+    rm -rf "${git_repo:?}"/runs/*
 }
 
 # --against with the real benchstat --merge: the merged files hold every chunk's runs.
