@@ -43,8 +43,9 @@ usage: ./bench.sh [VARIANT] [-n RUNS] [--seed S] [--data DIR] [--out FILE] [--ba
                         worktree and time the working tree (A) against it (B), RUNS runs each,
                         the two trainers alternating chunk by chunk (A, B, A, B, ...) on the
                         same seeds, so that drifting clocks and temperature hit both alike;
-                        saves runs/<...>-<commit>-A-tree.json and runs/<...>-<REV commit>-B-rev.json
-                        and prints the comparison A vs B (default: off)
+                        saves runs/<...>-<commit>-A-tree.json and
+                        runs/<...>-<REV commit>-B-rev.json, prints the comparison A vs B
+                        (default: off)
   --chunk K             runs per trainer start with --against (default 5)
   -- TRAINER FLAGS      passed to the trainer unchanged (e.g. --set NAME=VALUE, --tta 1,
                         --batch B, --epochs E, --quiet, --no-warmup); --json, --runs, --seed,
