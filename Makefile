@@ -93,7 +93,8 @@ VARIANTS := 94 95 96 94-muon
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
              $(BUILD)/test_benchstat $(BUILD)/test_runfile
-SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
+SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh \
+               tests/test_get_cifar10.sh
 TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
 GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
@@ -117,7 +118,7 @@ DATA_DIR ?= data/cifar10
 
 .PHONY: all cpu gpu test gpu-test data clean check-cuda
 all: cpu gpu
-cpu: $(CPU_PROGRAMS) $(CPU_TESTS)
+cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer
 ifeq ($(CUDA_PROBLEM),)
 gpu: $(GPU_PROGRAMS)
 else
@@ -160,6 +161,9 @@ $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
 $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
+	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+# A trainer without a GPU, on the real run-file writer, for bench.sh's tests.
+$(BUILD)/fake_trainer: $(OBJ)/tests/fake_trainer.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 $(OBJ)/fuzz/%.o: %.c

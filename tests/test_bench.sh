@@ -1,39 +1,37 @@
 #!/usr/bin/env bash
-# test_bench.sh: bench.sh without a GPU. Its argument errors, its quick no-GPU exit (with a
-# failing nvidia-smi stub, one that lists no GPU, and none at all), and its whole path with
-# fakes: bench.sh is copied into a sandbox "repository" whose build/airbench94 is a fake
-# trainer and whose make and nvidia-smi are stubs, so nothing real is built or trained.
-# The PATH it runs under holds every system tool except nvidia-smi, make and gnuplot, plus
-# the stubs each case names. Ends with "RESULT <passed> <failed>"; exits 1 on any failure.
+# test_bench.sh: bench.sh without a GPU. Its argument errors (each caught before anything
+# runs), its help, its quick no-GPU exit (with a failing nvidia-smi stub, one that lists no
+# GPU, and none at all), and its whole path with fakes (tests/bench_sandbox.sh): a sandbox
+# "repository" whose make stub "builds" build/fake_trainer, the C fake trainer on the real
+# run-file writer, so nothing real is built or trained. The cases cover saving, naming,
+# failing trainers, the diff of a dirty tree, --plot, and the tweak loop --against REV on a
+# sandbox git repository (interleaving, chunks, seeds, merging, cleanup, failures).
+# The PATH bench.sh runs under holds every system tool except nvidia-smi, make and gnuplot,
+# plus the stubs each case names. Ends with "RESULT <passed> <failed>"; exits 1 on any
+# failure.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURES=$ROOT/tests/fixtures/runs
 passed=0 failed=0
 sandbox=$(mktemp -d)
 trap 'rm -rf "$sandbox"' EXIT
+# shellcheck source=tests/bench_sandbox.sh
+source "$ROOT/tests/bench_sandbox.sh"
+
+export FAKE_TRAINER=$ROOT/build/fake_trainer FAKE_TRAINER_LOG=$sandbox/calls
+export BENCHSTAT=$ROOT/build/benchstat TMPDIR=$sandbox/tmp
+mkdir -p "$TMPDIR"
 
 pass() { passed=$((passed + 1)); }
 fail() {
     failed=$((failed + 1))
     printf 'FAIL %s\n' "$*"
 }
-
-# $sandbox/system: symlinks to the system's tools, minus the ones the cases control.
-make_system_bin() {
-    local dir
-    mkdir -p "$sandbox/system"
-    for dir in /usr/local/bin /usr/bin /bin; do
-        [[ -d $dir ]] && ln -s "$dir"/* "$sandbox/system/" 2>/dev/null
-    done
-    rm -f "$sandbox/system/nvidia-smi" "$sandbox/system/make" "$sandbox/system/gnuplot"
-}
-
-# Stub directories: each holds what one kind of case puts in front of the system tools.
-# Every stub appends its name and arguments to $sandbox/calls.
-write_stub() {  # write_stub DIR NAME BODY
-    mkdir -p "$1"
-    printf '#!/usr/bin/env bash\necho "%s $*" >> "%s/calls"\n%s\n' "$2" "$sandbox" "$3" >"$1/$2"
-    chmod +x "$1/$2"
+# check DESCRIPTION CONDITION...: passes when the command CONDITION succeeds.
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass; else fail "$what"; fi
 }
 
 make_stubs() {
@@ -43,49 +41,17 @@ make_stubs() {
         "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"; exit 9"
     cp -r "$sandbox/nogpu" "$sandbox/smi_empty"
     write_stub "$sandbox/smi_empty" nvidia-smi 'echo "No devices were found"; exit 0'
-    write_stub "$sandbox/gpu" make 'exit ${FAKE_MAKE_STATUS:-0}'
-    write_stub "$sandbox/gpu" nvidia-smi '
-if [[ "$*" == *--query-gpu* ]]; then
-    echo "NVIDIA H100 80GB HBM3, 580.159.04, 1980, 2619, 1980, 2619, 1755, 2619, 700.00, Enabled, 34"
-else
-    echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
-fi'
+    make_gpu_stubs
+    make_stub_benchstat
 }
 
-# A sandbox repository: bench.sh, the real build/benchstat, a fake trainer, fake data and a
-# data/get_cifar10.sh stub.
-make_fake_repo() {
-    local repo=$sandbox/repo
-    mkdir -p "$repo/build" "$repo/data/cifar10" "$repo/runs"
-    cp "$ROOT/bench.sh" "$repo/"
-    cp "$ROOT/build/benchstat" "$repo/build/" 2>/dev/null
-    touch "$repo"/data/cifar10/{data_batch_{1..5},test_batch}.bin
-    write_stub "$repo/data" get_cifar10.sh 'mkdir -p "$1" && touch "$1"/{data_batch_{1..5},test_batch}.bin'
-    write_stub "$repo/build" airbench94 '
-printf "%s\n" "$@" > "'"$sandbox"'/trainer_args"
-[[ -n ${FAKE_TRAINER_FAIL:-} ]] && exit "$FAKE_TRAINER_FAIL"
-while (($#)); do
-    case $1 in --runs) runs=$2 ;; --seed) seed=$2 ;; --json) json=$2 ;; esac
-    shift
-done
-accuracies=(0.9412 0.9398 0.9405 0.9391 0.9420)
-{
-    printf "{\"schema\": \"airbench.c/run-v1\", \"variant\": \"airbench94\", "
-    printf "\"target_accuracy\": 0.94, \"gpu\": {\"name\": \"NVIDIA H100 80GB HBM3\"}, \"runs\": ["
-    for ((i = 0; i < runs; i++)); do
-        ((i)) && printf ", "
-        printf "{\"seed\": %d, \"accuracy\": %s, \"time_s\": 2.9%d}" $((seed + i)) ${accuracies[i % 5]} $i
-    done
-    printf "]}\n"
-} > "$json"'
-}
-
-# run_bench STUBS ARGS...: runs bench.sh (the real one, or the sandbox copy for STUBS=gpu)
-# with PATH = the stub dir + the system tools; sets out, status and seconds.
+# run_bench STUBS ARGS...: runs bench.sh (the real one, or the copy in $sandbox/$repo for
+# STUBS=gpu*) with PATH = the stub dir + the system tools; sets out, status and seconds.
+repo=repo
 run_bench() {
     local stubs=$1 bench=$ROOT/bench.sh
     shift
-    [[ $stubs == gpu* ]] && bench=$sandbox/repo/bench.sh
+    [[ $stubs == gpu* ]] && bench=$sandbox/$repo/bench.sh
     rm -f "$sandbox/calls"
     local start=$SECONDS
     out=$(cd "$sandbox" && PATH="$sandbox/$stubs:$sandbox/system" timeout 30 "$bench" "$@" 2>&1)
@@ -120,36 +86,74 @@ expect_nothing_built() {
     fi
 }
 
+calls_contain() { [[ $(cat "$sandbox/calls" 2>/dev/null) == *"$1"* ]]; }
+trainer_args() { grep '^trainer ' "$sandbox/calls" | head -n 1; }
+runs_in() { ls "$sandbox/$repo/runs"; }
+# No bench-XXXXXX.tmp folder or writer's PATH.tmp in runs/, nothing left in TMPDIR (REV's worktree).
+no_temporaries() { [[ -z $(find "$sandbox/$repo/runs" -name '*.tmp*') && -z $(ls -A "$TMPDIR") ]]; }
+
 test_argument_errors() {
     local case_args
+    ln -s "$sandbox/nowhere.json" "$sandbox/dangling.json"
     local -a cases=(
         "--frobnicate|unknown option: --frobnicate"
         "97|unknown variant '97'"
         "94 95|unexpected argument: 95"
-        "-n 0|-n takes a whole number of runs"
+        "-n 0|-n takes a whole number of runs in 2..100000"
         "-n abc|-n takes a whole number of runs"
-        "-n 1|at least 2"
+        "-n 1|-n takes a whole number of runs in 2..100000"
+        "-n 100001|-n takes a whole number of runs in 2..100000 (benchstat"
+        "-n 99999999999999999999|not '99999999999999999999'"
+        "-n 18446744073709551618|not '18446744073709551618'"
         "-n|-n needs a value"
         "--seed|--seed needs a value"
         "--seed -3|--seed needs a value"
         "--seed x|--seed takes a whole number"
+        "--seed 2000000001|--seed takes a whole number in 0..2000000000"
+        "--seed 99999999999999999999|--seed takes a whole number in 0..2000000000"
         "--data|--data needs a value"
         "--time-tolerance 3%|--time-tolerance takes a percentage"
         "--baseline $sandbox/none.json|baseline run file not found"
+        "--baseline $sandbox|is not a regular file"
+        "--baseline /dev/null|is not a regular file"
         "--out $FIXTURES/a94.json|never overwrites"
+        "--out $sandbox/dangling.json|is a symbolic link"
         "--out $sandbox/missing/dir/x.json|does not exist"
         "-n 5 --check --out|--out needs a value"
+        "-- --json $FIXTURES/a94.json|use bench.sh's --out FILE"
+        "-n 3 -- --tta 1 --runs 7|use bench.sh's -n RUNS"
+        "-- --seed 4|use bench.sh's --seed S"
+        "-- --data /tmp|use bench.sh's --data DIR"
+        "-- --variant 95|as bench.sh's VARIANT argument"
+        "--chunk 3|--chunk goes with --against"
+        "--against HEAD --out $sandbox/x.json|--against saves two"
+        "--against HEAD --baseline $FIXTURES/a94.json|--baseline does not go with --against"
+        "--against HEAD --chunk 0|--chunk takes a whole number of runs in 1..100000"
+        "--against HEAD --seed 1999999999 -n 5|must stay within 0..2000000000"
     )
     for case_args in "${cases[@]}"; do
         local args=${case_args%%|*} want=${case_args#*|}
         # shellcheck disable=SC2086 # the arguments are meant to split on spaces
         run_bench smi_fails $args
         expect "bench.sh $args" 2 "$want"
-        expect "bench.sh $args prints usage" 2 "usage: ./bench.sh"
+        expect "bench.sh $args points to --help" 2 "; see ./bench.sh --help"
+        [[ $out != *$'\n'* ]] && pass || fail "bench.sh $args: more than one line:"$'\n'"$out"
         expect_no_calls "bench.sh $args"
     done
+}
+
+test_help() {
     run_bench smi_fails --help
     expect "--help" 0 "usage: ./bench.sh"
+    local option
+    for option in VARIANT -n --runs --seed --data --out --baseline --check --time-tolerance \
+        --allow-other-gpu --plot --against --chunk "-- TRAINER FLAGS" --help "Exit status" \
+        "128+N" "about 1.3 s per run on an H100" "about 5 s of start-up"; do
+        [[ $out == *"$option"* ]] && pass || fail "--help does not mention '$option'"
+    done
+    local defaults
+    defaults=$(grep -c 'default' <<<"$out")
+    ((defaults >= 11)) && pass || fail "--help names only $defaults defaults"
 }
 
 test_no_gpu() {
@@ -166,29 +170,30 @@ test_no_gpu() {
     expect_no_calls "--plot without gnuplot"
 }
 
-runs_in_sandbox() { ls "$sandbox/repo/runs"; }
-
 test_full_path() {
+    repo=repo
     CUDA_HOME=/opt/fake-cuda CUDNN_HOME="" CJSON_HOME=/opt/fake-cjson \
-        run_bench gpu 94 -n 3 --seed 5 -- --trainer-flag x
-    expect "fake run" 0 "airbench94, 3 runs on NVIDIA H100 80GB HBM3"
+        run_bench gpu 94 -n 3 --seed 5 -- --set lr=0.5 --tta 1
+    expect "fake run" 0 "airbench94, 3 runs from seed 5 on NVIDIA H100 80GB HBM3"
     local saved
-    saved=$(runs_in_sandbox)
+    saved=$(runs_in)
     [[ $saved =~ ^[0-9]{8}-[0-9]{6}-h100-airbench94-nocommit\.json$ ]] && pass ||
         fail "run file name: '$saved'"
-    local args
-    args=$(tr '\n' ' ' <"$sandbox/trainer_args")
-    local want
-    for want in "--runs 3 --seed 5 --data $sandbox/repo/data/cifar10 --json $sandbox/repo/runs/" \
+    expect "fake run saved" 0 "saved $sandbox/repo/runs/$saved"
+    check "the saved file holds the 3 runs" [ "$(summary_n "$sandbox/repo/runs/$saved")" = 3 ]
+    local args want
+    args=$(trainer_args)
+    for want in "$sandbox/repo/build/airbench94 --runs 3 --seed 5 --data $sandbox/repo/data/cifar10 --json $sandbox/repo/runs/bench-" \
         "--env gpu_name=NVIDIA H100 80GB HBM3 " "--env gpu_driver=580.159.04 " \
         "--env gpu_sm_clock_mhz=1980 " "--env gpu_max_mem_clock_mhz=2619 " \
         "--env gpu_persistence_mode=Enabled " "--env git_dirty_at_run=unknown " \
-        "--env hostname=" "--env bench_command=" "--trainer-flag x "; do
+        "--env hostname=" "--env bench_command=" "--set lr=0.5 --tta 1"; do
         [[ $args == *"$want"* ]] && pass || fail "trainer arguments lack '$want': $args"
     done
+    check "a clean or gitless tree passes no git_diff_file" [ "${args/git_diff_file/}" = "$args" ]
     local make_call="make -C $sandbox/repo CUDA_HOME=/opt/fake-cuda CJSON_HOME=/opt/fake-cjson"
-    [[ $(cat "$sandbox/calls") == *"$make_call build/airbench94 build/benchstat"* ]] &&
-        pass || fail "make not called as expected: $(cat "$sandbox/calls")"
+    calls_contain "$make_call build/airbench94 build/benchstat" && pass ||
+        fail "make not called as expected: $(cat "$sandbox/calls")"
 
     # A taken name gets a suffix: occupy the names of the next few seconds.
     local now k
@@ -198,12 +203,12 @@ test_full_path() {
     done
     run_bench gpu 94 -n 3
     expect "suffix run" 0 "-h100-airbench94-nocommit-2.json"
-    [[ $(runs_in_sandbox) != *.tmp* ]] && pass || fail "temporary file left: $(runs_in_sandbox)"
+    check "no temporary file left after a run" no_temporaries
     rm -f "$sandbox"/repo/runs/*
 
     run_bench gpu 94 -n 3 --out "$sandbox/mine.json"
     expect "--out" 0 "saved $sandbox/mine.json"
-    [[ -s $sandbox/mine.json ]] && pass || fail "--out file missing"
+    check "--out file written" [ "$(summary_n "$sandbox/mine.json")" = 3 ]
     run_bench gpu 94 -n 3 --out "$sandbox/mine.json"
     expect "--out exists" 2 "never overwrites"
 
@@ -215,43 +220,229 @@ test_full_path() {
     expect "--check --time-tolerance 30" 0 "within the +30% tolerance"
     rm -f "$sandbox"/repo/runs/*
 
-    FAKE_TRAINER_FAIL=1 run_bench gpu 94 -n 3
-    expect "trainer fails" 1 "the trainer failed (exit 1); no run file was saved"
-    [[ -z $(runs_in_sandbox) ]] && pass || fail "files left after a failed run: $(runs_in_sandbox)"
     FAKE_MAKE_STATUS=2 run_bench gpu 94 -n 3
     expect "build fails" 2 "building build/airbench94 and build/benchstat failed"
-
     run_bench gpu 94 -n 3 --data "$sandbox/fresh_data"
     expect "data fetched" 0 "fetching it"
-    [[ $(cat "$sandbox/calls") == *"get_cifar10.sh $sandbox/fresh_data"* ]] && pass ||
+    calls_contain "get_cifar10.sh $sandbox/fresh_data" && pass ||
         fail "get_cifar10.sh not called: $(cat "$sandbox/calls")"
+    rm -f "$sandbox"/repo/runs/*
 }
 
-test_plot() {
+# A trainer that fails: its completed runs are saved, marked incomplete, its status passed on.
+test_failing_trainer() {
+    repo=repo
+    FAKE_TRAINER_FAIL=1 run_bench gpu 94 -n 3
+    expect "trainer fails at once" 1 "no run completed (the trainer exited with status 1); nothing was saved"
+    check "nothing saved after a failed start" [ -z "$(runs_in)" ]
+
+    FAKE_TRAINER_DIVERGE_AT=3 run_bench gpu 94 -n 5 --out "$sandbox/diverged.json"
+    expect "divergence" 1 "saved $sandbox/diverged.json, INCOMPLETE: 2 of the 5 runs (training diverged in run 3 (seed 2))"
+    check "the diverged file holds the 2 completed runs" [ "$(summary_n "$sandbox/diverged.json")" = 2 ]
+    grep -q '"complete":[[:space:]]*false' "$sandbox/diverged.json" && pass ||
+        fail "the diverged run file should say complete: false"
+    FAKE_TRAINER_DIVERGE_AT=1 run_bench gpu 94 -n 5
+    expect "divergence in run 1" 1 "no run completed (training diverged in run 1 (seed 0)); nothing was saved"
+
+    FAKE_TRAINER_FAIL_WRITE_AT=3 run_bench gpu 94 -n 5
+    expect "write fails" 1 "INCOMPLETE: 2 of the 5 runs (the trainer exited with status 1)"
+    check "the file written before the failure is saved" [ "$(summary_n "$sandbox/repo/runs/$(runs_in)")" = 2 ]
+    check "no temporary file left after a failed write" no_temporaries
+    rm -f "$sandbox"/repo/runs/*
+    rm -f "$sandbox"/*.json
+}
+
+# benchstat's options that bench.sh passes on, and --plot, against a stub benchstat.
+test_benchstat_calls() {
+    repo=repo
+    mkdir -p "$sandbox/gpu_plot"
+    cp "$sandbox"/gpu/* "$sandbox/gpu_plot/"
+    write_stub "$sandbox/gpu_plot" gnuplot 'exit 0'
+    BENCHSTAT=$sandbox/stub_benchstat run_bench gpu_plot 94 -n 3 --check --allow-other-gpu \
+        --time-tolerance 5 --baseline "$FIXTURES/b94.json" --out "$sandbox/p.json" --plot
+    expect "stub benchstat" 0 "plotted $sandbox/p.png"
+    calls_contain "benchstat --check --allow-other-gpu --time-tolerance 5 $sandbox/p.json $FIXTURES/b94.json" &&
+        pass || fail "benchstat's report not called as expected: $(cat "$sandbox/calls")"
+    calls_contain "benchstat --plot $sandbox/p.png $sandbox/p.json" && pass ||
+        fail "benchstat --plot not called as expected: $(cat "$sandbox/calls")"
+    rm -f "$sandbox"/p.*
+}
+
+# The real plot, once benchstat draws it and gnuplot is there.
+test_real_plot() {
     local gnuplot
     if ! gnuplot=$(command -v gnuplot); then
         echo "skip: --plot (gnuplot is not installed)"
         return
     fi
-    mkdir -p "$sandbox/gpu_plot"
-    cp "$sandbox"/gpu/* "$sandbox/gpu_plot/"
-    ln -s "$gnuplot" "$sandbox/gpu_plot/gnuplot"
-    run_bench gpu_plot 94 -n 5 --out "$sandbox/plotted.json" --plot
+    if ! "$ROOT/build/benchstat" --help 2>&1 | grep -q -- --plot; then
+        echo "skip: --plot (this build/benchstat has no --plot yet)"
+        return
+    fi
+    repo=repo
+    mkdir -p "$sandbox/gpu_gnuplot"
+    cp "$sandbox"/gpu/* "$sandbox/gpu_gnuplot/"
+    ln -s "$gnuplot" "$sandbox/gpu_gnuplot/gnuplot"
+    run_bench gpu_gnuplot 94 -n 5 --out "$sandbox/plotted.json" --plot
     expect "--plot" 0 "plotted $sandbox/plotted.png"
     [[ $(head -c 4 "$sandbox/plotted.png" 2>/dev/null | od -An -c | tr -d ' ') == 211PNG ]] &&
         pass || fail "--plot wrote no PNG"
 }
 
+# A dirty tree's diff is saved beside the run file and named in it; a clean tree has none.
+test_tree_diff() {
+    repo=gitrepo
+    local git_repo=$sandbox/gitrepo short
+    short=$(git -C "$git_repo" rev-parse --short=7 HEAD)
+    run_bench gpu 94 -n 2
+    expect "clean git tree" 0 "-h100-airbench94-$short.json"
+    check "a clean tree saves no diff" [ -z "$(find "$git_repo/runs" -name '*.diff')" ]
+    [[ $(trainer_args) == *"--env git_dirty_at_run=false "* && $(trainer_args) != *git_diff_file* ]] &&
+        pass || fail "clean tree: trainer arguments $(trainer_args)"
+    rm -f "$git_repo"/runs/*
+
+    echo "lr 3.0" >"$git_repo/recipe.txt"
+    echo "a new kernel" >"$git_repo/new_kernel.cu"
+    echo "an unsaved result" >"$git_repo/runs/other.json"
+    head -c 1100000 /dev/zero >"$git_repo/core"
+    run_bench gpu 94 -n 2
+    local run_file diff_file
+    run_file=$(find "$git_repo/runs" -name "*-$short.json")
+    diff_file=${run_file%.json}.diff
+    expect "dirty git tree" 0 "saved $run_file"
+    check "the diff is saved beside the run file" [ -s "$diff_file" ]
+    [[ $(trainer_args) == *"--env git_diff_file=${diff_file##*/}" ]] && pass ||
+        fail "the trainer is not told the diff's name: $(trainer_args)"
+    grep -q '^+lr 3.0' "$diff_file" && pass || fail "the diff lacks the tracked change"
+    grep -q '^+a new kernel' "$diff_file" && pass || fail "the diff lacks the untracked file"
+    grep -q '^# untracked, not included (1100000 bytes): core' "$diff_file" && pass ||
+        fail "the diff should name the large untracked file"
+    grep -q 'unsaved result' "$diff_file" && fail "the diff should leave runs/ out" || pass
+    rm -f "$git_repo/core"
+    git clone -q "$git_repo" "$sandbox/clone"
+    git -C "$sandbox/clone" apply "$diff_file" && [[ $(cat "$sandbox/clone/recipe.txt") == "lr 3.0" &&
+        -f $sandbox/clone/new_kernel.cu ]] && pass || fail "the diff does not apply to HEAD"
+    rm -rf "$sandbox/clone"
+
+    run_bench gpu 94 -n 2 --out "$sandbox/dirty.json"
+    expect "dirty tree with --out" 0 "saved $sandbox/dirty.json"
+    check "--out's diff is <out>.diff" [ -s "$sandbox/dirty.diff" ]
+    run_bench gpu 94 -n 2 --out "$sandbox/dirty2.json"
+    rm -f "$sandbox/dirty2.json"
+    run_bench gpu 94 -n 2 --out "$sandbox/dirty2.json"
+    expect "an existing diff is not overwritten" 2 "dirty2.diff, where this dirty tree's diff would go, already exists"
+    expect_no_calls "an existing diff"
+    rm -f "$sandbox"/dirty*
+
+    local before
+    before=$(ls "$git_repo/runs")
+    FAKE_TRAINER_FAIL=1 run_bench gpu 94 -n 2
+    check "a failed run leaves no diff behind" [ "$(ls "$git_repo/runs")" = "$before" ]
+    rm -f "$git_repo"/runs/* "$git_repo/new_kernel.cu"
+    git -C "$git_repo" checkout -q recipe.txt
+}
+
+against_files() { find "$sandbox/gitrepo/runs" -name "*-$1.json"; }
+worktrees() { git -C "$sandbox/gitrepo" worktree list | wc -l; }
+
+# The tweak loop: REV built in a worktree, the two trainers interleaved chunk by chunk.
+test_against() {
+    repo=gitrepo
+    local git_repo=$sandbox/gitrepo a_name b_name
+    BENCHSTAT=$sandbox/stub_benchstat run_bench gpu 94 -n 7 --chunk 3 --seed 10 --against HEAD~1 \
+        --check --time-tolerance 5 -- --set lr=2
+    a_name=$(against_files "${second_commit:0:7}-A-tree")
+    b_name=$(against_files "${first_commit:0:7}-B-rev")
+    expect "--against" 0 "saved $a_name"
+    expect "--against saves B" 0 "saved $b_name"
+    check "A and B are named by their commits" [ -n "$a_name" -a -n "$b_name" ]
+    local order
+    order=$(trainer_calls "$git_repo" | tr '\n' ,)
+    [[ $order == "A 3 10,B 3 10,A 3 13,B 3 13,A 1 16,B 1 16," ]] && pass ||
+        fail "--against order, chunks and seeds: $order"
+    local built
+    built=$(grep '^built ' "$sandbox/calls" | tr '\n' ,)
+    [[ $built == "built $git_repo at $second_commit,built $TMPDIR/bench-against-"*"/tree at $first_commit," ]] &&
+        pass || fail "the working tree and REV are not built as expected: $built"
+    local work="$git_repo/runs/bench-"
+    grep -E "^benchstat --merge ${work}[A-Za-z0-9]{6}\.tmp/A\.json ${work}[A-Za-z0-9]{6}\.tmp/A-00001\.json .*A-00002\.json .*A-00003\.json$" \
+        "$sandbox/calls" >/dev/null && pass || fail "A's chunks not merged as expected: $(cat "$sandbox/calls")"
+    grep -qE "^benchstat --merge .*/B\.json .*/B-00001\.json .*/B-00002\.json .*/B-00003\.json$" "$sandbox/calls" &&
+        pass || fail "B's chunks not merged as expected"
+    calls_contain "benchstat --check --time-tolerance 5 $a_name $b_name" && pass ||
+        fail "the comparison A vs B is not asked for: $(cat "$sandbox/calls")"
+    grep -c -- '--set lr=2' "$sandbox/calls" | grep -qx 6 && pass || fail "trainer flags not passed to every chunk"
+    grep -q -- "--env bench_side=B: HEAD~1 ($first_commit)" "$sandbox/calls" && pass ||
+        fail "B's run file does not record REV"
+    check "A's merged file holds 7 runs" [ "$(summary_n "$a_name")" = 7 ]
+    check "REV's worktree is removed" [ "$(worktrees)" = 1 ]
+    check "no temporary file left after --against" no_temporaries
+    rm -f "$git_repo"/runs/*
+
+    run_bench gpu 94 -n 4 --against no-such-rev
+    expect "bad REV" 2 "--against 'no-such-rev' is not a commit of this repository"
+    expect_no_calls "bad REV"
+
+    FAKE_MAKE_FAIL_IN=bench-against run_bench gpu 94 -n 4 --against HEAD~1
+    expect "REV does not build" 2 "building build/airbench94 of HEAD~1 failed"
+    check "no trainer ran when REV does not build" [ -z "$(trainer_calls "$git_repo")" ]
+    check "REV's worktree is removed after a failed build" [ "$(worktrees)" = 1 ]
+    check "no temporary file left after a failed build" no_temporaries
+
+    FAKE_TRAINER_ONLY=bench-against FAKE_TRAINER_FAIL=1 BENCHSTAT=$sandbox/stub_benchstat \
+        run_bench gpu 94 -n 4 --chunk 2 --against HEAD~1
+    a_name=$(against_files "${second_commit:0:7}-A-tree")
+    expect "REV's trainer fails" 1 "saved $a_name, INCOMPLETE: 2 of the 4 runs (the trainer exited with status 1)"
+    expect "REV's trainer fails: B not saved" 1 "B: no run completed"
+    check "after REV's trainer fails, only A's file is saved" [ "$(runs_in)" = "${a_name##*/}" ]
+    check "REV's worktree is removed after a failed run" [ "$(worktrees)" = 1 ]
+    check "no temporary file left after a failed run" no_temporaries
+    rm -f "$git_repo"/runs/*
+
+    FAKE_MERGE_FAIL=1 BENCHSTAT=$sandbox/stub_benchstat run_bench gpu 94 -n 2 --against HEAD~1
+    local kept
+    kept=$(find "$git_repo/runs" -name 'bench-*-unmerged')
+    expect "merge fails" 1 "benchstat --merge failed for A (see above); its chunk files are kept in $kept"
+    check "the chunks are kept when they cannot be merged" [ -s "$kept/A-00001.json" -a -s "$kept/B-00001.json" ]
+    check "no temporary file left when the merge fails" no_temporaries
+    rm -rf "${git_repo:?}"/runs/*
+}
+
+# --against with the real benchstat --merge: the merged files hold every chunk's runs.
+test_against_merged() {
+    if ! "$ROOT/build/benchstat" --help 2>&1 | grep -q -- --merge; then
+        echo "skip: --against with the real merge (this build/benchstat has no --merge yet)"
+        return
+    fi
+    repo=gitrepo
+    run_bench gpu 94 -n 5 --chunk 2 --seed 3 --against HEAD~1
+    expect "--against, merged" 0 "saved"
+    local side file
+    for side in A-tree B-rev; do
+        file=$(find "$sandbox/gitrepo/runs" -name "*-$side.json")
+        [[ $("$ROOT/build/benchstat" --tsv "$file" | tail -n +2 | cut -f1 | tr '\n' ,) == "3,4,5,6,7," ]] &&
+            pass || fail "$side's merged file should hold seeds 3..7: $(cat "$file")"
+    done
+    rm -f "$sandbox"/gitrepo/runs/*
+}
+
 make_system_bin
 make_stubs
 test_argument_errors
+test_help
 test_no_gpu
-if [[ -x $ROOT/build/benchstat ]]; then
-    make_fake_repo
+if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
+    make_fake_repo "$sandbox/repo"
+    make_git_repo "$sandbox/gitrepo"
     test_full_path
-    test_plot
+    test_failing_trainer
+    test_benchstat_calls
+    test_real_plot
+    test_tree_diff
+    test_against
+    test_against_merged
 else
-    fail "build/benchstat is missing: run \`make build/benchstat\` first"
+    fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
 fi
 echo "test_bench: $passed passed, $failed failed"
 echo "RESULT $passed $failed"
