@@ -252,6 +252,10 @@ int recipe_variant_from_args(int argc, char **argv, const Variant **variant, cha
 
 int recipe_steps_per_epoch(const Recipe *r, int n_train) { return n_train / r->batch_size; }
 
+int recipe_tta_images(const Recipe *r, int n) {
+    return r->tta_level > 0 && r->tta_select_frac < 1 ? (int)floor(n * r->tta_select_frac) : n;
+}
+
 int recipe_total_steps(const Recipe *r, int n_train) {
     return (int)ceil(recipe_steps_per_epoch(r, n_train) * r->epochs - 1e-9);
 }

@@ -46,6 +46,10 @@
     X(DOUBLE, lookahead_pow, 0, 100, NULL, "(see lookahead_base)")                                            \
     X(DOUBLE, logit_scale, 0, 100, NULL, "logits multiplier; 0 means 1 / widths[2] (Muon)")                  \
     X(INT, tta_level, 0, 2, NULL, "test-time augmentation: 0 plain, 1 + mirror, 2 + one-pixel shifts")        \
+    X(DOUBLE, tta_select_frac, 0, 1, NULL, "TTA only for this fraction of the test images: those whose plain "   \
+                                           "view has the lowest top softmax probability; the rest keep it")    \
+    X(ENUM, tta_weights, 0, 1, RECIPE_TTA_WEIGHTS, "how the TTA views are weighted: airbench (1/2 the plain "    \
+                                                   "pair, 1/4 each shifted pair) or uniform")                   \
     X(INT, muon, 0, 1, NULL, "1: conv filters by Muon, the rest by Nesterov SGD with the sgd_* values")       \
     X(DOUBLE, muon_lr, 0, 100, NULL, "Muon learning rate (multiplier 1 - t/total)")                          \
     X(DOUBLE, muon_momentum, 0, 0.999, NULL, "Muon's Nesterov momentum")                                      \
@@ -65,6 +69,8 @@
 // The names of augment.h's TranslateMode values, in order.
 #define RECIPE_TRANSLATE_MODES ((const char *const[]){"random", "derandomized", NULL})
 typedef enum { LR_SCALING_LINEAR, LR_SCALING_SQRT, LR_SCALING_NONE } LrScaling;
+typedef enum { TTA_WEIGHTS_AIRBENCH, TTA_WEIGHTS_UNIFORM } TtaWeights;
+#define RECIPE_TTA_WEIGHTS ((const char *const[]){"airbench", "uniform", NULL})
 #define RECIPE_LR_SCALINGS ((const char *const[]){"linear", "sqrt", "none", NULL})
 
 #define RECIPE_DECLARE_INT(name) int name;
@@ -84,7 +90,7 @@ typedef struct {
     .momentum = 0.85, .label_smoothing = 0.2, .bn_eps = 1e-12, .whiten_eps = 5e-4, .whiten_images = 5000,      \
     .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7,  \
     .warmup_epochs = -1, .warmup_start = 0.2, .lr_scaling = LR_SCALING_LINEAR, .bn_group = 0, .bn_wd = 1,        \
-    .muon_norm_base = 1
+    .muon_norm_base = 1, .tta_select_frac = 1
 
 // Shared by the SGD variants (94, 95, 96).
 #define RECIPE_SGD                                                                                             \
@@ -176,6 +182,9 @@ static inline double recipe_sgd_wd(const Recipe *r) { return r->weight_decay * r
 static inline double recipe_bn_bias_lr(const Recipe *r) { return recipe_sgd_lr(r) * r->bias_scaler; }
 
 int recipe_steps_per_epoch(const Recipe *r, int n_train);
+// The test images that get test-time augmentation: all of n, or floor(n * tta_select_frac)
+// (those the plain view is least sure of) when tta_select_frac < 1 and tta_level > 0.
+int recipe_tta_images(const Recipe *r, int n);
 int recipe_total_steps(const Recipe *r, int n_train);
 double recipe_logit_scale(const Recipe *r);
 

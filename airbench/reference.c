@@ -935,9 +935,11 @@ static void tta_view(float *out, const float *images, int n, int flip, int shift
                 }
 }
 
-// logits = sum over views of weight * f(view): level 0: f(x); level 1: mean over the
-// mirror; level 2: 0.5 of level 1 plus 0.25 each of level 1 on the views shifted by -1, +1.
-void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *logits) {
+// logits = sum over views of weight * f(view), the views being the images and (level >= 1)
+// their mirrors, at shift 0 and (level 2) shifted by -1 and +1. airbench's weights: level
+// 1 the mean over the mirror; level 2 0.5 of level 1 plus 0.25 each of level 1 on the
+// shifted images. Uniform: the mean over the views.
+void ref_tta_logits(RefNet *net, const float *images, int n, int level, TtaWeights weights, float *logits) {
     static const int shifts[3] = {0, -1, 1};
     static const double shift_weight[3][3] = {{1, 0, 0}, {1, 0, 0}, {0.5, 0.25, 0.25}};
     int n_flips = level == 0 ? 1 : 2, n_shifts = level == 2 ? 3 : 1;
@@ -948,13 +950,77 @@ void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *l
         for (int flip = 0; flip < n_flips; flip++) {
             tta_view(view, images, n, flip, shifts[s]);
             ref_forward(net, view, n, 0, view_logits);
-            double weight = shift_weight[level][s] / n_flips;
+            double weight = weights == TTA_WEIGHTS_UNIFORM ? 1.0 / (n_shifts * n_flips) : shift_weight[level][s] / n_flips;
             for (size_t i = 0; i < (size_t)n * NET_CLASSES; i++) sum[i] += weight * view_logits[i];
         }
     for (size_t i = 0; i < (size_t)n * NET_CLASSES; i++) logits[i] = (float)sum[i];
     free(view);
     free(view_logits);
     free(sum);
+}
+
+// The top softmax probability of one row of logits: 1 / sum_k exp(z_k - max z).
+static double top_probability(const float *z) {
+    double max_z = z[0], sum = 0.0;
+    for (int k = 1; k < NET_CLASSES; k++) max_z = z[k] > max_z ? z[k] : max_z;
+    for (int k = 0; k < NET_CLASSES; k++) sum += exp(z[k] - max_z);
+    return 1.0 / sum;
+}
+
+typedef struct {
+    double probability;
+    int index;
+} Confidence;
+
+static int by_confidence(const void *a, const void *b) {
+    const Confidence *x = a, *y = b;
+    if (x->probability != y->probability) return x->probability < y->probability ? -1 : 1;
+    return x->index - y->index;
+}
+
+static int by_value(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+void ref_select_uncertain(int *indices, const float *logits, int n, int k) {
+    Confidence *c = xcalloc(n, sizeof(Confidence));
+    for (int i = 0; i < n; i++) c[i] = (Confidence){top_probability(logits + (size_t)i * NET_CLASSES), i};
+    qsort(c, n, sizeof(Confidence), by_confidence);
+    for (int i = 0; i < k; i++) indices[i] = c[i].index;
+    qsort(indices, k, sizeof(int), by_value);
+    free(c);
+}
+
+// TTA logits of n images at a time, CHUNK at most.
+static void chunked_tta(RefNet *net, const float *images, int n, int level, TtaWeights weights, float *logits) {
+    enum { CHUNK = 500 };
+    for (int start = 0; start < n; start += CHUNK) {
+        int count = n - start < CHUNK ? n - start : CHUNK;
+        ref_tta_logits(net, images + (size_t)start * CIFAR10_IMAGE_BYTES, count, level, weights,
+                       logits + (size_t)start * NET_CLASSES);
+    }
+}
+
+void ref_evaluate_logits(RefNet *net, const float *images, int n, const Recipe *recipe, float *logits) {
+    int k = recipe_tta_images(recipe, n);
+    TtaWeights weights = (TtaWeights)recipe->tta_weights;
+    if (k == n) {
+        chunked_tta(net, images, n, recipe->tta_level, weights, logits);
+        return;
+    }
+    chunked_tta(net, images, n, 0, weights, logits);  // the plain view of every image
+    int *chosen = xcalloc(k ? k : 1, sizeof(int));
+    ref_select_uncertain(chosen, logits, n, k);
+    float *selected = xcalloc((size_t)(k ? k : 1) * CIFAR10_IMAGE_BYTES, sizeof(float));
+    float *selected_logits = xcalloc((size_t)(k ? k : 1) * NET_CLASSES, sizeof(float));
+    for (int i = 0; i < k; i++)
+        memcpy(selected + (size_t)i * CIFAR10_IMAGE_BYTES, images + (size_t)chosen[i] * CIFAR10_IMAGE_BYTES,
+               CIFAR10_IMAGE_BYTES * sizeof(float));
+    chunked_tta(net, selected, k, recipe->tta_level, weights, selected_logits);
+    for (int i = 0; i < k; i++)
+        memcpy(logits + (size_t)chosen[i] * NET_CLASSES, selected_logits + (size_t)i * NET_CLASSES,
+               NET_CLASSES * sizeof(float));
+    free(chosen);
+    free(selected);
+    free(selected_logits);
 }
 
 // ----------------------------------------------------------------------------
@@ -986,15 +1052,13 @@ static double accuracy(const float *logits, const uint8_t *labels, int n) {
     return (double)correct / n;
 }
 
-// Test accuracy at a TTA level, in chunks to bound the activation memory.
-static double evaluate(RefNet *net, const float *test_images, const uint8_t *labels, int n, int level) {
-    enum { CHUNK = 500 };
+// Test accuracy: the recipe's evaluation, or the plain view (level 0) for the per-epoch rows.
+static double evaluate(RefNet *net, const float *test_images, const uint8_t *labels, int n, const Recipe *recipe,
+                       int plain) {
+    Recipe view = *recipe;
+    if (plain) view.tta_level = 0;
     float *logits = xcalloc((size_t)n * NET_CLASSES, sizeof(float));
-    for (int start = 0; start < n; start += CHUNK) {
-        int count = n - start < CHUNK ? n - start : CHUNK;
-        ref_tta_logits(net, test_images + (size_t)start * CIFAR10_IMAGE_BYTES, count, level,
-                       logits + (size_t)start * NET_CLASSES);
-    }
+    ref_evaluate_logits(net, test_images, n, &view, logits);
     double acc = accuracy(logits, labels, n);
     free(logits);
     return acc;
@@ -1061,11 +1125,11 @@ typedef struct {
 } TrainResult;
 
 // Closes the epoch's row: mean loss and accuracy over its steps, unaugmented test accuracy.
-static void end_epoch(EpochRow *row, double loss_sum, int correct_sum, int n_seen, RefNet *net,
+static void end_epoch(EpochRow *row, double loss_sum, int correct_sum, int n_seen, RefNet *net, const Recipe *recipe,
                       const float *test_images, const Cifar10 *data, int n_test, double seconds) {
     row->train_loss = loss_sum / n_seen;
     row->train_acc = (double)correct_sum / n_seen;
-    row->test_acc = evaluate(net, test_images, data->test.labels, n_test, 0);
+    row->test_acc = evaluate(net, test_images, data->test.labels, n_test, recipe, 1);
     row->seconds = seconds;
 }
 
@@ -1099,7 +1163,7 @@ static TrainResult train(const RefOptions *o, const Cifar10 *data) {
         result.signal = runfile_pending_signal();
         if ((step + 1) % spe && step + 1 < total && !stop) continue;
         EpochRow *row = &result.rows[result.n_epochs++];
-        end_epoch(row, loss_sum, correct_sum, steps_in_epoch * r->batch_size, net, test_images, data, o->n_test,
+        end_epoch(row, loss_sum, correct_sum, steps_in_epoch * r->batch_size, net, r, test_images, data, o->n_test,
                   wall_seconds() - start);
         printf("| %5d | %10.4f | %9.4f | %8.4f | %7.1f |\n", result.n_epochs, row->train_loss, row->train_acc,
                row->test_acc, row->seconds);
@@ -1111,7 +1175,7 @@ static TrainResult train(const RefOptions *o, const Cifar10 *data) {
     for (int e = 0; e < result.n_epochs; e++) losses[e] = result.rows[e].train_loss;
     runfile_loss_diverged(losses, result.n_epochs, result.divergence, sizeof result.divergence);
     if (!result.signal) {
-        result.tta_acc = evaluate(net, test_images, data->test.labels, o->n_test, r->tta_level);
+        result.tta_acc = evaluate(net, test_images, data->test.labels, o->n_test, r, 0);
         printf("final TTA (level %d) test accuracy: %.4f  (%.1f s)\n", r->tta_level, result.tta_acc,
                wall_seconds() - start);
     }

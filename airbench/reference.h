@@ -136,5 +136,13 @@ void ref_normalize_images(float *out, const uint8_t *images, int n);
 // batch_size images and labels.
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
                      const Recipe *recipe, uint64_t seed, int epoch, int batch_index);
-// Test-time augmentation logits (level 0, 1 or 2; recipe.md) in eval mode.
-void ref_tta_logits(RefNet *net, const float *images, int n, int level, float *logits);
+// Test-time augmentation logits (level 0, 1 or 2, docs/recipe.md) in eval mode, with the
+// views weighted as airbench does or uniformly.
+void ref_tta_logits(RefNet *net, const float *images, int n, int level, TtaWeights weights, float *logits);
+// The k images (of n) whose logits give the lowest top softmax probability, in increasing
+// index order; among equal probabilities the lower index goes first.
+void ref_select_uncertain(int *indices, const float *logits, int n, int k);
+// The evaluation's logits for n test images as the recipe asks: TTA for all of them, or,
+// with tta_select_frac < 1, the plain view for all and TTA (replacing it) for the
+// recipe_tta_images least sure ones. In chunks, to bound the activation memory.
+void ref_evaluate_logits(RefNet *net, const float *images, int n, const Recipe *recipe, float *logits);

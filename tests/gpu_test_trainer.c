@@ -232,7 +232,7 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     float *test_images = host_alloc((size_t)N_TEST * CIFAR10_IMAGE_BYTES * sizeof(float));
     float *logits = host_alloc((size_t)N_TEST * NET_CLASSES * sizeof(float));
     ref_normalize_images(test_images, data->test.images, N_TEST);
-    ref_tta_logits(ref, test_images, N_TEST, 2, logits);
+    ref_tta_logits(ref, test_images, N_TEST, 2, TTA_WEIGHTS_AIRBENCH, logits);
     float *gpu_logits = download(t->acts.logits, (size_t)N_TEST * NET_CLASSES);
     check_rel("TTA logits", gpu_logits, logits, (size_t)N_TEST * NET_CLASSES, 2e-2);
     printf("  TTA accuracy gpu %.4f\n", gpu_acc);

@@ -359,7 +359,7 @@ static void test_net_fixture(const char *file) {
             char key[64];
             snprintf(key, sizeof key, "tta.logits.%d", level);
             const float *want = fixture_get(&f, key, (size_t)n * NET_CLASSES);
-            ref_tta_logits(net, tx->data, n, level, tta);
+            ref_tta_logits(net, tx->data, n, level, TTA_WEIGHTS_AIRBENCH, tta);
             snprintf(label, sizeof label, "d%d TTA level %d logits", depth, level);
             if (want) compare_one(label, tta, want, (size_t)n * NET_CLASSES, TOL_FORWARD);
         }
