@@ -1,0 +1,80 @@
+// test_helpers.h: host-only helpers shared by the C tests and dev/kernel_bench: the
+// relative error of a result against the reference, a reported check of an error against
+// its bound, and a deterministic stream of random numbers. tests/gpu_test.h adds the GPU
+// side. (Separate from test.h while tests/gpu_test_trainer.c still defines its own
+// rel_error and check_rel.)
+#pragma once
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "test.h"
+
+// ||got - want|| / ||want||, or ||got - want|| when want is all zero. A NaN anywhere gives
+// NaN, which fails every bound.
+static inline double rel_error(const float *got, const float *want, size_t count) {
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        double d = (double)got[i] - want[i];
+        diff += d * d;
+        norm += (double)want[i] * want[i];
+    }
+    return norm > 0.0 ? sqrt(diff / norm) : sqrt(diff);
+}
+
+// Prints one check line (what, error, bound) and counts it: passed when error <= bound, so
+// that NaN fails. A bound of 0 asks for an exact result (error: a count of mismatches).
+static inline void check_error(double error, double bound, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline void check_error(double error, double bound, const char *format, ...) {
+    char what[160];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(what, sizeof what, format, args);
+    va_end(args);
+    int ok = error <= bound;
+    printf("  %-58s %10.3e  (bound %.0e)%s\n", what, error, bound, ok ? "" : "  <-- FAIL");
+    CHECK(ok, "%s: error %.3e above the bound %.1e", what, error, bound);
+    fflush(stdout);
+}
+
+// check_error of rel_error(got, want, count).
+static inline void check_rel(const char *what, const float *got, const float *want, size_t count, double bound) {
+    check_error(rel_error(got, want, count), bound, "%s", what);
+}
+
+// ---- random numbers: splitmix64, one stream per program, from a fixed seed ----------------
+
+static uint64_t test_rng_state = 0x243f6a8885a308d3ULL;
+
+static inline uint64_t next_u64(void) {
+    uint64_t z = (test_rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// Uniform in [lo, hi), from the top 53 bits.
+static inline double uniform(double lo, double hi) {
+    return lo + (hi - lo) * ((double)(next_u64() >> 11) * (1.0 / 9007199254740992.0));
+}
+
+// N(0, 1) by Box-Muller (1 - u1 is in (0, 1], so the log is finite).
+static inline double normal(void) {
+    double u1 = uniform(0.0, 1.0), u2 = uniform(0.0, 1.0);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+}
+
+// A random sign times uniform(lo, hi): per-channel offsets that keep sums away from 0.
+static inline double signed_uniform(double lo, double hi) { return (next_u64() & 1 ? 1.0 : -1.0) * uniform(lo, hi); }
+
+static inline void random_floats(float *f, size_t count, double mean, double std) {
+    for (size_t i = 0; i < count; i++) f[i] = (float)(mean + std * normal());
+}
+
+// Random bytes below `limit` (256: any byte): images, labels.
+static inline void random_bytes(uint8_t *b, size_t count, unsigned limit) {
+    for (size_t i = 0; i < count; i++) b[i] = (uint8_t)(next_u64() % limit);
+}
