@@ -840,7 +840,7 @@ static void run_checks(int small) {
         {16, 2, 8, 512, 1, 0, 0},   // even side: nothing dropped
         {64, 8, 15, 64, 0, 0, 0},   // group 0 conv 1
         {64, 8, 7, 256, 0, 1, 0},   // 96's residual conv
-        {32, 4, 3, 384, 0, 0, 0},   // c / 8 = 48 does not divide the block
+        {32, 4, 3, 384, 0, 1, 0},   // c / 8 = 48 does not divide the block; residual
         {16, 2, 31, 24, 0, 0, 0},   // c / 8 = 3
         {16, 2, 3, 2048, 0, 0, 0},  // the widest channel count: one row per pass
     };
