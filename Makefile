@@ -1,5 +1,6 @@
 # airbench.c: `make` builds every program into build/, `make test` runs the CPU test suite,
-# `make gpu-test` runs the checks that need a GPU.
+# `make gpu-test` runs the checks that need a GPU, `make gpu-sanitize` runs them under
+# compute-sanitizer (dev/gpu_sanitize.sh).
 #
 # Locations are overridable: CUDA_HOME, CUDNN_HOME (the GPU machine keeps cuDNN inside a
 # Python package), CJSON_HOME (a prefix holding include/cjson/cJSON.h and lib/.../libcjson.so).
@@ -50,6 +51,7 @@ GPU_PROGRAMS := $(foreach v,$(GPU_VARIANTS),$(BUILD)/airbench$(v))
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_reference $(BUILD)/test_benchstat
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_get_cifar10.sh
 GPU_TESTS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
+DEV_PROGRAMS := $(BUILD)/kernel_bench
 
 KERNEL_SRCS := $(wildcard kernels/*.cu)
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(BUILD)/kernels/%.o,$(KERNEL_SRCS))
@@ -57,9 +59,9 @@ HEADERS := $(wildcard airbench/*.h kernels/*.h data/*.h tests/*.h) $(BUILD)/vers
 
 DATA_DIR ?= data/cifar10
 
-.PHONY: all cpu test gpu-test data clean
+.PHONY: all cpu test gpu-test gpu-sanitize data clean
 .SECONDARY:  # keep the per-variant objects between builds
-all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(GPU_TESTS)
+all: $(CPU_PROGRAMS) $(GPU_PROGRAMS) $(GPU_TESTS) $(DEV_PROGRAMS)
 cpu: $(CPU_PROGRAMS) $(CPU_TESTS)
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -107,6 +109,19 @@ $(BUILD)/tests/gpu_test_trainer.o: tests/gpu_test_trainer.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_INC) -DAIRBENCH_VARIANT=94 -c $< -o $@
 
+# The kernel bench: dev/*.c (driver and harnesses, with tests/gpu_test.h) and dev/*.cu (its
+# spin kernel, and any v2 kernel being tried beside v1).
+BENCH_OBJS := $(patsubst dev/%.c,$(BUILD)/dev/%.o,$(wildcard dev/*.c)) \
+              $(patsubst dev/%.cu,$(BUILD)/dev/%.o,$(wildcard dev/*.cu))
+$(BUILD)/kernel_bench: $(BENCH_OBJS) $(BUILD)/reference_lib.o $(BUILD)/data/cifar10.o $(KERNEL_OBJS)
+	$(GPU_LINK)
+$(BUILD)/dev/%.o: dev/%.c $(HEADERS) $(wildcard dev/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CUDA_INC) -Itests -c $< -o $@
+$(BUILD)/dev/%.o: dev/%.cu $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
 data: $(DATA_DIR)/test_batch.bin
 $(DATA_DIR)/test_batch.bin:
 	data/get_cifar10.sh $(DATA_DIR)
@@ -116,6 +131,9 @@ test: cpu $(BUILD)/airbench94 data
 
 gpu-test: all data
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(GPU_TESTS)
+
+gpu-sanitize: $(BUILD)/gpu_test_kernels $(BUILD)/airbench94 data
+	DATA_DIR=$(DATA_DIR) dev/gpu_sanitize.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -177,9 +177,11 @@ static inline void nchw_to_nhwc(float *dst, const float *src, int n, int hw, int
 // often. h gets the fp16 bits, f the same values as floats.
 static inline void random_activation(uint16_t *h, float *f, size_t rows, int c, const float *mean, const float *std,
                                      int coarse) {
+    uint64_t base = rng_claim(2 * rows * c);
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < rows * c; i++) {
         int ch = (int)(i % c);
-        double v = (mean ? mean[ch] : 0.0) + (std ? std[ch] : 1.0) * normal();
+        double v = (mean ? mean[ch] : 0.0) + (std ? std[ch] : 1.0) * normal_at(base, i);
         if (coarse) v = round(4.0 * v) / 4.0;
         h[i] = float_to_half((float)v);
         f[i] = half_to_float(h[i]);
