@@ -119,7 +119,7 @@ static void check_train_loader(const Case *c, Check *result) {
 
 const Harness TRAIN_LOADER = {0, prepare_train_loader, run_train_loader, check_train_loader, free_all};
 
-// The test-time view of the first batch images: mirrored, shifted by (-1, -1).
+// The test-time view of `batch` images: mirrored, shifted by (-1, -1).
 enum { EVAL_FLIP = 1, EVAL_SHIFT = -1 };
 
 static void prepare_eval_loader(Case *c, const Shape *s, int group) {
@@ -190,7 +190,7 @@ static void prepare_whiten_forward(Case *c, const Shape *s, int group) {
     (void)group;
     Whiten *w = make_whiten(c, s->batch);
     w->out_d = dev_alloc((size_t)w->n * WHITEN_POSITIONS * WHITEN_WIDTH * sizeof(uint16_t));
-    snprintf(c->shape, sizeof c->shape, "%dx32x32x3 -> 31x31x24", s->batch);
+    snprintf(c->shape, sizeof c->shape, "%dx3x32x32 -> 31x31x24", s->batch);
 }
 
 static cudaError_t run_whiten_forward(const Case *c, KernelFn launch, cudaStream_t stream) {
@@ -473,12 +473,12 @@ static void make_bn_layer(BnLayer *l, int rows, int c, int residual, int backwar
     *l = (BnLayer){.rows = rows, .c = c, .residual = residual};
     l->in_d = device_activation(&l->in, rows, c, channel_values(c, -1.0, 1.0, 0), channel_values(c, 0.5, 2.0, 0));
     if (residual) l->res_d = device_activation(&l->res, rows, c, NULL, NULL);
-    const float *sums = channel_sums(l->in, rows, c);
+    const float *moments = channel_sums(l->in, rows, c);
     l->mean = HOST_FLOATS(c);
     l->var = HOST_FLOATS(c);
     float *rstd = HOST_FLOATS(c);
     for (int ch = 0; ch < c; ch++) {
-        double m = (double)sums[ch] / rows, v = fmax((double)sums[c + ch] / rows - m * m, 0.0);
+        double m = (double)moments[ch] / rows, v = fmax((double)moments[c + ch] / rows - m * m, 0.0);
         l->mean[ch] = (float)m;
         l->var[ch] = (float)v;
         rstd[ch] = (float)(1.0 / sqrt(v + RECIPE_94.bn_eps));

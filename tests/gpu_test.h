@@ -177,7 +177,7 @@ static inline void nchw_to_nhwc(float *dst, const float *src, int n, int hw, int
 // often. h gets the fp16 bits, f the same values as floats.
 static inline void random_activation(uint16_t *h, float *f, size_t rows, int c, const float *mean, const float *std,
                                      int coarse) {
-    uint64_t base = rng_claim(2 * rows * c);
+    uint64_t base = test_rng_claim(2 * rows * c);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < rows * c; i++) {
         int ch = (int)(i % c);

@@ -1,8 +1,7 @@
 // test_helpers.h: host-only helpers shared by the C tests and dev/kernel_bench: the
 // relative error of a result against the reference, a reported check of an error against
-// its bound, and a deterministic stream of random numbers. tests/gpu_test.h adds the GPU
-// side. (Separate from test.h while tests/gpu_test_trainer.c still defines its own
-// rel_error and check_rel.)
+// its bound, and a deterministic stream of random numbers. test.h keeps only the counters
+// every test needs; tests/gpu_test.h adds the GPU side.
 #pragma once
 #include <math.h>
 #include <stdarg.h>
@@ -52,17 +51,17 @@ static inline void check_rel(const char *what, const float *got, const float *wa
 #define TEST_RNG_STEP 0x9e3779b97f4a7c15ULL
 static uint64_t test_rng_state = 0x243f6a8885a308d3ULL;
 
-static inline uint64_t rng_value(uint64_t counter) {
+static inline uint64_t test_rng_at(uint64_t counter) {
     uint64_t z = counter;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
-static inline uint64_t next_u64(void) { return rng_value(test_rng_state += TEST_RNG_STEP); }
+static inline uint64_t next_u64(void) { return test_rng_at(test_rng_state += TEST_RNG_STEP); }
 
-// Claims the next n values: value k (1 <= k <= n) is rng_value(base + k * TEST_RNG_STEP).
-static inline uint64_t rng_claim(uint64_t n) {
+// Claims the next n values: value k (1 <= k <= n) is test_rng_at(base + k * TEST_RNG_STEP).
+static inline uint64_t test_rng_claim(uint64_t n) {
     uint64_t base = test_rng_state;
     test_rng_state += n * TEST_RNG_STEP;
     return base;
@@ -77,18 +76,18 @@ static inline double uniform(double lo, double hi) { return lo + (hi - lo) * uni
 // N(0, 1) by Box-Muller from values 2i + 1 and 2i + 2 after base (1 - u1 is in (0, 1], so
 // the log is finite).
 static inline double normal_at(uint64_t base, uint64_t i) {
-    double u1 = unit_double(rng_value(base + (2 * i + 1) * TEST_RNG_STEP));
-    double u2 = unit_double(rng_value(base + (2 * i + 2) * TEST_RNG_STEP));
+    double u1 = unit_double(test_rng_at(base + (2 * i + 1) * TEST_RNG_STEP));
+    double u2 = unit_double(test_rng_at(base + (2 * i + 2) * TEST_RNG_STEP));
     return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
 }
 
-static inline double normal(void) { return normal_at(rng_claim(2), 0); }
+static inline double normal(void) { return normal_at(test_rng_claim(2), 0); }
 
 // A random sign times uniform(lo, hi): per-channel offsets that keep sums away from 0.
 static inline double signed_uniform(double lo, double hi) { return (next_u64() & 1 ? 1.0 : -1.0) * uniform(lo, hi); }
 
 static inline void random_floats(float *f, size_t count, double mean, double std) {
-    uint64_t base = rng_claim(2 * count);
+    uint64_t base = test_rng_claim(2 * count);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < count; i++) f[i] = (float)(mean + std * normal_at(base, i));
 }
