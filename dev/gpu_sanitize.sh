@@ -2,8 +2,8 @@
 # dev/gpu_sanitize.sh [LOGS]: compute-sanitizer's memcheck, racecheck, initcheck and
 # synccheck, each over build/gpu_test_kernels --small and over a short airbench94 run (a
 # few steps, 1,000 test images, cuDNN's heuristic algorithms, no warm-up run). Fails on any
-# report. `make gpu-sanitize` builds both programs and runs it; CIFAR-10 in $DATA_DIR
-# (default data/cifar10).
+# report. `make gpu-sanitize` builds both programs and runs it (from the repository root);
+# CIFAR-10 in $DATA_DIR (default data/cifar10).
 #
 # Each step (tool x program) has a time limit, writes LOGS/<tool>-<program>.log (LOGS
 # default build/sanitize), and prints its exit status, seconds and summary line; a table of
@@ -25,6 +25,11 @@
 #   and cuBLAS may hold device memory of their own past their handles.
 # - racecheck reports with --racecheck-report all: each hazard with both accesses, as well
 #   as the analysis.
+# - racecheck and synccheck check only our kernels in the trainer's run (--kernel-name
+#   regex= of every *_kernel in kernels/*.cu): the shared memory and barriers of cuDNN's and
+#   cuBLAS's kernels are theirs to get right, and racecheck would slow their convolutions
+#   down by orders of magnitude. memcheck and initcheck check every kernel: a library
+#   kernel that reads outside a buffer or reads unwritten memory is reading ours.
 # - initcheck runs without --track-unused-memory, which reports allocations that are never
 #   wholly used: not a bug here (the trainer sizes cuDNN's workspace for the largest
 #   algorithm) and it would fail every run. And without filters: an uninitialized read
@@ -57,11 +62,16 @@ case " $programs " in *" trainer "*)
 esac
 mkdir -p "$logs" || exit 2
 
-# The options of one tool for one program.
+# Our kernels (kernels/*.cu names every __global__ function *_kernel), as a regex.
+our_kernels=$(grep -ho '[A-Za-z0-9_]*_kernel(' kernels/*.cu | tr -d '(' | sort -u | paste -sd '|' -)
+
+# The options of one tool for one program (choices above).
 tool_options() {
     case $1-$2 in
         memcheck-kernels) echo "--leak-check full" ;;
-        racecheck-*) echo "--racecheck-report all" ;;
+        racecheck-kernels) echo "--racecheck-report all" ;;
+        racecheck-trainer) echo "--racecheck-report all --kernel-name regex=($our_kernels)" ;;
+        synccheck-trainer) echo "--kernel-name regex=($our_kernels)" ;;
     esac
 }
 
