@@ -1,6 +1,7 @@
 # airbench.c: `make` builds every program into build/, `make test` runs the CPU test suite
 # (gcc and cJSON are enough: what needs CUDA is skipped, with a line saying so), `make
-# gpu-test` runs the checks that need a GPU.
+# gpu-test` runs the checks that need a GPU, `make gpu-sanitize` runs them under
+# compute-sanitizer (dev/gpu_sanitize.sh).
 #
 # Locations are overridable: CUDA_HOME, CUDNN_HOME (may be a Python package folder holding
 # include/ and lib/), CJSON_HOME (a prefix holding include/cjson/cJSON.h and lib/.../libcjson.so).
@@ -99,7 +100,8 @@ TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
 GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 GPU_TESTS := $(GPU_TEST_PROGRAMS) tests/gpu_test_repro.sh
-GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS)
+DEV_PROGRAMS := $(BUILD)/kernel_bench
+GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS) $(DEV_PROGRAMS)
 # Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/obj/fuzz/; make
 # test runs each for its default budget of a few seconds, and test_fuzz.sh checks the engine.
 FUZZ_TESTS := $(BUILD)/fuzz_cifar10 $(BUILD)/fuzz_runfile
@@ -116,7 +118,7 @@ GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/c
 
 DATA_DIR ?= data/cifar10
 
-.PHONY: all cpu gpu test gpu-test data clean check-cuda
+.PHONY: all cpu gpu test gpu-test gpu-sanitize data clean check-cuda
 all: cpu gpu
 cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer
 ifeq ($(CUDA_PROBLEM),)
@@ -190,6 +192,18 @@ $(BUILD)/gpu_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(REFERENCE_LIB) $(KE
 $(BUILD)/gpu_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(TRAINER_OBJS)
 	$(GPU_LINK)
 
+# The kernel bench: dev/*.c (driver and harnesses, with tests/gpu_test.h) and dev/*.cu (its
+# spin kernel, and any v2 kernel being tried beside v1).
+BENCH_C_OBJS := $(patsubst dev/%.c,$(OBJ)/dev/%.o,$(wildcard dev/*.c))
+BENCH_OBJS := $(BENCH_C_OBJS) $(patsubst dev/%.cu,$(OBJ)/dev/%.o,$(wildcard dev/*.cu))
+$(BUILD)/kernel_bench: $(BENCH_OBJS) $(REFERENCE_LIB) $(KERNEL_OBJS)
+	$(GPU_LINK)
+$(BENCH_C_OBJS): CFLAGS += $(CUDA_INC) -Itests
+$(BENCH_C_OBJS): | check-cuda
+$(OBJ)/dev/%.o: dev/%.cu | check-cuda
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
+
 data: $(DATA_DIR)/test_batch.bin
 $(DATA_DIR)/test_batch.bin:
 	data/get_cifar10.sh $(DATA_DIR)
@@ -201,6 +215,9 @@ test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
 
 gpu-test: all data
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(GPU_TESTS)
+
+gpu-sanitize: $(BUILD)/gpu_test_kernels $(BUILD)/airbench94 data | check-cuda
+	DATA_DIR=$(DATA_DIR) dev/gpu_sanitize.sh
 
 clean:
 	rm -rf $(BUILD)

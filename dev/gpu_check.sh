@@ -7,23 +7,27 @@
 # stop the next. At the end OUT/PHASE.tgz holds that folder's logs and run files (the device
 # tool brings back 8 files at most, so they travel as one).
 #
-#   tests     build/gpu_test_kernels and build/gpu_test_trainer, while a compute-sanitizer
-#             memcheck of a one-epoch airbench94 run goes on in the background; waits for it
-#             until 9 minutes after the phase began. The run takes cuDNN's heuristic
+#   tests     build/gpu_test_kernels (full and --small) and build/gpu_test_trainer, while
+#             dev/gpu_sanitize.sh (compute-sanitizer's four tools over gpu_test_kernels
+#             --small and a short airbench94 run) goes on in the background; waits for it
+#             until 9 minutes after the phase began. The trainer run takes cuDNN's heuristic
 #             algorithms (--conv-algo heuristic): under the sanitizer the default's timing
 #             of every candidate had not finished after 150 s on an H100
-#   memcheck  waits up to 9 more minutes for that memcheck (it outlives the call: setsid)
-#   variants  ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each,
-#             and build/benchstat --table over the sweep; refuses while the memcheck runs,
+#   sanitize  waits up to 9 more minutes for that run (it outlives the call: setsid); call
+#             it again while it says the run goes on
+#   variants  build/kernel_bench (every kernel checked and timed at airbench94's shapes),
+#             ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each,
+#             and build/benchstat --table over the sweep; refuses while the sanitizers run,
 #             which would disturb the timings
 #   profile   ncu's per-kernel GPU time over 1,000 kernel launches of airbench94's training
-#             (after the warm-up run's), to see where a step's time goes
+#             (after the warm-up run's), to see where a step's time goes; refuses while the
+#             sanitizers run
 set -u
-phase=${1:?usage: dev/gpu_check.sh tests|memcheck|variants|profile OUT}
-out=${2:?usage: dev/gpu_check.sh tests|memcheck|variants|profile OUT}
+phase=${1:?usage: dev/gpu_check.sh tests|sanitize|variants|profile OUT}
+out=${2:?usage: dev/gpu_check.sh tests|sanitize|variants|profile OUT}
 data=${DATA_DIR:-/tmp/cifar10}
 logs=/tmp/gpu_check/$phase
-memcheck_dir=/tmp/gpu_check/background  # the background memcheck outlives the call
+sanitize_dir=/tmp/gpu_check/background  # the background sanitizer run outlives the call
 started=$(date +%s)
 rm -rf "$logs" && mkdir -p "$logs" "$out" || exit 2
 
@@ -38,29 +42,38 @@ step() {
     tail -n 12 "$logs/$name.log"
 }
 
-memcheck_running() { [ -f "$memcheck_dir/pid" ] && [ ! -f "$memcheck_dir/rc" ]; }
+sanitize_running() { [ -f "$sanitize_dir/pid" ] && [ ! -f "$sanitize_dir/rc" ]; }
 
-start_memcheck() {
-    rm -rf "$memcheck_dir" && mkdir -p "$memcheck_dir"
-    setsid sh -c "echo \$\$ > $memcheck_dir/pid; compute-sanitizer --tool memcheck --print-limit 20 \
-        --error-exitcode 3 build/airbench94 --data '$data' --epochs 1 --runs 1 --quiet --conv-algo heuristic \
-        > $memcheck_dir/memcheck.log 2>&1; echo \$? > $memcheck_dir/rc" < /dev/null > /dev/null 2>&1 &
-    sleep 1
-    echo "== memcheck started in the background: $memcheck_dir/memcheck.log"
+# Timing phases refuse to run beside the sanitizers, which would disturb the timings.
+refuse_while_sanitizing() {
+    if sanitize_running; then
+        echo "dev/gpu_check.sh: the sanitizers still run; wait for them (sanitize phase) first" >&2
+        exit 2
+    fi
 }
 
-# wait_memcheck UNTIL: waits for the background memcheck until the epoch second UNTIL.
-wait_memcheck() {
-    while memcheck_running && [ "$(date +%s)" -lt "$1" ]; do sleep 5; done
-    cp "$memcheck_dir/memcheck.log" "$logs/memcheck.log" 2>/dev/null
-    if [ ! -f "$memcheck_dir/pid" ]; then
-        echo "== memcheck: none was started on this machine; the tests phase starts it"
-    elif [ -f "$memcheck_dir/rc" ]; then
-        echo "== memcheck: exit $(cat "$memcheck_dir/rc") (3 = errors found)"
+start_sanitize() {
+    rm -rf "$sanitize_dir" && mkdir -p "$sanitize_dir"
+    setsid sh -c "echo \$\$ > $sanitize_dir/pid; DATA_DIR='$data' dev/gpu_sanitize.sh $sanitize_dir/logs \
+        > $sanitize_dir/sanitize.log 2>&1; echo \$? > $sanitize_dir/rc" < /dev/null > /dev/null 2>&1 &
+    sleep 1
+    echo "== dev/gpu_sanitize.sh started in the background: $sanitize_dir/sanitize.log"
+}
+
+# wait_sanitize UNTIL: waits for the background sanitizer run until the epoch second UNTIL.
+wait_sanitize() {
+    while sanitize_running && [ "$(date +%s)" -lt "$1" ]; do sleep 5; done
+    cp "$sanitize_dir/sanitize.log" "$logs/sanitize.log" 2>/dev/null
+    cp -r "$sanitize_dir/logs" "$logs/sanitize" 2>/dev/null
+    if [ ! -f "$sanitize_dir/pid" ]; then
+        echo "== sanitize: none was started on this machine; the tests phase starts it"
+    elif [ -f "$sanitize_dir/rc" ]; then
+        echo "== sanitize: exit $(cat "$sanitize_dir/rc") (0 = all clean, 1 = reports or failures)"
+        tail -n 12 "$logs/sanitize.log"
     else
-        echo "== memcheck: still running; run the memcheck phase next"
+        echo "== sanitize: still running; run the sanitize phase next"
+        grep -E "^== |^   " "$logs/sanitize.log" | tail -n 12
     fi
-    tail -n 8 "$logs/memcheck.log" 2>/dev/null
 }
 
 batch_sweep() {
@@ -79,29 +92,29 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --
 cat "$logs/gpu.txt"
 case $phase in
     tests)
-        start_memcheck
+        start_sanitize
         step kernels 120 build/gpu_test_kernels
+        step kernels-small 60 build/gpu_test_kernels --small
         step trainer 180 build/gpu_test_trainer
-        wait_memcheck $(( started + 540 ))
+        wait_sanitize $(( started + 540 ))
         ;;
-    memcheck)
-        wait_memcheck $(( started + 540 ))
+    sanitize)
+        wait_sanitize $(( started + 540 ))
         ;;
     variants)
-        if memcheck_running; then
-            echo "dev/gpu_check.sh: the memcheck still runs; wait for it (memcheck phase) first" >&2
-            exit 2
-        fi
+        refuse_while_sanitizing
+        step kernel-bench 180 build/kernel_bench
         step airbench96 300 ./bench.sh 96 -n 10 --data "$data" --out "$logs/airbench96.json"
         batch_sweep
         ;;
     profile)
+        refuse_while_sanitizing
         step profile 540 ncu --clock-control none --metrics gpu__time_duration.sum \
             --launch-skip 6000 --launch-count 1000 --print-summary per-kernel \
             build/airbench94 --data "$data" --runs 1 --quiet
         ;;
     *)
-        echo "dev/gpu_check.sh: unknown phase $phase (tests, memcheck, variants or profile)" >&2
+        echo "dev/gpu_check.sh: unknown phase $phase (tests, sanitize, variants or profile)" >&2
         exit 2
         ;;
 esac

@@ -7,224 +7,32 @@
 // where the result must be exact (loaders: the GPU half equals (half) of the reference
 // float; max pools; seeded init: bit-identical; argmax positions: equal). Inputs of the
 // reductions have per-channel offsets, so that the sums compared are not cancellation
-// noise. A timing section at airbench94 sizes (batch 1024) follows; --no-timing skips it,
-// --timing-only runs only it. Exits 2 without a GPU.
+// noise. Timing is dev/kernel_bench's job.
+//
+// --small runs every check at small shapes, for compute-sanitizer (dev/gpu_sanitize.sh):
+// see run_checks for what each shape keeps covered. Exits 2 without a GPU or on a bad flag.
 #include <cuda_runtime.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu_test.h"
 #include "kernels.h"
 #include "reference.h"
-#include "test.h"
-
-// ----------------------------------------------------------------------------
-// Infrastructure: CUDA error checks, tracked allocations, random numbers, fp16 on the host.
-
-#define CUDA_CHECK(call)                                                                         \
-    do {                                                                                         \
-        cudaError_t err_ = (call);                                                               \
-        if (err_ != cudaSuccess) {                                                               \
-            printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-            fflush(stdout);                                                                      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
-// A launch, then a full synchronization, so that an execution error is blamed on it.
-#define LAUNCH(call)                                  \
-    do {                                              \
-        CUDA_CHECK(call);                             \
-        CUDA_CHECK(cudaDeviceSynchronize());          \
-    } while (0)
-
-enum { MAX_ALLOCS = 512 };
-static void *device_allocs[MAX_ALLOCS], *host_allocs[MAX_ALLOCS];
-static int n_device_allocs, n_host_allocs;
-
-// Device memory filled with 0xff bytes: NaN as fp16 and fp32, 255 as an argmax byte.
-static void *dev_alloc(size_t bytes) {
-    if (n_device_allocs == MAX_ALLOCS) {
-        printf("FATAL: more than %d device allocations in one test\n", MAX_ALLOCS);
-        exit(1);
-    }
-    void *p = NULL;
-    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    CUDA_CHECK(cudaMemset(p, 0xff, bytes));
-    device_allocs[n_device_allocs++] = p;
-    return p;
-}
-
-static void *dev_upload(const void *host, size_t bytes) {
-    void *p = dev_alloc(bytes);
-    CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
-    return p;
-}
-
-static void download(void *host, const void *dev, size_t bytes) {
-    CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
-}
-
-static void *host_alloc(size_t bytes) {
-    void *p = calloc(bytes ? bytes : 1, 1);
-    if (!p || n_host_allocs == MAX_ALLOCS) {
-        printf("FATAL: cannot allocate %zu host bytes\n", bytes);
-        exit(1);
-    }
-    host_allocs[n_host_allocs++] = p;
-    return p;
-}
-
-// Frees everything a test allocated.
-static void free_all(void) {
-    for (int i = 0; i < n_device_allocs; i++) CUDA_CHECK(cudaFree(device_allocs[i]));
-    for (int i = 0; i < n_host_allocs; i++) free(host_allocs[i]);
-    n_device_allocs = n_host_allocs = 0;
-}
-
-#define HOST_FLOATS(count) ((float *)host_alloc((size_t)(count) * sizeof(float)))
-#define HOST_HALVES(count) ((uint16_t *)host_alloc((size_t)(count) * sizeof(uint16_t)))
-
-static uint64_t rng_state = 0x243f6a8885a308d3ULL;
-
-static uint64_t next_u64(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double uniform(double lo, double hi) { return lo + (hi - lo) * ((next_u64() >> 11) * (1.0 / 9007199254740992.0)); }
-
-static double normal(void) {
-    double u1 = uniform(0.0, 1.0), u2 = uniform(0.0, 1.0);
-    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
-}
-
-// A random sign times uniform(lo, hi): per-channel offsets that keep sums away from 0.
-static double signed_uniform(double lo, double hi) { return (next_u64() & 1 ? 1.0 : -1.0) * uniform(lo, hi); }
-
-// fp32 -> fp16 bits, round to nearest even (NaN stays NaN, overflow -> inf); checked
-// against gcc's _Float16 on all 2^32 floats.
-static uint16_t float_to_half(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, abs_x = x & 0x7fffffffu;
-    if (abs_x >= 0x7f800000u) return (uint16_t)(sign | (abs_x > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (abs_x >= 0x47800000u) return (uint16_t)(sign | 0x7c00u);  // >= 65536: inf
-    uint32_t exponent = abs_x >> 23, mantissa = (abs_x & 0x7fffffu) | 0x800000u;
-    // In units of the result's last place (2^-24 for subnormals, 2^(exponent - 137) for
-    // normals) the value is the 24-bit mantissa shifted right by:
-    int shift = exponent >= 113 ? 13 : 126 - (int)exponent;
-    if (shift > 24) return (uint16_t)sign;  // below 2^-25: rounds to zero
-    uint32_t kept = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (kept & 1u))) kept++;
-    // Normals: kept includes the implicit 1 (adding 1 to the exponent field), and a carry
-    // out of the mantissa moves into the exponent, as it should.
-    uint32_t bits = exponent >= 113 ? ((exponent - 113) << 10) + kept : kept;
-    return (uint16_t)(sign | bits);
-}
-
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
-    if (exponent == 31) bits = sign | 0x7f800000u | (mantissa << 13);
-    else if (exponent) bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    else if (!mantissa) bits = sign;
-    else {  // subnormal: mantissa * 2^-24
-        float f = (float)mantissa * (1.0f / 16777216.0f);
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float round_to_half(float f) { return half_to_float(float_to_half(f)); }
-
-static void halves_to_floats(float *dst, const uint16_t *src, size_t count) {
-    for (size_t i = 0; i < count; i++) dst[i] = half_to_float(src[i]);
-}
-
-// Random fp16 activation of rows x c (NHWC): channel ch is mean[ch] + std[ch] * N(0,1)
-// (mean/std NULL: 0/1); coarse rounds to multiples of 1/4 first, so that maxima tie
-// often. h gets the fp16 bits, f the same values as floats.
-static void random_activation(uint16_t *h, float *f, size_t rows, int c, const float *mean, const float *std,
-                              int coarse) {
-    for (size_t i = 0; i < rows * c; i++) {
-        int ch = (int)(i % c);
-        double v = (mean ? mean[ch] : 0.0) + (std ? std[ch] : 1.0) * normal();
-        if (coarse) v = round(4.0 * v) / 4.0;
-        h[i] = float_to_half((float)v);
-        f[i] = half_to_float(h[i]);
-    }
-}
-
-static void random_floats(float *f, size_t count, double mean, double std) {
-    for (size_t i = 0; i < count; i++) f[i] = (float)(mean + std * normal());
-}
-
-// NHWC (n x hw x c) <-> NCHW (n x c x hw).
-static void nhwc_to_nchw(float *dst, const float *src, int n, int hw, int c) {
-    for (int b = 0; b < n; b++)
-        for (int p = 0; p < hw; p++)
-            for (int ch = 0; ch < c; ch++)
-                dst[((size_t)b * c + ch) * hw + p] = src[((size_t)b * hw + p) * c + ch];
-}
-
-// A GPU fp16 NHWC tensor as NCHW floats.
-static float *download_nchw(const void *dev, int n, int hw, int c) {
-    size_t count = (size_t)n * hw * c;
-    uint16_t *h = HOST_HALVES(count);
-    float *f = HOST_FLOATS(count), *out = HOST_FLOATS(count);
-    download(h, dev, count * sizeof(uint16_t));
-    halves_to_floats(f, h, count);
-    nhwc_to_nchw(out, f, n, hw, c);
-    return out;
-}
-
-static float *download_floats(const void *dev, size_t count) {
-    float *f = HOST_FLOATS(count);
-    download(f, dev, count * sizeof(float));
-    return f;
-}
-
-// ||got - want|| / ||want|| (NaN anywhere gives NaN, which fails every bound).
-static double rel_error(const float *got, const float *want, size_t count) {
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < count; i++) {
-        double d = (double)got[i] - want[i];
-        diff += d * d;
-        norm += (double)want[i] * want[i];
-    }
-    return norm > 0.0 ? sqrt(diff / norm) : sqrt(diff);
-}
-
-// Prints one check line and counts it.
-static void report(double error, double bound, const char *format, ...) {
-    char what[160];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(what, sizeof what, format, args);
-    va_end(args);
-    int ok = error <= bound;
-    printf("  %-58s %10.3e  (bound %.0e)%s\n", what, error, bound, ok ? "" : "  <-- FAIL");
-    CHECK(ok, "%s: error %.3e above the bound %.1e", what, error, bound);
-    fflush(stdout);
-}
 
 // ----------------------------------------------------------------------------
 // Loaders.
 
-static void test_loaders(void) {
+// Image counts and batch sizes divided by `divisor` (1, or 8 with --small: batches of 32, 32,
+// 25 and 16 from 625 images keep the odd batch and every batch index inside the epoch).
+static void test_loaders(int divisor) {
     printf("loaders\n");
-    enum { N_TRAIN = 5000, N_EVAL = 300 };
-    uint8_t *images = host_alloc((size_t)N_TRAIN * CIFAR10_IMAGE_BYTES), *labels = host_alloc(N_TRAIN);
-    for (size_t i = 0; i < (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES; i++) images[i] = (uint8_t)next_u64();
-    for (int i = 0; i < N_TRAIN; i++) labels[i] = (uint8_t)(next_u64() % 10);
+    const int N_TRAIN = 5000 / divisor, N_EVAL = 300 / divisor;
+    uint8_t *images = host_buffer((size_t)N_TRAIN * CIFAR10_IMAGE_BYTES), *labels = host_buffer(N_TRAIN);
+    random_bytes(images, (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES, 256);
+    random_bytes(labels, N_TRAIN, 10);
     Cifar10Split split = {N_TRAIN, images, labels};
     uint8_t *images_d = dev_upload(images, (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES);
     uint8_t *labels_d = dev_upload(labels, N_TRAIN);
@@ -239,7 +47,7 @@ static void test_loaders(void) {
         {128, 0, 1, 0, 0, TRANSLATE_RANDOM},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        int batch = cases[k].batch;
+        int batch = cases[k].batch / divisor;
         size_t count = (size_t)batch * CIFAR10_IMAGE_BYTES;
         Recipe recipe = RECIPE_94;
         recipe.batch_size = batch;
@@ -247,7 +55,7 @@ static void test_loaders(void) {
         recipe.cutout = cases[k].cutout;
         recipe.translate_mode = cases[k].mode;
         float *want = HOST_FLOATS(count);
-        uint8_t *want_labels = host_alloc(batch), *got_labels = host_alloc(batch);
+        uint8_t *want_labels = host_buffer(batch), *got_labels = host_buffer(batch);
         ref_train_batch(want, want_labels, &split, N_TRAIN, &recipe, seed, cases[k].epoch, cases[k].batch_index);
         void *x_d = dev_alloc(count * sizeof(uint16_t));
         uint8_t *batch_labels_d = dev_alloc(batch);
@@ -260,10 +68,10 @@ static void test_loaders(void) {
         for (size_t i = 0; i < count; i++) pixel_mismatches += got[i] != float_to_half(want[i]);
         for (int i = 0; i < batch; i++) label_mismatches += got_labels[i] != want_labels[i];
         const char *mode = cases[k].mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random";
-        report((double)pixel_mismatches, 0, "train_loader T=%d %s cutout=%d epoch %d: pixels differing",
-               cases[k].translate, mode, cases[k].cutout, cases[k].epoch);
-        report((double)label_mismatches, 0, "train_loader T=%d %s cutout=%d epoch %d: labels differing",
-               cases[k].translate, mode, cases[k].cutout, cases[k].epoch);
+        check_error((double)pixel_mismatches, 0, "train_loader batch %d T=%d %s cutout=%d: pixels differing", batch,
+                    cases[k].translate, mode, cases[k].cutout);
+        check_error((double)label_mismatches, 0, "train_loader batch %d T=%d %s cutout=%d: labels differing", batch,
+                    cases[k].translate, mode, cases[k].cutout);
     }
     // Test views: the reference's tta_view on normalized images (static in reference.c,
     // so written out here with the same augment.h call).
@@ -286,7 +94,7 @@ static void test_loaders(void) {
                             size_t plane = ((size_t)b * 3 + c) * 1024;
                             mismatches += got[plane + y * 32 + x] != float_to_half(normalized[plane + sy * 32 + sx]);
                         }
-            report((double)mismatches, 0, "eval_loader flip %d shift %+d: pixels differing", flip, shift);
+            check_error((double)mismatches, 0, "eval_loader flip %d shift %+d: pixels differing", flip, shift);
         }
     free_all();
 }
@@ -294,45 +102,45 @@ static void test_loaders(void) {
 // ----------------------------------------------------------------------------
 // Whitening.
 
-static void test_patch_covariance(void) {
-    printf("patch covariance\n");
-    const int sizes[2] = {100, 5000};
-    uint8_t *images = host_alloc((size_t)5000 * CIFAR10_IMAGE_BYTES);
-    for (size_t i = 0; i < (size_t)5000 * CIFAR10_IMAGE_BYTES; i++) images[i] = (uint8_t)next_u64();
-    uint8_t *images_d = dev_upload(images, (size_t)5000 * CIFAR10_IMAGE_BYTES);
-    for (int k = 0; k < 2; k++) {
-        int n = sizes[k], blocks = patch_cov_blocks(n);
-        CHECK(blocks >= 1, "patch_cov_blocks(%d) = %d", n, blocks);
-        float *partials_d = dev_alloc((size_t)blocks * COV_ENTRIES * sizeof(float));
-        float *sums_d = dev_alloc(COV_ENTRIES * sizeof(float));
-        LAUNCH(launch_patch_covariance(partials_d, images_d, n, 0));
-        LAUNCH(launch_reduce_partials(sums_d, partials_d, blocks, COV_ENTRIES, 0));
-        float *got = download_floats(sums_d, COV_ENTRIES);
-        // The reference's patch loop (ref_whitening_weights), in double, upper triangle.
-        float *normalized = HOST_FLOATS((size_t)n * CIFAR10_IMAGE_BYTES);
-        ref_normalize_images(normalized, images, n);
-        double cov[COV_ENTRIES] = {0};
-        for (int b = 0; b < n; b++)
-            for (int y = 0; y < 31; y++)
-                for (int x = 0; x < 31; x++) {
-                    double patch[COV_DIM];
-                    for (int c = 0; c < 3; c++)
-                        for (int dy = 0; dy < 2; dy++)
-                            for (int dx = 0; dx < 2; dx++)
-                                patch[(c * 2 + dy) * 2 + dx] = normalized[(((size_t)b * 3 + c) * 32 + y + dy) * 32 + x + dx];
-                    for (int i = 0, e = 0; i < COV_DIM; i++)
-                        for (int j = i; j < COV_DIM; j++, e++) cov[e] += patch[i] * patch[j];
-                }
-        float want[COV_ENTRIES];
-        for (int e = 0; e < COV_ENTRIES; e++) want[e] = (float)cov[e];
-        report(rel_error(got, want, COV_ENTRIES), 1e-5, "patch_covariance + reduce_partials, n = %d", n);
-    }
+// n images: more than 256 (COV_MAX_BLOCKS) make blocks loop over several images.
+static void test_patch_covariance(int n) {
+    uint8_t *images = host_buffer((size_t)n * CIFAR10_IMAGE_BYTES);
+    random_bytes(images, (size_t)n * CIFAR10_IMAGE_BYTES, 256);
+    uint8_t *images_d = dev_upload(images, (size_t)n * CIFAR10_IMAGE_BYTES);
+    int blocks = patch_cov_blocks(n);
+    printf("patch covariance n=%d (%d blocks)\n", n, blocks);
+    CHECK(blocks >= 1, "patch_cov_blocks(%d) = %d", n, blocks);
+    float *partials_d = dev_alloc((size_t)blocks * COV_ENTRIES * sizeof(float));
+    float *sums_d = dev_alloc(COV_ENTRIES * sizeof(float));
+    LAUNCH(launch_patch_covariance(partials_d, images_d, n, 0));
+    LAUNCH(launch_reduce_partials(sums_d, partials_d, blocks, COV_ENTRIES, 0));
+    float *got = download_floats(sums_d, COV_ENTRIES);
+    // The reference's patch loop (ref_whitening_weights), in double, upper triangle.
+    float *normalized = HOST_FLOATS((size_t)n * CIFAR10_IMAGE_BYTES);
+    ref_normalize_images(normalized, images, n);
+    double cov[COV_ENTRIES] = {0};
+    for (int b = 0; b < n; b++)
+        for (int y = 0; y < 31; y++)
+            for (int x = 0; x < 31; x++) {
+                double patch[COV_DIM];
+                for (int c = 0; c < 3; c++)
+                    for (int dy = 0; dy < 2; dy++)
+                        for (int dx = 0; dx < 2; dx++)
+                            patch[(c * 2 + dy) * 2 + dx] =
+                                normalized[(((size_t)b * 3 + c) * 32 + y + dy) * 32 + x + dx];
+                for (int i = 0, e = 0; i < COV_DIM; i++)
+                    for (int j = i; j < COV_DIM; j++, e++) cov[e] += patch[i] * patch[j];
+            }
+    float want[COV_ENTRIES];
+    for (int e = 0; e < COV_ENTRIES; e++) want[e] = (float)cov[e];
+    check_error(rel_error(got, want, COV_ENTRIES), 1e-5, "patch_covariance + reduce_partials, n = %d", n);
     free_all();
 }
 
-static void test_whiten(void) {
-    printf("whitening conv\n");
-    const int n = 64, positions = 31 * 31;
+// n images: any n >= 1 gives the bias gradient's reduction 3 or more blocks.
+static void test_whiten(int n) {
+    printf("whitening conv n=%d\n", n);
+    const int positions = 31 * 31;
     size_t in_count = (size_t)n * 3 * 32 * 32, out_count = (size_t)n * positions * WHITEN_WIDTH;
     uint16_t *x_h = HOST_HALVES(in_count);
     float *x = HOST_FLOATS(in_count), weight[WHITEN_WIDTH * COV_DIM], bias[WHITEN_WIDTH];
@@ -346,8 +154,8 @@ static void test_whiten(void) {
     float *pre = HOST_FLOATS(out_count), *act = HOST_FLOATS(out_count);
     ref_conv_forward(pre, x, weight, bias, n, 3, 32, 32, WHITEN_WIDTH, WHITEN_KERNEL, 0);
     ref_gelu_forward(act, pre, out_count);
-    report(rel_error(download_nchw(out_d, n, positions, WHITEN_WIDTH), act, out_count), 2e-3,
-           "whiten_forward n=%d (out fp16)", n);
+    check_error(rel_error(download_nchw(out_d, n, positions, WHITEN_WIDTH), act, out_count), 2e-3,
+                "whiten_forward n=%d (out fp16)", n);
 
     // Bias gradient: d_out (NHWC) with per-channel offsets.
     float offset[WHITEN_WIDTH], spread[WHITEN_WIDTH];
@@ -373,8 +181,8 @@ static void test_whiten(void) {
             for (int p = 0; p < positions; p++) sum += d_pre[((size_t)b * WHITEN_WIDTH + k) * positions + p];
         want[k] = (float)sum;
     }
-    report(rel_error(download_floats(d_bias_d, WHITEN_WIDTH), want, WHITEN_WIDTH), 1e-5,
-           "whiten_bias_backward + reduce_partials n=%d (%d blocks)", n, blocks);
+    check_error(rel_error(download_floats(d_bias_d, WHITEN_WIDTH), want, WHITEN_WIDTH), 1e-5,
+                "whiten_bias_backward + reduce_partials n=%d (%d blocks)", n, blocks);
     free_all();
 }
 
@@ -393,7 +201,7 @@ static void test_stats_blocks_and_reduce(void) {
             bad++;
         }
     }
-    report(bad, 0, "stats_blocks in [1, min(rows, %d)]", STATS_MAX_BLOCKS);
+    check_error(bad, 0, "stats_blocks in [1, min(rows, %d)]", STATS_MAX_BLOCKS);
     const int cases[][2] = {{STATS_MAX_BLOCKS, 2 * 2048}, {37, COV_ENTRIES}, {1, 24}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int n_blocks = cases[k][0], width = cases[k][1];
@@ -407,8 +215,8 @@ static void test_stats_blocks_and_reduce(void) {
         }
         float *partials_d = dev_upload(partials, count * sizeof(float)), *out_d = dev_alloc(width * sizeof(float));
         LAUNCH(launch_reduce_partials(out_d, partials_d, n_blocks, width, 0));
-        report(rel_error(download_floats(out_d, width), want, width), 1e-6, "reduce_partials %d blocks x %d", n_blocks,
-               width);
+        check_error(rel_error(download_floats(out_d, width), want, width), 1e-6, "reduce_partials %d blocks x %d",
+                    n_blocks, width);
     }
     free_all();
 }
@@ -418,7 +226,8 @@ static void test_stats_blocks_and_reduce(void) {
 // backward, against ref_maxpool_*, ref_batchnorm_*, ref_gelu_*.
 
 typedef struct {
-    int n, h, c;    // kernel input n x h x h x c (the pre-pool conv output when pool)
+    int n, small_n; // images, and images with --small (still more than one stats block)
+    int h, c;       // kernel input n x h x h x c (the pre-pool conv output when pool)
     int pool;       // j = 0 of a group: 2x2 max pool before the BN
     int residual;   // 96's third conv: the residual joins before the GELU
     int coarse;     // inputs on a 1/4 grid: many tied maxima (first one wins)
@@ -451,9 +260,9 @@ static void check_pool_argmax(const uint8_t *got, const int *want, const float *
                 }
 }
 
-static void test_bn_layer(const BnCase *t) {
+static void test_bn_layer(const BnCase *t, int small) {
     const float eps = (float)RECIPE_94.bn_eps, keep = (float)RECIPE_94.bn_keep;
-    int n = t->n, h = t->h, c = t->c, side = t->pool ? h / 2 : h, hw = side * side;
+    int n = small ? t->small_n : t->n, h = t->h, c = t->c, side = t->pool ? h / 2 : h, hw = side * side;
     int rows = n * hw, in_rows = n * h * h, blocks = stats_blocks(rows, c);
     size_t count = (size_t)rows * c, in_count = (size_t)in_rows * c;
     char name[96];
@@ -525,15 +334,15 @@ static void test_bn_layer(const BnCase *t) {
     int *argmax = NULL;
     if (t->pool) {
         bn_in = HOST_FLOATS(count);
-        argmax = host_alloc(count * sizeof(int));
+        argmax = host_buffer(count * sizeof(int));
         ref_maxpool_forward(bn_in, argmax, in_nchw, n, c, h, h, 2);
-        report(rel_error(download_nchw(bn_in_d, n, hw, c), bn_in, count), 0, "%s: maxpool2 out (exact)", name);
-        uint8_t *got_argmax = host_alloc(count);
+        check_error(rel_error(download_nchw(bn_in_d, n, hw, c), bn_in, count), 0, "%s: maxpool2 out (exact)", name);
+        uint8_t *got_argmax = host_buffer(count);
         download(got_argmax, argmax_d, count);
         size_t untied, tied, ties;
         check_pool_argmax(got_argmax, argmax, in_nchw, n, h, c, &untied, &tied, &ties);
-        report((double)untied, 0, "%s: maxpool2 argmax differing, unique max", name);
-        report((double)tied, 0, "%s: maxpool2 argmax differing, %zu tied windows", name, ties);
+        check_error((double)untied, 0, "%s: maxpool2 argmax differing, unique max", name);
+        check_error((double)tied, 0, "%s: maxpool2 argmax differing, %zu tied windows", name, ties);
     }
     float *want_sums = HOST_FLOATS(2 * c);
     for (int ch = 0; ch < c; ch++) {
@@ -548,8 +357,8 @@ static void test_bn_layer(const BnCase *t) {
         want_sums[c + ch] = (float)sum_sq;
     }
     float *got_sums = download_floats(stat_sums_d, 2 * (size_t)c);
-    report(rel_error(got_sums, want_sums, c), 1e-5, "%s: stats sums", name);
-    report(rel_error(got_sums + c, want_sums + c, c), 1e-5, "%s: stats sums of squares", name);
+    check_error(rel_error(got_sums, want_sums, c), 1e-5, "%s: stats sums", name);
+    check_error(rel_error(got_sums + c, want_sums + c, c), 1e-5, "%s: stats sums of squares", name);
 
     float *pre = HOST_FLOATS(count), *act = HOST_FLOATS(count), *mean = HOST_FLOATS(c), *var = HOST_FLOATS(c);
     float *rstd = HOST_FLOATS(c), *run_mean = HOST_FLOATS(c), *run_var = HOST_FLOATS(c), *res_nchw = HOST_FLOATS(count);
@@ -562,11 +371,11 @@ static void test_bn_layer(const BnCase *t) {
     if (t->residual)
         for (size_t i = 0; i < count; i++) pre[i] += res_nchw[i];
     ref_gelu_forward(act, pre, count);
-    report(rel_error(download_floats(mean_d, c), mean, c), 1e-5, "%s: bn_finalize mean", name);
-    report(rel_error(download_floats(rstd_d, c), rstd, c), 1e-5, "%s: bn_finalize rstd", name);
-    report(rel_error(download_floats(run_mean_d, c), run_mean, c), 1e-5, "%s: bn_finalize running mean", name);
-    report(rel_error(download_floats(run_var_d, c), run_var, c), 1e-5, "%s: bn_finalize running var", name);
-    report(rel_error(download_nchw(out_d, n, hw, c), act, count), 2e-3, "%s: bn_gelu_forward out (fp16)", name);
+    check_error(rel_error(download_floats(mean_d, c), mean, c), 1e-5, "%s: bn_finalize mean", name);
+    check_error(rel_error(download_floats(rstd_d, c), rstd, c), 1e-5, "%s: bn_finalize rstd", name);
+    check_error(rel_error(download_floats(run_mean_d, c), run_mean, c), 1e-5, "%s: bn_finalize running mean", name);
+    check_error(rel_error(download_floats(run_var_d, c), run_var, c), 1e-5, "%s: bn_finalize running var", name);
+    check_error(rel_error(download_nchw(out_d, n, hw, c), act, count), 2e-3, "%s: bn_gelu_forward out (fp16)", name);
 
     // Reference, eval mode.
     float *eval_pre = HOST_FLOATS(count), *eval_act = HOST_FLOATS(count), *eval_rstd = HOST_FLOATS(c);
@@ -575,10 +384,10 @@ static void test_bn_layer(const BnCase *t) {
         for (size_t i = 0; i < count; i++) eval_pre[i] += res_nchw[i];
     ref_gelu_forward(eval_act, eval_pre, count);
     for (int ch = 0; ch < c; ch++) eval_rstd[ch] = (float)(1.0 / sqrt((double)run_var0[ch] + eps));
-    report(rel_error(download_floats(eval_mean_d, c), run_mean0, c), 0, "%s: bn_eval_params mean (exact)", name);
-    report(rel_error(download_floats(eval_rstd_d, c), eval_rstd, c), 1e-6, "%s: bn_eval_params rstd", name);
-    report(rel_error(download_nchw(eval_out_d, n, hw, c), eval_act, count), 2e-3, "%s: bn_gelu_forward eval out (fp16)",
-           name);
+    check_error(rel_error(download_floats(eval_mean_d, c), run_mean0, c), 0, "%s: bn_eval_params mean (exact)", name);
+    check_error(rel_error(download_floats(eval_rstd_d, c), eval_rstd, c), 1e-6, "%s: bn_eval_params rstd", name);
+    check_error(rel_error(download_nchw(eval_out_d, n, hw, c), eval_act, count), 2e-3,
+                "%s: bn_gelu_forward eval out (fp16)", name);
 
     // Reference, backward.
     float *d_out_nchw = HOST_FLOATS(count), *d_pre = HOST_FLOATS(count), *d_bn_in = HOST_FLOATS(count);
@@ -598,20 +407,20 @@ static void test_bn_layer(const BnCase *t) {
         want_bwd_sums[c + ch] = (float)(sum_dz_xhat / rows);
     }
     float *got_bwd_sums = download_floats(bwd_sums_d, 2 * (size_t)c);
-    report(rel_error(download_floats(d_bias_d, c), d_bias, c), 1e-5, "%s: backward d_bias", name);
-    report(rel_error(got_bwd_sums, want_bwd_sums, c), 1e-5, "%s: backward mean dz", name);
-    report(rel_error(got_bwd_sums + c, want_bwd_sums + c, c), 1e-5, "%s: backward mean dz*xhat", name);
+    check_error(rel_error(download_floats(d_bias_d, c), d_bias, c), 1e-5, "%s: backward d_bias", name);
+    check_error(rel_error(got_bwd_sums, want_bwd_sums, c), 1e-5, "%s: backward mean dz", name);
+    check_error(rel_error(got_bwd_sums + c, want_bwd_sums + c, c), 1e-5, "%s: backward mean dz*xhat", name);
     if (t->pool) {
         float *d_prepool = HOST_FLOATS(in_count);
         ref_maxpool_backward(d_prepool, d_bn_in, argmax, n, c, h, h, 2);
-        report(rel_error(download_nchw(d_in_d, n, h * h, c), d_prepool, in_count), 2e-3,
-               "%s: backward_apply_pool d_prepool (fp16)", name);
+        check_error(rel_error(download_nchw(d_in_d, n, h * h, c), d_prepool, in_count), 2e-3,
+                    "%s: backward_apply_pool d_prepool (fp16)", name);
     } else {
-        report(rel_error(download_nchw(d_in_d, n, hw, c), d_bn_in, count), 2e-3, "%s: backward_apply d_in (fp16)",
-               name);
+        check_error(rel_error(download_nchw(d_in_d, n, hw, c), d_bn_in, count), 2e-3, "%s: backward_apply d_in (fp16)",
+                    name);
         if (t->residual)
-            report(rel_error(download_nchw(d_res_d, n, hw, c), d_pre, count), 2e-3,
-                   "%s: backward_apply d_residual (fp16)", name);
+            check_error(rel_error(download_nchw(d_res_d, n, hw, c), d_pre, count), 2e-3,
+                        "%s: backward_apply d_residual (fp16)", name);
     }
     free_all();
 }
@@ -632,11 +441,11 @@ static void test_maxpool_global(int n, int side, int c, int coarse) {
     uint8_t *argmax_d = dev_alloc((size_t)n * c);
     LAUNCH(launch_maxpool_global(features_d, argmax_d, in_d, n, side, c, 0));
     float *features = HOST_FLOATS((size_t)n * c);
-    int *argmax = host_alloc((size_t)n * c * sizeof(int));
+    int *argmax = host_buffer((size_t)n * c * sizeof(int));
     ref_maxpool_forward(features, argmax, in_nchw, n, c, side, side, side);  // out n x c x 1 x 1
-    report(rel_error(download_floats(features_d, (size_t)n * c), features, (size_t)n * c), 0,
-           "maxpool_global features (exact)");
-    uint8_t *got_argmax = host_alloc((size_t)n * c);
+    check_error(rel_error(download_floats(features_d, (size_t)n * c), features, (size_t)n * c), 0,
+                "maxpool_global features (exact)");
+    uint8_t *got_argmax = host_buffer((size_t)n * c);
     download(got_argmax, argmax_d, (size_t)n * c);
     size_t untied = 0, tied = 0, ties = 0;
     for (size_t i = 0; i < (size_t)n * c; i++) {
@@ -649,8 +458,8 @@ static void test_maxpool_global(int n, int side, int c, int coarse) {
             else untied++;
         }
     }
-    report((double)untied, 0, "maxpool_global argmax differing, unique max");
-    report((double)tied, 0, "maxpool_global argmax differing, %zu tied", ties);
+    check_error((double)untied, 0, "maxpool_global argmax differing, unique max");
+    check_error((double)tied, 0, "maxpool_global argmax differing, %zu tied", ties);
 
     float *d_features = HOST_FLOATS((size_t)n * c), *d_in = HOST_FLOATS(count);
     random_floats(d_features, (size_t)n * c, 0.0, 1.0);
@@ -658,7 +467,7 @@ static void test_maxpool_global(int n, int side, int c, int coarse) {
     void *d_in_d = dev_alloc(count * 2);
     LAUNCH(launch_maxpool_global_backward(d_in_d, d_features_d, argmax_d, n, side, c, 0));
     ref_maxpool_backward(d_in, d_features, argmax, n, c, side, side, side);
-    report(rel_error(download_nchw(d_in_d, n, hw, c), d_in, count), 2e-3, "maxpool_global_backward d_in (fp16)");
+    check_error(rel_error(download_nchw(d_in_d, n, hw, c), d_in, count), 2e-3, "maxpool_global_backward d_in (fp16)");
     free_all();
 }
 
@@ -676,12 +485,13 @@ static void test_head(int n, int c) {
 
     float *logits_d = dev_alloc(n_logits * sizeof(float));  // NaN: beta = 0 must not read it
     LAUNCH(launch_head_forward(logits_d, features_d, weight_d, n, c, scale, 1.0f, 0.0f, 0));
-    report(rel_error(download_floats(logits_d, n_logits), want, n_logits), 1e-5, "head_forward alpha 1 beta 0");
+    check_error(rel_error(download_floats(logits_d, n_logits), want, n_logits), 1e-5, "head_forward alpha 1 beta 0");
     random_floats(start, n_logits, 0.0, 1.0);
     for (size_t i = 0; i < n_logits; i++) want_acc[i] = 0.5f * start[i] + 0.25f * want[i];
     float *acc_d = dev_upload(start, n_logits * sizeof(float));
     LAUNCH(launch_head_forward(acc_d, features_d, weight_d, n, c, scale, 0.25f, 0.5f, 0));
-    report(rel_error(download_floats(acc_d, n_logits), want_acc, n_logits), 1e-5, "head_forward alpha 0.25 beta 0.5");
+    check_error(rel_error(download_floats(acc_d, n_logits), want_acc, n_logits), 1e-5,
+                "head_forward alpha 0.25 beta 0.5");
 
     float *d_logits = HOST_FLOATS(n_logits), *d_features = HOST_FLOATS(n_features);
     float *d_weight = HOST_FLOATS((size_t)NET_CLASSES * c);
@@ -691,10 +501,10 @@ static void test_head(int n, int c) {
     float *d_weight_d = dev_alloc((size_t)NET_CLASSES * c * sizeof(float));
     float *d_features_d = dev_alloc(n_features * sizeof(float));
     LAUNCH(launch_head_backward(d_weight_d, d_features_d, d_logits_d, features_d, weight_d, n, c, scale, 0));
-    report(rel_error(download_floats(d_weight_d, (size_t)NET_CLASSES * c), d_weight, (size_t)NET_CLASSES * c), 1e-5,
-           "head_backward d_weight");
-    report(rel_error(download_floats(d_features_d, n_features), d_features, n_features), 1e-5,
-           "head_backward d_features");
+    check_rel("head_backward d_weight", download_floats(d_weight_d, (size_t)NET_CLASSES * c), d_weight,
+              (size_t)NET_CLASSES * c, 1e-5);
+    check_error(rel_error(download_floats(d_features_d, n_features), d_features, n_features), 1e-5,
+                "head_backward d_features");
     free_all();
 }
 
@@ -703,7 +513,7 @@ static void test_loss(int n) {
     const float smoothing = (float)RECIPE_94.label_smoothing;
     size_t n_logits = (size_t)n * NET_CLASSES;
     float *logits = HOST_FLOATS(n_logits), *want = HOST_FLOATS(n_logits);
-    uint8_t *labels = host_alloc(n);
+    uint8_t *labels = host_buffer(n);
     random_floats(logits, n_logits, 0.0, 3.0);
     for (int k = 0; k < NET_CLASSES; k++) logits[k] = 0.5f;  // image 0: all tied (class 0 wins)
     for (int b = 0; b < n; b++) labels[b] = (uint8_t)(next_u64() % NET_CLASSES);
@@ -721,32 +531,19 @@ static void test_loss(int n) {
     int got_correct;
     download(&got_loss, loss_d, sizeof got_loss);
     download(&got_correct, correct_d, sizeof got_correct);
-    report(fabs(got_loss - loss_start - want_loss) / fabs(want_loss), 1e-9, "loss: summed loss (added to 1.5)");
-    report(rel_error(download_floats(d_logits_d, n_logits), want, n_logits), 1e-6, "loss: d_logits");
-    report(abs(got_correct - correct_start - want_correct), 0, "loss: hits (added to 7)");
+    check_error(fabs(got_loss - loss_start - want_loss) / fabs(want_loss), 1e-9, "loss: summed loss (added to 1.5)");
+    check_error(rel_error(download_floats(d_logits_d, n_logits), want, n_logits), 1e-6, "loss: d_logits");
+    check_error(abs(got_correct - correct_start - want_correct), 0, "loss: hits (added to 7)");
 
     int *count_d = dev_upload(&correct_start, sizeof correct_start);
     LAUNCH(launch_count_correct(count_d, logits_d, labels_d, n, 0));
     download(&got_correct, count_d, sizeof got_correct);
-    report(abs(got_correct - correct_start - want_correct), 0, "count_correct: hits (added to 7)");
+    check_error(abs(got_correct - correct_start - want_correct), 0, "count_correct: hits (added to 7)");
     free_all();
 }
 
 // ----------------------------------------------------------------------------
 // Parameters and optimizer, on the airbench94 layout (2M parameters).
-
-// The segments as the trainer sets them (kernels.h order).
-static void set_segments(ParamBuffers *pb, const NetLayout *l) {
-    const TensorInfo *last_conv = &l->tensors[l->first_conv + l->n_convs - 1];
-    pb->begin[SEG_WHITEN_B] = l->tensors[1].offset;
-    pb->end[SEG_WHITEN_B] = l->tensors[1].offset + l->tensors[1].size;
-    pb->begin[SEG_CONV] = l->tensors[l->first_conv].offset;
-    pb->end[SEG_CONV] = last_conv->offset + last_conv->size;
-    pb->begin[SEG_HEAD] = l->tensors[l->head].offset;
-    pb->end[SEG_HEAD] = l->tensors[l->head].offset + l->tensors[l->head].size;
-    pb->begin[SEG_BN] = l->tensors[l->first_bn].offset;
-    pb->end[SEG_BN] = l->n_params;
-}
 
 // Counts differing 32-bit patterns of float ranges.
 static size_t differing(const float *a, const float *b, size_t count) {
@@ -763,7 +560,7 @@ static void report_conv_half(const void *conv_half_d, const float *params, const
     download(h, conv_half_d, n_conv * sizeof(uint16_t));
     halves_to_floats(got, h, n_conv);
     for (size_t i = 0; i < n_conv; i++) want[i] = round_to_half(params[pb->begin[SEG_CONV] + i]);
-    report(rel_error(got, want, n_conv), 1e-3, "%s: conv_half", what);
+    check_error(rel_error(got, want, n_conv), 1e-3, "%s: conv_half", what);
 }
 
 static void test_sgd(void) {
@@ -773,7 +570,7 @@ static void test_sgd(void) {
     const NetLayout *l = &net->layout;
     size_t n = l->n_params;
     ParamBuffers pb;
-    set_segments(&pb, l);
+    layout_segments(&pb, l);
     size_t conv0 = pb.begin[SEG_CONV], n_conv = pb.end[SEG_CONV] - conv0;
     random_floats(net->params, n, 0.0, 0.01);
     random_floats(net->momentum, n, 0.0, 0.1);
@@ -811,13 +608,13 @@ static void test_sgd(void) {
         download(got, pb.params, n * sizeof(float));
         download(got_momentum, pb.momentum, n * sizeof(float));
         const char *what = step == 0 ? "sgd_step 1 (whitening bias on)" : "sgd_step 2 (whitening bias off)";
-        report(rel_error(got, net->params, n), 1e-5, "%s: params", what);
-        report(rel_error(got_momentum, net->momentum, n), 1e-5, "%s: momentum", what);
-        report(differing(got, before, pb.begin[SEG_WHITEN_B]), 0, "%s: whitening weight changed", what);
+        check_error(rel_error(got, net->params, n), 1e-5, "%s: params", what);
+        check_error(rel_error(got_momentum, net->momentum, n), 1e-5, "%s: momentum", what);
+        check_error(differing(got, before, pb.begin[SEG_WHITEN_B]), 0, "%s: whitening weight changed", what);
         if (!whiten_bias_on)
-            report(differing(got + pb.begin[SEG_WHITEN_B], before + pb.begin[SEG_WHITEN_B],
-                             pb.end[SEG_WHITEN_B] - pb.begin[SEG_WHITEN_B]),
-                   0, "%s: whitening bias changed", what);
+            check_error(differing(got + pb.begin[SEG_WHITEN_B], before + pb.begin[SEG_WHITEN_B],
+                                  pb.end[SEG_WHITEN_B] - pb.begin[SEG_WHITEN_B]),
+                        0, "%s: whitening bias changed", what);
         report_conv_half(pb.conv_half, net->params, &pb, what);
         // The GPU state carries on from the reference's, so the steps do not drift apart.
         CUDA_CHECK(cudaMemcpy(pb.params, net->params, n * sizeof(float), cudaMemcpyHostToDevice));
@@ -851,12 +648,13 @@ static void test_sgd(void) {
     download(conv_half, pb.conv_half, n_conv * sizeof(uint16_t));
     size_t half_written = 0;
     for (size_t i = 0; i < n_conv; i++) half_written += conv_half[i] != 0xffff;
-    report(rel_error(got, want, n), 1e-5, "sgd_step, conv disabled: params");
-    report(rel_error(got_momentum, want_momentum, n), 1e-5, "sgd_step, conv disabled: momentum");
-    report(differing(got + conv0, net->params + conv0, n_conv), 0, "sgd_step, conv disabled: conv weights changed");
-    report(differing(got_momentum + conv0, net->momentum + conv0, n_conv), 0,
-           "sgd_step, conv disabled: conv momentum changed");
-    report((double)half_written, 0, "sgd_step, conv disabled: conv_half written");
+    check_error(rel_error(got, want, n), 1e-5, "sgd_step, conv disabled: params");
+    check_error(rel_error(got_momentum, want_momentum, n), 1e-5, "sgd_step, conv disabled: momentum");
+    check_error(differing(got + conv0, net->params + conv0, n_conv), 0,
+                "sgd_step, conv disabled: conv weights changed");
+    check_error(differing(got_momentum + conv0, net->momentum + conv0, n_conv), 0,
+                "sgd_step, conv disabled: conv momentum changed");
+    check_error((double)half_written, 0, "sgd_step, conv disabled: conv_half written");
     ref_net_free(net);
     free_all();
 }
@@ -868,7 +666,7 @@ static void test_lookahead(void) {
     const NetLayout *l = &net->layout;
     size_t n = l->n_params, n_running = net->n_running;
     ParamBuffers pb;
-    set_segments(&pb, l);
+    layout_segments(&pb, l);
     size_t conv0 = pb.begin[SEG_CONV], n_conv = pb.end[SEG_CONV] - conv0;
     random_floats(net->params, n, 0.0, 0.1);
     for (size_t i = 0; i < n; i++) net->ema_params[i] = net->params[i] + (float)(0.05 * normal());
@@ -889,7 +687,7 @@ static void test_lookahead(void) {
     download(conv_half, pb.conv_half, n_conv * sizeof(uint16_t));
     size_t mismatches = 0;
     for (size_t i = 0; i < n_conv; i++) mismatches += conv_half[i] != float_to_half(net->params[conv0 + i]);
-    report((double)mismatches, 0, "refresh_conv_half: halves differing");
+    check_error((double)mismatches, 0, "refresh_conv_half: halves differing");
 
     float *whiten_before = HOST_FLOATS(pb.begin[SEG_WHITEN_B]);
     memcpy(whiten_before, net->params, pb.begin[SEG_WHITEN_B] * sizeof(float));
@@ -898,20 +696,20 @@ static void test_lookahead(void) {
     LAUNCH(launch_lookahead(&pb, ema_d, running_d, ema_running_d, n_running, decay, 0));
     ref_lookahead_update(net, decay);
     float *got = download_floats(pb.params, n), *got_ema = download_floats(ema_d, n);
-    report(rel_error(got, net->params, n), 1e-6, "lookahead: params");
-    report(rel_error(got_ema, net->ema_params, n), 1e-6, "lookahead: ema params");
-    report(rel_error(download_floats(running_d, n_running), net->running, n_running), 1e-6, "lookahead: running stats");
-    report(rel_error(download_floats(ema_running_d, n_running), net->ema_running, n_running), 1e-6,
-           "lookahead: ema running stats");
-    report(differing(got, whiten_before, pb.begin[SEG_WHITEN_B]), 0, "lookahead: whitening weight changed");
+    check_error(rel_error(got, net->params, n), 1e-6, "lookahead: params");
+    check_error(rel_error(got_ema, net->ema_params, n), 1e-6, "lookahead: ema params");
+    check_rel("lookahead: running stats", download_floats(running_d, n_running), net->running, n_running, 1e-6);
+    check_error(rel_error(download_floats(ema_running_d, n_running), net->ema_running, n_running), 1e-6,
+                "lookahead: ema running stats");
+    check_error(differing(got, whiten_before, pb.begin[SEG_WHITEN_B]), 0, "lookahead: whitening weight changed");
     report_conv_half(pb.conv_half, net->params, &pb, "lookahead");
 
     // decay 1 (after the last step): w = ema, bit for bit.
     float *ema_before = download_floats(ema_d, n);
     CUDA_CHECK(cudaMemcpy(pb.params, net->momentum, n * sizeof(float), cudaMemcpyHostToDevice));  // any other values
     LAUNCH(launch_lookahead(&pb, ema_d, running_d, ema_running_d, n_running, 1.0f, 0));
-    report(differing(download_floats(pb.params, n), ema_before, n), 0, "lookahead decay 1: params != ema");
-    report(differing(download_floats(ema_d, n), ema_before, n), 0, "lookahead decay 1: ema changed");
+    check_error(differing(download_floats(pb.params, n), ema_before, n), 0, "lookahead decay 1: params != ema");
+    check_error(differing(download_floats(ema_d, n), ema_before, n), 0, "lookahead decay 1: ema changed");
     ref_net_free(net);
     free_all();
 }
@@ -941,12 +739,12 @@ static void test_init(void) {
                         conv_mismatches += memcmp(&got[krsc], &want[oihw], sizeof(float)) != 0;
                     }
         }
-        report((double)conv_mismatches, 0, "init_conv %s: weights not bit-identical (KRSC vs OIHW)", r->name);
+        check_error((double)conv_mismatches, 0, "init_conv %s: weights not bit-identical (KRSC vs OIHW)", r->name);
         const TensorInfo *head = &l->tensors[l->head];
         float *head_d = dev_alloc(head->size * sizeof(float));
         LAUNCH(launch_init_uniform(head_d, head->size, l->head, head->c_in, seed, 0));
-        report(differing(download_floats(head_d, head->size), net->params + head->offset, head->size), 0,
-               "init_uniform %s head: not bit-identical", r->name);
+        check_error(differing(download_floats(head_d, head->size), net->params + head->offset, head->size), 0,
+                    "init_uniform %s head: not bit-identical", r->name);
         ref_net_free(net);
     }
     // The Muon recipe's whitening bias: fan_in 12.
@@ -954,27 +752,9 @@ static void test_init(void) {
     for (int i = 0; i < WHITEN_WIDTH; i++) want[i] = net_init_uniform(seed, 1, 12, i);
     float *bias_d = dev_alloc(sizeof want);
     LAUNCH(launch_init_uniform(bias_d, WHITEN_WIDTH, 1, 12, seed, 0));
-    report(differing(download_floats(bias_d, WHITEN_WIDTH), want, WHITEN_WIDTH), 0,
-           "init_uniform whitening bias (fan_in 12): not bit-identical");
+    check_error(differing(download_floats(bias_d, WHITEN_WIDTH), want, WHITEN_WIDTH), 0,
+                "init_uniform whitening bias (fan_in 12): not bit-identical");
     free_all();
-}
-
-// Muon's elementwise kernels and reductions (the Newton-Schulz GEMMs are cuBLAS's; the
-// trainer test checks a whole Muon step) on airbench96's largest conv, 512 x 9 x 512, whose
-// 2.4M elements need more than the 4096 blocks the launches cap their grids at.
-static float bf16_to_float(uint16_t b) {
-    uint32_t bits = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float *download_bf16s(const void *dev, size_t count) {
-    uint16_t *b = HOST_HALVES(count);
-    float *f = HOST_FLOATS(count);
-    download(b, dev, count * sizeof(uint16_t));
-    for (size_t i = 0; i < count; i++) f[i] = bf16_to_float(b[i]);
-    return f;
 }
 
 static double sum_of_squares(const float *x, size_t count) {
@@ -983,9 +763,12 @@ static double sum_of_squares(const float *x, size_t count) {
     return sum;
 }
 
-static void test_muon(void) {
-    printf("muon kernels (512 x 9 x 512 conv weight)\n");
-    const int c_out = 512;
+// Muon's elementwise kernels and reductions (the Newton-Schulz GEMMs are cuBLAS's; the
+// trainer test checks a whole Muon step) on a c_out x 9 x 512 conv weight: c_out = 512 is
+// airbench96's largest conv, and with c_out >= 256 the 1.2M+ elements need more than the
+// 4096 x 256 threads the launches cap their grids at, so the grid-stride loops run twice.
+static void test_muon(int c_out) {
+    printf("muon kernels (%d x 9 x 512 conv weight)\n", c_out);
     const size_t count = (size_t)c_out * 9 * 512;
     const float m = 0.6f, lr = 0.024f, eps = 1e-7f;
     uint16_t *grad_h = HOST_HALVES(count);
@@ -1004,259 +787,97 @@ static void test_muon(void) {
         want_buf[i] = m * momentum[i] + grad[i];
         want_update[i] = grad[i] + m * want_buf[i];
     }
-    report(rel_error(download_floats(momentum_d, count), want_buf, count), 1e-6, "muon_momentum: momentum");
+    check_error(rel_error(download_floats(momentum_d, count), want_buf, count), 1e-6, "muon_momentum: momentum");
     float *update = download_bf16s(update_d, count);  // bf16 rounding: about 1.7e-3 relative (numpy)
-    report(rel_error(update, want_update, count), 4e-3, "muon_momentum: bf16 update");
+    check_error(rel_error(update, want_update, count), 4e-3, "muon_momentum: bf16 update");
 
     LAUNCH(launch_sum_squares_bf16(sum_sq_d, update_d, count, 0));
     LAUNCH(launch_sum_squares(sum_sq_d + 1, w_d, count, 0));
     float got_sums[2];
     download(got_sums, sum_sq_d, sizeof got_sums);
     double update_sum = sum_of_squares(update, count), w_sum = sum_of_squares(w, count);
-    report(fabs(got_sums[0] - update_sum) / update_sum, 3e-5, "sum_squares_bf16");
-    report(fabs(got_sums[1] - w_sum) / w_sum, 3e-5, "sum_squares (fp32)");
+    check_error(fabs(got_sums[0] - update_sum) / update_sum, 3e-5, "sum_squares_bf16");
+    check_error(fabs(got_sums[1] - w_sum) / w_sum, 3e-5, "sum_squares (fp32)");
 
     LAUNCH(launch_scale_by_inverse_norm(update_d, count, sum_sq_d, eps, 0));
     float *want_scaled = HOST_FLOATS(count);
     for (size_t i = 0; i < count; i++) want_scaled[i] = (float)(update[i] / (sqrt((double)got_sums[0]) + eps));
     float *scaled = download_bf16s(update_d, count);
-    report(rel_error(scaled, want_scaled, count), 4e-3, "scale_by_inverse_norm (bf16)");
+    check_error(rel_error(scaled, want_scaled, count), 4e-3, "scale_by_inverse_norm (bf16)");
 
     LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 1.0f, 0));
     float *want_w = HOST_FLOATS(count);
     double scale = sqrt((double)c_out) / sqrt((double)got_sums[1]);
     for (size_t i = 0; i < count; i++) want_w[i] = (float)(w[i] * scale - lr * (double)scaled[i]);
-    report(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: weight");
+    check_error(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: weight");
     uint16_t *w_half = HOST_HALVES(count);
     float *got_half = HOST_FLOATS(count);
     download(w_half, w_half_d, count * sizeof(uint16_t));
     halves_to_floats(got_half, w_half, count);
-    report(rel_error(got_half, want_w, count), 1e-3, "muon_apply: fp16 copy");
+    check_error(rel_error(got_half, want_w, count), 1e-3, "muon_apply: fp16 copy");
+
+    // a step that does not renormalize (no sum of squares) and decays after the update
+    const float decay = 0.9995f;
+    float *before = download_floats(w_d, count);
+    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, NULL, lr, decay, 0));
+    for (size_t i = 0; i < count; i++) want_w[i] = (float)((before[i] - lr * (double)scaled[i]) * decay);
+    check_error(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: no rescale, decay");
     free_all();
 }
 
 // ----------------------------------------------------------------------------
-// Timing (not a test): microseconds per launch at airbench94 sizes, batch TIMING_BATCH
-// (1024), median of TIMING_REPS launches enqueued back to back (each between its own pair
-// of events, so that launch overhead is not counted while the queue is full).
 
-enum { TIMING_WARMUP = 3, TIMING_REPS = 20 };
-#ifndef TIMING_BATCH
-#define TIMING_BATCH 1024
-#endif
-static cudaEvent_t timing_events[2 * (TIMING_WARMUP + TIMING_REPS)];
-
-static int compare_floats(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+// Every check. small (--small, for compute-sanitizer, whose racecheck and memcheck slow
+// every shared and global access down) divides the image counts and batches by 8 and keeps
+// what each shape is there for: odd batches and sides, channel counts whose c / 8 does not
+// divide the block, ties, more than one block in every stats_blocks reduction, more images
+// than blocks in the covariance, more images than threads in the loss. The optimizer and
+// init checks keep the full airbench94/96 layouts (no shared memory; their grid-stride
+// loops run more than once only at that size).
+static void run_checks(int small) {
+    const int divisor = small ? 8 : 1;
+    test_loaders(divisor);
+    test_patch_covariance(small ? 3 : 100);
+    test_patch_covariance(small ? 260 : 5000);
+    test_whiten(64 / divisor);
+    test_stats_blocks_and_reduce();
+    const BnCase bn_cases[] = {
+        // n, small_n, h, c, pool, residual, coarse
+        {64, 8, 31, 64, 1, 0, 0},   // group 0 conv 0: pool 31 -> 15 (drops row/column 30)
+        {64, 8, 15, 256, 1, 0, 0},  // group 1 conv 0: pool 15 -> 7
+        {64, 8, 7, 256, 1, 0, 1},   // group 2 conv 0: pool 7 -> 3, many tied maxima
+        {16, 2, 8, 512, 1, 0, 0},   // even side: nothing dropped
+        {64, 8, 15, 64, 0, 0, 0},   // group 0 conv 1
+        {64, 8, 7, 256, 0, 1, 0},   // 96's residual conv
+        {32, 4, 3, 384, 0, 1, 0},   // c / 8 = 48 does not divide the block; residual
+        {16, 2, 31, 24, 0, 0, 0},   // c / 8 = 3
+        {16, 2, 3, 2048, 0, 0, 0},  // the widest channel count: one row per pass
+    };
+    for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) test_bn_layer(&bn_cases[k], small);
+    test_maxpool_global(64 / divisor, 3, 256, 0);
+    test_maxpool_global(64 / divisor, 3, 256, 1);
+    test_head(small ? 64 : 1024, 256);
+    test_head(small ? 50 : 2000, 264);  // c not a multiple of 32, n not of 8 (warps) or 16 (slices)
+    test_loss(small ? 100 : 1024);
+    test_loss(small ? 700 : 2000);  // more images than the 512 threads
+    test_sgd();
+    test_lookahead();
+    test_muon(small ? 256 : 512);
+    test_init();
 }
-
-static void print_timing(const char *what, double bytes) {
-    float ms[TIMING_REPS];
-    CUDA_CHECK(cudaEventSynchronize(timing_events[2 * (TIMING_WARMUP + TIMING_REPS) - 1]));
-    for (int i = 0; i < TIMING_REPS; i++) {
-        int k = TIMING_WARMUP + i;
-        CUDA_CHECK(cudaEventElapsedTime(&ms[i], timing_events[2 * k], timing_events[2 * k + 1]));
-    }
-    qsort(ms, TIMING_REPS, sizeof(float), compare_floats);
-    double us = 1e3 * 0.5 * (ms[TIMING_REPS / 2 - 1] + ms[TIMING_REPS / 2]);
-    if (bytes > 0) printf("  %-52s %9.1f us  %7.0f GB/s\n", what, us, bytes / (us * 1e-6) / 1e9);
-    else printf("  %-52s %9.1f us\n", what, us);
-    fflush(stdout);
-}
-
-#define TIME(what, bytes, call)                                                    \
-    do {                                                                           \
-        for (int rep_ = 0; rep_ < TIMING_WARMUP + TIMING_REPS; rep_++) {           \
-            CUDA_CHECK(cudaEventRecord(timing_events[2 * rep_], 0));               \
-            CUDA_CHECK(call);                                                      \
-            CUDA_CHECK(cudaEventRecord(timing_events[2 * rep_ + 1], 0));           \
-        }                                                                          \
-        print_timing(what, bytes);                                                 \
-    } while (0)
-
-static void run_timing(void) {
-    const int B = TIMING_BATCH, N_TRAIN = 50000;
-    char what[96];
-    printf("timing (not checked): airbench94 sizes, batch %d, median of %d\n", B, TIMING_REPS);
-    for (int i = 0; i < 2 * (TIMING_WARMUP + TIMING_REPS); i++) CUDA_CHECK(cudaEventCreate(&timing_events[i]));
-    const size_t big = (size_t)B * 31 * 31 * 64;  // the largest activation: the first conv's output
-    // Inputs: random halves (read by every kernel), random bytes as images.
-    uint16_t *noise = HOST_HALVES(big);
-    float *scratch = HOST_FLOATS(big);
-    random_activation(noise, scratch, big, 1, NULL, NULL, 0);
-    void *in_d = dev_upload(noise, big * 2), *in2_d = dev_upload(noise, big * 2), *out_d = dev_alloc(big * 2);
-    void *mid_d = dev_alloc(big / 4 * 2);
-    uint8_t *argmax_d = dev_alloc(big / 4);
-    uint8_t *images = host_alloc((size_t)N_TRAIN * CIFAR10_IMAGE_BYTES), *labels = host_alloc(N_TRAIN);
-    for (size_t i = 0; i < (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES; i++) images[i] = (uint8_t)next_u64();
-    for (int i = 0; i < N_TRAIN; i++) labels[i] = (uint8_t)(next_u64() % 10);
-    uint8_t *images_d = dev_upload(images, (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES), *labels_d = dev_upload(labels, N_TRAIN);
-    uint8_t *batch_labels_d = dev_alloc(B);
-    // Per-channel parameters: mean 0, rstd 1, bias 0, sums 0 (up to 2048 channels).
-    float *zeros_d = dev_alloc(4096 * sizeof(float)), *ones_d = dev_alloc(4096 * sizeof(float));
-    float *ones = HOST_FLOATS(4096);
-    for (int i = 0; i < 4096; i++) ones[i] = 1.0f;
-    CUDA_CHECK(cudaMemset(zeros_d, 0, 4096 * sizeof(float)));
-    CUDA_CHECK(cudaMemcpy(ones_d, ones, 4096 * sizeof(float), cudaMemcpyHostToDevice));
-    float *partials_d = dev_alloc((size_t)STATS_MAX_BLOCKS * 2 * 2048 * sizeof(float));
-    float *stat_a_d = dev_alloc(4096 * sizeof(float)), *stat_b_d = dev_alloc(4096 * sizeof(float));
-    float *run_a_d = dev_upload(ones, 4096 * sizeof(float)), *run_b_d = dev_upload(ones, 4096 * sizeof(float));
-    float whiten_w[WHITEN_WIDTH * COV_DIM];
-    random_floats(whiten_w, WHITEN_WIDTH * COV_DIM, 0.0, 0.5);
-    float *whiten_w_d = dev_upload(whiten_w, sizeof whiten_w);
-    const double h2 = 2.0;  // bytes per half
-
-    TIME("train_loader (T=2, random)", (double)B * 3072 * (1 + h2),
-         launch_train_loader(out_d, batch_labels_d, images_d, labels_d, N_TRAIN, B, 5, 3, 1234, 2, 0, 0, 0));
-    TIME("eval_loader (flip, shift -1)", (double)B * 3072 * (1 + h2),
-         launch_eval_loader(out_d, images_d, B, 1, -1, 0));
-    const int n_whiten = 5 * B < 5000 ? 5 * B : 5000;  // the trainer's 5000 images at batch 1024
-    snprintf(what, sizeof what, "patch_covariance %d images", n_whiten);
-    TIME(what, n_whiten * 3072.0, launch_patch_covariance(partials_d, images_d, n_whiten, 0));
-    TIME("whiten_forward -> 31x31x24", (double)B * (3072 + 961 * 24) * h2,
-         launch_whiten_forward(out_d, in_d, whiten_w_d, zeros_d, B, 0));
-    TIME("whiten_bias_backward 31x31x24", (double)B * (3072 + 961 * 24) * h2,
-         launch_whiten_bias_backward(partials_d, in_d, in2_d, whiten_w_d, zeros_d, B, 0));
-    TIME("maxpool2_stats 31x31x64 -> 15x15", (double)B * 64 * (961 + 225) * h2 + B * 225.0 * 64,
-         launch_maxpool2_stats(mid_d, argmax_d, partials_d, in_d, B, 31, 31, 64, 0));
-    TIME("maxpool2_stats 15x15x256 -> 7x7", (double)B * 256 * (225 + 49) * h2 + B * 49.0 * 256,
-         launch_maxpool2_stats(mid_d, argmax_d, partials_d, in_d, B, 15, 15, 256, 0));
-    TIME("channel_stats 15x15x64", (double)B * 225 * 64 * h2,
-         launch_channel_stats(partials_d, in_d, B * 225, 64, 0));
-    TIME("bn_finalize c=64", 0,
-         launch_bn_finalize(stat_a_d, stat_b_d, run_a_d, run_b_d, partials_d, stats_blocks(B * 225, 64), 64, B * 225,
-                            1e-12f, 0.6f, 0));
-    const struct {
-        int rows, c;
-    } shapes[] = {{B * 225, 64}, {B * 49, 256}, {B * 9, 256}};
-    for (int k = 0; k < 3; k++) {
-        int rows = shapes[k].rows, c = shapes[k].c;
-        double elems = (double)rows * c;
-        snprintf(what, sizeof what, "bn_gelu_forward %d x %d", rows, c);
-        TIME(what, elems * 2 * h2, launch_bn_gelu_forward(out_d, in_d, NULL, zeros_d, ones_d, zeros_d, rows, c, 0));
-        snprintf(what, sizeof what, "bn_gelu_forward %d x %d + residual", rows, c);
-        TIME(what, elems * 3 * h2, launch_bn_gelu_forward(out_d, in_d, in2_d, zeros_d, ones_d, zeros_d, rows, c, 0));
-        snprintf(what, sizeof what, "bn_gelu_backward_reduce %d x %d", rows, c);
-        TIME(what, elems * 2 * h2,
-             launch_bn_gelu_backward_reduce(partials_d, in2_d, in_d, NULL, zeros_d, ones_d, zeros_d, rows, c, 0));
-        snprintf(what, sizeof what, "bn_gelu_backward_apply %d x %d", rows, c);
-        TIME(what, elems * 3 * h2,
-             launch_bn_gelu_backward_apply(out_d, NULL, in2_d, in_d, NULL, zeros_d, ones_d, zeros_d, zeros_d, rows, c, 0));
-        snprintf(what, sizeof what, "bn_gelu_backward_apply %d x %d + residual", rows, c);
-        TIME(what, elems * 5 * h2,
-             launch_bn_gelu_backward_apply(out_d, mid_d, in2_d, in_d, in_d, zeros_d, ones_d, zeros_d, zeros_d, rows, c,
-                                           0));
-    }
-    TIME("bn_backward_finalize c=64", 0,
-         launch_bn_backward_finalize(stat_a_d, stat_b_d, partials_d, stats_blocks(B * 225, 64), 64, B * 225, 0));
-    TIME("bn_gelu_backward_apply_pool 15x15x64 -> 31x31", (double)B * 64 * (2 * 225 * h2 + 225 + 961 * h2),
-         launch_bn_gelu_backward_apply_pool(out_d, in2_d, in_d, argmax_d, zeros_d, ones_d, zeros_d, zeros_d, B, 31, 31,
-                                            64, 0));
-    TIME("bn_gelu_backward_apply_pool 7x7x256 -> 15x15", (double)B * 256 * (2 * 49 * h2 + 49 + 225 * h2),
-         launch_bn_gelu_backward_apply_pool(out_d, in2_d, in_d, argmax_d, zeros_d, ones_d, zeros_d, zeros_d, B, 15, 15,
-                                            256, 0));
-    float *features_d = dev_alloc((size_t)B * 256 * sizeof(float)), *logits_d = dev_alloc((size_t)B * 10 * sizeof(float));
-    float *head_w_d = dev_alloc(2560 * sizeof(float)), *d_head_w_d = dev_alloc(2560 * sizeof(float));
-    float *d_features_d = dev_alloc((size_t)B * 256 * sizeof(float));
-    CUDA_CHECK(cudaMemset(head_w_d, 0, 2560 * sizeof(float)));
-    TIME("maxpool_global 3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
-         launch_maxpool_global(features_d, argmax_d, in_d, B, 3, 256, 0));
-    TIME("maxpool_global_backward 3x3x256", (double)B * 256 * (9 * h2 + 4 + 1),
-         launch_maxpool_global_backward(out_d, features_d, argmax_d, B, 3, 256, 0));
-    TIME("head_forward c=256", (double)B * 256 * 4,
-         launch_head_forward(logits_d, features_d, head_w_d, B, 256, 1.0f / 9, 1.0f, 0.0f, 0));
-    double *loss_d = dev_alloc(sizeof(double));
-    int *correct_d = dev_alloc(sizeof(int));
-    CUDA_CHECK(cudaMemset(loss_d, 0, sizeof(double)));
-    CUDA_CHECK(cudaMemset(correct_d, 0, sizeof(int)));
-    float *d_logits_d = dev_alloc((size_t)B * 10 * sizeof(float));
-    TIME("loss", 0, launch_loss(d_logits_d, loss_d, correct_d, logits_d, batch_labels_d, B, 0.2f, 0));
-    TIME("head_backward c=256", (double)B * 256 * 8,
-         launch_head_backward(d_head_w_d, d_features_d, d_logits_d, features_d, head_w_d, B, 256, 1.0f / 9, 0));
-
-    // Optimizer over the airbench94 buffer.
-    NetLayout layout;
-    net_layout_init(&layout, RECIPE_94.widths, RECIPE_94.depth);
-    size_t n = layout.n_params;
-    ParamBuffers pb;
-    set_segments(&pb, &layout);
-    size_t n_conv = pb.end[SEG_CONV] - pb.begin[SEG_CONV];
-    float *grads_d = dev_alloc(n * sizeof(float));
-    void *conv_grads_d = dev_alloc(n_conv * 2);
-    pb.params = dev_alloc(n * sizeof(float));
-    pb.momentum = dev_alloc(n * sizeof(float));
-    pb.grads = grads_d;
-    pb.conv_grads = conv_grads_d;
-    pb.conv_half = dev_alloc(n_conv * 2);
-    CUDA_CHECK(cudaMemset(pb.params, 0, n * sizeof(float)));
-    CUDA_CHECK(cudaMemset(pb.momentum, 0, n * sizeof(float)));
-    CUDA_CHECK(cudaMemset(grads_d, 0, n * sizeof(float)));
-    CUDA_CHECK(cudaMemset(conv_grads_d, 0, n_conv * 2));
-    SgdGroup groups[N_SEGMENTS] = {{1e-3f, 1.0f, 1}, {1e-3f, 1.0f, 1}, {1e-3f, 1.0f, 1}, {1e-2f, 0.1f, 1}};
-    float *ema_d = dev_alloc(n * sizeof(float));
-    CUDA_CHECK(cudaMemset(ema_d, 0, n * sizeof(float)));
-    snprintf(what, sizeof what, "sgd_step %zu params", n);
-    TIME(what, (double)n * 20, launch_sgd_step(&pb, groups, 0.85f, 0));
-    snprintf(what, sizeof what, "lookahead %zu params", n);
-    TIME(what, (double)n * 16, launch_lookahead(&pb, ema_d, run_a_d, run_b_d, 1024, 0.5f, 0));
-    for (int i = 0; i < 2 * (TIMING_WARMUP + TIMING_REPS); i++) CUDA_CHECK(cudaEventDestroy(timing_events[i]));
-    free_all();
-}
-
-// ----------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
-    int checks = 1, timing = 1;
+    int small = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--no-timing")) timing = 0;
-        else if (!strcmp(argv[i], "--timing-only")) checks = 0;
-        else {
-            printf("usage: gpu_test_kernels [--no-timing | --timing-only]\n");
+        if (!strcmp(argv[i], "--small")) {
+            small = 1;
+        } else {
+            printf("usage: gpu_test_kernels [--small]\n"
+                   "  --small  every check at small shapes (for compute-sanitizer)\n");
             return 2;
         }
     }
-    int n_devices = 0;
-    cudaError_t status = cudaGetDeviceCount(&n_devices);
-    if (status != cudaSuccess || n_devices == 0) {
-        printf("gpu_test_kernels: no CUDA GPU available (%s); these checks need one\n",
-               status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-        return 2;
-    }
-    struct cudaDeviceProp prop;
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    printf("gpu_test_kernels on %s (%d SMs, sm_%d%d)\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
-
-    if (!checks) {
-        run_timing();
-        return 0;
-    }
-    test_loaders();
-    test_patch_covariance();
-    test_whiten();
-    test_stats_blocks_and_reduce();
-    const BnCase bn_cases[] = {
-        {64, 31, 64, 1, 0, 0},    // group 0 conv 0: pool 31 -> 15 (drops row/column 30)
-        {64, 15, 256, 1, 0, 0},   // group 1 conv 0: pool 15 -> 7
-        {64, 7, 256, 1, 0, 1},    // group 2 conv 0: pool 7 -> 3, many tied maxima
-        {16, 8, 512, 1, 0, 0},    // even side: nothing dropped
-        {64, 15, 64, 0, 0, 0},    // group 0 conv 1
-        {64, 7, 256, 0, 1, 0},    // 96's residual conv
-        {32, 3, 384, 0, 1, 0},    // c / 8 = 48 does not divide the block
-        {16, 31, 24, 0, 0, 0},    // c / 8 = 3
-        {16, 3, 2048, 0, 0, 0},   // the widest channel count: one row per pass
-    };
-    for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) test_bn_layer(&bn_cases[k]);
-    test_maxpool_global(64, 3, 256, 0);
-    test_maxpool_global(64, 3, 256, 1);
-    test_head(1024, 256);
-    test_head(2000, 264);
-    test_loss(1024);
-    test_loss(2000);
-    test_sgd();
-    test_lookahead();
-    test_muon();
-    test_init();
-    if (timing) run_timing();
+    if (find_gpu("gpu_test_kernels")) return 2;
+    run_checks(small);
     return test_finish("gpu_test_kernels");
 }

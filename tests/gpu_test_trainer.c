@@ -1,4 +1,5 @@
 // gpu_test_trainer.c: the GPU trainer against the CPU reference, step by step.
+// (Host arrays come from tests/gpu_test.h's tracked allocations; free_all ends each test.)
 //
 // Same seed, same small network, same batches: the initial weights must be identical,
 // the loader's images equal to fp16 rounding, and the logits, loss, gradients and weights
@@ -6,59 +7,15 @@
 // GPU and CIFAR-10 in $DATA_DIR (default data/cifar10).
 #define AIRBENCH_NO_MAIN
 #include "../airbench/airbench.c"
-#include "test.h"
+#include "gpu_test.h"
 
 enum { BATCH = 64, STEPS = 10, N_TEST = 1000 };
 static const int WIDTHS[3] = {16, 32, 32};
 
-static float half_to_float(__half h) {
-    uint16_t bits = h.x;
-    uint32_t sign = (uint32_t)(bits >> 15) << 31, exp = (bits >> 10) & 31, mant = bits & 1023;
-    float value;
-    if (exp == 0) value = ldexpf((float)mant, -24);
-    else if (exp == 31) value = mant ? NAN : INFINITY;
-    else value = ldexpf((float)(mant | 1024), (int)exp - 25);
-    uint32_t out;
-    memcpy(&out, &value, 4);
-    out |= sign;
-    memcpy(&value, &out, 4);
-    return value;
-}
-
-static float *download(const float *device, size_t count) {
-    float *host = host_alloc(count * sizeof(float));
-    CUDA_CHECK(cudaMemcpy(host, device, count * sizeof(float), cudaMemcpyDeviceToHost));
-    return host;
-}
-
-static float *download_half(const __half *device, size_t count) {
-    __half *raw = host_alloc(count * sizeof(__half));
-    float *host = host_alloc(count * sizeof(float));
-    CUDA_CHECK(cudaMemcpy(raw, device, count * sizeof(__half), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < count; i++) host[i] = half_to_float(raw[i]);
-    free(raw);
-    return host;
-}
-
-static double rel_error(const float *got, const float *want, size_t count) {
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < count; i++) {
-        diff += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
-        norm += (double)want[i] * want[i];
-    }
-    return norm > 0 ? sqrt(diff / norm) : sqrt(diff);
-}
-
-static void check_rel(const char *what, const float *got, const float *want, size_t count, double bound) {
-    double err = rel_error(got, want, count);
-    printf("  %-34s rel err %.2e (bound %.0e)\n", what, err, bound);
-    CHECK(err <= bound, "%s: relative error %.3e > %.0e", what, err, bound);
-}
-
 // The GPU's flat buffer in the reference's layout: conv weights KRSC -> OIHW.
 static float *params_as_reference(const Trainer *t, const float *gpu_flat) {
     const NetLayout *l = &t->layout;
-    float *out = host_alloc(l->n_params * sizeof(float));
+    float *out = host_buffer(l->n_params * sizeof(float));
     memcpy(out, gpu_flat, l->n_params * sizeof(float));
     for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
         const TensorInfo *ti = &l->tensors[id];
@@ -75,13 +32,11 @@ static float *params_as_reference(const Trainer *t, const float *gpu_flat) {
 // The GPU's gradients in the reference's layout (convs from the fp16 buffer).
 static float *grads_as_reference(const Trainer *t) {
     const NetLayout *l = &t->layout;
-    float *flat = download(t->grads, l->n_params);
+    float *flat = download_floats(t->grads, l->n_params);
     size_t n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
-    float *conv = download_half(t->conv_grads, n_conv);
+    float *conv = download_halves(t->conv_grads, n_conv);
     memcpy(flat + t->pb.begin[SEG_CONV], conv, n_conv * sizeof(float));
-    free(conv);
     float *out = params_as_reference(t, flat);
-    free(flat);
     return out;
 }
 
@@ -101,7 +56,7 @@ static void check_tensors(const char *what, const Trainer *t, const float *gpu, 
 // parameters and lookahead state, and refreshes the fp16 conv copy.
 static void upload_reference_params(Trainer *t, const RefNet *ref) {
     const NetLayout *l = &t->layout;
-    float *flat = host_alloc(l->n_params * sizeof(float));
+    float *flat = host_buffer(l->n_params * sizeof(float));
     memcpy(flat, ref->params, l->n_params * sizeof(float));
     for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
         const TensorInfo *ti = &l->tensors[id];
@@ -115,7 +70,6 @@ static void upload_reference_params(Trainer *t, const RefNet *ref) {
     CUDA_CHECK(cudaMemcpy(t->params, flat, l->n_params * sizeof(float), cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(t->ema_params, flat, l->n_params * sizeof(float), cudaMemcpyHostToDevice));
     CUDA_CHECK(launch_refresh_conv_half(&t->pb, t->stream));
-    free(flat);
 }
 
 // One training batch on both sides: the same augmented images, then the GPU's forward,
@@ -139,18 +93,16 @@ static double forward_backward_both(Trainer *t, RefNet *ref, const Cifar10 *data
 
 static void check_first_batch(Trainer *t, RefNet *ref, const float *batch, const uint8_t *labels,
                               const float *ref_logits, double ref_loss) {
-    float *x = download_half(t->acts.x, (size_t)BATCH * CIFAR10_IMAGE_BYTES);
+    float *x = download_halves(t->acts.x, (size_t)BATCH * CIFAR10_IMAGE_BYTES);
     float max_diff = 0.0f;
     for (size_t i = 0; i < (size_t)BATCH * CIFAR10_IMAGE_BYTES; i++) max_diff = fmaxf(max_diff, fabsf(x[i] - batch[i]));
     printf("  loader max |gpu - ref| %.2e\n", max_diff);
     CHECK(max_diff <= 4e-3f, "loader images differ from the reference's by %g", max_diff);
-    free(x);
     uint8_t gpu_labels[BATCH];
     CUDA_CHECK(cudaMemcpy(gpu_labels, t->acts.labels, BATCH, cudaMemcpyDeviceToHost));
     CHECK(!memcmp(gpu_labels, labels, BATCH), "loader labels differ from the reference's");
-    float *logits = download(t->acts.logits, BATCH * NET_CLASSES);
+    float *logits = download_floats(t->acts.logits, BATCH * NET_CLASSES);
     check_rel("logits", logits, ref_logits, BATCH * NET_CLASSES, 2e-2);
-    free(logits);
     double gpu_loss;
     CUDA_CHECK(cudaMemcpy(&gpu_loss, t->loss_sum, sizeof(double), cudaMemcpyDeviceToHost));
     printf("  loss gpu %.5f ref %.5f\n", gpu_loss, ref_loss);
@@ -160,7 +112,6 @@ static void check_first_batch(Trainer *t, RefNet *ref, const float *batch, const
     // up to 4.6e-2 for the first conv, <= 5e-3 for every other tensor).
     float *grads = grads_as_reference(t);
     check_tensors("grad", t, grads, ref->grads, 5e-2, 1);
-    free(grads);
 }
 
 // A recipe at the test's small widths and batch.
@@ -173,10 +124,9 @@ static Recipe small_recipe(Recipe recipe) {
 // The reference's initial state from the seed, whitening from the recipe's first images.
 static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *data, uint64_t seed) {
     int n = recipe->whiten_images;
-    float *whiten_images = host_alloc((size_t)n * CIFAR10_IMAGE_BYTES * sizeof(float));
+    float *whiten_images = host_buffer((size_t)n * CIFAR10_IMAGE_BYTES * sizeof(float));
     ref_normalize_images(whiten_images, data->train.images, n);
     ref_net_init(ref, recipe, seed, whiten_images, n);
-    free(whiten_images);
 }
 
 // Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits; with
@@ -196,7 +146,7 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     init_reference(ref, &recipe, data, seed);
     init_params(t, seed);
     init_whitening(t);
-    float *gpu_flat = download(t->params, l->n_params);
+    float *gpu_flat = download_floats(t->params, l->n_params);
     float *gpu_params = params_as_reference(t, gpu_flat);
     int identical = 1;
     for (size_t i = l->tensors[1].offset; i < l->n_params; i++) identical &= gpu_params[i] == ref->params[i];
@@ -204,7 +154,7 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     check_rel("whitening weights", gpu_params, ref->params, l->tensors[0].size, 1e-4);
     upload_reference_params(t, ref);  // from here on both start from the same state
 
-    float *batch = host_alloc((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
+    float *batch = host_buffer((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
     uint8_t labels[BATCH];
     float ref_logits[BATCH * NET_CLASSES];
     for (int step = 0; step < STEPS; step++) {  // both follow the one schedule, lookahead included
@@ -218,10 +168,10 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     // The first group's BN biases and the whitening bias move at 64x the learning rate (or
     // see the first conv's noisiest gradient): after 10 steps they differ by 4-6% (H100);
     // every other tensor by < 0.3%.
-    float *flat = download(t->params, l->n_params);
+    float *flat = download_floats(t->params, l->n_params);
     float *params = params_as_reference(t, flat);
     check_tensors("after steps:", t, params, ref->params, 1e-1, 0);
-    float *running = download(t->running, t->n_running);
+    float *running = download_floats(t->running, t->n_running);
     check_rel("running stats", running, ref->running, t->n_running, 3e-2);
 
     // Evaluation from the same state: TTA logits (N_TEST fits one evaluation batch).
@@ -229,24 +179,16 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group) {
     CUDA_CHECK(cudaMemcpy(t->running, ref->running, t->n_running * sizeof(float), cudaMemcpyHostToDevice));
     evaluate_async(t, 2);
     double gpu_acc = read_accuracy(t);
-    float *test_images = host_alloc((size_t)N_TEST * CIFAR10_IMAGE_BYTES * sizeof(float));
-    float *logits = host_alloc((size_t)N_TEST * NET_CLASSES * sizeof(float));
+    float *test_images = host_buffer((size_t)N_TEST * CIFAR10_IMAGE_BYTES * sizeof(float));
+    float *logits = host_buffer((size_t)N_TEST * NET_CLASSES * sizeof(float));
     ref_normalize_images(test_images, data->test.images, N_TEST);
     ref_tta_logits(ref, test_images, N_TEST, 2, TTA_WEIGHTS_AIRBENCH, logits);
-    float *gpu_logits = download(t->acts.logits, (size_t)N_TEST * NET_CLASSES);
+    float *gpu_logits = download_floats(t->acts.logits, (size_t)N_TEST * NET_CLASSES);
     check_rel("TTA logits", gpu_logits, logits, (size_t)N_TEST * NET_CLASSES, 2e-2);
     printf("  TTA accuracy gpu %.4f\n", gpu_acc);
-    free(gpu_logits);
-    free(logits);
-    free(test_images);
-    free(running);
-    free(params);
-    free(flat);
-    free(batch);
-    free(gpu_params);
-    free(gpu_flat);
     ref_net_free(ref);
     trainer_free(t);
+    free_all();
 }
 
 // Every conv's update (after - before) against the reference's, from the same state.
@@ -255,7 +197,7 @@ static void check_conv_updates(const Trainer *t, const float *gpu_after, const f
     const NetLayout *l = &t->layout;
     for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
         const TensorInfo *ti = &l->tensors[id];
-        float *gpu_delta = host_alloc(ti->size * sizeof(float)), *ref_delta = host_alloc(ti->size * sizeof(float));
+        float *gpu_delta = host_buffer(ti->size * sizeof(float)), *ref_delta = host_buffer(ti->size * sizeof(float));
         for (size_t i = 0; i < ti->size; i++) {
             gpu_delta[i] = gpu_after[ti->offset + i] - before[ti->offset + i];
             ref_delta[i] = ref_after[ti->offset + i] - before[ti->offset + i];
@@ -264,8 +206,6 @@ static void check_conv_updates(const Trainer *t, const float *gpu_after, const f
         snprintf(name, sizeof name, "muon update conv %d.%d (%dx%d)", ti->group, ti->conv, ti->c_out,
                  (int)(ti->size / ti->c_out));
         check_rel(name, gpu_delta, ref_delta, ti->size, bound);
-        free(gpu_delta);
-        free(ref_delta);
     }
 }
 
@@ -290,18 +230,18 @@ static void test_muon_step(const Cifar10 *data) {
     upload_reference_params(t, ref);
     CUDA_CHECK(cudaMemset(t->momentum, 0, l->n_params * sizeof(float)));
     CUDA_CHECK(cudaMemcpy(t->running, ref->running, t->n_running * sizeof(float), cudaMemcpyHostToDevice));
-    float *batch = host_alloc((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
+    float *batch = host_buffer((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
     uint8_t labels[BATCH];
     float ref_logits[BATCH * NET_CLASSES];
     forward_backward_both(t, ref, data, seed, 0, 1, batch, labels, ref_logits);
     float *gpu_grads = grads_as_reference(t);
     memcpy(ref->grads, gpu_grads, l->n_params * sizeof(float));
     ref->muon_bf16 = 1;
-    float *before = host_alloc(l->n_params * sizeof(float));
+    float *before = host_buffer(l->n_params * sizeof(float));
     memcpy(before, ref->params, l->n_params * sizeof(float));
     optimizer_step(t, &plan);
     ref_optimizer_step(ref, &recipe, &plan);
-    float *flat = download(t->params, l->n_params);
+    float *flat = download_floats(t->params, l->n_params);
     float *params = params_as_reference(t, flat);
     check_conv_updates(t, params, ref->params, before, 2e-3);
     // the SGD groups see the same gradients in fp32 on both sides
@@ -312,13 +252,9 @@ static void test_muon_step(const Cifar10 *data) {
         snprintf(name, sizeof name, "muon step: SGD tensor %d", id);
         check_rel(name, params + ti->offset, ref->params + ti->offset, ti->size, 1e-5);
     }
-    free(params);
-    free(flat);
-    free(before);
-    free(gpu_grads);
-    free(batch);
     ref_net_free(ref);
     trainer_free(t);
+    free_all();
 }
 
 int main(void) {

@@ -18,6 +18,7 @@
 #include "fixture.h"
 #include "reference.h"
 #include "test.h"
+#include "test_helpers.h"
 
 // Tolerances (relative errors unless said otherwise).
 #define TOL_FORWARD 1e-4     // logits, TTA logits, running stats (fp32 vs float64)
@@ -34,17 +35,6 @@ static char fixture_dir[512] = "tests/fixtures";
 
 // ---------------------------------------------------------------------------------------
 // helpers
-
-static double rel_error(const float *got, const float *want, size_t n) {
-    double diff = 0.0, norm = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)got[i] - want[i];
-        diff += d * d;
-        norm += (double)want[i] * want[i];
-    }
-    if (norm == 0.0) return sqrt(diff);
-    return sqrt(diff / norm);
-}
 
 // A group of comparisons that prints one line: its worst relative error and where.
 typedef struct {

@@ -1,0 +1,250 @@
+// gpu_test.h: the GPU side of the test helpers, shared by tests/gpu_test_*.c and
+// dev/kernel_bench: CUDA error checks, tracked allocations (device memory filled with NaN
+// bytes, so that an element a kernel forgets to write shows up), uploads and downloads,
+// fp16 and bf16 <-> float on the host, NHWC <-> NCHW, random activations, block partials
+// added up on the host, and the trainer's parameter segments.
+//
+// Every array these helpers hand out (dev_alloc, dev_upload, host_buffer and the download_*
+// results) is tracked: free_all() releases all of them at the end of a test or bench case;
+// never free() one.
+//
+// With airbench.c (included first): CUDA_CHECK is then airbench.c's, which also prints
+// and exits; no other name here is one of airbench.c's.
+#pragma once
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "net.h"
+#include "test_helpers.h"
+
+#ifndef CUDA_CHECK
+#define CUDA_CHECK(call)                                                                         \
+    do {                                                                                         \
+        cudaError_t err_ = (call);                                                               \
+        if (err_ != cudaSuccess) {                                                               \
+            printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
+            fflush(stdout);                                                                      \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
+#endif
+
+// A launch, then a full synchronization, so that an execution error is blamed on it.
+#define LAUNCH(call)                         \
+    do {                                     \
+        CUDA_CHECK(call);                    \
+        CUDA_CHECK(cudaDeviceSynchronize()); \
+    } while (0)
+
+// Prints the GPU the program runs on and returns 0, or prints why there is none and
+// returns 2 (the exit status of a program that needs a GPU and has none).
+static inline int find_gpu(const char *program) {
+    int n_devices = 0;
+    cudaError_t status = cudaGetDeviceCount(&n_devices);
+    if (status != cudaSuccess || n_devices == 0) {
+        printf("%s: no CUDA GPU available (%s); this program needs one\n", program,
+               status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
+        return 2;
+    }
+    struct cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    printf("%s on %s (%d SMs, sm_%d%d)\n", program, prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+    return 0;
+}
+
+// ---- tracked allocations -----------------------------------------------------------------
+
+enum { MAX_TRACKED = 512 };
+static void *tracked_device[MAX_TRACKED], *tracked_host[MAX_TRACKED];
+static int n_tracked_device, n_tracked_host;
+
+// Device memory filled with 0xff bytes: NaN as fp16, bf16 and fp32, 255 as a byte.
+static inline void *dev_alloc(size_t bytes) {
+    if (n_tracked_device == MAX_TRACKED) {
+        printf("FATAL: more than %d device allocations before free_all\n", MAX_TRACKED);
+        exit(1);
+    }
+    void *p = NULL;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMemset(p, 0xff, bytes));
+    tracked_device[n_tracked_device++] = p;
+    return p;
+}
+
+static inline void *dev_upload(const void *host, size_t bytes) {
+    void *p = dev_alloc(bytes);
+    CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+    return p;
+}
+
+// Zeroed host memory.
+static inline void *host_buffer(size_t bytes) {
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (!p || n_tracked_host == MAX_TRACKED) {
+        printf("FATAL: cannot allocate %zu host bytes (or more than %d before free_all)\n", bytes, MAX_TRACKED);
+        exit(1);
+    }
+    tracked_host[n_tracked_host++] = p;
+    return p;
+}
+
+#define HOST_FLOATS(count) ((float *)host_buffer((size_t)(count) * sizeof(float)))
+#define HOST_HALVES(count) ((uint16_t *)host_buffer((size_t)(count) * sizeof(uint16_t)))
+
+static inline void free_all(void) {
+    for (int i = 0; i < n_tracked_device; i++) CUDA_CHECK(cudaFree(tracked_device[i]));
+    for (int i = 0; i < n_tracked_host; i++) free(tracked_host[i]);
+    n_tracked_device = n_tracked_host = 0;
+}
+
+static inline void download(void *host, const void *dev, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
+}
+
+// ---- fp16 and bf16 on the host -------------------------------------------------------------
+
+// fp32 -> fp16 bits, round to nearest even (NaN stays NaN, overflow -> inf); checked
+// against gcc's _Float16 on all 2^32 floats.
+static inline uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, abs_x = x & 0x7fffffffu;
+    if (abs_x >= 0x7f800000u) return (uint16_t)(sign | (abs_x > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (abs_x >= 0x47800000u) return (uint16_t)(sign | 0x7c00u);  // >= 65536: inf
+    uint32_t exponent = abs_x >> 23, mantissa = (abs_x & 0x7fffffu) | 0x800000u;
+    // In units of the result's last place (2^-24 for subnormals, 2^(exponent - 137) for
+    // normals) the value is the 24-bit mantissa shifted right by:
+    int shift = exponent >= 113 ? 13 : 126 - (int)exponent;
+    if (shift > 24) return (uint16_t)sign;  // below 2^-25: rounds to zero
+    uint32_t kept = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (kept & 1u))) kept++;
+    // Normals: kept includes the implicit 1 (adding 1 to the exponent field), and a carry
+    // out of the mantissa moves into the exponent, as it should.
+    uint32_t bits = exponent >= 113 ? ((exponent - 113) << 10) + kept : kept;
+    return (uint16_t)(sign | bits);
+}
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+    if (exponent == 31) bits = sign | 0x7f800000u | (mantissa << 13);
+    else if (exponent) bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    else if (!mantissa) bits = sign;
+    else {  // subnormal: mantissa * 2^-24
+        float f = (float)mantissa * (1.0f / 16777216.0f);
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float round_to_half(float f) { return half_to_float(float_to_half(f)); }
+
+// bf16 is the top half of an fp32.
+static inline float bf16_to_float(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline void halves_to_floats(float *dst, const uint16_t *src, size_t count) {
+    for (size_t i = 0; i < count; i++) dst[i] = half_to_float(src[i]);
+}
+
+// ---- layouts and random activations ----------------------------------------------------------
+
+// NHWC (n x hw x c) <-> NCHW (n x c x hw).
+static inline void nhwc_to_nchw(float *dst, const float *src, int n, int hw, int c) {
+    for (int b = 0; b < n; b++)
+        for (int p = 0; p < hw; p++)
+            for (int ch = 0; ch < c; ch++) dst[((size_t)b * c + ch) * hw + p] = src[((size_t)b * hw + p) * c + ch];
+}
+
+static inline void nchw_to_nhwc(float *dst, const float *src, int n, int hw, int c) {
+    for (int b = 0; b < n; b++)
+        for (int p = 0; p < hw; p++)
+            for (int ch = 0; ch < c; ch++) dst[((size_t)b * hw + p) * c + ch] = src[((size_t)b * c + ch) * hw + p];
+}
+
+// Random fp16 activation of rows x c (NHWC): channel ch is mean[ch] + std[ch] * N(0,1)
+// (mean/std NULL: 0/1); coarse rounds to multiples of 1/4 first, so that maxima tie
+// often. h gets the fp16 bits, f the same values as floats.
+static inline void random_activation(uint16_t *h, float *f, size_t rows, int c, const float *mean, const float *std,
+                                     int coarse) {
+    uint64_t base = test_rng_claim(2 * rows * c);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < rows * c; i++) {
+        int ch = (int)(i % c);
+        double v = (mean ? mean[ch] : 0.0) + (std ? std[ch] : 1.0) * normal_at(base, i);
+        if (coarse) v = round(4.0 * v) / 4.0;
+        h[i] = float_to_half((float)v);
+        f[i] = half_to_float(h[i]);
+    }
+}
+
+// ---- downloads into tracked host arrays ------------------------------------------------------
+
+static inline float *download_floats(const void *dev, size_t count) {
+    float *f = HOST_FLOATS(count);
+    download(f, dev, count * sizeof(float));
+    return f;
+}
+
+// fp16 values as floats.
+static inline float *download_halves(const void *dev, size_t count) {
+    uint16_t *h = HOST_HALVES(count);
+    float *f = HOST_FLOATS(count);
+    download(h, dev, count * sizeof(uint16_t));
+    halves_to_floats(f, h, count);
+    return f;
+}
+
+// bf16 values as floats.
+static inline float *download_bf16s(const void *dev, size_t count) {
+    uint16_t *b = HOST_HALVES(count);
+    float *f = HOST_FLOATS(count);
+    download(b, dev, count * sizeof(uint16_t));
+    for (size_t i = 0; i < count; i++) f[i] = bf16_to_float(b[i]);
+    return f;
+}
+
+// A GPU fp16 NHWC tensor (n x hw x c) as NCHW floats, the reference's layout.
+static inline float *download_nchw(const void *dev, int n, int hw, int c) {
+    size_t count = (size_t)n * hw * c;
+    float *out = HOST_FLOATS(count);
+    nhwc_to_nchw(out, download_halves(dev, count), n, hw, c);
+    return out;
+}
+
+// Column sums of GPU block partials (n_blocks x width), added on the host in double.
+static inline float *sum_partials(const void *partials_dev, int n_blocks, int width) {
+    const float *partials = download_floats(partials_dev, (size_t)n_blocks * width);
+    float *sums = HOST_FLOATS(width);
+    for (int col = 0; col < width; col++) {
+        double sum = 0.0;
+        for (int b = 0; b < n_blocks; b++) sum += partials[(size_t)b * width + col];
+        sums[col] = (float)sum;
+    }
+    return sums;
+}
+
+// ---- the flat parameter buffer -------------------------------------------------------------
+
+// The segments of kernels.h's ParamBuffers over layout l, as the trainer sets them.
+static inline void layout_segments(ParamBuffers *pb, const NetLayout *l) {
+    const TensorInfo *last_conv = &l->tensors[l->first_conv + l->n_convs - 1];
+    pb->begin[SEG_WHITEN_B] = l->tensors[1].offset;
+    pb->end[SEG_WHITEN_B] = l->tensors[1].offset + l->tensors[1].size;
+    pb->begin[SEG_CONV] = l->tensors[l->first_conv].offset;
+    pb->end[SEG_CONV] = last_conv->offset + last_conv->size;
+    pb->begin[SEG_HEAD] = l->tensors[l->head].offset;
+    pb->end[SEG_HEAD] = l->tensors[l->head].offset + l->tensors[l->head].size;
+    pb->begin[SEG_BN] = l->tensors[l->first_bn].offset;
+    pb->end[SEG_BN] = l->n_params;
+}
