@@ -1,10 +1,11 @@
 // airbench.c: train the airbench CIFAR-10 network on one GPU, as fast as we can.
 //
-// One file that reads like the method, top to bottom: the trainer's state -> setup ->
-// initialization (seeded weights, whitening from the patch covariance) -> forward pass ->
-// backward pass -> optimizer (Nesterov SGD or Muon, lookahead) following the recipe's step
-// schedule -> test-time-augmented evaluation -> one training run -> many seeded runs into
-// the run file. Convolutions go through cuDNN (conv.c: NHWC fp16, fp32 accumulation);
+// One file that reads like the method, top to bottom: setup of the trainer's state
+// (trainer.h) -> initialization (seeded weights, whitening from the patch covariance) ->
+// forward pass -> backward pass -> optimizer (Nesterov SGD, or Muon from muon.c; lookahead)
+// following the recipe's step schedule -> test-time-augmented evaluation -> one training
+// run -> many seeded runs into the run file. Convolutions go through cuDNN (conv.c: NHWC
+// fp16, fp32 accumulation);
 // everything between them is a fused kernel from kernels/ (BN statistics with the pool,
 // BN + GELU, loss with its gradient, optimizer). The recipe is a runtime value
 // (recipe.h: --variant, --set NAME=VALUE); the CPU twin, reference.c, is the oracle this
@@ -24,6 +25,7 @@
 #include "net.h"
 #include "recipe.h"
 #include "reference.h"
+#include "trainer.h"
 
 #define EVAL_BATCH 2000  // test images per evaluation forward pass
 
@@ -33,58 +35,6 @@ _Static_assert((int)SEG_WHITEN_B == (int)GROUP_WHITEN_BIAS && (int)SEG_CONV == (
                    (int)N_SEGMENTS == (int)N_GROUPS,
                "kernels.h's segments follow recipe.h's parameter groups");
 
-// ----------------------------------------------------------------------------
-// The trainer's GPU state.
-
-typedef struct {
-    __half *x;                                   // input images, n x 3 x 32 x 32 (NCHW)
-    __half *whiten_out;                          // n*31*31 x 24
-    __half *conv_out[3][NET_MAX_DEPTH];          // conv outputs (before the pool for j = 0)
-    __half *pooled[3];                           // j = 0: pooled conv output, the BN input
-    uint8_t *pool_argmax[3];
-    __half *act[3][NET_MAX_DEPTH];               // GELU outputs
-    float *bn_mean[3][NET_MAX_DEPTH], *bn_rstd[3][NET_MAX_DEPTH];
-    float *features, *logits;                    // n x w3, n x 10
-    uint8_t *feature_argmax, *labels;
-} Activations;
-
-typedef struct {
-    Recipe recipe;
-    NetLayout layout;
-    int max_batch;
-    // Parameters: fp32 master values in net.h's order (conv weights KRSC), an fp16 copy of
-    // the convs for cuDNN, gradients (fp16 from cuDNN for the convs, fp32 for the rest),
-    // momentum, and the lookahead state; BN running stats as in the reference.
-    float *params, *momentum, *grads, *ema_params;
-    __half *conv_half, *conv_grads;
-    float *running, *ema_running;
-    size_t n_running;
-    ParamBuffers pb;
-    Activations acts;
-    // Backward scratch: gradients of the current activation, of a conv output, and of the
-    // residual branch (96); per-channel partial sums and BN backward means.
-    __half *d_act, *d_conv, *d_residual;
-    float *d_logits, *d_features, *partials, *bn_sums, *bn_group_bias;  // the last: per BN group
-    double *loss_sum;
-    int *correct;
-    // Muon scratch (muon recipes only): the update matrix and its Newton-Schulz iterate
-    // (bf16), the Gram matrix and polynomial (bf16), and two sums of squares.
-    __nv_bfloat16 *ns_x, *ns_next, *ns_gram, *ns_poly;
-    float *sum_sq;
-    // Data, uploaded once: uint8 CHW images and labels.
-    uint8_t *train_images, *train_labels, *test_images, *test_labels;
-    int n_train, n_test;
-    cudaStream_t stream;
-    cublasHandle_t cublas;
-    Convs *convs;
-} Trainer;
-
-static float *param_ptr(const Trainer *t, float *base, int tensor_id) {
-    return base + t->layout.tensors[tensor_id].offset;
-}
-static __half *conv_half_ptr(const Trainer *t, __half *base, int g, int j) {
-    return base + (t->layout.tensors[net_conv_id(&t->layout, g, j)].offset - t->pb.begin[SEG_CONV]);
-}
 // Training batches normalize each group of recipe.bn_group images with its own statistics
 // (simulated workers); evaluation uses the running stats, in one group. A group's images
 // are contiguous rows of every activation, so each group is the same kernels on a slice.
@@ -217,22 +167,6 @@ static void alloc_scratch(Trainer *t) {
     CUDA_CHECK(cudaMemset(t->conv_half, 0, (t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV]) * sizeof(__half)));
 }
 
-static void alloc_muon_scratch(Trainer *t) {
-    const NetLayout *l = &t->layout;
-    size_t largest_conv = 0, largest_gram = 0;
-    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
-        const TensorInfo *ti = &l->tensors[id];
-        size_t cols = ti->size / ti->c_out, side = cols < (size_t)ti->c_out ? cols : (size_t)ti->c_out;
-        if (ti->size > largest_conv) largest_conv = ti->size;
-        if (side * side > largest_gram) largest_gram = side * side;
-    }
-    t->ns_x = gpu_alloc(largest_conv * sizeof(__nv_bfloat16));
-    t->ns_next = gpu_alloc(largest_conv * sizeof(__nv_bfloat16));
-    t->ns_gram = gpu_alloc(largest_gram * sizeof(__nv_bfloat16));
-    t->ns_poly = gpu_alloc(largest_gram * sizeof(__nv_bfloat16));
-    t->sum_sq = gpu_alloc(2 * sizeof(float));
-}
-
 static void upload_data(Trainer *t, const Cifar10 *data) {
     t->train_images = gpu_alloc((size_t)t->n_train * CIFAR10_IMAGE_BYTES);
     t->train_labels = gpu_alloc(t->n_train);
@@ -258,15 +192,24 @@ static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_
     alloc_params(t);
     alloc_activations(&t->acts, &t->layout, t->max_batch, bn_groups(t, recipe->batch_size, 1));
     alloc_scratch(t);
-    if (recipe->muon) alloc_muon_scratch(t);
+    if (recipe->muon) muon_alloc(t);
+    int tta_images = recipe_tta_images(recipe, n_test);
+    if (tta_images < n_test) {
+        t->test_logits = gpu_alloc((size_t)n_test * NET_CLASSES * sizeof(float));
+        t->top_probability = gpu_alloc((size_t)n_test * sizeof(float));
+        t->tta_indices = gpu_alloc((size_t)n_test * sizeof(int));
+    }
     upload_data(t, data);
     CUDA_CHECK(cudaStreamCreate(&t->stream));
     CUBLAS_CHECK(cublasCreate(&t->cublas));
     CUBLAS_CHECK(cublasSetStream(t->cublas, t->stream));
-    // Every batch size the convs will see: training, full evaluation chunks, the last chunk.
-    int batches[3] = {recipe->batch_size, n_test < EVAL_BATCH ? n_test : EVAL_BATCH, n_test % EVAL_BATCH};
-    t->convs = convs_create(t->stream, conv_algo, conv_cache, &t->layout, batches, batches[2] ? 3 : 2, t->d_act,
-                            t->conv_half, t->d_conv);
+    // Every batch size the convs will see: training, full evaluation chunks, the last
+    // chunk, and the last chunk of the selectively augmented images.
+    int batches[4] = {recipe->batch_size, n_test < EVAL_BATCH ? n_test : EVAL_BATCH}, n_batches = 2;
+    if (n_test % EVAL_BATCH) batches[n_batches++] = n_test % EVAL_BATCH;
+    if (tta_images < n_test && tta_images % EVAL_BATCH) batches[n_batches++] = tta_images % EVAL_BATCH;
+    t->convs = convs_create(t->stream, conv_algo, conv_cache, &t->layout, batches, n_batches, t->d_act, t->conv_half,
+                            t->d_conv);
     return t;
 }
 
@@ -276,8 +219,8 @@ static void trainer_free(Trainer *t) {
     void *buffers[] = {t->params, t->momentum, t->grads, t->ema_params, t->conv_half, t->conv_grads,
                        t->running, t->ema_running, t->d_act, t->d_conv, t->d_residual, t->d_logits,
                        t->d_features, t->partials, t->bn_sums, t->bn_group_bias, t->loss_sum, t->correct, t->ns_x, t->ns_next,
-                       t->ns_gram, t->ns_poly, t->sum_sq, t->train_images, t->train_labels, t->test_images,
-                       t->test_labels};
+                       t->ns_gram, t->ns_poly, t->sum_sq, t->test_logits, t->top_probability, t->tta_indices,
+                       t->train_images, t->train_labels, t->test_images, t->test_labels};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
     cublasDestroy(t->cublas);
     cudaStreamDestroy(t->stream);
@@ -499,60 +442,6 @@ static void sgd_step(Trainer *t, const GroupStep groups[N_GROUPS], int skip_conv
     CUDA_CHECK(launch_sgd_step(&t->pb, kernel_groups, (float)t->recipe.momentum, t->stream));
 }
 
-// bf16 GEMM through cuBLAS with fp32 accumulation (column-major, as cuBLAS sees it).
-static void gemm_bf16(Trainer *t, cublasOperation_t op_a, cublasOperation_t op_b, int m, int n, int k, float alpha,
-                      const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb, float beta,
-                      __nv_bfloat16 *c, int ldc) {
-    CUBLAS_CHECK(cublasGemmEx(t->cublas, op_a, op_b, m, n, k, &alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, &beta,
-                              c, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
-// Newton-Schulz on the row-major rows x cols matrix at t->ns_x (already divided by its
-// norm), on its wide orientation: A = X X^T; B = b A + c A A; X = a X + B X. cuBLAS sees
-// the row-major X as the column-major M = X^T (cols x rows). Wide X: A = M^T M and
-// M <- M B + a M. Tall X (work on X^T = M): A = M M^T and M <- B M + a M.
-static void newton_schulz(Trainer *t, int rows, int cols) {
-    const Recipe *r = &t->recipe;
-    const float a = (float)r->ns_a, b = (float)r->ns_b, c = (float)r->ns_c;
-    int wide = rows <= cols, p = wide ? rows : cols;
-    size_t bytes = (size_t)rows * cols * sizeof(__nv_bfloat16), gram_bytes = (size_t)p * p * sizeof(__nv_bfloat16);
-    for (int step = 0; step < r->muon_ns_steps; step++) {
-        __nv_bfloat16 *m = t->ns_x, *next = t->ns_next;
-        if (wide) gemm_bf16(t, CUBLAS_OP_T, CUBLAS_OP_N, p, p, cols, 1.0f, m, cols, m, cols, 0.0f, t->ns_gram, p);
-        else gemm_bf16(t, CUBLAS_OP_N, CUBLAS_OP_T, p, p, rows, 1.0f, m, cols, m, cols, 0.0f, t->ns_gram, p);
-        CUDA_CHECK(cudaMemcpyAsync(t->ns_poly, t->ns_gram, gram_bytes, cudaMemcpyDeviceToDevice, t->stream));
-        gemm_bf16(t, CUBLAS_OP_N, CUBLAS_OP_N, p, p, p, c, t->ns_gram, p, t->ns_gram, p, b, t->ns_poly, p);
-        CUDA_CHECK(cudaMemcpyAsync(next, m, bytes, cudaMemcpyDeviceToDevice, t->stream));
-        if (wide) gemm_bf16(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, rows, 1.0f, m, cols, t->ns_poly, p, a, next, cols);
-        else gemm_bf16(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, cols, 1.0f, t->ns_poly, p, m, cols, a, next, cols);
-        t->ns_x = next;
-        t->ns_next = m;
-    }
-}
-
-// Muon for each conv filter: Nesterov momentum, the update orthogonalized by
-// Newton-Schulz, the weight rescaled to Frobenius norm sqrt(c_out) before the step when
-// the schedule says so, and the decoupled decay after it.
-static void muon_step(Trainer *t, const StepPlan *plan) {
-    const Recipe *r = &t->recipe;
-    const NetLayout *l = &t->layout;
-    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
-        const TensorInfo *ti = &l->tensors[id];
-        size_t conv_index = ti->offset - t->pb.begin[SEG_CONV];
-        int cols = (int)(ti->size / ti->c_out);
-        CUDA_CHECK(launch_muon_momentum(t->ns_x, t->momentum + ti->offset, t->conv_grads + conv_index, ti->size,
-                                        (float)r->muon_momentum, t->stream));
-        CUDA_CHECK(launch_sum_squares_bf16(t->sum_sq, t->ns_x, ti->size, t->stream));
-        CUDA_CHECK(launch_scale_by_inverse_norm(t->ns_x, ti->size, t->sum_sq, (float)r->ns_eps, t->stream));
-        newton_schulz(t, ti->c_out, cols);
-        if (plan->muon_normalize)
-            CUDA_CHECK(launch_sum_squares(t->sum_sq + 1, t->params + ti->offset, ti->size, t->stream));
-        CUDA_CHECK(launch_muon_apply(t->params + ti->offset, t->conv_half + conv_index, t->ns_x, ti->size, ti->c_out,
-                                     plan->muon_normalize ? t->sum_sq + 1 : NULL, (float)plan->group[GROUP_CONV].lr,
-                                     (float)plan->muon_decay, t->stream));
-    }
-}
-
 static void optimizer_step(Trainer *t, const StepPlan *plan) {
     sgd_step(t, plan->group, t->recipe.muon);
     if (t->recipe.muon) muon_step(t, plan);
@@ -562,49 +451,81 @@ static void optimizer_step(Trainer *t, const StepPlan *plan) {
 }
 
 // ----------------------------------------------------------------------------
-// Evaluation: test-time augmentation (recipe.md), batched over the test set.
+// Evaluation: test-time augmentation (docs/recipe.md), batched over the test set, for
+// every test image or (tta_select_frac < 1) for the ones the plain view is least sure of.
 
 typedef struct {
     int flip, shift;
     float weight;
 } TtaView;
 
-// The views of a TTA level and their weights: level 0 the image; level 1 the mean over
-// the mirror; level 2 half of level 1 plus a quarter each of level 1 on the images shifted
-// one pixel up-left and down-right.
-static int tta_views(int level, TtaView views[6]) {
+// The views of a TTA level and their weights: level 0 the image; level 1 the image and its
+// mirror; level 2 also both shifted one pixel up-left and down-right. airbench weights a
+// mirror pair 1/2 each, and at level 2 the unshifted pair 1/2, each shifted pair 1/4;
+// uniform weights every view alike.
+static int tta_views(int level, TtaWeights weights, TtaView views[6]) {
     if (level == 0) {
         views[0] = (TtaView){0, 0, 1.0f};
         return 1;
     }
-    int n = 0;
+    int n = 0, n_shifts = level == 2 ? 3 : 1;
     const int shifts[3] = {0, -1, 1};
     const float shift_weights[3] = {0.5f, 0.25f, 0.25f};
-    for (int i = 0; i < (level == 2 ? 3 : 1); i++)
+    for (int i = 0; i < n_shifts; i++)
         for (int flip = 0; flip < 2; flip++)
-            views[n++] = (TtaView){flip, shifts[i], (level == 2 ? shift_weights[i] : 1.0f) * 0.5f};
+            views[n++] = (TtaView){flip, shifts[i],
+                                   weights == TTA_WEIGHTS_UNIFORM ? 1.0f / (2 * n_shifts)
+                                                                  : (level == 2 ? shift_weights[i] : 1.0f) * 0.5f};
     return n;
 }
 
-// Test accuracy at a TTA level; the caller times it or not.
-static void evaluate_async(Trainer *t, int level) {
+// logits (n x 10) at a TTA level of the n test images from `start`, or of the images at
+// indices[0..n) when indices is not NULL.
+static void tta_logits(Trainer *t, int level, const int *indices, int start, int n, float *logits) {
     TtaView views[6];
-    int n_views = tta_views(level, views);
+    int n_views = tta_views(level, (TtaWeights)t->recipe.tta_weights, views);
     const NetLayout *l = &t->layout;
-    float scale = (float)recipe_logit_scale(&t->recipe);
-    prepare_eval_bn(t);
-    CUDA_CHECK(cudaMemsetAsync(t->correct, 0, sizeof(int), t->stream));
-    for (int start = 0; start < t->n_test; start += EVAL_BATCH) {
-        int n = t->n_test - start < EVAL_BATCH ? t->n_test - start : EVAL_BATCH;
-        for (int v = 0; v < n_views; v++) {
+    for (int v = 0; v < n_views; v++) {
+        if (indices)
+            CUDA_CHECK(launch_eval_loader_indexed(t->acts.x, t->test_images, indices, n, views[v].flip, views[v].shift,
+                                                  t->stream));
+        else
             CUDA_CHECK(launch_eval_loader(t->acts.x, t->test_images + (size_t)start * CIFAR10_IMAGE_BYTES, n,
                                           views[v].flip, views[v].shift, t->stream));
-            forward_features(t, n, 0);
-            CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, l->head), n,
-                                           l->widths[2], scale, views[v].weight, v == 0 ? 0.0f : 1.0f, t->stream));
-        }
-        CUDA_CHECK(launch_count_correct(t->correct, t->acts.logits, t->test_labels + start, n, t->stream));
+        forward_features(t, n, 0);
+        CUDA_CHECK(launch_head_forward(logits, t->acts.features, param_ptr(t, t->params, l->head), n, l->widths[2],
+                                       (float)recipe_logit_scale(&t->recipe), views[v].weight, v == 0 ? 0.0f : 1.0f,
+                                       t->stream));
     }
+}
+
+// Test accuracy at a TTA level (into t->correct); the caller times it or not.
+static void evaluate_async(Trainer *t, int level) {
+    int n_test = t->n_test, k = level > 0 ? recipe_tta_images(&t->recipe, n_test) : n_test;
+    prepare_eval_bn(t);
+    CUDA_CHECK(cudaMemsetAsync(t->correct, 0, sizeof(int), t->stream));
+    if (k == n_test) {  // every image at the level, chunk by chunk
+        for (int start = 0; start < n_test; start += EVAL_BATCH) {
+            int n = n_test - start < EVAL_BATCH ? n_test - start : EVAL_BATCH;
+            tta_logits(t, level, NULL, start, n, t->acts.logits);
+            CUDA_CHECK(launch_count_correct(t->correct, t->acts.logits, t->test_labels + start, n, t->stream));
+        }
+        return;
+    }
+    // The plain view of every image, then TTA replaces the logits of the k least sure.
+    for (int start = 0; start < n_test; start += EVAL_BATCH) {
+        int n = n_test - start < EVAL_BATCH ? n_test - start : EVAL_BATCH;
+        tta_logits(t, 0, NULL, start, n, t->test_logits + (size_t)start * NET_CLASSES);
+    }
+    CUDA_CHECK(launch_top_probability(t->top_probability, t->test_logits, n_test, t->stream));
+    CUDA_CHECK(launch_select_lowest(t->tta_indices, t->top_probability, n_test, k, t->stream));
+    for (int start = 0; start < k; start += EVAL_BATCH) {
+        int n = k - start < EVAL_BATCH ? k - start : EVAL_BATCH;
+        tta_logits(t, level, t->tta_indices + start, 0, n, t->acts.logits);
+        CUDA_CHECK(launch_scatter_rows(t->test_logits, t->acts.logits, t->tta_indices + start, n, NET_CLASSES,
+                                       t->stream));
+    }
+    CUDA_CHECK(launch_count_correct(t->correct, t->test_logits, t->test_labels, n_test, t->stream));
 }
 
 static double read_accuracy(Trainer *t) {

@@ -959,34 +959,37 @@ void ref_tta_logits(RefNet *net, const float *images, int n, int level, TtaWeigh
     free(sum);
 }
 
-// The top softmax probability of one row of logits: 1 / sum_k exp(z_k - max z).
-static double top_probability(const float *z) {
-    double max_z = z[0], sum = 0.0;
-    for (int k = 1; k < NET_CLASSES; k++) max_z = z[k] > max_z ? z[k] : max_z;
-    for (int k = 0; k < NET_CLASSES; k++) sum += exp(z[k] - max_z);
-    return 1.0 / sum;
+// The top softmax probability of a row of logits: 1 / sum_k exp(z_k - max z).
+void ref_top_probabilities(float *p, const float *logits, int n) {
+    for (int b = 0; b < n; b++) {
+        const float *z = logits + (size_t)b * NET_CLASSES;
+        double max_z = z[0], sum = 0.0;
+        for (int k = 1; k < NET_CLASSES; k++) max_z = z[k] > max_z ? z[k] : max_z;
+        for (int k = 0; k < NET_CLASSES; k++) sum += exp(z[k] - max_z);
+        p[b] = (float)(1.0 / sum);
+    }
 }
 
 typedef struct {
-    double probability;
+    float value;
     int index;
-} Confidence;
+} Ranked;
 
-static int by_confidence(const void *a, const void *b) {
-    const Confidence *x = a, *y = b;
-    if (x->probability != y->probability) return x->probability < y->probability ? -1 : 1;
+static int by_value_then_index(const void *a, const void *b) {
+    const Ranked *x = a, *y = b;
+    if (x->value != y->value) return x->value < y->value ? -1 : 1;
     return x->index - y->index;
 }
 
-static int by_value(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+static int ascending(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
-void ref_select_uncertain(int *indices, const float *logits, int n, int k) {
-    Confidence *c = xcalloc(n, sizeof(Confidence));
-    for (int i = 0; i < n; i++) c[i] = (Confidence){top_probability(logits + (size_t)i * NET_CLASSES), i};
-    qsort(c, n, sizeof(Confidence), by_confidence);
-    for (int i = 0; i < k; i++) indices[i] = c[i].index;
-    qsort(indices, k, sizeof(int), by_value);
-    free(c);
+void ref_select_lowest(int *indices, const float *values, int n, int k) {
+    Ranked *r = xcalloc(n, sizeof(Ranked));
+    for (int i = 0; i < n; i++) r[i] = (Ranked){values[i], i};
+    qsort(r, n, sizeof(Ranked), by_value_then_index);
+    for (int i = 0; i < k; i++) indices[i] = r[i].index;
+    qsort(indices, k, sizeof(int), ascending);
+    free(r);
 }
 
 // TTA logits of n images at a time, CHUNK at most.
@@ -1008,7 +1011,10 @@ void ref_evaluate_logits(RefNet *net, const float *images, int n, const Recipe *
     }
     chunked_tta(net, images, n, 0, weights, logits);  // the plain view of every image
     int *chosen = xcalloc(k ? k : 1, sizeof(int));
-    ref_select_uncertain(chosen, logits, n, k);
+    float *sure = xcalloc(n, sizeof(float));
+    ref_top_probabilities(sure, logits, n);
+    ref_select_lowest(chosen, sure, n, k);
+    free(sure);
     float *selected = xcalloc((size_t)(k ? k : 1) * CIFAR10_IMAGE_BYTES, sizeof(float));
     float *selected_logits = xcalloc((size_t)(k ? k : 1) * NET_CLASSES, sizeof(float));
     for (int i = 0; i < k; i++)

@@ -139,9 +139,11 @@ void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train,
 // Test-time augmentation logits (level 0, 1 or 2, docs/recipe.md) in eval mode, with the
 // views weighted as airbench does or uniformly.
 void ref_tta_logits(RefNet *net, const float *images, int n, int level, TtaWeights weights, float *logits);
-// The k images (of n) whose logits give the lowest top softmax probability, in increasing
-// index order; among equal probabilities the lower index goes first.
-void ref_select_uncertain(int *indices, const float *logits, int n, int k);
+// p[b] = the top softmax probability of logits row b (n x 10): how sure the view is.
+void ref_top_probabilities(float *p, const float *logits, int n);
+// The indices of the k smallest of values[0..n), in increasing index order; among equal
+// values the lower indices are taken.
+void ref_select_lowest(int *indices, const float *values, int n, int k);
 // The evaluation's logits for n test images as the recipe asks: TTA for all of them, or,
 // with tta_select_frac < 1, the plain view for all and TTA (replacing it) for the
 // recipe_tta_images least sure ones. In chunks, to bound the activation memory.

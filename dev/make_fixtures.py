@@ -3,7 +3,7 @@
 against by tests/test_reference.c.
 
 Run from anywhere (paths are relative to this file's repository):
-    python3 dev/make_fixtures.py [net|whiten|muon|augment|bn_group ...]   (default: all)
+    python3 dev/make_fixtures.py [net|whiten|muon|augment|bn_group|selective_tta ...]   (default: all)
 
 It builds the airbench network (../shared/spec/recipe.md) functionally in PyTorch on the CPU,
 at tiny widths, and writes small binary files under tests/fixtures/:
@@ -18,6 +18,8 @@ at tiny widths, and writes small binary files under tests/fixtures/:
   augment.bin  synthetic uint8 images and the training batches the loader must produce
   bn_group_d2.bin  one training step whose BatchNorm works per group of 4 of the 8 images:
                as two separate workers, summed loss, the first worker's running stats
+  selective_tta.bin  eval logits where only the least sure images get TTA (uniform and
+               airbench view weights)
 
 Precision: every tensor the C code is given (parameters, inputs, gradients, state) is first
 rounded to float32, then all of the math here runs in float64 on those values; results are
@@ -791,6 +793,59 @@ def search_bn_group_fixture(first_seed):
     raise RuntimeError("bn_group_d2.bin: no seed with clear max-pool decisions")
 
 
+# ---------------------------------------------------------------------------------------
+# k) selective test-time augmentation (the 2025 record's evaluation)
+
+def make_selective_tta_fixture(seed, widths=(8, 16, 16), n=16):
+    """Eval-mode logits of n test images where only the k = floor(n * frac) images with the
+    lowest top softmax probability of the plain view get level-2 TTA (their logits are
+    replaced), the rest keep the plain view: with uniform view weights (the record's: the
+    mean of the 6 views) at frac 0.25, and with airbench's weights at frac 0.5."""
+    recipe = RECIPES["airbench94"]
+    cfg = dict(depth=2, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"])
+    gen = torch.Generator().manual_seed(seed)
+    params = random_params(gen, widths, 2)
+    running = {}
+    for r in running_names(2):
+        g = int(r.split(".")[0])
+        running[f"mean.{r}"] = f32(torch.randn(widths[g], generator=gen, dtype=F64) * 0.3)
+        running[f"var.{r}"] = f32(torch.rand(widths[g], generator=gen, dtype=F64) + 0.5)
+    x = f32(torch.randn((n, 3, 32, 32), generator=gen, dtype=F64))
+    w = FixtureWriter("selective_tta.bin")
+    w.add("config.widths", widths)
+    for name in tensor_names(2):
+        w.add(f"param.{name}", params[name])
+    for r in running_names(2):
+        w.add(f"running_mean.{r}", running[f"mean.{r}"])
+        w.add(f"running_var.{r}", running[f"var.{r}"])
+    w.add("x", x)
+
+    def f(v):
+        return forward(params, running, v, False, cfg, None)
+
+    def views(v):
+        padded = F.pad(v, (1, 1, 1, 1), mode="reflect")
+        shifted = [v, padded[:, :, 0:32, 0:32], padded[:, :, 2:34, 2:34]]
+        return [f(s) for s in shifted] + [f(flip(s)) for s in shifted]
+
+    with torch.no_grad():
+        plain = f(x)
+        confidence = F.softmax(plain, dim=1).max(dim=1).values
+        for name, frac, uniform in (("uniform", 0.25, True), ("airbench", 0.5, False)):
+            k = int(math.floor(n * frac))
+            chosen = torch.topk(confidence, k, largest=False).indices.sort().values
+            out = plain.clone()
+            if uniform:
+                out[chosen] = torch.stack(views(x[chosen])).mean(dim=0)
+            else:
+                out[chosen] = tta_logits(params, running, x[chosen], 2, cfg, None)
+            w.add(f"{name}.frac", frac)
+            w.add(f"{name}.chosen", chosen)
+            w.add(f"{name}.logits", out)
+            print(f"  {name} weights, frac {frac}: images {chosen.tolist()} get TTA")
+    w.write()
+
+
 FIXTURES = {
     "net": lambda: (search_net_fixture("net_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000),
                     search_net_fixture("net_d3.bin", "airbench96", (8, 12, 16), 3, 8, 4, first_seed=2000)),
@@ -798,11 +853,12 @@ FIXTURES = {
     "muon": lambda: make_muon_fixture(seed=4321),
     "augment": lambda: make_augment_fixture(seed=2024),
     "bn_group": lambda: search_bn_group_fixture(first_seed=3000),
+    "selective_tta": lambda: make_selective_tta_fixture(seed=5000),
 }
 
 
 def main():
-    """make_fixtures.py [NAME...]: the named fixtures (net, whiten, muon, augment, bn_group),
+    """make_fixtures.py [NAME...]: the named fixtures (see FIXTURES),
     or all of them. Regenerating one leaves the others' files as they are."""
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)

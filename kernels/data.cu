@@ -69,11 +69,13 @@ __global__ void train_loader_kernel(__half *x, uint8_t *batch_labels, const uint
     write_view(x + (size_t)row * 3072, reinterpret_cast<const uint8_t *>(staged), normalized, view);
 }
 
-__global__ void eval_loader_kernel(__half *x, const uint8_t *images, int flip, int shift) {
+// Output row b is test image indices[b], or image b when indices is NULL.
+__global__ void eval_loader_kernel(__half *x, const uint8_t *images, const int *indices, int flip, int shift) {
     __shared__ uint4 staged[3072 / 16];
     __shared__ float normalized[3 * 256];
-    ImageView view = {blockIdx.x, flip, shift, shift, 0, 0, 0};
-    stage_image(staged, normalized, images + (size_t)blockIdx.x * 3072);
+    uint32_t image = indices ? (uint32_t)indices[blockIdx.x] : blockIdx.x;
+    ImageView view = {image, flip, shift, shift, 0, 0, 0};
+    stage_image(staged, normalized, images + (size_t)image * 3072);
     __syncthreads();
     write_view(x + (size_t)blockIdx.x * 3072, reinterpret_cast<const uint8_t *>(staged), normalized, view);
 }
@@ -91,7 +93,13 @@ cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t 
 }
 
 cudaError_t launch_eval_loader(__half *x, const uint8_t *images, int n, int flip, int shift, cudaStream_t stream) {
-    if (n > 0) eval_loader_kernel<<<n, LOADER_THREADS, 0, stream>>>(x, images, flip, shift);
+    if (n > 0) eval_loader_kernel<<<n, LOADER_THREADS, 0, stream>>>(x, images, NULL, flip, shift);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_eval_loader_indexed(__half *x, const uint8_t *images, const int *indices, int n, int flip,
+                                       int shift, cudaStream_t stream) {
+    if (n > 0) eval_loader_kernel<<<n, LOADER_THREADS, 0, stream>>>(x, images, indices, flip, shift);
     return cudaGetLastError();
 }
 

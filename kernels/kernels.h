@@ -37,6 +37,10 @@ cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t 
 cudaError_t launch_eval_loader(__half *x, const uint8_t *images, int n, int flip, int shift,
                                cudaStream_t stream);
 
+// The same for the images images[indices[i]], i < n: selective TTA's chosen test images.
+cudaError_t launch_eval_loader_indexed(__half *x, const uint8_t *images, const int *indices, int n, int flip,
+                                       int shift, cudaStream_t stream);
+
 // ---- whitening -------------------------------------------------------------------
 // Uncentred covariance of the 12-dim 2x2 patches (order channel, row, col) of n
 // normalized images: writes partial sums, COV_ENTRIES floats per block, of the 78
@@ -133,6 +137,16 @@ cudaError_t launch_loss(float *d_logits, double *loss_sum, int *correct, const f
 // Adds the argmax hits of logits against labels to *correct.
 cudaError_t launch_count_correct(int *correct, const float *logits, const uint8_t *labels, int n,
                                  cudaStream_t stream);
+
+// ---- selective test-time augmentation ---------------------------------------------
+// probability[b] = the top softmax probability of logits row b (n x 10), in fp32.
+cudaError_t launch_top_probability(float *probability, const float *logits, int n, cudaStream_t stream);
+// indices[0..k) = the indices of the k smallest of values[0..n), 1 <= k <= n, in increasing
+// index order; among equal values the lower indices are taken. One block, deterministic.
+cudaError_t launch_select_lowest(int *indices, const float *values, int n, int k, cudaStream_t stream);
+// dst row indices[i] = src row i, i < n, rows of `width` floats.
+cudaError_t launch_scatter_rows(float *dst, const float *src, const int *indices, int n, int width,
+                                cudaStream_t stream);
 
 // ---- parameters and optimizer ------------------------------------------------------
 // The flat fp32 parameter buffer, in net.h's order, split in segments; conv weights are

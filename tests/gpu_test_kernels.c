@@ -100,6 +100,75 @@ static void test_loaders(int divisor) {
 }
 
 // ----------------------------------------------------------------------------
+// Selective test-time augmentation.
+
+// The indexed eval loader gathers the chosen images (out of order and repeated), the top
+// softmax probability matches the reference's, the selection of the k lowest equals
+// ref_select_lowest's on the same values (ties included: rows 3x duplicated), and the
+// scatter puts every row back where it came from.
+static void test_selective_tta(int n) {
+    printf("selective TTA n=%d\n", n);
+    uint8_t *images = host_buffer((size_t)n * CIFAR10_IMAGE_BYTES);
+    random_bytes(images, (size_t)n * CIFAR10_IMAGE_BYTES, 256);
+    uint8_t *images_d = dev_upload(images, (size_t)n * CIFAR10_IMAGE_BYTES);
+    int picks[5] = {n - 1, 0, n / 2, n / 2, 1};
+    int *picks_d = dev_upload(picks, sizeof picks);
+    void *x_d = dev_alloc((size_t)5 * CIFAR10_IMAGE_BYTES * sizeof(uint16_t));
+    LAUNCH(launch_eval_loader_indexed(x_d, images_d, picks_d, 5, 1, -1, 0));
+    float *want_x = HOST_FLOATS((size_t)CIFAR10_IMAGE_BYTES), *plain = HOST_FLOATS((size_t)CIFAR10_IMAGE_BYTES);
+    float *got_x = download_halves(x_d, (size_t)5 * CIFAR10_IMAGE_BYTES);
+    size_t mismatches = 0;
+    for (int i = 0; i < 5; i++) {
+        ref_normalize_images(plain, images + (size_t)picks[i] * CIFAR10_IMAGE_BYTES, 1);
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < 32; y++)
+                for (int x = 0; x < 32; x++) {
+                    int sy, sx;
+                    aug_source_pixel(y, x, -1, -1, 1, &sy, &sx);
+                    want_x[(c * 32 + y) * 32 + x] = round_to_half(plain[(c * 32 + sy) * 32 + sx]);
+                }
+        for (size_t p = 0; p < CIFAR10_IMAGE_BYTES; p++)
+            mismatches += got_x[(size_t)i * CIFAR10_IMAGE_BYTES + p] != want_x[p];
+    }
+    check_error((double)mismatches, 0, "eval_loader_indexed: pixels differing");
+
+    float *logits = HOST_FLOATS((size_t)n * NET_CLASSES);
+    random_floats(logits, (size_t)n * NET_CLASSES, 0.0, 3.0);
+    for (int b = 3; b + 2 < n; b += 7)  // exact ties: three identical rows
+        for (int r = 1; r <= 2; r++) memcpy(logits + (size_t)(b + r) * NET_CLASSES, logits + (size_t)b * NET_CLASSES,
+                                            NET_CLASSES * sizeof(float));
+    float *logits_d = dev_upload(logits, (size_t)n * NET_CLASSES * sizeof(float));
+    float *probability_d = dev_alloc((size_t)n * sizeof(float));
+    LAUNCH(launch_top_probability(probability_d, logits_d, n, 0));
+    float *probability = download_floats(probability_d, n), *want_p = HOST_FLOATS(n);
+    ref_top_probabilities(want_p, logits, n);
+    check_rel("top_probability", probability, want_p, n, 1e-6);
+
+    const int ks[3] = {1, n / 4, n};
+    for (int q = 0; q < 3; q++) {
+        int k = ks[q];
+        int *indices_d = dev_alloc((size_t)n * sizeof(int)), *got = host_buffer((size_t)k * sizeof(int));
+        int *want = host_buffer((size_t)k * sizeof(int));
+        LAUNCH(launch_select_lowest(indices_d, probability_d, n, k, 0));
+        download(got, indices_d, (size_t)k * sizeof(int));
+        ref_select_lowest(want, probability, n, k);  // the reference ranks the GPU's own probabilities
+        CHECK(!memcmp(got, want, (size_t)k * sizeof(int)), "select_lowest n=%d k=%d: indices differ from the reference's",
+              n, k);
+    }
+    float *rows = HOST_FLOATS(5 * NET_CLASSES), *dst = HOST_FLOATS((size_t)n * NET_CLASSES);
+    random_floats(rows, 5 * NET_CLASSES, 0.0, 1.0);
+    int distinct[5] = {n - 1, 0, n / 2, 2, 1};
+    float *dst_d = dev_upload(logits, (size_t)n * NET_CLASSES * sizeof(float));
+    LAUNCH(launch_scatter_rows(dst_d, dev_upload(rows, 5 * NET_CLASSES * sizeof(float)),
+                               dev_upload(distinct, sizeof distinct), 5, NET_CLASSES, 0));
+    memcpy(dst, logits, (size_t)n * NET_CLASSES * sizeof(float));
+    for (int i = 0; i < 5; i++) memcpy(dst + (size_t)distinct[i] * NET_CLASSES, rows + i * NET_CLASSES,
+                                          NET_CLASSES * sizeof(float));
+    check_rel("scatter_rows", download_floats(dst_d, (size_t)n * NET_CLASSES), dst, (size_t)n * NET_CLASSES, 0);
+    free_all();
+}
+
+// ----------------------------------------------------------------------------
 // Whitening.
 
 // n images: more than 256 (COV_MAX_BLOCKS) make blocks loop over several images.
@@ -837,6 +906,7 @@ static void test_muon(int c_out) {
 static void run_checks(int small) {
     const int divisor = small ? 8 : 1;
     test_loaders(divisor);
+    test_selective_tta(small ? 1500 : 10000);  // 10000: ~10 values per selecting thread
     test_patch_covariance(small ? 3 : 100);
     test_patch_covariance(small ? 260 : 5000);
     test_whiten(64 / divisor);

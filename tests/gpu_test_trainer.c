@@ -257,6 +257,49 @@ static void test_muon_step(const Cifar10 *data) {
     free_all();
 }
 
+// Selective TTA (the record's evaluation: the 25% least sure test images get the 6 views,
+// weighted uniformly) from the same state on both sides. The GPU ranks its own fp16-path
+// logits, so an image whose top probability is within fp16 noise of the k-th may swap in
+// or out: the chosen sets must agree on at least 95% of the k, and the final logits
+// within the TTA logits' bound.
+static void test_selective_tta(const Cifar10 *data) {
+    Recipe recipe = small_recipe(RECIPE_94);
+    recipe.tta_select_frac = 0.25;
+    recipe.tta_weights = TTA_WEIGHTS_UNIFORM;
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    RefNet *ref = ref_net_create(&recipe);
+    init_reference(ref, &recipe, data, 3);
+    upload_reference_params(t, ref);
+    CUDA_CHECK(cudaMemcpy(t->running, ref->running, t->n_running * sizeof(float), cudaMemcpyHostToDevice));
+    evaluate_async(t, 2);
+    double gpu_acc = read_accuracy(t);
+    int k = recipe_tta_images(&recipe, N_TEST);
+    float *test_images = HOST_FLOATS((size_t)N_TEST * CIFAR10_IMAGE_BYTES);
+    float *logits = HOST_FLOATS((size_t)N_TEST * NET_CLASSES), *sure = HOST_FLOATS(N_TEST);
+    ref_normalize_images(test_images, data->test.images, N_TEST);
+    ref_evaluate_logits(ref, test_images, N_TEST, &recipe, logits);
+    check_rel("selective TTA logits", download_floats(t->test_logits, (size_t)N_TEST * NET_CLASSES), logits,
+              (size_t)N_TEST * NET_CLASSES, 2e-2);
+    int *gpu_chosen = host_buffer((size_t)k * sizeof(int)), *ref_chosen = host_buffer((size_t)k * sizeof(int));
+    download(gpu_chosen, t->tta_indices, (size_t)k * sizeof(int));
+    float *plain = HOST_FLOATS((size_t)N_TEST * NET_CLASSES);
+    ref_forward(ref, test_images, N_TEST, 0, plain);
+    ref_top_probabilities(sure, plain, N_TEST);
+    ref_select_lowest(ref_chosen, sure, N_TEST, k);
+    int common = 0;
+    for (int i = 0, j = 0; i < k && j < k;) {  // both lists ascend
+        if (gpu_chosen[i] == ref_chosen[j]) common++, i++, j++;
+        else if (gpu_chosen[i] < ref_chosen[j]) i++;
+        else j++;
+    }
+    printf("  selective TTA: %d of %d chosen images shared with the reference, accuracy gpu %.4f\n", common, k,
+           gpu_acc);
+    CHECK(common >= 0.95 * k, "selective TTA: only %d of the %d chosen images agree with the reference", common, k);
+    ref_net_free(ref);
+    trainer_free(t);
+    free_all();
+}
+
 int main(void) {
     const char *data_dir = getenv("DATA_DIR") ? getenv("DATA_DIR") : "data/cifar10";
     char gpu_name[256];
@@ -270,6 +313,7 @@ int main(void) {
     test_sgd_steps(&data, 0);
     test_sgd_steps(&data, BATCH / 4);
     test_muon_step(&data);
+    test_selective_tta(&data);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }

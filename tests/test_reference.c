@@ -575,6 +575,58 @@ static void test_bn_group_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 1e. selective test-time augmentation (selective_tta.bin): the plain view's least sure
+// images chosen as PyTorch's topk chooses them, and their logits replaced by the TTA
+// views' (uniform and airbench weights).
+
+static void test_selective_tta_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "selective_tta.bin")) return;
+    printf("%s\n", f.path);
+    const FixtureTensor *x = fixture_find(&f, "x");
+    const float *widths_f = fixture_get(&f, "config.widths", 3);
+    if (!x || !widths_f) {
+        fixture_free(&f);
+        return;
+    }
+    int n = x->dims[0];
+    Recipe recipe = RECIPE_94;
+    for (int i = 0; i < 3; i++) recipe.widths[i] = (int)widths_f[i];
+    RefNet *net = ref_net_create(&recipe);
+    load_tensors(&f, net, net->params, "param.", 0);
+    load_running(&f, net, net->running, "");
+    const char *names[2] = {"uniform", "airbench"};
+    for (int c = 0; c < 2; c++) {
+        char key[64], label[96];
+        snprintf(key, sizeof key, "%s.frac", names[c]);
+        recipe.tta_select_frac = fixture_scalar(&f, key, NAN);
+        recipe.tta_weights = c == 0 ? TTA_WEIGHTS_UNIFORM : TTA_WEIGHTS_AIRBENCH;
+        int k = recipe_tta_images(&recipe, n);
+        snprintf(key, sizeof key, "%s.chosen", names[c]);
+        const float *want_chosen = fixture_get(&f, key, k);
+        float *plain = falloc((size_t)n * NET_CLASSES), *sure = falloc(n), *logits = falloc((size_t)n * NET_CLASSES);
+        int *chosen = malloc((size_t)(k ? k : 1) * sizeof(int));
+        ref_forward(net, x->data, n, 0, plain);
+        ref_top_probabilities(sure, plain, n);
+        ref_select_lowest(chosen, sure, n, k);
+        int same = want_chosen != NULL;
+        for (int i = 0; same && i < k; i++) same &= chosen[i] == (int)want_chosen[i];
+        CHECK(same, "%s: the %d images chosen for TTA differ from PyTorch's topk", names[c], k);
+        ref_evaluate_logits(net, x->data, n, &recipe, logits);
+        snprintf(key, sizeof key, "%s.logits", names[c]);
+        const float *want = fixture_get(&f, key, (size_t)n * NET_CLASSES);
+        snprintf(label, sizeof label, "selective TTA logits (%s, frac %g)", names[c], recipe.tta_select_frac);
+        if (want) compare_one(label, logits, want, (size_t)n * NET_CLASSES, TOL_FORWARD);
+        free(chosen);
+        free(plain);
+        free(sure);
+        free(logits);
+    }
+    ref_net_free(net);
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
 // 1c. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
 
 // Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
@@ -1141,6 +1193,7 @@ int main(void) {
     test_whiten_fixture();
     test_augment_fixture();
     test_bn_group_fixture();
+    test_selective_tta_fixture();
 
     printf("finite differences (central, fp32):\n");
     fd_conv(3, 1, 0);

@@ -1,0 +1,68 @@
+// trainer.h: the GPU trainer's state, shared by the files of the trainer: airbench.c (the
+// method) and muon.c (the Muon optimizer's Newton-Schulz part).
+#pragma once
+#include <cublas_v2.h>
+
+#include "conv.h"
+#include "gpu.h"
+#include "kernels.h"
+#include "net.h"
+#include "recipe.h"
+
+typedef struct {
+    __half *x;                                   // input images, n x 3 x 32 x 32 (NCHW)
+    __half *whiten_out;                          // n*31*31 x 24
+    __half *conv_out[3][NET_MAX_DEPTH];          // conv outputs (before the pool for j = 0)
+    __half *pooled[3];                           // j = 0: pooled conv output, the BN input
+    uint8_t *pool_argmax[3];
+    __half *act[3][NET_MAX_DEPTH];               // GELU outputs
+    float *bn_mean[3][NET_MAX_DEPTH], *bn_rstd[3][NET_MAX_DEPTH];
+    float *features, *logits;                    // n x w3, n x 10
+    uint8_t *feature_argmax, *labels;
+} Activations;
+
+typedef struct {
+    Recipe recipe;
+    NetLayout layout;
+    int max_batch;
+    // Parameters: fp32 master values in net.h's order (conv weights KRSC), an fp16 copy of
+    // the convs for cuDNN, gradients (fp16 from cuDNN for the convs, fp32 for the rest),
+    // momentum, and the lookahead state; BN running stats as in the reference.
+    float *params, *momentum, *grads, *ema_params;
+    __half *conv_half, *conv_grads;
+    float *running, *ema_running;
+    size_t n_running;
+    ParamBuffers pb;
+    Activations acts;
+    // Backward scratch: gradients of the current activation, of a conv output, and of the
+    // residual branch (96); per-channel partial sums and BN backward means.
+    __half *d_act, *d_conv, *d_residual;
+    float *d_logits, *d_features, *partials, *bn_sums, *bn_group_bias;  // the last: per BN group
+    double *loss_sum;
+    int *correct;
+    // Muon scratch (muon recipes only): the update matrix and its Newton-Schulz iterate
+    // (bf16), the Gram matrix and polynomial (bf16), and two sums of squares.
+    __nv_bfloat16 *ns_x, *ns_next, *ns_gram, *ns_poly;
+    float *sum_sq;
+    // Selective TTA (tta_select_frac < 1): every test image's logits, the plain view's top
+    // probabilities, and the indices of the images that get TTA.
+    float *test_logits, *top_probability;
+    int *tta_indices;
+    // Data, uploaded once: uint8 CHW images and labels.
+    uint8_t *train_images, *train_labels, *test_images, *test_labels;
+    int n_train, n_test;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    Convs *convs;
+} Trainer;
+
+static inline float *param_ptr(const Trainer *t, float *base, int tensor_id) {
+    return base + t->layout.tensors[tensor_id].offset;
+}
+static inline __half *conv_half_ptr(const Trainer *t, __half *base, int g, int j) {
+    return base + (t->layout.tensors[net_conv_id(&t->layout, g, j)].offset - t->pb.begin[SEG_CONV]);
+}
+
+// Muon (muon.c): its scratch buffers, and the conv weights' step of a Muon recipe.
+void muon_alloc(Trainer *t);
+void muon_step(Trainer *t, const StepPlan *plan);
