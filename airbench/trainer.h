@@ -21,6 +21,13 @@ typedef struct {
     uint8_t *feature_argmax, *labels;
 } Activations;
 
+// A run of conv filters of equal shape (rows = c_out, cols = 9 c_in), count of them from
+// element `offset` of the conv segment: one batched Newton-Schulz (muon.c).
+typedef struct {
+    int rows, cols, count;
+    size_t offset;
+} MuonGroup;
+
 typedef struct {
     Recipe recipe;
     NetLayout layout;
@@ -40,8 +47,11 @@ typedef struct {
     float *d_logits, *d_features, *partials, *bn_sums, *bn_group_bias;  // the last: per BN group
     double *loss_sum;
     int *correct;
-    // Muon scratch (muon recipes only): the update matrix and its Newton-Schulz iterate
-    // (bf16), the Gram matrix and polynomial (bf16), and two sums of squares.
+    // Muon (muon recipes only): the groups of equal-shape filters; the update matrices and
+    // their Newton-Schulz iterates (bf16, laid out as the conv segment), a group's Gram
+    // matrices and polynomials (bf16), and two sums of squares.
+    MuonGroup muon_groups[3 * NET_MAX_DEPTH];
+    int n_muon_groups;
     __nv_bfloat16 *ns_x, *ns_next, *ns_gram, *ns_poly;
     float *sum_sq;
     // Selective TTA (tta_select_frac < 1): every test image's logits, the plain view's top

@@ -187,7 +187,8 @@ cudaError_t launch_init_uniform(float *values, size_t count, int tensor_id, int 
 // buf = m*buf + g; update = bf16(g + m*buf), g the fp16 conv gradient.
 cudaError_t launch_muon_momentum(__nv_bfloat16 *update, float *momentum, const __half *grad, size_t count,
                                  float m, cudaStream_t stream);
-// *sum_sq = sum of x^2 (one block, deterministic), for fp32 or bf16 x.
+// *sum_sq = sum of x^2 (many blocks, then their partials in order: deterministic), for
+// fp32 or bf16 x. Calls on one stream only (the partials are shared).
 cudaError_t launch_sum_squares(float *sum_sq, const float *x, size_t count, cudaStream_t stream);
 cudaError_t launch_sum_squares_bf16(float *sum_sq, const __nv_bfloat16 *x, size_t count, cudaStream_t stream);
 // x *= 1 / (sqrt(*sum_sq) + eps), in bf16.
