@@ -36,8 +36,7 @@ static char *tmp_path_for(const char *path) {
     return tmp;
 }
 
-// Writes all of text to fd; 0 or -1 with errno set.
-static int write_all(int fd, const char *text, size_t size) {
+int runfile_write_all(int fd, const char *text, size_t size) {
     while (size > 0) {
         ssize_t written = write(fd, text, size);
         if (written < 0 && errno == EINTR) continue;
@@ -58,7 +57,7 @@ static int replace_file(const char *path, const char *tmp_path, const char *text
                   path, strerror(errno));
         return -1;
     }
-    int ok = write_all(fd, text, strlen(text)) == 0 && write_all(fd, "\n", 1) == 0 && fsync(fd) == 0;
+    int ok = runfile_write_all(fd, text, strlen(text)) == 0 && runfile_write_all(fd, "\n", 1) == 0 && fsync(fd) == 0;
     int saved_errno = errno;
     if (close(fd) != 0 && ok) ok = 0, saved_errno = errno;
     if (ok && rename(tmp_path, path) != 0) ok = 0, saved_errno = errno;

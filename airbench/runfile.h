@@ -47,6 +47,9 @@ void runfile_add_recipe(cJSON *config, const Recipe *r, const Recipe *base);
 // and 8192 in 10 of 10, ending at 48-65% and 19-22%). 1 and the reason, or 0.
 int runfile_loss_diverged(const double *epoch_losses, int n_epochs, char *reason, size_t reason_size);
 
+// Writes all size bytes of text to fd (retrying short writes); 0, or -1 with errno set.
+int runfile_write_all(int fd, const char *text, size_t size);
+
 // The value of a KEY=VALUE environment entry as JSON: a number when the whole text is a
 // finite decimal number ("1980", "700.00"), true/false for "true"/"false", else a string.
 cJSON *runfile_env_value(const char *text);

@@ -367,17 +367,6 @@ static int publish_without_replacing(const char *tmp_path, const char *path, cha
     return -1;
 }
 
-static int write_all(int fd, const char *text, size_t size) {
-    while (size > 0) {
-        ssize_t written = write(fd, text, size);
-        if (written < 0 && errno == EINTR) continue;
-        if (written <= 0) return -1;
-        text += written;
-        size -= (size_t)written;
-    }
-    return 0;
-}
-
 // Writes text and a newline to the new file path. 0, or -1 and err (path then does not exist,
 // or is the file that was there before).
 static int write_new_file(const char *path, const char *text, char *err, size_t err_size) {
@@ -389,7 +378,7 @@ static int write_new_file(const char *path, const char *text, char *err, size_t 
                      tmp_path, strerror(errno));
         return -1;
     }
-    int ok = write_all(fd, text, strlen(text)) == 0 && write_all(fd, "\n", 1) == 0;
+    int ok = runfile_write_all(fd, text, strlen(text)) == 0 && runfile_write_all(fd, "\n", 1) == 0;
     int saved_errno = errno;
     if (close(fd) != 0 && ok) ok = 0, saved_errno = errno;
     if (!ok) {
