@@ -558,7 +558,7 @@ static void train_step(Trainer *t, int step, int total_steps, const Options *o) 
     StepPlan plan = recipe_step_plan(r, step, total_steps, spe);
     CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train, n,
                                    step % spe, step / spe, o->seed, r->translate, r->translate_mode, r->cutout,
-                                   t->stream));
+                                   (float)r->jitter_brightness, (float)r->jitter_contrast, t->stream));
     forward_features(t, n, 1);
     CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, t->layout.head), n,
                                    r->widths[2], (float)recipe_logit_scale(r), 1.0f, 0.0f, t->stream));

@@ -35,6 +35,10 @@
     X(ENUM, translate_mode, 0, 1, RECIPE_TRANSLATE_MODES, "random: a fresh shift per image and epoch; "       \
                                                           "derandomized: each image walks all shifts")       \
     X(INT, cutout, 0, 32, NULL, "cutout square side in pixels, 0 = none")                                     \
+    X(DOUBLE, jitter_brightness, 0, 0.999, NULL, "brightness jitter: x + b, b uniform in [-this, this) per "    \
+                                                 "image and epoch (normalized space); 0 = none")              \
+    X(DOUBLE, jitter_contrast, 0, 0.999, NULL, "contrast jitter: then times c, c uniform in [1 - this, 1 + "   \
+                                               "this) per image and epoch; 0 = none")                         \
     X(DOUBLE, bn_keep, 0, 1, NULL, "BN running stats: running = bn_keep * running + (1 - bn_keep) * batch")   \
     X(DOUBLE, bn_eps, 1e-30, 1, NULL, "BN epsilon")                                                           \
     X(DOUBLE, whiten_eps, 0, 1, NULL, "whitening filters: eigenvector / sqrt(eigenvalue + whiten_eps)")       \

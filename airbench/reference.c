@@ -909,6 +909,9 @@ void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train,
         if (recipe->translate)
             aug_translate(seed, (TranslateMode)recipe->translate_mode, recipe->translate, epoch, image, &dy, &dx);
         if (recipe->cutout) aug_cutout(seed, recipe->cutout, epoch, image, &cut_y, &cut_x);
+        float brightness, contrast;
+        aug_jitter(seed, (float)recipe->jitter_brightness, (float)recipe->jitter_contrast, epoch, image, &brightness,
+                   &contrast);
         float *dst = out + (size_t)i * CIFAR10_IMAGE_BYTES;
         for (int c = 0; c < 3; c++)
             for (int y = 0; y < 32; y++)
@@ -917,7 +920,8 @@ void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train,
                     aug_source_pixel(y, x, dy, dx, flip, &sy, &sx);
                     int in_cutout = recipe->cutout && y >= cut_y && y < cut_y + recipe->cutout &&
                                     x >= cut_x && x < cut_x + recipe->cutout;
-                    dst[(c * 32 + y) * 32 + x] = in_cutout ? 0.0f : aug_normalize(src[(c * 32 + sy) * 32 + sx], c);
+                    float value = aug_normalize(src[(c * 32 + sy) * 32 + sx], c);
+                    dst[(c * 32 + y) * 32 + x] = in_cutout ? 0.0f : aug_jitter_apply(value, brightness, contrast);
                 }
         labels_out[i] = train->labels[image];
     }

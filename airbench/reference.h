@@ -132,8 +132,9 @@ double ref_train_step(RefNet *net, const Recipe *recipe, const StepPlan *plan, c
 // Unaugmented normalized images (n x 3 x 32 x 32) from uint8 CHW.
 void ref_normalize_images(float *out, const uint8_t *images, int n);
 // Training batch `batch_index` of epoch `epoch`: shuffled order, alternating flip,
-// translation (the recipe's translate and translate_mode), cutout, normalized. Writes
-// batch_size images and labels.
+// translation (the recipe's translate and translate_mode), normalized, brightness and
+// contrast jitter (jitter_brightness, jitter_contrast), then cutout. Writes batch_size
+// images and labels.
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
                      const Recipe *recipe, uint64_t seed, int epoch, int batch_index);
 // Test-time augmentation logits (level 0, 1 or 2, docs/recipe.md) in eval mode, with the

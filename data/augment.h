@@ -2,7 +2,7 @@
 //
 // Pure functions of (seed, epoch, image index) built on rng.h, compiled both into the CPU
 // reference and into the GPU loader kernel, so both make the same choices. The pixel work
-// itself (reflect padding, crop, flip, cutout) is done by the callers.
+// itself (reflect padding, crop, flip, jitter, cutout) is done by the callers.
 #pragma once
 #include "rng.h"
 
@@ -37,6 +37,29 @@ RNG_HD void aug_cutout(uint64_t seed, int size, uint32_t epoch, uint32_t image, 
     uint32_t k = rng_below(rng_u32(seed, RNG_STREAM_CUTOUT, epoch, image), side * side);
     *y0 = (int)(k / side);
     *x0 = (int)(k % side);
+}
+
+// Brightness and contrast jitter of an image in an epoch: brightness b uniform in [-B, B)
+// and contrast c = 1 + u, u uniform in [-C, C) (so c in [1 - C, 1 + C) up to the rounding
+// of the sum), independent draws, B = max_brightness, C = max_contrast. An amplitude of 0
+// gives exactly b = 0 (no draw), c = 1. Every operation is rounded on its own (the products
+// by rng_mul_rn, so that neither they nor the callers' sums with b fuse into an FMA), so
+// host and device get the same bits.
+RNG_HD void aug_jitter(uint64_t seed, float max_brightness, float max_contrast, uint32_t epoch, uint32_t image,
+                       float *brightness, float *contrast) {
+    *brightness = 0.0f;
+    *contrast = 1.0f;
+    if (max_brightness > 0.0f)
+        *brightness = rng_mul_rn(rng_unit_pm(rng_u32(seed, RNG_STREAM_BRIGHTNESS, epoch, image)), max_brightness);
+    if (max_contrast > 0.0f)
+        *contrast = 1.0f + rng_mul_rn(rng_unit_pm(rng_u32(seed, RNG_STREAM_CONTRAST, epoch, image)), max_contrast);
+}
+
+// A jittered normalized value: (x + b) * c, two roundings (an add followed by a multiply
+// is no multiply-add, so no compiler can fuse it). With b = 0 and c = 1 it is x, bit for
+// bit, for every x but -0, which aug_normalize never returns.
+RNG_HD float aug_jitter_apply(float x, float brightness, float contrast) {
+    return (x + brightness) * contrast;
 }
 
 // The image at position `slot` of epoch `epoch`'s shuffled order of n_train images.

@@ -64,7 +64,7 @@ static void compare_stats(Check *result, const void *partials_d, int n_blocks, i
 
 typedef struct {
     Cifar10Split split;  // random images and labels (host)
-    Recipe recipe;       // airbench94's translation and cutout, at the bench's batch
+    Recipe recipe;       // airbench94's translation and cutout, the record's jitter, at the bench's batch
     int batch_index, epoch;
     uint8_t *images_d, *labels_d, *batch_labels_d;
     void *x_d;           // the loaded batch or view: fp16 NCHW
@@ -82,6 +82,8 @@ static Loader *make_loader(int n_images, int batch) {
     l->x_d = dev_alloc((size_t)batch * CIFAR10_IMAGE_BYTES * sizeof(uint16_t));
     l->recipe = RECIPE_94;
     l->recipe.batch_size = batch;
+    l->recipe.jitter_brightness = 0.1399;  // the 2025 record's amplitudes (issue 14)
+    l->recipe.jitter_contrast = 0.1308;
     l->batch_index = n_images / batch / 2;  // mid-epoch
     l->epoch = 3;
     return l;
@@ -99,7 +101,8 @@ static cudaError_t run_train_loader(const Case *c, KernelFn launch, cudaStream_t
     const Recipe *r = &l->recipe;
     return CALL_AS(launch_train_loader, launch)(l->x_d, l->batch_labels_d, l->images_d, l->labels_d, l->split.n,
                                                 r->batch_size, l->batch_index, l->epoch, SEED, r->translate,
-                                                TRANSLATE_RANDOM, r->cutout, stream);
+                                                TRANSLATE_RANDOM, r->cutout, (float)r->jitter_brightness,
+                                                (float)r->jitter_contrast, stream);
 }
 
 static void check_train_loader(const Case *c, Check *result) {

@@ -3,7 +3,7 @@
 against by tests/test_reference.c.
 
 Run from anywhere (paths are relative to this file's repository):
-    python3 dev/make_fixtures.py [net|whiten|muon|augment|bn_group|selective_tta ...]   (default: all)
+    python3 dev/make_fixtures.py [net|whiten|muon|augment|jitter|bn_group|selective_tta ...]   (default: all)
 
 It builds the airbench network (../shared/spec/recipe.md) functionally in PyTorch on the CPU,
 at tiny widths, and writes small binary files under tests/fixtures/:
@@ -16,6 +16,8 @@ at tiny widths, and writes small binary files under tests/fixtures/:
                and given gradients, and Newton-Schulz outputs in fp32 and bf16
   whiten.bin   40 correlated normalized images and their 24 whitening filters
   augment.bin  synthetic uint8 images and the training batches the loader must produce
+  augment_jitter.bin  the same with brightness and contrast jitter (the 2025 record's
+               amplitudes, with and without cutout, and wide ones)
   bn_group_d2.bin  one training step whose BatchNorm works per group of 4 of the 8 images:
                as two separate workers, summed loss, the first worker's running stats
   selective_tta.bin  eval logits where only the least sure images get TTA (uniform and
@@ -24,8 +26,8 @@ at tiny widths, and writes small binary files under tests/fixtures/:
 Precision: every tensor the C code is given (parameters, inputs, gradients, state) is first
 rounded to float32, then all of the math here runs in float64 on those values; results are
 stored as float32. Exceptions, on purpose: the Newton-Schulz fixtures run in float32 and in
-bfloat16 (the recipe's precision), and the augmentation fixture does the normalization in
-float32 exactly as data/augment.h does.
+bfloat16 (the recipe's precision), and the augmentation fixtures do the normalization and
+the jitter in float32 exactly as data/augment.h does.
 
 File format (little-endian): "ABFX", uint32 version (1), uint32 tensor count; then per tensor:
 uint32 name length, the name's bytes (no NUL), uint32 ndim, int32 dims[ndim], float32 data
@@ -593,6 +595,9 @@ def make_muon_fixture(seed):
 M32 = (1 << 32) - 1
 M64 = (1 << 64) - 1
 STREAM_FLIP, STREAM_TRANSLATE, STREAM_TRANSLATE_ORDER, STREAM_CUTOUT, STREAM_SHUFFLE = 2, 3, 4, 5, 6
+STREAM_BRIGHTNESS, STREAM_CONTRAST = 7, 8
+# the 2025 record's jitter amplitudes (hiverge/cifar10-speedrun)
+RECORD_JITTER = (0.1399, 0.1308)
 
 
 def rng_mix64(z):
@@ -609,6 +614,12 @@ def rng_u32(seed, stream, a, b):
 
 def rng_below(bits, n):
     return (bits * n) >> 32
+
+
+def rng_unit_pm(bits):
+    """rng.h's uniform float32 in [-1, 1): k / 2^24 and 2x - 1, both exact."""
+    x = np.float32(bits >> 8) * np.float32(1.0 / 16777216.0)
+    return x + x - np.float32(1.0)
 
 
 def rng_permute(seed, stream, a, i, n):
@@ -647,6 +658,17 @@ def aug_cutout(seed, size, epoch, image):
     return k // side, k % side
 
 
+def aug_jitter(seed, max_brightness, max_contrast, epoch, image):
+    """(b, c) as float32: b = fl(s B), c = fl(1 + fl(s' C)), each operation rounded on its
+    own (numpy float32 scalars); an amplitude of 0 gives b = 0, c = 1 without a draw."""
+    b, c = np.float32(0.0), np.float32(1.0)
+    if max_brightness > 0:
+        b = rng_unit_pm(rng_u32(seed, STREAM_BRIGHTNESS, epoch, image)) * np.float32(max_brightness)
+    if max_contrast > 0:
+        c = np.float32(1.0) + rng_unit_pm(rng_u32(seed, STREAM_CONTRAST, epoch, image)) * np.float32(max_contrast)
+    return b, c
+
+
 def aug_shuffle(seed, epoch, slot, n_train):
     return rng_permute(seed, STREAM_SHUFFLE, epoch, slot, n_train)
 
@@ -660,7 +682,9 @@ def normalize_u8(images):
 
 
 def expected_batch(images_u8, labels, seed, epoch, batch_size, batch_index, translate, cutout,
-                   derandomized):
+                   derandomized, jitter=(0.0, 0.0)):
+    """The loader's batch: normalize, translate, flip, jitter (x + b) * c in float32, cutout.
+    info per image: (image, flip, dy, dx, cutout y0, x0, b, c)."""
     n = images_u8.shape[0]
     out, out_labels, info = [], [], []
     for slot in range(batch_index * batch_size, (batch_index + 1) * batch_size):
@@ -674,13 +698,16 @@ def expected_batch(images_u8, labels, seed, epoch, batch_size, batch_index, tran
         if fl:
             view = flip(view)
         view = view.clone()
+        b, c = aug_jitter(seed, jitter[0], jitter[1], epoch, image)
+        if jitter[0] > 0 or jitter[1] > 0:
+            view = (view + torch.tensor(b, dtype=F32)) * torch.tensor(c, dtype=F32)
         cy, cx = (-1, -1)
         if cutout > 0:
             cy, cx = aug_cutout(seed, cutout, epoch, image)
             view[:, :, cy: cy + cutout, cx: cx + cutout] = 0.0
         out.append(view[0])
         out_labels.append(int(labels[image]))
-        info.append((image, fl, dy, dx, cy, cx))
+        info.append((image, fl, dy, dx, cy, cx, float(b), float(c)))
     return torch.stack(out), out_labels, info
 
 
@@ -711,9 +738,45 @@ def make_augment_fixture(seed):
         w.add(f"{key}.labels", batch_labels)
         # the per-image decisions (image, flip, dy, dx, cutout y0, x0): the C test checks that
         # this port of rng.h / augment.h agrees with the header itself
-        w.add(f"{key}.decisions", info)
+        w.add(f"{key}.decisions", [d[:6] for d in info])
         print(f"  {key}: images {[i[0] for i in info]}, flips {[i[1] for i in info]}, "
               f"offsets {[(i[2], i[3]) for i in info]}")
+    w.write()
+
+
+def make_jitter_fixture(seed):
+    """augment_jitter.bin: training batches with brightness and contrast jitter, laid out as
+    augment.bin, each case with its amplitudes and decisions that add b and c."""
+    gen = torch.Generator().manual_seed(seed)
+    n, batch_size, batch_index, epoch, aug_seed = 20, 8, 1, 5, 11
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.int64)
+    labels = torch.randint(0, N_CLASSES, (n,), generator=gen)
+    w = FixtureWriter("augment_jitter.bin")
+    w.add("images", images)
+    w.add("labels", labels)
+    w.add("normalized.0_1", normalize_u8(images[0:2]))
+    w.add("config.seed", aug_seed)
+    w.add("config.epoch", epoch)
+    w.add("config.batch_size", batch_size)
+    w.add("config.batch_index", batch_index)
+    cases = [("jitter94.random", "airbench94", False, RECORD_JITTER),
+             ("jitter96.derandomized", "airbench96", True, RECORD_JITTER),
+             ("jitter96.wide", "airbench96", False, (0.9, 0.75))]
+    for key, recipe_name, derandomized, jitter in cases:
+        recipe = RECIPES[recipe_name]
+        batch, batch_labels, info = expected_batch(images, labels, aug_seed, epoch, batch_size,
+                                                   batch_index, recipe["translate"], recipe["cutout"],
+                                                   derandomized, jitter)
+        w.add(f"{key}.translate", recipe["translate"])
+        w.add(f"{key}.cutout", recipe["cutout"])
+        w.add(f"{key}.derandomized", int(derandomized))
+        w.add(f"{key}.jitter_brightness", jitter[0])
+        w.add(f"{key}.jitter_contrast", jitter[1])
+        w.add(f"{key}.batch", batch)
+        w.add(f"{key}.labels", batch_labels)
+        w.add(f"{key}.decisions", info)  # (image, flip, dy, dx, cutout y0, x0, b, c)
+        print(f"  {key}: images {[i[0] for i in info]}, "
+              f"(b, c) {[(round(i[6], 4), round(i[7], 4)) for i in info]}")
     w.write()
 
 
@@ -852,6 +915,7 @@ FIXTURES = {
     "whiten": lambda: make_whiten_fixture(seed=99),
     "muon": lambda: make_muon_fixture(seed=4321),
     "augment": lambda: make_augment_fixture(seed=2024),
+    "jitter": lambda: make_jitter_fixture(seed=2025),
     "bn_group": lambda: search_bn_group_fixture(first_seed=3000),
     "selective_tta": lambda: make_selective_tta_fixture(seed=5000),
 }

@@ -1,26 +1,32 @@
 // data.cu: the GPU loaders. One block per image: thread 0 makes the image's random
 // decisions once (augment.h, the same functions as the CPU reference, so the choices are
 // bit-identical), the block stages the source image's 3072 bytes and the 3 x 256 table of
-// aug_normalize values in shared memory, then every thread writes 8 consecutive output
-// pixels of one row as one 16-byte store.
+// its input values (aug_normalize, then the image's brightness and contrast jitter) in
+// shared memory, then every thread writes 8 consecutive output pixels of one row as one
+// 16-byte store.
 #include "augment.h"
 #include "kernel_common.h"
 
 #define LOADER_THREADS 128
 #define IMAGE_VECTORS (3 * 32 * 32 / 8)  // 16-byte output vectors per image: 384
 
-// What happens to one image: its source index, its flip, shift and cutout square.
+// What happens to one image: its source index, its flip, shift, cutout square, and
+// brightness and contrast (0 and 1: none).
 struct ImageView {
     uint32_t image;
     int flip, dy, dx, cut_y, cut_x, cut_size;
+    float brightness, contrast;
 };
 
-// Copies the 3072 source bytes of an image (CHW) into shared memory, 16 bytes a thread,
-// and fills normalized[c * 256 + value] = aug_normalize(value, c).
-__device__ __forceinline__ void stage_image(uint4 *staged, float *normalized, const uint8_t *image) {
+// Copies the 3072 source bytes of an image (CHW) into shared memory, 16 bytes a thread, and
+// fills normalized[c * 256 + value] with value's input value in channel c: aug_normalize,
+// jittered by the view's brightness and contrast (the same for every pixel of the image).
+__device__ __forceinline__ void stage_image(uint4 *staged, float *normalized, const uint8_t *image,
+                                            const ImageView &view) {
     const uint4 *src = reinterpret_cast<const uint4 *>(image);
     for (int i = threadIdx.x; i < 3072 / 16; i += blockDim.x) staged[i] = src[i];
-    for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x) normalized[i] = aug_normalize((uint8_t)(i % 256), i / 256);
+    for (int i = threadIdx.x; i < 3 * 256; i += blockDim.x)
+        normalized[i] = aug_jitter_apply(aug_normalize((uint8_t)(i % 256), i / 256), view.brightness, view.contrast);
 }
 
 // Writes the 32x32x3 normalized view of the staged image to dst (CHW fp16). Vector v
@@ -45,7 +51,7 @@ __device__ __forceinline__ void write_view(__half *dst, const uint8_t *src, cons
 
 __global__ void train_loader_kernel(__half *x, uint8_t *batch_labels, const uint8_t *images, const uint8_t *labels,
                                     int n_train, int batch, int batch_index, int epoch, uint64_t seed, int translate,
-                                    int translate_mode, int cutout) {
+                                    int translate_mode, int cutout, float jitter_brightness, float jitter_contrast) {
     __shared__ uint4 staged[3072 / 16];
     __shared__ float normalized[3 * 256];
     __shared__ ImageView view;
@@ -60,11 +66,12 @@ __global__ void train_loader_kernel(__half *x, uint8_t *batch_labels, const uint
         if (translate)
             aug_translate(seed, (TranslateMode)translate_mode, translate, (uint32_t)epoch, v.image, &v.dy, &v.dx);
         if (cutout) aug_cutout(seed, cutout, (uint32_t)epoch, v.image, &v.cut_y, &v.cut_x);
+        aug_jitter(seed, jitter_brightness, jitter_contrast, (uint32_t)epoch, v.image, &v.brightness, &v.contrast);
         view = v;
         batch_labels[row] = labels[v.image];
     }
     __syncthreads();
-    stage_image(staged, normalized, images + (size_t)view.image * 3072);
+    stage_image(staged, normalized, images + (size_t)view.image * 3072, view);
     __syncthreads();
     write_view(x + (size_t)row * 3072, reinterpret_cast<const uint8_t *>(staged), normalized, view);
 }
@@ -74,8 +81,8 @@ __global__ void eval_loader_kernel(__half *x, const uint8_t *images, const int *
     __shared__ uint4 staged[3072 / 16];
     __shared__ float normalized[3 * 256];
     uint32_t image = indices ? (uint32_t)indices[blockIdx.x] : blockIdx.x;
-    ImageView view = {image, flip, shift, shift, 0, 0, 0};
-    stage_image(staged, normalized, images + (size_t)image * 3072);
+    ImageView view = {image, flip, shift, shift, 0, 0, 0, 0.0f, 1.0f};  // test images: no jitter
+    stage_image(staged, normalized, images + (size_t)image * 3072, view);
     __syncthreads();
     write_view(x + (size_t)blockIdx.x * 3072, reinterpret_cast<const uint8_t *>(staged), normalized, view);
 }
@@ -84,11 +91,13 @@ extern "C" {
 
 cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t *images, const uint8_t *labels,
                                 int n_train, int batch, int batch_index, int epoch, uint64_t seed, int translate,
-                                int translate_mode, int cutout, cudaStream_t stream) {
+                                int translate_mode, int cutout, float jitter_brightness, float jitter_contrast,
+                                cudaStream_t stream) {
     if (batch > 0)
         train_loader_kernel<<<batch, LOADER_THREADS, 0, stream>>>(x, batch_labels, images, labels, n_train, batch,
                                                                   batch_index, epoch, seed, translate,
-                                                                  translate_mode, cutout);
+                                                                  translate_mode, cutout, jitter_brightness,
+                                                                  jitter_contrast);
     return cudaGetLastError();
 }
 

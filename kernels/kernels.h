@@ -27,11 +27,14 @@ typedef __nv_bfloat16_raw __nv_bfloat16;
 // Training batch `batch_index` of `epoch` (augment.h decides everything): image
 // aug_shuffle(seed, epoch, batch_index * batch + i, n_train) goes to row i, flipped,
 // translated by reflect padding (max shift `translate`, mode 0 random / 1 derandomized),
-// cutout (size `cutout`, 0 = none), normalized. images: n_train x 3 x 32 x 32 uint8 (CHW).
+// normalized, jittered ((x + b) * c per image, b in [-jitter_brightness, jitter_brightness),
+// c in [1 - jitter_contrast, 1 + jitter_contrast); 0 = none), then cutout (size `cutout`,
+// 0 = none) set to 0. images: n_train x 3 x 32 x 32 uint8 (CHW).
 cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t *images,
                                 const uint8_t *labels, int n_train, int batch, int batch_index,
                                 int epoch, uint64_t seed, int translate, int translate_mode,
-                                int cutout, cudaStream_t stream);
+                                int cutout, float jitter_brightness, float jitter_contrast,
+                                cudaStream_t stream);
 // Test view of images [0, n): mirrored if flip, shifted by (shift, shift) with reflect
 // padding (TTA: shift -1, 0 or +1), normalized.
 cudaError_t launch_eval_loader(__half *x, const uint8_t *images, int n, int flip, int shift,

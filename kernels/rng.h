@@ -1,10 +1,10 @@
 // rng.h: the counter-based random number generator shared by the CPU reference and the GPU.
 //
 // Every random choice in airbench.c (weight init, flip bits, translation offsets, cutout
-// positions, the per-epoch shuffle) is a pure function of (seed, stream, a, b): no state,
-// no sequence. The same header compiles as host C and as CUDA device code, and uses only
-// integer arithmetic and exactly rounded float operations, so a GPU thread and the CPU
-// reference draw bit-identical numbers for the same counters.
+// positions, brightness and contrast jitter, the per-epoch shuffle) is a pure function of
+// (seed, stream, a, b): no state, no sequence. The same header compiles as host C and as
+// CUDA device code, and uses only integer arithmetic and exactly rounded float operations,
+// so a GPU thread and the CPU reference draw bit-identical numbers for the same counters.
 #pragma once
 #include <stdint.h>
 
@@ -22,6 +22,8 @@ enum {
     RNG_STREAM_TRANSLATE_ORDER = 4, // derandomized translation order: a = image index
     RNG_STREAM_CUTOUT = 5,     // cutout corner: a = epoch, b = image index
     RNG_STREAM_SHUFFLE = 6,    // per-epoch permutation: a = epoch
+    RNG_STREAM_BRIGHTNESS = 7, // brightness jitter: a = epoch, b = image index
+    RNG_STREAM_CONTRAST = 8,   // contrast jitter: a = epoch, b = image index
 };
 
 // splitmix64's finalizer: a bijective 64-bit mix with full avalanche.
@@ -44,11 +46,30 @@ RNG_HD uint32_t rng_below(uint32_t bits, uint32_t n) {
     return (uint32_t)(((uint64_t)bits * n) >> 32);
 }
 
-// Uniform float in [-bound, bound). x = k / 2^24 is exact, 2x - 1 is exact, and the one
-// rounding left is the final multiply, so host and device agree to the bit.
-RNG_HD float rng_uniform_pm(uint32_t bits, float bound) {
+// Uniform float in [-1, 1) on the grid of multiples of 2^-23: x = k / 2^24 (k the top 24
+// bits) is exact, and so is 2x - 1.
+RNG_HD float rng_unit_pm(uint32_t bits) {
     float x = (float)(bits >> 8) * (1.0f / 16777216.0f);
-    return (x + x - 1.0f) * bound;
+    return x + x - 1.0f;
+}
+
+// Uniform float in [-bound, bound): the one rounding is the final multiply, so host and
+// device agree to the bit.
+RNG_HD float rng_uniform_pm(uint32_t bits, float bound) { return rng_unit_pm(bits) * bound; }
+
+// x * y rounded once to float, as a value that no later addition is fused with: nvcc
+// contracts a * b + c into one fused multiply-add (one rounding instead of two) by default,
+// and so does gcc in its default gnu mode on a target with FMA (aarch64, x86 with -mfma),
+// each at its own places, which would make a sum differ between host and device.
+// __fmul_rn is never contracted; a volatile's value is unknown to the compiler, so nothing
+// can be fused with its read.
+RNG_HD float rng_mul_rn(float x, float y) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(x, y);
+#else
+    volatile float product = x * y;
+    return product;
+#endif
 }
 
 // A pseudo-random permutation of [0, n) evaluated at i, keyed by (seed, stream, a): a

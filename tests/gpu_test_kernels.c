@@ -37,14 +37,21 @@ static void test_loaders(int divisor) {
     uint8_t *images_d = dev_upload(images, (size_t)N_TRAIN * CIFAR10_IMAGE_BYTES);
     uint8_t *labels_d = dev_upload(labels, N_TRAIN);
     const uint64_t seed = 20240501;
+    // jitter: the record's amplitudes, brightness or contrast alone, and wide ones (with cutout)
     const struct {
         int batch, batch_index, epoch, translate, cutout;
         TranslateMode mode;
+        float brightness, contrast;
     } cases[] = {
-        {256, 3, 5, 2, 0, TRANSLATE_RANDOM},
-        {256, 7, 30, 4, 12, TRANSLATE_DERANDOMIZED},
-        {200, 2, 4, 2, 0, TRANSLATE_DERANDOMIZED},
-        {128, 0, 1, 0, 0, TRANSLATE_RANDOM},
+        {256, 3, 5, 2, 0, TRANSLATE_RANDOM, 0, 0},
+        {256, 7, 30, 4, 12, TRANSLATE_DERANDOMIZED, 0, 0},
+        {200, 2, 4, 2, 0, TRANSLATE_DERANDOMIZED, 0, 0},
+        {128, 0, 1, 0, 0, TRANSLATE_RANDOM, 0, 0},
+        {256, 5, 2, 2, 0, TRANSLATE_RANDOM, 0.1399f, 0.1308f},
+        {256, 1, 9, 4, 12, TRANSLATE_RANDOM, 0.1399f, 0.1308f},
+        {200, 4, 6, 2, 0, TRANSLATE_DERANDOMIZED, 0.25f, 0},
+        {128, 3, 3, 0, 0, TRANSLATE_RANDOM, 0, 0.3f},
+        {256, 2, 17, 4, 12, TRANSLATE_DERANDOMIZED, 0.9f, 0.9f},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int batch = cases[k].batch / divisor;
@@ -54,13 +61,16 @@ static void test_loaders(int divisor) {
         recipe.translate = cases[k].translate;
         recipe.cutout = cases[k].cutout;
         recipe.translate_mode = cases[k].mode;
+        recipe.jitter_brightness = cases[k].brightness;
+        recipe.jitter_contrast = cases[k].contrast;
         float *want = HOST_FLOATS(count);
         uint8_t *want_labels = host_buffer(batch), *got_labels = host_buffer(batch);
         ref_train_batch(want, want_labels, &split, N_TRAIN, &recipe, seed, cases[k].epoch, cases[k].batch_index);
         void *x_d = dev_alloc(count * sizeof(uint16_t));
         uint8_t *batch_labels_d = dev_alloc(batch);
         LAUNCH(launch_train_loader(x_d, batch_labels_d, images_d, labels_d, N_TRAIN, batch, cases[k].batch_index,
-                                   cases[k].epoch, seed, cases[k].translate, (int)cases[k].mode, cases[k].cutout, 0));
+                                   cases[k].epoch, seed, cases[k].translate, (int)cases[k].mode, cases[k].cutout,
+                                   cases[k].brightness, cases[k].contrast, 0));
         uint16_t *got = HOST_HALVES(count);
         download(got, x_d, count * sizeof(uint16_t));
         download(got_labels, batch_labels_d, batch);
@@ -68,10 +78,11 @@ static void test_loaders(int divisor) {
         for (size_t i = 0; i < count; i++) pixel_mismatches += got[i] != float_to_half(want[i]);
         for (int i = 0; i < batch; i++) label_mismatches += got_labels[i] != want_labels[i];
         const char *mode = cases[k].mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random";
-        check_error((double)pixel_mismatches, 0, "train_loader batch %d T=%d %s cutout=%d: pixels differing", batch,
-                    cases[k].translate, mode, cases[k].cutout);
-        check_error((double)label_mismatches, 0, "train_loader batch %d T=%d %s cutout=%d: labels differing", batch,
-                    cases[k].translate, mode, cases[k].cutout);
+        char what[128];
+        snprintf(what, sizeof what, "batch %d T=%d %s cutout=%d jitter %g,%g", batch, cases[k].translate, mode,
+                 cases[k].cutout, cases[k].brightness, cases[k].contrast);
+        check_error((double)pixel_mismatches, 0, "train_loader %s: pixels differing", what);
+        check_error((double)label_mismatches, 0, "train_loader %s: labels differing", what);
     }
     // Test views: the reference's tta_view on normalized images (static in reference.c,
     // so written out here with the same augment.h call).

@@ -81,7 +81,7 @@ static double forward_backward_both(Trainer *t, RefNet *ref, const Cifar10 *data
     ref_train_batch(batch, labels, &data->train, data->train.n, r, seed, epoch, step % spe);
     CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train,
                                    r->batch_size, step % spe, epoch, seed, r->translate, r->translate_mode,
-                                   r->cutout, t->stream));
+                                   r->cutout, (float)r->jitter_brightness, (float)r->jitter_contrast, t->stream));
     CUDA_CHECK(cudaMemsetAsync(t->loss_sum, 0, sizeof(double), t->stream));
     forward_features(t, r->batch_size, 1);
     CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, t->layout.head),

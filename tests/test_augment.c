@@ -1,8 +1,9 @@
 // test_augment.c: the random decisions of kernels/rng.h and data/augment.h, on their own
 // (no data files): the permutation is a bijection, flips alternate, translations and cutout
 // positions are uniform over their ranges, the derandomized translation never repeats an
-// offset within (2T+1)^2 epochs, reflect padding matches a direct construction, and the
-// uniform initializer stays in range. Every draw is deterministic, so the statistical bounds
+// offset within (2T+1)^2 epochs, the brightness and contrast jitter is uniform, independent
+// and exactly rounded, reflect padding matches a direct construction, and the uniform
+// initializer stays in range. Every draw is deterministic, so the statistical bounds
 // either always pass or always fail; they are set several standard deviations wide.
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,90 @@ static void test_cutout(int size) {
     free(counts);
 }
 
+// The bin of x in [-bound, bound] cut into k equal bins (bound itself in the last).
+static int uniform_bin(double x, double bound, int k) {
+    int bin = (int)floor((x / bound + 1.0) / 2.0 * k);
+    return bin < 0 ? 0 : bin >= k ? k - 1 : bin;
+}
+
+// Brightness and contrast jitter with amplitudes (B, C): b in [-B, B) and c - 1 in [-C, C]
+// (the sum's rounding can reach 1 + C), each uniform (chi-square over bins) with mean ~0,
+// b and c uncorrelated, a fresh draw per epoch and per image, and each value the two-step
+// rounding fl(s B), fl(1 + fl(s' C)) (computed here in double, where the products and the
+// sum are exact, then rounded once: what no FMA can have produced).
+static void test_jitter(float max_b, float max_c) {
+    enum { EPOCHS = 20, IMAGES = 5000, BINS = 20 };
+    int b_counts[BINS] = {0}, c_counts[BINS] = {0}, n = 0, in_range = 1, rounding = 1;
+    double sum_b = 0, sum_c = 0, sum_bc = 0, sum_bb = 0, sum_cc = 0;
+    for (uint32_t e = 0; e < EPOCHS; e++)
+        for (uint32_t i = 0; i < IMAGES; i++) {
+            float b, c;
+            aug_jitter(SEED, max_b, max_c, e, i, &b, &c);
+            double u = (double)c - 1.0;  // exact: c is within a factor 2 of 1
+            in_range &= b >= -max_b && b < max_b && u >= -max_c && u <= max_c;
+            float s_b = rng_unit_pm(rng_u32(SEED, RNG_STREAM_BRIGHTNESS, e, i));
+            float s_c = rng_unit_pm(rng_u32(SEED, RNG_STREAM_CONTRAST, e, i));
+            rounding &= b == (float)((double)s_b * max_b) &&
+                        c == (float)(1.0 + (double)(float)((double)s_c * max_c));
+            b_counts[uniform_bin(b, max_b, BINS)]++;
+            c_counts[uniform_bin(u, max_c, BINS)]++;
+            sum_b += b, sum_c += u, sum_bc += b * u, sum_bb += (double)b * b, sum_cc += u * u;
+            n++;
+        }
+    CHECK(in_range, "aug_jitter(%g, %g): b outside [-B, B) or c outside [1 - C, 1 + C]", max_b, max_c);
+    CHECK(rounding, "aug_jitter(%g, %g): b or c is not the two-step float rounding", max_b, max_c);
+    // means: sd of the mean of n uniforms on [-A, A) is A / sqrt(3 n); allow 6 sd
+    CHECK(fabs(sum_b / n) < 6 * max_b / sqrt(3.0 * n), "aug_jitter(%g, %g): mean b %.3g", max_b, max_c, sum_b / n);
+    CHECK(fabs(sum_c / n) < 6 * max_c / sqrt(3.0 * n), "aug_jitter(%g, %g): mean c - 1 %.3g", max_b, max_c, sum_c / n);
+    double chi_b = chi_square(b_counts, BINS, (double)n / BINS), chi_c = chi_square(c_counts, BINS, (double)n / BINS);
+    double df = BINS - 1, corr = sum_bc / sqrt(sum_bb * sum_cc);
+    printf("  jitter B = %g, C = %g: %d draws, chi-square b %.1f, c %.1f (df %.0f), corr(b, c) %+.4f\n", max_b, max_c,
+           n, chi_b, chi_c, df, corr);
+    CHECK(chi_b < df + 6 * sqrt(2 * df), "aug_jitter(%g, %g): b chi-square %.1f", max_b, max_c, chi_b);
+    CHECK(chi_c < df + 6 * sqrt(2 * df), "aug_jitter(%g, %g): c chi-square %.1f", max_b, max_c, chi_c);
+    // independent b and c: correlation ~ N(0, 1 / n); allow 6 sd
+    CHECK(fabs(corr) < 6 / sqrt((double)n), "aug_jitter(%g, %g): corr(b, c) = %.4f", max_b, max_c, corr);
+    // a fresh draw per epoch and per image: two floats on a 2^24 grid agree by chance ~never
+    int same_epoch = 0, same_image = 0;
+    for (uint32_t i = 0; i < IMAGES; i++) {
+        float b0, c0, b1, c1, b2, c2;
+        aug_jitter(SEED, max_b, max_c, 7, i, &b0, &c0);
+        aug_jitter(SEED, max_b, max_c, 8, i, &b1, &c1);
+        aug_jitter(SEED, max_b, max_c, 7, i + 1, &b2, &c2);
+        same_epoch += b0 == b1 || c0 == c1;
+        same_image += b0 == b2 || c0 == c2;
+    }
+    CHECK(same_epoch == 0, "aug_jitter(%g, %g): %d images keep b or c from epoch 7 to 8", max_b, max_c, same_epoch);
+    CHECK(same_image == 0, "aug_jitter(%g, %g): %d neighbouring images share b or c", max_b, max_c, same_image);
+}
+
+// Zero amplitudes: exactly b = +0 and c = 1, and then the jitter leaves every value the
+// loader can produce (aug_normalize of any byte and channel) unchanged, bit for bit; a zero
+// amplitude on one side leaves the other side's draws as they were.
+static void test_jitter_off(void) {
+    int off = 1, alone = 1;
+    for (uint32_t i = 0; i < 5000; i++) {
+        float b, c, b_only, c_only, b_both, c_both;
+        aug_jitter(SEED, 0.0f, 0.0f, 3, i, &b, &c);
+        off &= b == 0.0f && !signbit(b) && c == 1.0f;
+        aug_jitter(SEED, 0.25f, 0.0f, 3, i, &b_only, &c);
+        alone &= c == 1.0f;
+        aug_jitter(SEED, 0.0f, 0.25f, 3, i, &b, &c_only);
+        alone &= b == 0.0f;
+        aug_jitter(SEED, 0.25f, 0.25f, 3, i, &b_both, &c_both);
+        alone &= b_only == b_both && c_only == c_both;
+    }
+    CHECK(off, "aug_jitter(0, 0) is not exactly b = +0, c = 1");
+    CHECK(alone, "aug_jitter: one amplitude changes the other's draws, or a zero one draws");
+    int identity = 1;
+    for (int ch = 0; ch < 3; ch++)
+        for (int v = 0; v < 256; v++) {
+            float x = aug_normalize((uint8_t)v, ch), y = aug_jitter_apply(x, 0.0f, 1.0f);
+            identity &= memcmp(&x, &y, sizeof x) == 0;
+        }
+    CHECK(identity, "aug_jitter_apply(x, 0, 1) changes an aug_normalize value");
+}
+
 // aug_reflect against a reflect-padded row built directly: [T, T-1, .., 1, 0, 1, .., n-1,
 // n-2, .., n-1-T]; and aug_source_pixel against pad-crop-mirror done on index images.
 static void test_reflect(void) {
@@ -318,6 +403,9 @@ int main(void) {
     test_cutout(12);
     test_cutout(16);
     test_cutout(1);
+    test_jitter(0.1399f, 0.1308f);
+    test_jitter(0.9f, 0.7f);
+    test_jitter_off();
     test_reflect();
     test_uniform();
     return test_finish("test_augment");

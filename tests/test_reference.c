@@ -4,8 +4,9 @@
 // 1. PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
 //    float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
 //    networks; one Muon step and Newton-Schulz; the whitening filters; the augmented
-//    training batch. Each tensor is compared by relative error ||got - want|| / ||want||;
-//    each group prints its worst tensor (all tensors with ABFX_VERBOSE=1).
+//    training batches, without and with brightness and contrast jitter. Each tensor is
+//    compared by relative error ||got - want|| / ||want||; each group prints its worst
+//    tensor (all tensors with ABFX_VERBOSE=1).
 // 2. Finite differences (central, on the fp32 functions, with the effective step taken from
 //    the rounded perturbed values) for every layer function and for the whole network.
 // 3. ref_symmetric_eigen on a random symmetric 12 x 12 matrix and on a diagonal one.
@@ -726,94 +727,112 @@ static void test_whiten_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1d. the augmented training batch (augment.bin)
+// 1d. the augmented training batches (augment.bin, augment_jitter.bin)
 
-static void test_augment_fixture(void) {
-    Fixture f;
-    if (load_fixture(&f, "augment.bin")) return;
-    printf("%s\n", f.path);
-    const FixtureTensor *images_f = fixture_find(&f, "images");
-    const FixtureTensor *labels_f = fixture_find(&f, "labels");
-    CHECK(images_f && labels_f, "%s: no images or labels", f.path);
-    if (!images_f || !labels_f) {
-        fixture_free(&f);
-        return;
-    }
+// The uint8 images and labels of an augmentation fixture; n = 0 if they are missing.
+static Cifar10Split fixture_split(const Fixture *f) {
+    const FixtureTensor *images_f = fixture_find(f, "images");
+    const FixtureTensor *labels_f = fixture_find(f, "labels");
+    CHECK(images_f && labels_f, "%s: no images or labels", f->path);
+    if (!images_f || !labels_f) return (Cifar10Split){0};
     int n = images_f->dims[0];
     Cifar10Split split = {.n = n, .images = malloc(images_f->count), .labels = labels_from(labels_f->data, n)};
     if (!split.images) abort();
     for (size_t i = 0; i < images_f->count; i++) split.images[i] = (uint8_t)images_f->data[i];
+    return split;
+}
 
-    float *normalized = falloc(2 * CIFAR10_IMAGE_BYTES);
-    ref_normalize_images(normalized, split.images, 2);
-    const float *want_norm = fixture_get(&f, "normalized.0_1", 2 * CIFAR10_IMAGE_BYTES);
-    if (want_norm) {
-        double worst = 0;
-        for (int i = 0; i < 2 * CIFAR10_IMAGE_BYTES; i++) worst = fmax(worst, fabs(normalized[i] - want_norm[i]));
-        printf("  %-34s max abs err %.2e, tol %.0e\n", "ref_normalize_images", worst, TOL_AUGMENT);
-        CHECK(worst <= TOL_AUGMENT, "ref_normalize_images: max abs error %.3e", worst);
+// Case `key` of an augmentation fixture (with_jitter: it has jitter amplitudes, and its
+// decisions add b and c): the Python port's decisions (image, flip, dy, dx, cutout y0, x0
+// [, b, c]) equal augment.h's, and ref_train_batch gives the batch and labels.
+static void check_augment_case(const Fixture *f, const Cifar10Split *split, const char *key, int with_jitter) {
+    uint64_t seed = (uint64_t)fixture_scalar(f, "config.seed", 7);
+    int epoch = (int)fixture_scalar(f, "config.epoch", 3);
+    int batch_size = (int)fixture_scalar(f, "config.batch_size", 8);
+    int batch_index = (int)fixture_scalar(f, "config.batch_index", 1);
+    char name[96];
+    snprintf(name, sizeof name, "%s.translate", key);
+    int translate = (int)fixture_scalar(f, name, 0);
+    snprintf(name, sizeof name, "%s.cutout", key);
+    int cutout = (int)fixture_scalar(f, name, 0);
+    snprintf(name, sizeof name, "%s.derandomized", key);
+    TranslateMode mode = fixture_scalar(f, name, 0) != 0 ? TRANSLATE_DERANDOMIZED : TRANSLATE_RANDOM;
+    Recipe recipe = translate == 4 ? RECIPE_96 : RECIPE_94;
+    CHECK(recipe.translate == translate && recipe.cutout == cutout, "%s: recipe T %d cutout %d", key, translate, cutout);
+    recipe.batch_size = batch_size;
+    recipe.translate_mode = mode;
+    if (with_jitter) {
+        snprintf(name, sizeof name, "%s.jitter_brightness", key);
+        recipe.jitter_brightness = fixture_scalar(f, name, 0);
+        snprintf(name, sizeof name, "%s.jitter_contrast", key);
+        recipe.jitter_contrast = fixture_scalar(f, name, 0);
     }
-    free(normalized);
 
-    uint64_t seed = (uint64_t)fixture_scalar(&f, "config.seed", 7);
-    int epoch = (int)fixture_scalar(&f, "config.epoch", 3);
-    int batch_size = (int)fixture_scalar(&f, "config.batch_size", 8);
-    int batch_index = (int)fixture_scalar(&f, "config.batch_index", 1);
-    const char *cases[3] = {"aug96.random", "aug96.derandomized", "aug94.random"};
+    // the Python port of rng.h / augment.h agrees with the headers
+    int n_decisions = with_jitter ? 8 : 6;
+    snprintf(name, sizeof name, "%s.decisions", key);
+    const float *dec = fixture_get(f, name, (size_t)batch_size * n_decisions);
+    int port_ok = dec != NULL;
+    for (int i = 0; dec && i < batch_size; i++) {
+        const float *d = dec + n_decisions * i;
+        uint32_t slot = (uint32_t)(batch_index * batch_size + i);
+        uint32_t image = aug_shuffle(seed, epoch, slot, split->n);
+        int dy, dx, y0 = -1, x0 = -1;
+        aug_translate(seed, mode, translate, epoch, image, &dy, &dx);
+        if (cutout) aug_cutout(seed, cutout, epoch, image, &y0, &x0);
+        port_ok &= d[0] == image && d[1] == aug_flip(seed, epoch, image) && d[2] == dy && d[3] == dx &&
+                   d[4] == y0 && d[5] == x0;
+        if (with_jitter) {
+            float b, c;
+            aug_jitter(seed, (float)recipe.jitter_brightness, (float)recipe.jitter_contrast, epoch, image, &b, &c);
+            port_ok &= d[6] == b && d[7] == c;
+        }
+    }
+    CHECK(port_ok, "%s: the Python port's decisions differ from augment.h", key);
+
     float *out = falloc((size_t)batch_size * CIFAR10_IMAGE_BYTES);
     uint8_t *labels = malloc(batch_size);
     if (!labels) abort();
-    for (int c = 0; c < 3; c++) {
-        char key[96];
-        snprintf(key, sizeof key, "%s.translate", cases[c]);
-        int translate = (int)fixture_scalar(&f, key, 0);
-        snprintf(key, sizeof key, "%s.cutout", cases[c]);
-        int cutout = (int)fixture_scalar(&f, key, 0);
-        snprintf(key, sizeof key, "%s.derandomized", cases[c]);
-        TranslateMode mode = fixture_scalar(&f, key, 0) != 0 ? TRANSLATE_DERANDOMIZED : TRANSLATE_RANDOM;
-        Recipe recipe = translate == 4 ? RECIPE_96 : RECIPE_94;
-        CHECK(recipe.translate == translate && recipe.cutout == cutout, "%s: recipe T %d cutout %d", cases[c],
-              translate, cutout);
-        recipe.batch_size = batch_size;
-        recipe.translate_mode = mode;
-
-        // the Python port of rng.h / augment.h agrees with the headers
-        snprintf(key, sizeof key, "%s.decisions", cases[c]);
-        const float *dec = fixture_get(&f, key, (size_t)batch_size * 6);
-        int port_ok = dec != NULL;
-        for (int i = 0; dec && i < batch_size; i++) {
-            const float *d = dec + 6 * i;
-            uint32_t slot = (uint32_t)(batch_index * batch_size + i);
-            uint32_t image = aug_shuffle(seed, epoch, slot, n);
-            int dy, dx, y0 = -1, x0 = -1;
-            aug_translate(seed, mode, translate, epoch, image, &dy, &dx);
-            if (cutout) aug_cutout(seed, cutout, epoch, image, &y0, &x0);
-            port_ok &= d[0] == image && d[1] == aug_flip(seed, epoch, image) && d[2] == dy && d[3] == dx &&
-                       d[4] == y0 && d[5] == x0;
-        }
-        CHECK(port_ok, "%s: the Python port's decisions differ from augment.h", cases[c]);
-
-        memset(labels, 0xff, batch_size);
-        ref_train_batch(out, labels, &split, n, &recipe, seed, epoch, batch_index);
-        snprintf(key, sizeof key, "%s.batch", cases[c]);
-        const float *want = fixture_get(&f, key, (size_t)batch_size * CIFAR10_IMAGE_BYTES);
-        snprintf(key, sizeof key, "%s.labels", cases[c]);
-        const float *want_labels = fixture_get(&f, key, batch_size);
-        if (want) {
-            double worst = 0;
-            for (size_t i = 0; i < (size_t)batch_size * CIFAR10_IMAGE_BYTES; i++)
-                worst = fmax(worst, fabs(out[i] - want[i]));
-            printf("  ref_train_batch %-18s max abs err %.2e, tol %.0e\n", cases[c], worst, TOL_AUGMENT);
-            CHECK(worst <= TOL_AUGMENT, "ref_train_batch %s: max abs error %.3e", cases[c], worst);
-        }
-        if (want_labels) {
-            int same = 1;
-            for (int i = 0; i < batch_size; i++) same &= labels[i] == (uint8_t)want_labels[i];
-            CHECK(same, "ref_train_batch %s: labels differ", cases[c]);
-        }
+    memset(labels, 0xff, batch_size);
+    ref_train_batch(out, labels, split, split->n, &recipe, seed, epoch, batch_index);
+    snprintf(name, sizeof name, "%s.batch", key);
+    const float *want = fixture_get(f, name, (size_t)batch_size * CIFAR10_IMAGE_BYTES);
+    snprintf(name, sizeof name, "%s.labels", key);
+    const float *want_labels = fixture_get(f, name, batch_size);
+    if (want) {
+        double worst = 0;
+        for (size_t i = 0; i < (size_t)batch_size * CIFAR10_IMAGE_BYTES; i++) worst = fmax(worst, fabs(out[i] - want[i]));
+        printf("  ref_train_batch %-21s max abs err %.2e, tol %.0e\n", key, worst, TOL_AUGMENT);
+        CHECK(worst <= TOL_AUGMENT, "ref_train_batch %s: max abs error %.3e", key, worst);
+    }
+    if (want_labels) {
+        int same = 1;
+        for (int i = 0; i < batch_size; i++) same &= labels[i] == (uint8_t)want_labels[i];
+        CHECK(same, "ref_train_batch %s: labels differ", key);
     }
     free(out);
     free(labels);
+}
+
+// An augmentation fixture file: its first two images normalized, and its cases.
+static void test_augment_fixture(const char *file, const char *const *cases, int n_cases, int with_jitter) {
+    Fixture f;
+    if (load_fixture(&f, file)) return;
+    printf("%s\n", f.path);
+    Cifar10Split split = fixture_split(&f);
+    if (split.n) {
+        float *normalized = falloc(2 * CIFAR10_IMAGE_BYTES);
+        ref_normalize_images(normalized, split.images, 2);
+        const float *want_norm = fixture_get(&f, "normalized.0_1", 2 * CIFAR10_IMAGE_BYTES);
+        if (want_norm) {
+            double worst = 0;
+            for (int i = 0; i < 2 * CIFAR10_IMAGE_BYTES; i++) worst = fmax(worst, fabs(normalized[i] - want_norm[i]));
+            printf("  %-37s max abs err %.2e, tol %.0e\n", "ref_normalize_images", worst, TOL_AUGMENT);
+            CHECK(worst <= TOL_AUGMENT, "ref_normalize_images: max abs error %.3e", worst);
+        }
+        free(normalized);
+    }
+    for (int c = 0; split.n && c < n_cases; c++) check_augment_case(&f, &split, cases[c], with_jitter);
     free(split.images);
     free(split.labels);
     fixture_free(&f);
@@ -1191,7 +1210,10 @@ int main(void) {
     test_muon_fixture();
     test_ns_bf16_order_noise();
     test_whiten_fixture();
-    test_augment_fixture();
+    static const char *const augment_cases[] = {"aug96.random", "aug96.derandomized", "aug94.random"};
+    test_augment_fixture("augment.bin", augment_cases, 3, 0);
+    static const char *const jitter_cases[] = {"jitter94.random", "jitter96.derandomized", "jitter96.wide"};
+    test_augment_fixture("augment_jitter.bin", jitter_cases, 3, 1);
     test_bn_group_fixture();
     test_selective_tta_fixture();
 
