@@ -935,22 +935,37 @@ static void fd_batchnorm(void) {
     free(in), free(out), free(r), free(d_in);
 }
 
-static void fd_gelu(void) {
+// The derivative of an activation (through ref_activation_*) at 81 points of [-4, 4].
+static void fd_activation(Activation activation, const char *what) {
     enum { N = 81 };
     float in[N], up[N], down[N], d_in[N], ones[N], out_up[N], out_down[N];
     for (int i = 0; i < N; i++) in[i] = -4.0f + 0.1f * i + 0.013f, ones[i] = 1.0f;
-    ref_gelu_backward(d_in, ones, in, N);
+    ref_activation_backward(activation, d_in, ones, in, N);
     const float h = 1e-2f;
     for (int i = 0; i < N; i++) up[i] = in[i] + h, down[i] = in[i] - h;
-    ref_gelu_forward(out_up, up, N);
-    ref_gelu_forward(out_down, down, N);
-    FdCheck check = {"GELU d_in", 0, 0, 1e-4, 0};
+    ref_activation_forward(activation, out_up, up, N);
+    ref_activation_forward(activation, out_down, down, N);
+    FdCheck check = {what, 0, 0, 1e-4, 0};
     for (int i = 0; i < N; i++) fd_add(&check, d_in[i], ((double)out_up[i] - out_down[i]) / ((double)up[i] - down[i]));
     fd_end(&check);
+}
+
+static void fd_gelu(void) {
+    fd_activation(ACTIVATION_GELU, "GELU d_in");
     // exact GELU, not the tanh approximation: GELU(1) = Phi(1) = 0.841344746...
     float one = 1.0f, g1;
     ref_gelu_forward(&g1, &one, 1);
     CHECK_NEAR(g1, 0.8413447460685429, 1e-7, "GELU(1) (exact erf form)");
+}
+
+static void fd_silu(void) {
+    fd_activation(ACTIVATION_SILU, "SiLU d_in");
+    // SiLU(1) = sigmoid(1) = 1 / (1 + e^-1); SiLU'(0) = 1/2
+    float x[2] = {1.0f, 0.0f}, y[2], ones[2] = {1.0f, 1.0f}, dy[2];
+    ref_silu_forward(y, x, 2);
+    ref_silu_backward(dy, ones, x, 2);
+    CHECK_NEAR(y[0], 0.7310585786300049, 1e-7, "SiLU(1)");
+    CHECK_NEAR(dy[1], 0.5, 1e-7, "SiLU'(0)");
 }
 
 static double linear_objective(float *out, const float *in, const float *weight, const float *r, int n,
@@ -1017,10 +1032,11 @@ static double net_loss(RefNet *net, const float *x, const uint8_t *labels, int n
     return ref_loss_forward_backward(NULL, NULL, logits, labels, n, NET_CLASSES, 0.2f);
 }
 
-static void fd_network(int depth) {
+static void fd_network(int depth, Activation activation) {
     int widths[3] = {4, 6, 8}, n = 4;
     Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
     memcpy(recipe.widths, widths, sizeof widths);
+    recipe.activation = activation;
     RefNet *net = ref_net_create(&recipe);
     const NetLayout *l = &net->layout;
     for (int id = 0; id < l->n_tensors; id++) {
@@ -1036,7 +1052,7 @@ static void fd_network(int depth) {
     float *grads = falloc(l->n_params);
     memcpy(grads, net->grads, l->n_params * sizeof(float));
     char name[64];
-    snprintf(name, sizeof name, "network depth %d (few entries)", depth);
+    snprintf(name, sizeof name, "network d%d %s (few entries)", depth, RECIPE_ACTIVATIONS[activation]);
     FdCheck check = {name, 0, 0, 2e-2, 0};
     double worst = 0.0;
     char worst_name[64] = "";
@@ -1149,10 +1165,12 @@ int main(void) {
     fd_maxpool(3, 3, 3);
     fd_batchnorm();
     fd_gelu();
+    fd_silu();
     fd_linear();
     fd_loss();
-    fd_network(2);
-    fd_network(3);
+    fd_network(2, ACTIVATION_GELU);
+    fd_network(3, ACTIVATION_GELU);
+    fd_network(2, ACTIVATION_SILU);
 
     printf("eigensolver:\n");
     test_eigen();
