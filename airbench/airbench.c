@@ -7,7 +7,7 @@
 // run -> many seeded runs into the run file. Convolutions go through cuDNN (conv.c: NHWC
 // fp16, fp32 accumulation);
 // everything between them is a fused kernel from kernels/ (BN statistics with the pool,
-// BN + GELU, loss with its gradient, optimizer). The recipe is a runtime value
+// BN + GELU or SiLU, loss with its gradient, optimizer). The recipe is a runtime value
 // (recipe.h: --variant, --set NAME=VALUE); the CPU twin, reference.c, is the oracle this
 // file is tested against.
 #include <errno.h>
@@ -313,9 +313,10 @@ static void prepare_eval_bn(Trainer *t) {
 static size_t group_rows(int g, int images) { return (size_t)images * net_group_out_side(g) * net_group_out_side(g); }
 static size_t pre_pool_rows(int g, int images) { return (size_t)images * net_group_in_side(g) * net_group_in_side(g); }
 
-// Conv (g, j)'s output to its GELU output: the pool for j = 0, BN with batch statistics
-// (training: per BN group; the running stats updated from the first group's, as
-// data-parallel training keeps rank 0's) or running statistics (eval), the residual, GELU.
+// Conv (g, j)'s output to its activation's output: the pool for j = 0, BN with batch
+// statistics (training: per BN group; the running stats updated from the first group's, as
+// data-parallel training keeps rank 0's) or running statistics (eval), the residual, the
+// recipe's activation (GELU or SiLU).
 static void bn_gelu_forward(Trainer *t, int g, int j, int n, int train) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
@@ -339,7 +340,8 @@ static void bn_gelu_forward(Trainer *t, int g, int j, int n, int train) {
                                           (float)t->recipe.bn_eps, (float)t->recipe.bn_keep, s));
         const __half *residual = net_residual_joins(l->depth, j) ? a->act[g][0] + k * values : NULL;
         CUDA_CHECK(launch_bn_gelu_forward(a->act[g][j] + k * values, bn_in, residual, mean, rstd,
-                                          param_ptr(t, t->params, net_bn_id(l, g, j)), (int)rows, c, s));
+                                          param_ptr(t, t->params, net_bn_id(l, g, j)), (int)rows, c,
+                                          t->recipe.activation, s));
     }
 }
 
@@ -364,16 +366,16 @@ static void forward_features(Trainer *t, int n, int train) {
 // ----------------------------------------------------------------------------
 // Backward pass: from the loss gradient to every parameter gradient.
 
-// Through GELU, BN (per BN group, each through its own statistics) and, for j = 0, the
-// pool: from d_act to t->d_conv, and the BN bias gradient (summed over the groups). Where
-// the residual joins, the GELU-input gradient also goes to d_residual.
+// Through the activation, BN (per BN group, each through its own statistics) and, for
+// j = 0, the pool: from d_act to t->d_conv, and the BN bias gradient (summed over the
+// groups). Where the residual joins, the activation-input gradient also goes to d_residual.
 static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
     cudaStream_t s = t->stream;
     int c = l->widths[g], in_side = net_group_in_side(g), groups = bn_groups(t, n, 1), images = n / groups;
     size_t rows = group_rows(g, images), values = rows * c, pre_pool_values = pre_pool_rows(g, images) * c;
-    int joins = net_residual_joins(l->depth, j);
+    int joins = net_residual_joins(l->depth, j), activation = t->recipe.activation;
     const float *bias = param_ptr(t, t->params, net_bn_id(l, g, j));
     float *d_bias = param_ptr(t, t->grads, net_bn_id(l, g, j));
     for (int k = 0; k < groups; k++) {
@@ -381,17 +383,17 @@ static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_ac
         const __half *residual = joins ? a->act[g][0] + k * values : NULL, *d_out = d_act + k * values;
         const float *mean = a->bn_mean[g][j] + k * c, *rstd = a->bn_rstd[g][j] + k * c;
         CUDA_CHECK(launch_bn_gelu_backward_reduce(t->partials, d_out, bn_in, residual, mean, rstd, bias, (int)rows,
-                                                  c, s));
+                                                  c, activation, s));
         CUDA_CHECK(launch_bn_backward_finalize(groups == 1 ? d_bias : t->bn_group_bias + k * c, t->bn_sums,
                                                t->partials, stats_blocks((int)rows, c), c, (int)rows, s));
         if (j == 0)
             CUDA_CHECK(launch_bn_gelu_backward_apply_pool(t->d_conv + k * pre_pool_values, d_out, bn_in,
                                                           a->pool_argmax[g] + k * values, mean, rstd, bias,
-                                                          t->bn_sums, images, in_side, in_side, c, s));
+                                                          t->bn_sums, images, in_side, in_side, c, activation, s));
         else
             CUDA_CHECK(launch_bn_gelu_backward_apply(t->d_conv + k * values, joins ? t->d_residual + k * values : NULL,
                                                      d_out, bn_in, residual, mean, rstd, bias, t->bn_sums, (int)rows,
-                                                     c, s));
+                                                     c, activation, s));
     }
     if (groups > 1) CUDA_CHECK(launch_reduce_partials(d_bias, t->bn_group_bias, groups, c, s));
 }

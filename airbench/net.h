@@ -52,6 +52,11 @@ static inline int net_conv_side(int g, int j) { return j == 0 ? net_group_in_sid
 static inline int net_residual_joins(int depth, int j) { return depth == 3 && j == 2; }
 static inline int net_residual_splits(int depth, int j) { return depth == 3 && j == 1; }
 
+// The activation after each BN of the ConvGroups (recipe.h's `activation`; the whitening
+// conv's stays GELU): exact GELU x Phi(x), or SiLU x sigmoid(x) (the 2025 record recipe).
+// Shared with the kernels, whose launch functions take it as an int.
+typedef enum { ACTIVATION_GELU = 0, ACTIVATION_SILU = 1 } Activation;
+
 // Input channels of conv j of group g.
 static inline int net_conv_in(const int widths[3], int g, int j) {
     if (j > 0) return widths[g];

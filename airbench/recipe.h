@@ -8,12 +8,15 @@
 #pragma once
 #include <stddef.h>
 #include <stdio.h>
+#include "net.h"
 
 // X(KIND, name, min, max, choices, help): KIND is INT, DOUBLE, ENUM (an int chosen by name
 // from the NULL-terminated choices) or WIDTHS (three ints); min and max bound each value.
 #define RECIPE_FIELDS(X)                                                                                       \
     X(WIDTHS, widths, 1, 4096, NULL, "output channels of the three ConvGroups")                               \
     X(INT, depth, 2, 3, NULL, "convs per ConvGroup: 2, or 3 with the residual (96)")                          \
+    X(ENUM, activation, 0, 1, RECIPE_ACTIVATIONS, "after each BN of the ConvGroups: gelu (exact) or silu "    \
+                                                  "(x sigmoid(x)); the whitening conv's is always gelu")      \
     X(DOUBLE, epochs, 1e-3, 1000, NULL, "training length; fractional: steps = ceil(steps/epoch * epochs)")     \
     X(INT, batch_size, 2, 50000, NULL, "training images per step")                                            \
     X(DOUBLE, lr, 0, 1e4, NULL, "SGD learning rate per 1024 examples (decoupled; see recipe_sgd_lr)")         \
@@ -72,6 +75,8 @@
 
 // The names of augment.h's TranslateMode values, in order.
 #define RECIPE_TRANSLATE_MODES ((const char *const[]){"random", "derandomized", NULL})
+// The names of net.h's Activation values, in order.
+#define RECIPE_ACTIVATIONS ((const char *const[]){"gelu", "silu", NULL})
 typedef enum { LR_SCALING_LINEAR, LR_SCALING_SQRT, LR_SCALING_NONE } LrScaling;
 typedef enum { TTA_WEIGHTS_AIRBENCH, TTA_WEIGHTS_UNIFORM } TtaWeights;
 #define RECIPE_TTA_WEIGHTS ((const char *const[]){"airbench", "uniform", NULL})
@@ -94,7 +99,7 @@ typedef struct {
     .momentum = 0.85, .label_smoothing = 0.2, .bn_eps = 1e-12, .whiten_eps = 5e-4, .whiten_images = 5000,      \
     .whiten_bias_epochs = 3, .tta_level = 2, .ns_a = 3.4445, .ns_b = -4.7750, .ns_c = 2.0315, .ns_eps = 1e-7,  \
     .warmup_epochs = -1, .warmup_start = 0.2, .lr_scaling = LR_SCALING_LINEAR, .bn_group = 0, .bn_wd = 1,        \
-    .muon_norm_base = 1, .tta_select_frac = 1
+    .muon_norm_base = 1, .tta_select_frac = 1, .activation = ACTIVATION_GELU
 
 // Shared by the SGD variants (94, 95, 96).
 #define RECIPE_SGD                                                                                             \

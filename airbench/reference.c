@@ -175,7 +175,7 @@ void ref_conv_backward(float *d_in, float *d_weight, float *d_bias, const float 
 }
 
 // ----------------------------------------------------------------------------
-// Max pooling, BatchNorm, GELU, linear, loss.
+// Max pooling, BatchNorm, GELU and SiLU, linear, loss.
 
 void ref_maxpool_forward(float *out, int *argmax, const float *in, int n, int c, int h, int w, int k) {
     int out_h = h / k, out_w = w / k;
@@ -300,6 +300,32 @@ void ref_gelu_backward(float *d_in, const float *d_out, const float *in, size_t 
         double pdf = exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
         d_in[i] = (float)(d_out[i] * (cdf + x * pdf));
     }
+}
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+void ref_silu_forward(float *out, const float *in, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) out[i] = (float)(in[i] * sigmoid(in[i]));
+}
+
+// d/dx [x s(x)] = s(x) + x s(x) (1 - s(x)) = s(x) (1 + x (1 - s(x))), s the sigmoid.
+void ref_silu_backward(float *d_in, const float *d_out, const float *in, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        double x = in[i], s = sigmoid(x);
+        d_in[i] = (float)(d_out[i] * (s * (1.0 + x * (1.0 - s))));
+    }
+}
+
+void ref_activation_forward(Activation activation, float *out, const float *in, size_t count) {
+    if (activation == ACTIVATION_SILU) ref_silu_forward(out, in, count);
+    else ref_gelu_forward(out, in, count);
+}
+
+void ref_activation_backward(Activation activation, float *d_in, const float *d_out, const float *in, size_t count) {
+    if (activation == ACTIVATION_SILU) ref_silu_backward(d_in, d_out, in, count);
+    else ref_gelu_backward(d_in, d_out, in, count);
 }
 
 void ref_linear_forward(float *out, const float *in, const float *weight,
@@ -461,13 +487,13 @@ struct RefActs {
     float *pooled[3];                               // j = 0: after the pool, the BN input
     int *pool_argmax[3];
     float *bn_mean[3][NET_MAX_DEPTH], *bn_var[3][NET_MAX_DEPTH];
-    float *pre_act[3][NET_MAX_DEPTH];               // GELU inputs (BN output, + residual)
-    float *act[3][NET_MAX_DEPTH];                   // GELU outputs
+    float *pre_act[3][NET_MAX_DEPTH];               // activation inputs (BN output, + residual)
+    float *act[3][NET_MAX_DEPTH];                   // activation outputs
     float *features;                                // B x w3, after the final 3x3 max pool
     int *feature_argmax;
     float *logits, *d_logits;
     // Backward scratch, each the size of the largest activation: the gradients of the
-    // current activation, of a GELU input, of a BN input, of a conv output, and of the
+    // current activation, of an activation input, of a BN input, of a conv output, and of the
     // residual branch (96).
     float *d_act, *d_pre, *d_bn_in, *d_conv, *d_residual;
 };
@@ -563,6 +589,7 @@ RefNet *ref_net_create(const Recipe *recipe) {
     net->bn_eps = (float)recipe->bn_eps;
     net->bn_keep = (float)recipe->bn_keep;
     net->bn_group = recipe->bn_group;
+    net->activation = (Activation)recipe->activation;
     net->logit_scale = (float)recipe_logit_scale(recipe);
     size_t n = net->layout.n_params;
     net->params = xcalloc(n, sizeof(float));
@@ -614,7 +641,6 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
     memcpy(net->ema_running, net->running, net->n_running * sizeof(float));
 }
 
-// BN (+ residual) + GELU of conv (g, j) whose BN input is bn_in.
 // Images per BN group of a training batch of n.
 static int bn_group_size(const RefNet *net, int n) {
     if (!net->bn_group) return n;
@@ -625,6 +651,7 @@ static int bn_group_size(const RefNet *net, int n) {
     return net->bn_group;
 }
 
+// BN (+ residual) + the activation (GELU or SiLU) of conv (g, j) whose BN input is bn_in.
 static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n, int train) {
     RefActs *a = net->acts;
     int c = net->layout.widths[g], hw = net_group_out_side(g) * net_group_out_side(g);
@@ -645,7 +672,7 @@ static void forward_bn_gelu(RefNet *net, int g, int j, const float *bn_in, int n
     size_t count = (size_t)n * c * hw;
     if (net_residual_joins(net->layout.depth, j))
         for (size_t i = 0; i < count; i++) a->pre_act[g][j][i] += a->act[g][0][i];
-    ref_gelu_forward(a->act[g][j], a->pre_act[g][j], count);
+    ref_activation_forward(net->activation, a->act[g][j], a->pre_act[g][j], count);
 }
 
 void ref_forward(RefNet *net, const float *images, int n, int train, float *logits) {
@@ -676,15 +703,15 @@ void ref_forward(RefNet *net, const float *images, int n, int train, float *logi
     ref_linear_forward(logits, a->features, ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
 }
 
-// Backward through GELU, BN (and the pool for j = 0) of conv (g, j): from a->d_act to
-// a->d_conv. Where the residual joins, the GELU-input gradient is also the residual
+// Backward through the activation, BN (and the pool for j = 0) of conv (g, j): from a->d_act
+// to a->d_conv. Where the residual joins, the activation-input gradient is also the residual
 // branch's gradient.
 static void backward_bn_gelu(RefNet *net, int g, int j, int n) {
     const NetLayout *l = &net->layout;
     RefActs *a = net->acts;
     int c = l->widths[g], side = net_group_out_side(g), hw = side * side, in_side = net_group_in_side(g);
     size_t count = (size_t)n * c * hw;
-    ref_gelu_backward(a->d_pre, a->d_act, a->pre_act[g][j], count);
+    ref_activation_backward(net->activation, a->d_pre, a->d_act, a->pre_act[g][j], count);
     if (net_residual_joins(l->depth, j)) memcpy(a->d_residual, a->d_pre, count * sizeof(float));
     const float *bn_in = j == 0 ? a->pooled[g] : a->conv_out[g][j];
     float *d_bias = ref_tensor(net, net->grads, net_bn_id(l, g, j));

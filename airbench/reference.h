@@ -39,6 +39,12 @@ void ref_batchnorm_backward(float *d_in, float *d_bias, const float *d_out, cons
 // Exact GELU, x * Phi(x).
 void ref_gelu_forward(float *out, const float *in, size_t count);
 void ref_gelu_backward(float *d_in, const float *d_out, const float *in, size_t count);
+// SiLU, x * sigmoid(x).
+void ref_silu_forward(float *out, const float *in, size_t count);
+void ref_silu_backward(float *d_in, const float *d_out, const float *in, size_t count);
+// The ConvGroups' activation (net.h): GELU or SiLU.
+void ref_activation_forward(Activation activation, float *out, const float *in, size_t count);
+void ref_activation_backward(Activation activation, float *d_in, const float *d_out, const float *in, size_t count);
 // out[n][c_out] = scale * in[n][c_in] . weight[c_out][c_in]   (no bias)
 void ref_linear_forward(float *out, const float *in, const float *weight,
                         int n, int c_in, int c_out, float scale);
@@ -69,6 +75,7 @@ typedef struct {
     NetLayout layout;
     float bn_eps, bn_keep, logit_scale;
     int bn_group;                       // training BN statistics per group of images; 0: batch
+    Activation activation;              // after each BN of the ConvGroups
     float *params, *grads, *momentum;   // flat, layout.n_params each
     float *running;                     // per BN (g, j): running mean[c] then var[c]
     size_t n_running;
@@ -77,7 +84,7 @@ typedef struct {
     int muon_bf16;                      // 1: Muon rounds to bf16 where the GPU does (tests)
 } RefNet;
 
-// A network of recipe's widths and depth, BN and logit constants (no weights yet).
+// A network of recipe's widths, depth and activation, BN and logit constants (no weights yet).
 RefNet *ref_net_create(const Recipe *recipe);
 void ref_net_free(RefNet *net);
 static inline float *ref_tensor(const RefNet *net, float *base, int id) {

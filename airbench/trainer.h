@@ -15,7 +15,7 @@ typedef struct {
     __half *conv_out[3][NET_MAX_DEPTH];          // conv outputs (before the pool for j = 0)
     __half *pooled[3];                           // j = 0: pooled conv output, the BN input
     uint8_t *pool_argmax[3];
-    __half *act[3][NET_MAX_DEPTH];               // GELU outputs
+    __half *act[3][NET_MAX_DEPTH];               // activation outputs (GELU or SiLU)
     float *bn_mean[3][NET_MAX_DEPTH], *bn_rstd[3][NET_MAX_DEPTH];
     float *features, *logits;                    // n x w3, n x 10
     uint8_t *feature_argmax, *labels;

@@ -1,7 +1,7 @@
 // bench_activations.c: kernel_bench's harnesses of the kernels that move activations: the
 // loaders, the whitening layer, the per-channel statistics, the 2x2 max pool and
-// BatchNorm + GELU (see kernel_bench.h). Activations are NHWC rows x c; the reference's
-// per-channel functions take them as they are, as NCHW with n = rows and hw = 1.
+// BatchNorm + activation (see kernel_bench.h). Activations are NHWC rows x c; the
+// reference's per-channel functions take them as they are, as NCHW with n = rows, hw = 1.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -440,14 +440,16 @@ static void check_bn_backward_finalize(const Case *c, Check *result) {
 const Harness BN_BACKWARD_FINALIZE = {1, prepare_bn_backward_finalize, run_bn_backward_finalize,
                                       check_bn_backward_finalize, free_all};
 
-// ---- BatchNorm + GELU -----------------------------------------------------------------------
+// ---- BatchNorm + activation -----------------------------------------------------------------
 
-// A BatchNorm + GELU layer of rows x c: the BN input with per-channel means and spreads and
-// its batch statistics, the bias, the residual (when residual), d_out with per-channel
-// offsets (so that the backward sums are not cancellation noise), the reference's dz =
-// d_out * GELU'(z), and its per-channel sum dz [0, c) and sum dz * xhat [c, 2c).
+// A BatchNorm + activation layer of rows x c: the BN input with per-channel means and
+// spreads and its batch statistics, the bias, the residual (when residual), d_out with
+// per-channel offsets (so that the backward sums are not cancellation noise), the
+// reference's dz = d_out * act'(z), and its per-channel sum dz [0, c) and sum dz * xhat
+// [c, 2c). act is the shape's activation (--activation; the header line names it).
 typedef struct {
     int rows, c, residual;
+    Activation activation;
     float *in, *res, *d_out;           // host values (fp16)
     float *mean, *var, *bias;          // host, per channel
     float *d_z;                        // host: the reference's dz (backward harnesses)
@@ -470,9 +472,9 @@ static float *bn_z(const BnLayer *l) {
 
 // The forward inputs at rows x c; backward adds d_out, dz, its sums, their means for the
 // apply kernels (sums_d), and the partials and gradient buffers.
-static void make_bn_layer(BnLayer *l, int rows, int c, int residual, int backward) {
+static void make_bn_layer(BnLayer *l, int rows, int c, int residual, Activation activation, int backward) {
     size_t count = (size_t)rows * c;
-    *l = (BnLayer){.rows = rows, .c = c, .residual = residual};
+    *l = (BnLayer){.rows = rows, .c = c, .residual = residual, .activation = activation};
     l->in_d = device_activation(&l->in, rows, c, channel_values(c, -1.0, 1.0, 0), channel_values(c, 0.5, 2.0, 0));
     if (residual) l->res_d = device_activation(&l->res, rows, c, NULL, NULL);
     const float *moments = channel_sums(l->in, rows, c);
@@ -493,7 +495,7 @@ static void make_bn_layer(BnLayer *l, int rows, int c, int residual, int backwar
     if (!backward) return;
     l->d_out_d = device_activation(&l->d_out, rows, c, channel_values(c, 0.2, 0.7, 1), channel_values(c, 0.5, 0.5, 0));
     l->d_z = HOST_FLOATS(count);
-    ref_gelu_backward(l->d_z, l->d_out, bn_z(l), count);
+    ref_activation_backward(l->activation, l->d_z, l->d_out, bn_z(l), count);
     l->dz_sums = host_buffer(2 * (size_t)c * sizeof(double));
     for (size_t i = 0; i < count; i++) {
         int ch = (int)(i % c);
@@ -511,7 +513,7 @@ static void make_bn_layer(BnLayer *l, int rows, int c, int residual, int backwar
 static BnLayer *bn_case(Case *c, const Shape *s, int group, int residual, int backward) {
     BnLayer *l = host_buffer(sizeof *l);
     int side = group_pooled_side(group);
-    make_bn_layer(l, s->batch * side * side, s->widths[group], residual, backward);
+    make_bn_layer(l, s->batch * side * side, s->widths[group], residual, s->activation, backward);
     snprintf(c->shape, sizeof c->shape, "g%d %dx%dx%dx%d%s", group, s->batch, side, side, l->c,
              residual ? " +res" : "");
     c->state = l;
@@ -534,14 +536,14 @@ static void prepare_bn_gelu_forward_residual(Case *c, const Shape *s, int group)
 static cudaError_t run_bn_gelu_forward(const Case *c, KernelFn launch, cudaStream_t stream) {
     const BnLayer *l = c->state;
     return CALL_AS(launch_bn_gelu_forward, launch)(l->out_d, l->in_d, l->res_d, l->mean_d, l->rstd_d, l->bias_d,
-                                                   l->rows, l->c, stream);
+                                                   l->rows, l->c, l->activation, stream);
 }
 
 static void check_bn_gelu_forward(const Case *c, Check *result) {
     const BnLayer *l = c->state;
     size_t count = (size_t)l->rows * l->c;
     float *act = HOST_FLOATS(count);
-    ref_gelu_forward(act, bn_z(l), count);
+    ref_activation_forward(l->activation, act, bn_z(l), count);
     compare(result, "out", rel_error(download_halves(l->out_d, count), act, count), 2e-3);
 }
 
@@ -557,7 +559,8 @@ static void prepare_bn_gelu_backward_reduce(Case *c, const Shape *s, int group) 
 static cudaError_t run_bn_gelu_backward_reduce(const Case *c, KernelFn launch, cudaStream_t stream) {
     const BnLayer *l = c->state;
     return CALL_AS(launch_bn_gelu_backward_reduce, launch)(l->partials_d, l->d_out_d, l->in_d, l->res_d, l->mean_d,
-                                                           l->rstd_d, l->bias_d, l->rows, l->c, stream);
+                                                           l->rstd_d, l->bias_d, l->rows, l->c, l->activation,
+                                                           stream);
 }
 
 // The partials' totals against sum dz and sum dz * xhat.
@@ -594,7 +597,7 @@ static cudaError_t run_bn_gelu_backward_apply(const Case *c, KernelFn launch, cu
     const BnLayer *l = c->state;
     return CALL_AS(launch_bn_gelu_backward_apply, launch)(l->out_d, l->d_res_d, l->d_out_d, l->in_d, l->res_d,
                                                           l->mean_d, l->rstd_d, l->bias_d, l->sums_d, l->rows, l->c,
-                                                          stream);
+                                                          l->activation, stream);
 }
 
 // d_in (in out_d) and, with the residual, d_residual = dz.
@@ -624,7 +627,7 @@ static void prepare_bn_gelu_backward_apply_pool(Case *c, const Shape *s, int gro
     int side = group_pooled_side(group), ch_count = s->widths[group];
     p->n = s->batch;
     p->h = group_conv_side(group);
-    make_bn_layer(&p->bn, p->n * side * side, ch_count, 0, 1);
+    make_bn_layer(&p->bn, p->n * side * side, ch_count, 0, s->activation, 1);
     size_t count = (size_t)p->bn.rows * ch_count, prepool = (size_t)p->n * p->h * p->h * ch_count;
     uint8_t *q = host_buffer(count);
     p->argmax = host_buffer(count * sizeof(int));
@@ -649,7 +652,7 @@ static cudaError_t run_bn_gelu_backward_apply_pool(const Case *c, KernelFn launc
     const BnLayer *l = &p->bn;
     return CALL_AS(launch_bn_gelu_backward_apply_pool, launch)(p->d_prepool_d, l->d_out_d, l->in_d, p->argmax_d,
                                                                l->mean_d, l->rstd_d, l->bias_d, l->sums_d, p->n, p->h,
-                                                               p->h, l->c, stream);
+                                                               p->h, l->c, l->activation, stream);
 }
 
 // The BN input gradient routed back through the max pool by the reference.

@@ -4,12 +4,15 @@
 //   build/kernel_bench                                   every kernel at airbench94's shapes
 //   build/kernel_bench --kernel bn_gelu                  the kernels whose name contains bn_gelu
 //   build/kernel_bench --kernel 'bn_gelu_forward/*' --group 0 --batch 2048 --reps 200
+//   build/kernel_bench --kernel bn_gelu --activation silu    the BN kernels with SiLU
 //   build/kernel_bench --list
 //
 // Flags: --list (the selected kernels); --kernel PATTERN (may repeat: a substring of
 // "name/version", or, with a * ? or [, a glob matched against the name or "name/version");
 // --batch N (1024);
 // --widths A,B,C (64,256,256); --depth D (2; 3: airbench96's nets, for the optimizers);
+// --activation gelu|silu (gelu: the activation the bn_gelu kernels apply, and their
+// reference's);
 // --group G (the layer group 0-2 whose shape the per-layer kernels take; default all
 // three; the other kernels have one shape); --reps N (50); --warmup N (5); --cold (evict
 // the L2 cache before each timed launch: inputs come from DRAM; default: back-to-back
@@ -45,6 +48,7 @@
 #include <string.h>
 
 #include "kernel_bench.h"
+#include "recipe.h"
 
 // bench_spin.cu: keeps the stream busy for `nanoseconds`.
 cudaError_t launch_spin(uint64_t nanoseconds, cudaStream_t stream);
@@ -105,7 +109,8 @@ typedef struct {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: kernel_bench [--list] [--kernel PATTERN]... [--batch N] [--widths A,B,C] [--depth 2|3]\n"
-               "                    [--group 0|1|2] [--reps N] [--warmup N] [--cold] [--no-check]\n"
+               "                    [--activation gelu|silu] [--group 0|1|2] [--reps N] [--warmup N] [--cold]\n"
+               "                    [--no-check]\n"
                "Checks each kernel of kernels.h against the CPU reference and times it (see dev/kernel_bench.c).\n");
 }
 
@@ -130,13 +135,23 @@ static int parse_widths(const char *s, int widths[3]) {
     return rest ? -1 : 0;
 }
 
+// "gelu" or "silu" (recipe.h's names of net.h's Activation values); 0 on success.
+static int parse_activation(const char *s, Activation *out) {
+    for (int a = ACTIVATION_GELU; a <= ACTIVATION_SILU; a++)
+        if (!strcmp(s, RECIPE_ACTIVATIONS[a])) {
+            *out = (Activation)a;
+            return 0;
+        }
+    return -1;
+}
+
 static int bad_value(const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "kernel_bench: %s %s: expected %s\n", flag, value, expected);
     return 2;
 }
 
-static const char *const VALUE_FLAGS[] = {"--kernel", "--batch", "--widths", "--depth", "--group", "--reps",
-                                          "--warmup"};
+static const char *const VALUE_FLAGS[] = {"--kernel", "--batch", "--widths", "--depth", "--activation", "--group",
+                                          "--reps", "--warmup"};
 
 static int takes_value(const char *flag) {
     for (size_t i = 0; i < sizeof VALUE_FLAGS / sizeof VALUE_FLAGS[0]; i++)
@@ -155,6 +170,8 @@ static int set_value(Options *o, const char *flag, const char *v) {
         if (parse_widths(v, o->shape.widths)) return bad_value(flag, v, "A,B,C, multiples of 8 up to 2048");
     } else if (!strcmp(flag, "--depth")) {
         if (parse_int(v, 2, 3, &o->shape.depth)) return bad_value(flag, v, "2 or 3");
+    } else if (!strcmp(flag, "--activation")) {
+        if (parse_activation(v, &o->shape.activation)) return bad_value(flag, v, "gelu or silu");
     } else if (!strcmp(flag, "--group")) {
         if (parse_int(v, 0, 2, &o->group)) return bad_value(flag, v, "0, 1 or 2");
     } else if (!strcmp(flag, "--reps")) {
@@ -167,7 +184,8 @@ static int set_value(Options *o, const char *flag, const char *v) {
 
 // Fills o from the command line; 0, or 2 after a message.
 static int parse_options(int argc, char **argv, Options *o) {
-    *o = (Options){.shape = {1024, {64, 256, 256}, 2}, .group = -1, .reps = 50, .warmup = 5, .check = 1};
+    *o = (Options){.shape = {1024, {64, 256, 256}, 2, ACTIVATION_GELU}, .group = -1, .reps = 50, .warmup = 5,
+                   .check = 1};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i];
         if (!strcmp(flag, "--list")) {
@@ -287,8 +305,9 @@ static Timing time_launches(const Entry *e, const Case *c, const Options *o, con
 
 static void print_header(const Options *o) {
     const Shape *s = &o->shape;
-    printf("batch %d, widths %d,%d,%d, depth %d; median and min of %d launches after %d warm-up, inputs %s\n",
-           s->batch, s->widths[0], s->widths[1], s->widths[2], s->depth, o->reps, o->warmup,
+    printf("batch %d, widths %d,%d,%d, depth %d, %s; median and min of %d launches after %d warm-up, inputs %s\n",
+           s->batch, s->widths[0], s->widths[1], s->widths[2], s->depth, RECIPE_ACTIVATIONS[s->activation], o->reps,
+           o->warmup,
            o->cold ? "evicted from the L2" : "hot in the L2 when they fit");
     printf("%-32s %-3s %-28s %9s %9s %7s  %s\n", "kernel", "ver", "shape", "median us", "min us", "GB/s",
            "worst error (bound, output)");

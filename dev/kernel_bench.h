@@ -12,9 +12,10 @@
 #include "kernels.h"
 
 typedef struct {
-    int batch;      // images per batch (airbench94: 1024)
-    int widths[3];  // channels of the three conv groups (64, 256, 256)
-    int depth;      // convs per group: 2, or 3 (airbench96's residual)
+    int batch;              // images per batch (airbench94: 1024)
+    int widths[3];          // channels of the three conv groups (64, 256, 256)
+    int depth;              // convs per group: 2, or 3 (airbench96's residual)
+    Activation activation;  // the BN + activation kernels': GELU, or SiLU (the record recipe)
 } Shape;
 
 // Layer group g's sides: its first conv's output (the 2x2 max pool's input), and the pooled

@@ -3,7 +3,7 @@
 against by tests/test_reference.c.
 
 Run from anywhere (paths are relative to this file's repository):
-    python3 dev/make_fixtures.py [net|whiten|muon|augment|jitter|bn_group|selective_tta ...]   (default: all)
+    python3 dev/make_fixtures.py [net|whiten|muon|augment|jitter|bn_group|selective_tta|silu ...]   (default: all)
 
 It builds the airbench network (../shared/spec/recipe.md) functionally in PyTorch on the CPU,
 at tiny widths, and writes small binary files under tests/fixtures/:
@@ -22,6 +22,8 @@ at tiny widths, and writes small binary files under tests/fixtures/:
                as two separate workers, summed loss, the first worker's running stats
   selective_tta.bin  eval logits where only the least sure images get TTA (uniform and
                airbench view weights)
+  silu_d2.bin  net_d2.bin's network and steps with SiLU after the ConvGroups' BNs (the 2025
+               record recipe's activation; the whitening conv's stays GELU)
 
 Precision: every tensor the C code is given (parameters, inputs, gradients, state) is first
 rounded to float32, then all of the math here runs in float64 on those values; results are
@@ -69,6 +71,8 @@ MUON = dict(lr=0.24, momentum=0.6, ns_steps=3, sgd_momentum=0.85, bias_lr=0.053,
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 WHITEN_EPS = 5e-4
+# recipe.h's activation choices (net.h's Activation order): the ConvGroups' activation.
+ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu}
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,8 +231,10 @@ def fp32_pool_errors(params, running, x, cfg):
 def forward(params, running, x, train, cfg, gaps=None):
     """The airbench network. running: dict "mean.g.j"/"var.g.j" -> tensor, updated in place
     in training mode with PyTorch's BatchNorm semantics (momentum = 1 - keep, unbiased
-    variance for the running estimate, biased for normalization)."""
+    variance for the running estimate, biased for normalization). cfg["activation"] (a key
+    of ACTIVATIONS) follows each BN; the whitening conv's activation is always GELU."""
     depth, keep, eps = cfg["depth"], cfg["keep"], cfg["eps"]
+    act = ACTIVATIONS[cfg["activation"]]
 
     if gaps is not None:
         gaps.start()
@@ -247,13 +253,13 @@ def forward(params, running, x, train, cfg, gaps=None):
 
     h = F.gelu(F.conv2d(x, params["whiten_w"], params["whiten_b"]))  # exact (erf) GELU
     for g in range(3):
-        h = F.gelu(bn(pool(conv(h, g, 0), 2), g, 0))
+        h = act(bn(pool(conv(h, g, 0), 2), g, 0))
         if depth == 2:
-            h = F.gelu(bn(conv(h, g, 1), g, 1))
+            h = act(bn(conv(h, g, 1), g, 1))
         else:
             x0 = h
-            h = F.gelu(bn(conv(h, g, 1), g, 1))
-            h = F.gelu(bn(conv(h, g, 2), g, 2) + x0)
+            h = act(bn(conv(h, g, 1), g, 1))
+            h = act(bn(conv(h, g, 2), g, 2) + x0)
     h = pool(h, 3).flatten(1)
     return (h @ params["head"].T) * cfg["scale"]
 
@@ -302,11 +308,12 @@ def sgd_numbers(recipe, batch):
 POOL_MARGIN = 10.0
 
 
-def make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, seed):
+def make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, seed, activation):
     """One attempt with one seed: returns the writer (not yet written), the worst ratio of a
     max-pool gap to the fp32 rounding at its site, and a summary line."""
     recipe = RECIPES[recipe_name]
-    cfg = dict(depth=depth, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"])
+    cfg = dict(depth=depth, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"],
+               activation=activation)
     smoothing = recipe["smoothing"]
     gen = torch.Generator().manual_seed(seed)
     w = FixtureWriter(file_name)
@@ -334,6 +341,8 @@ def make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, se
     w.add("config.s2", s2)
     w.add("config.lookahead_decay", lookahead)
     w.add("config.recipe96", 1 if recipe_name == "airbench96" else 0)
+    if activation != "gelu":  # absent means gelu: the GELU fixtures' files stay as they were
+        w.add("config.activation", list(ACTIVATIONS).index(activation))
 
     init = random_params(gen, widths, depth)
     running = {}
@@ -426,17 +435,19 @@ def make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, se
         for level in range(3):
             w.add(f"tta.logits.{level}", tta_logits(params, running, x3, level, cfg, None))
     gap_text = ", ".join(f"{gaps.smallest[site]:.2g}/{pool_errors[site]:.2g}" for site in sorted(gaps.smallest))
-    summary = (f"  {recipe_name} numbers, widths {widths}, depth {depth}, batch {batch}, seed {seed}: "
+    summary = (f"  {recipe_name} numbers, {activation}, widths {widths}, depth {depth}, batch {batch}, "
+               f"seed {seed}: "
                f"loss step1 {loss1:.6f}, step2 {loss2:.6f}; lr {lr:.6g}, wd {wd:.6g}, lr_bn {lr_bn:.6g}\n"
                f"  smallest max-pool gap / fp32 rounding per site: {gap_text}")
     return w, ratio, summary
 
 
-def search_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, first_seed):
+def search_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, first_seed, activation="gelu"):
     """The first seed from first_seed on whose max-pool decisions are all clear of fp32
     rounding by POOL_MARGIN (deterministic, so the files are reproducible)."""
     for seed in range(first_seed, first_seed + 500):
-        w, ratio, summary = make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, seed)
+        w, ratio, summary = make_net_fixture(file_name, recipe_name, widths, depth, batch, tta_batch, seed,
+                                             activation)
         if ratio >= POOL_MARGIN:
             w.write()
             print(summary)
@@ -790,7 +801,7 @@ def make_bn_group_fixture(seed, widths=(8, 16, 16), batch=8, group=4):
     running statistics of the first worker (what DistributedDataParallel keeps by default).
     Returns the writer and the worst max-pool gap ratio (see search_net_fixture)."""
     recipe = RECIPES["airbench94"]
-    cfg = dict(depth=2, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"])
+    cfg = dict(depth=2, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"], activation="gelu")
     gen = torch.Generator().manual_seed(seed)
     names, rnames = tensor_names(2), running_names(2)
     lr, wd, lr_bn = sgd_numbers(recipe, batch)
@@ -918,6 +929,9 @@ FIXTURES = {
     "jitter": lambda: make_jitter_fixture(seed=2025),
     "bn_group": lambda: search_bn_group_fixture(first_seed=3000),
     "selective_tta": lambda: make_selective_tta_fixture(seed=5000),
+    # net_d2.bin's seeds: the same parameters and data where the max-pool decisions allow
+    "silu": lambda: search_net_fixture("silu_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000,
+                                       activation="silu"),
 }
 
 

@@ -1,5 +1,10 @@
 // bn_gelu.cu: BatchNorm (batch or running statistics, weight 1, trained bias) fused with
-// the exact GELU, forward and backward; the 96 recipe's residual joins before the GELU.
+// the activation, exact GELU or SiLU (net.h's Activation), forward and backward; the 96
+// recipe's residual joins before the activation.
+//
+// The activation is a template parameter of every kernel: each launch function checks the
+// activation once and launches the kernel instance with it compiled in, so the per-element
+// code has no branch on it and the GELU instances are the kernels as they were without SiLU.
 //
 // All kernels use the row tiling of kernel_common.h: a thread owns 8 channels, keeps their
 // per-channel parameters in registers, and walks rows. The elementwise passes (forward,
@@ -7,6 +12,7 @@
 // reduce pass is a stats_blocks reduction. The apply kernels hold 40 parameter registers:
 // __launch_bounds__(BLOCK, 3) keeps them at 80 registers (3 blocks per SM) without spills.
 #include "kernel_common.h"
+#include "net.h"
 
 #define COLUMN_THREADS (32 * COLUMN_SLICES)
 
@@ -22,13 +28,25 @@ __device__ __forceinline__ void load_bn_params(BnParams *p, const float *mean, c
     load_param8(p->bias, bias + ch0);
 }
 
-// One element's backward quantities: xhat and dz = d_out * GELU'(z), z as in the forward.
+// The activation A and its derivative, chosen at compile time.
+template <Activation A> __device__ __forceinline__ float activate(float z) {
+    if constexpr (A == ACTIVATION_SILU) return silu(z);
+    else return gelu(z);
+}
+
+template <Activation A> __device__ __forceinline__ float activate_grad(float z) {
+    if constexpr (A == ACTIVATION_SILU) return silu_grad(z);
+    else return gelu_grad(z);
+}
+
+// One element's backward quantities: xhat and dz = d_out * act'(z), z as in the forward.
+template <Activation A>
 __device__ __forceinline__ void bn_gelu_dz(float *dz, float *xhat, float x, float d_out, float residual,
                                            bool has_residual, const BnParams &p, int k) {
     float z = bn_z(x, p.mean[k], p.rstd[k], p.bias[k]);
     if (has_residual) z = __fadd_rn(z, residual);
     *xhat = bn_xhat(x, p.mean[k], p.rstd[k]);
-    *dz = d_out * gelu_grad(z);
+    *dz = d_out * activate_grad<A>(z);
 }
 
 // First row of this thread in a grid-stride walk, and the stride.
@@ -40,6 +58,7 @@ static int rows_grid(int rows, int c) { return stride_grid(ceil_div(rows, BLOCK 
 
 // ---- forward ---------------------------------------------------------------------------
 
+template <Activation A>
 __global__ void __launch_bounds__(BLOCK) bn_gelu_forward_kernel(__half *__restrict__ out, const __half *__restrict__ in,
                                                                 const __half *__restrict__ residual, const float *mean,
                                                                 const float *rstd, const float *bias, int rows, int c) {
@@ -57,7 +76,7 @@ __global__ void __launch_bounds__(BLOCK) bn_gelu_forward_kernel(__half *__restri
         for (int k = 0; k < 8; k++) {
             float z = bn_z(v[k], p.mean[k], p.rstd[k], p.bias[k]);
             if (residual) z = __fadd_rn(z, res[k]);
-            v[k] = gelu(z);
+            v[k] = activate<A>(z);
         }
         store_half8(out + at, v);
     }
@@ -65,6 +84,7 @@ __global__ void __launch_bounds__(BLOCK) bn_gelu_forward_kernel(__half *__restri
 
 // ---- backward pass 1: per-channel sums of dz and dz * xhat -------------------------------
 
+template <Activation A>
 __global__ void __launch_bounds__(BLOCK) bn_gelu_backward_reduce_kernel(float *partials, const __half *__restrict__ d_out,
                                                                         const __half *__restrict__ in,
                                                                         const __half *__restrict__ residual,
@@ -89,7 +109,7 @@ __global__ void __launch_bounds__(BLOCK) bn_gelu_backward_reduce_kernel(float *p
 #pragma unroll
             for (int k = 0; k < 8; k++) {
                 float dz, xhat;
-                bn_gelu_dz(&dz, &xhat, v[k], d[k], res[k], residual != nullptr, p, k);
+                bn_gelu_dz<A>(&dz, &xhat, v[k], d[k], res[k], residual != nullptr, p, k);
                 sum_dz[k] += dz;
                 sum_dz_xhat[k] = __fmaf_rn(dz, xhat, sum_dz_xhat[k]);
             }
@@ -118,18 +138,20 @@ __global__ void __launch_bounds__(COLUMN_THREADS) bn_backward_finalize_kernel(fl
 
 // The BN-input gradient of 8 channels of one row: rstd * (dz - mean dz - xhat * mean dz xhat);
 // dz_out receives dz.
+template <Activation A>
 __device__ __forceinline__ void bn_input_grad(float grad[8], float dz_out[8], const float v[8], const float d[8],
                                               const float res[8], bool has_residual, const BnParams &p,
                                               const float mean_dz[8], const float mean_dz_xhat[8]) {
 #pragma unroll
     for (int k = 0; k < 8; k++) {
         float dz, xhat;
-        bn_gelu_dz(&dz, &xhat, v[k], d[k], res[k], has_residual, p, k);
+        bn_gelu_dz<A>(&dz, &xhat, v[k], d[k], res[k], has_residual, p, k);
         grad[k] = p.rstd[k] * (dz - mean_dz[k] - xhat * mean_dz_xhat[k]);
         dz_out[k] = dz;
     }
 }
 
+template <Activation A>
 __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_kernel(
     __half *__restrict__ d_in, __half *__restrict__ d_residual, const __half *__restrict__ d_out,
     const __half *__restrict__ in, const __half *__restrict__ residual, const float *mean, const float *rstd,
@@ -148,7 +170,7 @@ __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_kernel(
         load_half8(v, in + at);
         load_half8(d, d_out + at);
         if (residual) load_half8(res, residual + at);
-        bn_input_grad(grad, dz, v, d, res, residual != nullptr, p, mean_dz, mean_dz_xhat);
+        bn_input_grad<A>(grad, dz, v, d, res, residual != nullptr, p, mean_dz, mean_dz_xhat);
         store_half8(d_in + at, grad);
         if (d_residual) store_half8(d_residual + at, dz);
     }
@@ -159,6 +181,7 @@ __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_kernel(
 // positions get 0. The thread of the last pooled column (row) also zeroes the input
 // column w-1 (row h-1) that the floor pool dropped when w (h) is odd, and the thread of
 // the last pooled pixel the corner (h-1, w-1).
+template <Activation A>
 __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_pool_kernel(
     __half *__restrict__ d_prepool, const __half *__restrict__ d_out, const __half *__restrict__ in,
     const uint8_t *__restrict__ argmax, const float *mean, const float *rstd, const float *bias, const float *sums,
@@ -181,7 +204,7 @@ __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_pool_kernel(
         load_half8(v, in + at);
         load_half8(d, d_out + at);
         load_bytes8(q_max, argmax + at);
-        bn_input_grad(grad, dz, v, d, zeros, false, p, mean_dz, mean_dz_xhat);
+        bn_input_grad<A>(grad, dz, v, d, zeros, false, p, mean_dz, mean_dz_xhat);
         // (y, x) -> corner + (y * w + x) * c, relative to input pixel (2oy, 2ox)
         __half *corner = d_prepool + (((size_t)img * h + 2 * oy) * w + 2 * ox) * c + ch0;
 #pragma unroll
@@ -204,20 +227,34 @@ __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_pool_kernel(
     }
 }
 
+// The instance of a kernel template for the activation (net.h's Activation), chosen once
+// per launch; NULL for an activation there is no instance of.
+template <typename Kernel> static Kernel kernel_for(int activation, Kernel gelu_kernel, Kernel silu_kernel) {
+    if (activation == ACTIVATION_GELU) return gelu_kernel;
+    if (activation == ACTIVATION_SILU) return silu_kernel;
+    return nullptr;
+}
+
 extern "C" {
 
 cudaError_t launch_bn_gelu_forward(__half *out, const __half *in, const __half *residual, const float *mean,
-                                   const float *rstd, const float *bias, int rows, int c, cudaStream_t stream) {
-    if (rows > 0)
-        bn_gelu_forward_kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(out, in, residual, mean, rstd, bias, rows, c);
+                                   const float *rstd, const float *bias, int rows, int c, int activation,
+                                   cudaStream_t stream) {
+    auto kernel = kernel_for(activation, bn_gelu_forward_kernel<ACTIVATION_GELU>,
+                             bn_gelu_forward_kernel<ACTIVATION_SILU>);
+    if (!kernel) return cudaErrorInvalidValue;
+    if (rows > 0) kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(out, in, residual, mean, rstd, bias, rows, c);
     return cudaGetLastError();
 }
 
 cudaError_t launch_bn_gelu_backward_reduce(float *partials, const __half *d_out, const __half *in,
                                            const __half *residual, const float *mean, const float *rstd,
-                                           const float *bias, int rows, int c, cudaStream_t stream) {
-    bn_gelu_backward_reduce_kernel<<<stats_blocks(rows, c), BLOCK, 0, stream>>>(partials, d_out, in, residual, mean,
-                                                                               rstd, bias, rows, c);
+                                           const float *bias, int rows, int c, int activation,
+                                           cudaStream_t stream) {
+    auto kernel = kernel_for(activation, bn_gelu_backward_reduce_kernel<ACTIVATION_GELU>,
+                             bn_gelu_backward_reduce_kernel<ACTIVATION_SILU>);
+    if (!kernel) return cudaErrorInvalidValue;
+    kernel<<<stats_blocks(rows, c), BLOCK, 0, stream>>>(partials, d_out, in, residual, mean, rstd, bias, rows, c);
     return cudaGetLastError();
 }
 
@@ -231,22 +268,28 @@ cudaError_t launch_bn_backward_finalize(float *d_bias, float *sums, const float 
 
 cudaError_t launch_bn_gelu_backward_apply(__half *d_in, __half *d_residual, const __half *d_out, const __half *in,
                                           const __half *residual, const float *mean, const float *rstd,
-                                          const float *bias, const float *sums, int rows, int c,
+                                          const float *bias, const float *sums, int rows, int c, int activation,
                                           cudaStream_t stream) {
+    auto kernel = kernel_for(activation, bn_gelu_backward_apply_kernel<ACTIVATION_GELU>,
+                             bn_gelu_backward_apply_kernel<ACTIVATION_SILU>);
+    if (!kernel) return cudaErrorInvalidValue;
     if (rows > 0)
-        bn_gelu_backward_apply_kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(d_in, d_residual, d_out, in, residual,
-                                                                               mean, rstd, bias, sums, rows, c);
+        kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(d_in, d_residual, d_out, in, residual, mean, rstd, bias,
+                                                          sums, rows, c);
     return cudaGetLastError();
 }
 
 cudaError_t launch_bn_gelu_backward_apply_pool(__half *d_prepool, const __half *d_out, const __half *in,
                                                const uint8_t *argmax, const float *mean, const float *rstd,
                                                const float *bias, const float *sums, int n, int h, int w, int c,
-                                               cudaStream_t stream) {
+                                               int activation, cudaStream_t stream) {
+    auto kernel = kernel_for(activation, bn_gelu_backward_apply_pool_kernel<ACTIVATION_GELU>,
+                             bn_gelu_backward_apply_pool_kernel<ACTIVATION_SILU>);
+    if (!kernel) return cudaErrorInvalidValue;
     int rows = n * (h / 2) * (w / 2);
     if (rows > 0)
-        bn_gelu_backward_apply_pool_kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(
-            d_prepool, d_out, in, argmax, mean, rstd, bias, sums, n, h, w, c);
+        kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(d_prepool, d_out, in, argmax, mean, rstd, bias, sums, n, h,
+                                                          w, c);
     return cudaGetLastError();
 }
 

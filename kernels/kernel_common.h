@@ -112,6 +112,22 @@ __device__ __forceinline__ float gelu_grad(float x) {
     return cdf + x * pdf;
 }
 
+// ---- SiLU ----------------------------------------------------------------------------
+
+// 1 / (1 + e^-x): for very negative x, e^-x overflows to inf and the result is 0, no NaN.
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// x * sigmoid(x).
+__device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
+
+// d/dx [x s(x)] = s(x) + x s(x) (1 - s(x)) = s(x) (1 + x (1 - s(x))), s the sigmoid.
+__device__ __forceinline__ float silu_grad(float x) {
+    float s = sigmoid(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+// ---- BatchNorm -----------------------------------------------------------------------
+
 // BatchNorm (weight 1) pre-activation, written once so that the forward and the backward
 // recompute the very same z: z = (x - mean) * rstd + bias, one rounding for the fma.
 __device__ __forceinline__ float bn_z(float x, float mean, float rstd, float bias) {

@@ -87,17 +87,20 @@ cudaError_t launch_bn_finalize(float *mean, float *rstd, float *running_mean, fl
 cudaError_t launch_bn_eval_params(float *mean, float *rstd, const float *running_mean,
                                   const float *running_var, int c, float eps, cudaStream_t stream);
 
-// ---- BatchNorm + GELU --------------------------------------------------------------
-// out = GELU((in - mean) * rstd + bias [+ residual]); residual may be NULL.
+// ---- BatchNorm + activation --------------------------------------------------------
+// The bn_gelu kernels apply `activation`, net.h's Activation: ACTIVATION_GELU (exact GELU)
+// or ACTIVATION_SILU (x sigmoid(x)), written act below; the backward passes must get the
+// forward's. Any other value launches nothing and returns cudaErrorInvalidValue.
+// out = act((in - mean) * rstd + bias [+ residual]); residual may be NULL.
 cudaError_t launch_bn_gelu_forward(__half *out, const __half *in, const __half *residual,
                                    const float *mean, const float *rstd, const float *bias,
-                                   int rows, int c, cudaStream_t stream);
-// Backward pass 1: with z recomputed as in the forward and dz = d_out * GELU'(z),
+                                   int rows, int c, int activation, cudaStream_t stream);
+// Backward pass 1: with z recomputed as in the forward and dz = d_out * act'(z),
 // xhat = (in - mean) * rstd: partials[block][2c] = (sum dz, sum dz * xhat).
 cudaError_t launch_bn_gelu_backward_reduce(float *partials, const __half *d_out, const __half *in,
                                            const __half *residual, const float *mean,
                                            const float *rstd, const float *bias, int rows, int c,
-                                           cudaStream_t stream);
+                                           int activation, cudaStream_t stream);
 // Backward finalize: d_bias = sum dz; sums (2c floats) = mean dz in [0, c), mean dz*xhat
 // in [c, 2c), over count values.
 cudaError_t launch_bn_backward_finalize(float *d_bias, float *sums, const float *partials,
@@ -107,7 +110,8 @@ cudaError_t launch_bn_backward_finalize(float *d_bias, float *sums, const float 
 cudaError_t launch_bn_gelu_backward_apply(__half *d_in, __half *d_residual, const __half *d_out,
                                           const __half *in, const __half *residual,
                                           const float *mean, const float *rstd, const float *bias,
-                                          const float *sums, int rows, int c, cudaStream_t stream);
+                                          const float *sums, int rows, int c, int activation,
+                                          cudaStream_t stream);
 // Backward pass 2 through the 2x2 max pool too: in is the pooled BN input
 // (n x h/2 x w/2 x c); writes d_prepool (n x h x w x c): the BN-input gradient at each
 // window's argmax, zero elsewhere (including the row/column the floor pool dropped).
@@ -115,7 +119,7 @@ cudaError_t launch_bn_gelu_backward_apply_pool(__half *d_prepool, const __half *
                                                const __half *in, const uint8_t *argmax,
                                                const float *mean, const float *rstd,
                                                const float *bias, const float *sums, int n, int h,
-                                               int w, int c, cudaStream_t stream);
+                                               int w, int c, int activation, cudaStream_t stream);
 
 // ---- head ----------------------------------------------------------------------------
 // Global max over side x side (the final 3x3 pool): features n x c fp32, argmax 0..side^2-1.

@@ -302,15 +302,16 @@ static void test_stats_blocks_and_reduce(void) {
 }
 
 // ----------------------------------------------------------------------------
-// A BatchNorm + GELU layer as the trainer runs it, forward (training and eval mode) and
-// backward, against ref_maxpool_*, ref_batchnorm_*, ref_gelu_*.
+// A BatchNorm + activation layer as the trainer runs it, forward (training and eval mode)
+// and backward, against ref_maxpool_*, ref_batchnorm_*, ref_activation_* (GELU or SiLU).
 
 typedef struct {
     int n, small_n; // images, and images with --small (still more than one stats block)
     int h, c;       // kernel input n x h x h x c (the pre-pool conv output when pool)
     int pool;       // j = 0 of a group: 2x2 max pool before the BN
-    int residual;   // 96's third conv: the residual joins before the GELU
+    int residual;   // 96's third conv: the residual joins before the activation
     int coarse;     // inputs on a 1/4 grid: many tied maxima (first one wins)
+    Activation activation;  // after the BN: GELU or SiLU
 } BnCase;
 
 // GPU argmax bytes (NHWC, window position q) against the reference's flat indices (NCHW,
@@ -346,8 +347,8 @@ static void test_bn_layer(const BnCase *t, int small) {
     int rows = n * hw, in_rows = n * h * h, blocks = stats_blocks(rows, c);
     size_t count = (size_t)rows * c, in_count = (size_t)in_rows * c;
     char name[96];
-    snprintf(name, sizeof name, "%s n=%d %dx%dx%d%s%s", t->pool ? "pool+bn" : "bn", n, h, h, c,
-             t->residual ? " +res" : "", t->coarse ? " coarse" : "");
+    snprintf(name, sizeof name, "%s n=%d %dx%dx%d%s%s %s", t->pool ? "pool+bn" : "bn", n, h, h, c,
+             t->residual ? " +res" : "", t->coarse ? " coarse" : "", RECIPE_ACTIVATIONS[t->activation]);
     printf("%s (%d stats blocks)\n", name, blocks);
 
     // Inputs: per-channel means and spreads; BN bias and running stats; the residual; d_out
@@ -369,7 +370,7 @@ static void test_bn_layer(const BnCase *t, int small) {
     random_activation(res_h, res, rows, c, NULL, NULL, 0);
     random_activation(d_out_h, d_out, rows, c, d_offset, d_std, 0);
 
-    // GPU, forward: statistics (with the pool), finalize, BN + GELU; eval mode too.
+    // GPU, forward: statistics (with the pool), finalize, BN + activation; eval mode too.
     void *in_d = dev_upload(in_h, in_count * 2), *bn_in_d = in_d, *res_d = t->residual ? dev_upload(res_h, count * 2) : NULL;
     uint8_t *argmax_d = NULL;
     float *partials_d = dev_alloc((size_t)blocks * 2 * c * sizeof(float));
@@ -387,26 +388,28 @@ static void test_bn_layer(const BnCase *t, int small) {
     LAUNCH(launch_bn_finalize(mean_d, rstd_d, run_mean_d, run_var_d, partials_d, blocks, c, rows, eps, keep, 0));
     float *bias_d = dev_upload(bias, c * sizeof(float));
     void *out_d = dev_alloc(count * 2);
-    LAUNCH(launch_bn_gelu_forward(out_d, bn_in_d, res_d, mean_d, rstd_d, bias_d, rows, c, 0));
+    LAUNCH(launch_bn_gelu_forward(out_d, bn_in_d, res_d, mean_d, rstd_d, bias_d, rows, c, t->activation, 0));
     float *eval_mean_d = dev_alloc(c * sizeof(float)), *eval_rstd_d = dev_alloc(c * sizeof(float));
     float *run_mean0_d = dev_upload(run_mean0, c * sizeof(float)), *run_var0_d = dev_upload(run_var0, c * sizeof(float));
     void *eval_out_d = dev_alloc(count * 2);
     LAUNCH(launch_bn_eval_params(eval_mean_d, eval_rstd_d, run_mean0_d, run_var0_d, c, eps, 0));
-    LAUNCH(launch_bn_gelu_forward(eval_out_d, bn_in_d, res_d, eval_mean_d, eval_rstd_d, bias_d, rows, c, 0));
+    LAUNCH(launch_bn_gelu_forward(eval_out_d, bn_in_d, res_d, eval_mean_d, eval_rstd_d, bias_d, rows, c,
+                                  t->activation, 0));
 
     // GPU, backward: reduce, finalize, apply (through the pool when pool).
     void *d_out_d = dev_upload(d_out_h, count * 2);
     float *bwd_partials_d = dev_alloc((size_t)blocks * 2 * c * sizeof(float));
     float *d_bias_d = dev_alloc(c * sizeof(float)), *bwd_sums_d = dev_alloc(2 * (size_t)c * sizeof(float));
-    LAUNCH(launch_bn_gelu_backward_reduce(bwd_partials_d, d_out_d, bn_in_d, res_d, mean_d, rstd_d, bias_d, rows, c, 0));
+    LAUNCH(launch_bn_gelu_backward_reduce(bwd_partials_d, d_out_d, bn_in_d, res_d, mean_d, rstd_d, bias_d, rows, c,
+                                          t->activation, 0));
     LAUNCH(launch_bn_backward_finalize(d_bias_d, bwd_sums_d, bwd_partials_d, blocks, c, rows, 0));
     void *d_in_d = dev_alloc((t->pool ? in_count : count) * 2), *d_res_d = t->residual ? dev_alloc(count * 2) : NULL;
     if (t->pool)
         LAUNCH(launch_bn_gelu_backward_apply_pool(d_in_d, d_out_d, bn_in_d, argmax_d, mean_d, rstd_d, bias_d,
-                                                  bwd_sums_d, n, h, h, c, 0));
+                                                  bwd_sums_d, n, h, h, c, t->activation, 0));
     else
         LAUNCH(launch_bn_gelu_backward_apply(d_in_d, d_res_d, d_out_d, bn_in_d, res_d, mean_d, rstd_d, bias_d,
-                                             bwd_sums_d, rows, c, 0));
+                                             bwd_sums_d, rows, c, t->activation, 0));
 
     // Reference, forward.
     float *in_nchw = HOST_FLOATS(in_count), *bn_in = in_nchw;
@@ -450,7 +453,7 @@ static void test_bn_layer(const BnCase *t, int small) {
     nhwc_to_nchw(res_nchw, res, n, hw, c);
     if (t->residual)
         for (size_t i = 0; i < count; i++) pre[i] += res_nchw[i];
-    ref_gelu_forward(act, pre, count);
+    ref_activation_forward(t->activation, act, pre, count);
     check_error(rel_error(download_floats(mean_d, c), mean, c), 1e-5, "%s: bn_finalize mean", name);
     check_error(rel_error(download_floats(rstd_d, c), rstd, c), 1e-5, "%s: bn_finalize rstd", name);
     check_error(rel_error(download_floats(run_mean_d, c), run_mean, c), 1e-5, "%s: bn_finalize running mean", name);
@@ -462,7 +465,7 @@ static void test_bn_layer(const BnCase *t, int small) {
     ref_batchnorm_forward_eval(eval_pre, bn_in, bias, run_mean0, run_var0, n, c, hw, eps);
     if (t->residual)
         for (size_t i = 0; i < count; i++) eval_pre[i] += res_nchw[i];
-    ref_gelu_forward(eval_act, eval_pre, count);
+    ref_activation_forward(t->activation, eval_act, eval_pre, count);
     for (int ch = 0; ch < c; ch++) eval_rstd[ch] = (float)(1.0 / sqrt((double)run_var0[ch] + eps));
     check_error(rel_error(download_floats(eval_mean_d, c), run_mean0, c), 0, "%s: bn_eval_params mean (exact)", name);
     check_error(rel_error(download_floats(eval_rstd_d, c), eval_rstd, c), 1e-6, "%s: bn_eval_params rstd", name);
@@ -473,7 +476,7 @@ static void test_bn_layer(const BnCase *t, int small) {
     float *d_out_nchw = HOST_FLOATS(count), *d_pre = HOST_FLOATS(count), *d_bn_in = HOST_FLOATS(count);
     float *d_bias = HOST_FLOATS(c), *want_bwd_sums = HOST_FLOATS(2 * c);
     nhwc_to_nchw(d_out_nchw, d_out, n, hw, c);
-    ref_gelu_backward(d_pre, d_out_nchw, pre, count);
+    ref_activation_backward(t->activation, d_pre, d_out_nchw, pre, count);
     ref_batchnorm_backward(d_bn_in, d_bias, d_pre, bn_in, mean, var, n, c, hw, eps);
     for (int ch = 0; ch < c; ch++) {
         double sum_dz = 0.0, sum_dz_xhat = 0.0, r = 1.0 / sqrt((double)var[ch] + eps);
@@ -503,6 +506,23 @@ static void test_bn_layer(const BnCase *t, int small) {
                         "%s: backward_apply d_residual (fp16)", name);
     }
     free_all();
+}
+
+// An activation the kernels have no instance of: every bn_gelu launch refuses it without
+// launching (the buffers are never touched: NULL) and leaves no error behind.
+static void test_bn_unknown_activation(void) {
+    printf("bn_gelu launches, unknown activation\n");
+    const int bad = ACTIVATION_SILU + 1, rows = 64, c = 8;
+    cudaError_t got[4] = {
+        launch_bn_gelu_forward(NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
+        launch_bn_gelu_backward_reduce(NULL, NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
+        launch_bn_gelu_backward_apply(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
+        launch_bn_gelu_backward_apply_pool(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 4, 4, 4, c, bad, 0),
+    };
+    for (int k = 0; k < 4; k++)
+        CHECK(got[k] == cudaErrorInvalidValue, "launch %d with activation %d: %s", k, bad, cudaGetErrorString(got[k]));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaGetLastError() == cudaSuccess,
+          "an error left behind by the refused launches");
 }
 
 // ----------------------------------------------------------------------------
@@ -923,18 +943,23 @@ static void run_checks(int small) {
     test_whiten(64 / divisor);
     test_stats_blocks_and_reduce();
     const BnCase bn_cases[] = {
-        // n, small_n, h, c, pool, residual, coarse
-        {64, 8, 31, 64, 1, 0, 0},   // group 0 conv 0: pool 31 -> 15 (drops row/column 30)
-        {64, 8, 15, 256, 1, 0, 0},  // group 1 conv 0: pool 15 -> 7
-        {64, 8, 7, 256, 1, 0, 1},   // group 2 conv 0: pool 7 -> 3, many tied maxima
-        {16, 2, 8, 512, 1, 0, 0},   // even side: nothing dropped
-        {64, 8, 15, 64, 0, 0, 0},   // group 0 conv 1
-        {64, 8, 7, 256, 0, 1, 0},   // 96's residual conv
-        {32, 4, 3, 384, 0, 1, 0},   // c / 8 = 48 does not divide the block; residual
-        {16, 2, 31, 24, 0, 0, 0},   // c / 8 = 3
-        {16, 2, 3, 2048, 0, 0, 0},  // the widest channel count: one row per pass
+        // n, small_n, h, c, pool, residual, coarse, activation
+        {64, 8, 31, 64, 1, 0, 0, ACTIVATION_GELU},   // group 0 conv 0: pool 31 -> 15 (drops row/column 30)
+        {64, 8, 15, 256, 1, 0, 0, ACTIVATION_GELU},  // group 1 conv 0: pool 15 -> 7
+        {64, 8, 7, 256, 1, 0, 1, ACTIVATION_GELU},   // group 2 conv 0: pool 7 -> 3, many tied maxima
+        {16, 2, 8, 512, 1, 0, 0, ACTIVATION_GELU},   // even side: nothing dropped
+        {64, 8, 15, 64, 0, 0, 0, ACTIVATION_GELU},   // group 0 conv 1
+        {64, 8, 7, 256, 0, 1, 0, ACTIVATION_GELU},   // 96's residual conv
+        {32, 4, 3, 384, 0, 1, 0, ACTIVATION_GELU},   // c / 8 = 48 does not divide the block; residual
+        {16, 2, 31, 24, 0, 0, 0, ACTIVATION_GELU},   // c / 8 = 3
+        {16, 2, 3, 2048, 0, 0, 0, ACTIVATION_GELU},  // the widest channel count: one row per pass
+        // SiLU (the record recipe): each kernel once, in the pooled, plain and residual layers
+        {64, 8, 31, 64, 1, 0, 0, ACTIVATION_SILU},   // group 0 conv 0: pool 31 -> 15
+        {64, 8, 15, 256, 0, 0, 0, ACTIVATION_SILU},  // group 1 conv 1
+        {32, 4, 3, 384, 0, 1, 0, ACTIVATION_SILU},   // c / 8 does not divide the block; residual
     };
     for (size_t k = 0; k < sizeof bn_cases / sizeof bn_cases[0]; k++) test_bn_layer(&bn_cases[k], small);
+    test_bn_unknown_activation();
     test_maxpool_global(64 / divisor, 3, 256, 0);
     test_maxpool_global(64 / divisor, 3, 256, 1);
     test_head(small ? 64 : 1024, 256);

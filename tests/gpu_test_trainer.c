@@ -130,17 +130,19 @@ static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *dat
 }
 
 // Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits; with
-// bn_group > 0, BatchNorm statistics per group of that many images (simulated workers).
-static void test_sgd_steps(const Cifar10 *data, int bn_group) {
+// bn_group > 0, BatchNorm statistics per group of that many images (simulated workers);
+// `activation` after the ConvGroups' BNs.
+static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activation) {
     Recipe recipe = small_recipe(RECIPE_94);
     recipe.bn_group = bn_group;
+    recipe.activation = activation;
     const uint64_t seed = 7;
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
     RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
-    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %d steps compared\n", WIDTHS[0],
-           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, STEPS);
+    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s, %d steps compared\n", WIDTHS[0],
+           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation], STEPS);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
     init_reference(ref, &recipe, data, seed);
@@ -310,8 +312,9 @@ int main(void) {
     char err[512];
     if (cifar10_load(&data, data_dir, err, sizeof err)) die(1, "%s", err);
     data.test.n = N_TEST;
-    test_sgd_steps(&data, 0);
-    test_sgd_steps(&data, BATCH / 4);
+    test_sgd_steps(&data, 0, ACTIVATION_GELU);
+    test_sgd_steps(&data, BATCH / 4, ACTIVATION_GELU);
+    test_sgd_steps(&data, 0, ACTIVATION_SILU);
     test_muon_step(&data);
     test_selective_tta(&data);
     cifar10_free(&data);

@@ -3,10 +3,10 @@
 //
 // 1. PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
 //    float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
-//    networks; one Muon step and Newton-Schulz; the whitening filters; the augmented
-//    training batches, without and with brightness and contrast jitter. Each tensor is
-//    compared by relative error ||got - want|| / ||want||; each group prints its worst
-//    tensor (all tensors with ABFX_VERBOSE=1).
+//    networks (depth 2 also with SiLU in the ConvGroups); one Muon step and Newton-Schulz;
+//    the whitening filters; the augmented training batches, without and with brightness
+//    and contrast jitter. Each tensor is compared by relative error ||got - want|| /
+//    ||want||; each group prints its worst tensor (all tensors with ABFX_VERBOSE=1).
 // 2. Finite differences (central, on the fp32 functions, with the effective step taken from
 //    the rounded perturbed values) for every layer function and for the whole network.
 // 3. ref_symmetric_eigen on a random symmetric 12 x 12 matrix and on a diagonal one.
@@ -218,7 +218,8 @@ static uint8_t *labels_from(const float *v, int n) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1a. the training steps, lookahead and TTA of a tiny network (net_d2.bin, net_d3.bin)
+// 1a. the training steps, lookahead and TTA of a tiny network (net_d2.bin, net_d3.bin,
+// silu_d2.bin)
 
 static int check_config(const Fixture *f, const char *name, double want, double rel_tol) {
     double got = fixture_scalar(f, name, NAN);
@@ -242,6 +243,10 @@ static void test_net_fixture(const char *file) {
     CHECK((int)fixture_scalar(&f, "config.recipe96", -1) == (depth == 3), "%s: recipe choice", f.path);
     memcpy(recipe.widths, widths, sizeof widths);
     recipe.batch_size = batch;
+    const FixtureTensor *activation = fixture_find(&f, "config.activation");  // absent: gelu
+    recipe.activation = activation ? (int)activation->data[0] : ACTIVATION_GELU;
+    char tag[16];  // the output lines' prefix: "d2", "d2 silu"
+    snprintf(tag, sizeof tag, "d%d%s", depth, recipe.activation == ACTIVATION_SILU ? " silu" : "");
     // the fixture's numbers are recipe.h's formulas at this batch size
     check_config(&f, "config.lr", recipe_sgd_lr(&recipe), 1e-6);
     check_config(&f, "config.wd", recipe_sgd_wd(&recipe), 1e-6);
@@ -257,6 +262,7 @@ static void test_net_fixture(const char *file) {
     size_t n_params = l->n_params, n_out = (size_t)batch * NET_CLASSES;
     CHECK(fabsf(net->bn_keep - (float)recipe.bn_keep) == 0 && net->bn_eps == (float)recipe.bn_eps,
           "ref_net_create: BN keep %g eps %g", net->bn_keep, net->bn_eps);
+    CHECK((int)net->activation == recipe.activation, "ref_net_create: activation %d", (int)net->activation);
     load_tensors(&f, net, net->params, "param.", 0);
     load_running(&f, net, net->running, "");
     memset(net->momentum, 0, n_params * sizeof(float));
@@ -283,26 +289,27 @@ static void test_net_fixture(const char *file) {
         int n_correct = -1;
         double loss = ref_forward_backward(net, x, labels, batch, (float)recipe.label_smoothing, whiten_bias,
                                            logits, &n_correct);
-        snprintf(label, sizeof label, "d%d step%d logits", depth, step);
+        snprintf(label, sizeof label, "%s step%d logits", tag, step);
         snprintf(key, sizeof key, "%slogits", prefix);
         const float *want_logits = fixture_get(&f, key, n_out);
         if (want_logits) compare_one(label, logits, want_logits, n_out, TOL_FORWARD);
         snprintf(key, sizeof key, "%sloss", prefix);
         double want_loss = fixture_scalar(&f, key, NAN);
-        printf("  d%d step%d loss                     %.7f vs %.7f, rel err %.2e, tol %.0e\n", depth, step, loss,
-               want_loss, fabs(loss - want_loss) / fabs(want_loss), TOL_LOSS);
-        CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "d%d step%d loss %.9g, want %.9g", depth, step,
+        snprintf(label, sizeof label, "%s step%d loss", tag, step);
+        printf("  %-34s%.7f vs %.7f, rel err %.2e, tol %.0e\n", label, loss, want_loss,
+               fabs(loss - want_loss) / fabs(want_loss), TOL_LOSS);
+        CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "%s step%d loss %.9g, want %.9g", tag, step,
               loss, want_loss);
         snprintf(key, sizeof key, "%sn_correct", prefix);
-        CHECK(n_correct == (int)fixture_scalar(&f, key, -1), "d%d step%d n_correct %d", depth, step, n_correct);
+        CHECK(n_correct == (int)fixture_scalar(&f, key, -1), "%s step%d n_correct %d", tag, step, n_correct);
 
-        snprintf(label, sizeof label, "d%d step%d grads", depth, step);
+        snprintf(label, sizeof label, "%s step%d grads", tag, step);
         snprintf(prefix2, sizeof prefix2, "%sgrad.", prefix);
         group_start(&g, label, TOL_GRAD);
         compare_tensors(&g, &f, net, net->grads, prefix2, 1, !whiten_bias);
         group_end(&g);
 
-        snprintf(label, sizeof label, "d%d step%d running stats", depth, step);
+        snprintf(label, sizeof label, "%s step%d running stats", tag, step);
         group_start(&g, label, TOL_FORWARD);
         compare_running(&g, &f, net, prefix);
         group_end(&g);
@@ -311,18 +318,18 @@ static void test_net_fixture(const char *file) {
         GroupStep groups[N_GROUPS];
         recipe_sgd_groups(&recipe, multiplier, whiten_bias, groups);
         ref_sgd_step(net, groups, recipe.momentum, 0);
-        snprintf(label, sizeof label, "d%d step%d params after", depth, step);
+        snprintf(label, sizeof label, "%s step%d params after", tag, step);
         snprintf(prefix2, sizeof prefix2, "%safter.param.", prefix);
         group_start(&g, label, TOL_STATE);
         compare_tensors(&g, &f, net, net->params, prefix2, 0, 0);
         group_end(&g);
 
-        snprintf(label, sizeof label, "d%d step%d update (after-before)", depth, step);
+        snprintf(label, sizeof label, "%s step%d update (after-before)", tag, step);
         group_start(&g, label, TOL_DELTA);
         compare_deltas(&g, &f, net, before, step == 1 ? "param." : "step1.after.param.", prefix2);
         group_end(&g);
 
-        snprintf(label, sizeof label, "d%d step%d momentum after", depth, step);
+        snprintf(label, sizeof label, "%s step%d momentum after", tag, step);
         snprintf(prefix2, sizeof prefix2, "%safter.momentum.", prefix);
         group_start(&g, label, TOL_GRAD);
         compare_tensors(&g, &f, net, net->momentum, prefix2, 1, 0);
@@ -332,11 +339,11 @@ static void test_net_fixture(const char *file) {
 
     double decay = fixture_scalar(&f, "config.lookahead_decay", 0.3);
     ref_lookahead_update(net, decay);
-    snprintf(label, sizeof label, "d%d lookahead params", depth);
+    snprintf(label, sizeof label, "%s lookahead params", tag);
     group_start(&g, label, TOL_STATE);
     compare_tensors(&g, &f, net, net->params, "lookahead.param.", 0, 0);
     group_end(&g);
-    snprintf(label, sizeof label, "d%d lookahead running stats", depth);
+    snprintf(label, sizeof label, "%s lookahead running stats", tag);
     group_start(&g, label, TOL_STATE);
     compare_running(&g, &f, net, "lookahead.");
     group_end(&g);
@@ -351,7 +358,7 @@ static void test_net_fixture(const char *file) {
             snprintf(key, sizeof key, "tta.logits.%d", level);
             const float *want = fixture_get(&f, key, (size_t)n * NET_CLASSES);
             ref_tta_logits(net, tx->data, n, level, TTA_WEIGHTS_AIRBENCH, tta);
-            snprintf(label, sizeof label, "d%d TTA level %d logits", depth, level);
+            snprintf(label, sizeof label, "%s TTA level %d logits", tag, level);
             if (want) compare_one(label, tta, want, (size_t)n * NET_CLASSES, TOL_FORWARD);
         }
         free(tta);
@@ -1006,22 +1013,37 @@ static void fd_batchnorm(void) {
     free(in), free(out), free(r), free(d_in);
 }
 
-static void fd_gelu(void) {
+// The derivative of an activation (through ref_activation_*) at 81 points of [-4, 4].
+static void fd_activation(Activation activation, const char *what) {
     enum { N = 81 };
     float in[N], up[N], down[N], d_in[N], ones[N], out_up[N], out_down[N];
     for (int i = 0; i < N; i++) in[i] = -4.0f + 0.1f * i + 0.013f, ones[i] = 1.0f;
-    ref_gelu_backward(d_in, ones, in, N);
+    ref_activation_backward(activation, d_in, ones, in, N);
     const float h = 1e-2f;
     for (int i = 0; i < N; i++) up[i] = in[i] + h, down[i] = in[i] - h;
-    ref_gelu_forward(out_up, up, N);
-    ref_gelu_forward(out_down, down, N);
-    FdCheck check = {"GELU d_in", 0, 0, 1e-4, 0};
+    ref_activation_forward(activation, out_up, up, N);
+    ref_activation_forward(activation, out_down, down, N);
+    FdCheck check = {what, 0, 0, 1e-4, 0};
     for (int i = 0; i < N; i++) fd_add(&check, d_in[i], ((double)out_up[i] - out_down[i]) / ((double)up[i] - down[i]));
     fd_end(&check);
+}
+
+static void fd_gelu(void) {
+    fd_activation(ACTIVATION_GELU, "GELU d_in");
     // exact GELU, not the tanh approximation: GELU(1) = Phi(1) = 0.841344746...
     float one = 1.0f, g1;
     ref_gelu_forward(&g1, &one, 1);
     CHECK_NEAR(g1, 0.8413447460685429, 1e-7, "GELU(1) (exact erf form)");
+}
+
+static void fd_silu(void) {
+    fd_activation(ACTIVATION_SILU, "SiLU d_in");
+    // SiLU(1) = sigmoid(1) = 1 / (1 + e^-1); SiLU'(0) = 1/2
+    float x[2] = {1.0f, 0.0f}, y[2], ones[2] = {1.0f, 1.0f}, dy[2];
+    ref_silu_forward(y, x, 2);
+    ref_silu_backward(dy, ones, x, 2);
+    CHECK_NEAR(y[0], 0.7310585786300049, 1e-7, "SiLU(1)");
+    CHECK_NEAR(dy[1], 0.5, 1e-7, "SiLU'(0)");
 }
 
 static double linear_objective(float *out, const float *in, const float *weight, const float *r, int n,
@@ -1088,10 +1110,11 @@ static double net_loss(RefNet *net, const float *x, const uint8_t *labels, int n
     return ref_loss_forward_backward(NULL, NULL, logits, labels, n, NET_CLASSES, 0.2f);
 }
 
-static void fd_network(int depth) {
+static void fd_network(int depth, Activation activation) {
     int widths[3] = {4, 6, 8}, n = 4;
     Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
     memcpy(recipe.widths, widths, sizeof widths);
+    recipe.activation = activation;
     RefNet *net = ref_net_create(&recipe);
     const NetLayout *l = &net->layout;
     for (int id = 0; id < l->n_tensors; id++) {
@@ -1107,7 +1130,7 @@ static void fd_network(int depth) {
     float *grads = falloc(l->n_params);
     memcpy(grads, net->grads, l->n_params * sizeof(float));
     char name[64];
-    snprintf(name, sizeof name, "network depth %d (few entries)", depth);
+    snprintf(name, sizeof name, "network d%d %s (few entries)", depth, RECIPE_ACTIVATIONS[activation]);
     FdCheck check = {name, 0, 0, 2e-2, 0};
     double worst = 0.0;
     char worst_name[64] = "";
@@ -1207,6 +1230,7 @@ int main(void) {
     printf("PyTorch fixtures:\n");
     test_net_fixture("net_d2.bin");
     test_net_fixture("net_d3.bin");
+    test_net_fixture("silu_d2.bin");
     test_muon_fixture();
     test_ns_bf16_order_noise();
     test_whiten_fixture();
@@ -1224,10 +1248,12 @@ int main(void) {
     fd_maxpool(3, 3, 3);
     fd_batchnorm();
     fd_gelu();
+    fd_silu();
     fd_linear();
     fd_loss();
-    fd_network(2);
-    fd_network(3);
+    fd_network(2, ACTIVATION_GELU);
+    fd_network(3, ACTIVATION_GELU);
+    fd_network(2, ACTIVATION_SILU);
 
     printf("eigensolver:\n");
     test_eigen();
