@@ -90,11 +90,11 @@ VERSION_TEXT := \#define GIT_COMMIT "$(GIT_COMMIT)"\n\#define GIT_DIRTY $(GIT_DI
 $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VERSION_TEXT)\n' > $(BUILD)/version.h)
 
 # ---- what is built -------------------------------------------------------------------------
-VARIANTS := 94 95 96 94-muon
+VARIANTS := 94 95 96 94-muon 94-record
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
              $(BUILD)/test_benchstat $(BUILD)/test_runfile
-SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh \
+SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh tests/test_run_peer.sh \
                tests/test_get_cifar10.sh
 TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))

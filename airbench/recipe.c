@@ -24,6 +24,7 @@ static const Variant VARIANTS[] = {
     {"95", &RECIPE_95, 0.95},
     {"96", &RECIPE_96, 0.96},
     {"94-muon", &RECIPE_94_MUON, 0.94},
+    {"94-record", &RECIPE_94_RECORD, 0.94},
 };
 enum { N_VARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 
@@ -34,7 +35,7 @@ const Variant *recipe_variant(const char *name) {
     return NULL;
 }
 
-const char *recipe_variant_names(void) { return "94, 95, 96 or 94-muon"; }
+const char *recipe_variant_names(void) { return "94, 95, 96, 94-muon or 94-record"; }
 
 // ---------------------------------------------------------------------------------------
 // Fields.

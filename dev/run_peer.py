@@ -6,7 +6,8 @@ save its runs as an airbench.c run file (schema airbench.c/run-v1) that build/be
                           [--target ACC] [--python EXE] [--env KEY=VALUE]... [--quiet]
 
 SCRIPT.py is a script of the PyTorch airbench suite (github.com/KellerJordan/cifar10-airbench,
-e.g. legacy/airbench94_compiled.py or airbench94_muon.py) that you downloaded yourself; its
+e.g. legacy/airbench94_compiled.py or airbench94_muon.py) or the 2025 94% record
+(github.com/hiverge/cifar10-speedrun, cifar10_speedrun.py) that you downloaded yourself; its
 code never goes into this repository. The script reads cifar10/train.pt and cifar10/test.pt
 from its working directory, so this tool makes them in --work (default build/peers/<stem>)
 from the binary files in --data (default data/cifar10), runs the script there, echoes and
@@ -65,12 +66,19 @@ class PeerOutputParser:
         self.last_finish = None  # time.monotonic() when the previous run (warm-up too) ended
         self.saw_warmup = False
 
-    @staticmethod
-    def _cells(line):
+    def _cells(self, line):
+        """The cells of a table row. The record script (cifar10_speedrun.py) prints its
+        running mean without a newline, so a row may follow other text on its line: once
+        the header is known, a row is the line's last len(columns) cells."""
         line = line.strip()
-        if len(line) < 2 or line[0] != "|" or line[-1] != "|":
+        if len(line) < 2 or line[-1] != "|" or "|" not in line[:-1]:
             return None
-        return [cell.strip() for cell in line[1:-1].split("|")]
+        cells = [cell.strip() for cell in line[:-1].split("|")]
+        if line[0] == "|":
+            return cells[1:]
+        if self.columns is not None and len(cells) > len(self.columns):
+            return cells[-len(self.columns):]
+        return None
 
     def _is_header(self, cells):
         return "tta_val_acc" in cells and any(c in cells for c in TIME_COLUMNS)
@@ -132,7 +140,10 @@ def parse_peer_output(lines):
 
 
 def target_accuracy(stem):
-    """0.94 / 0.95 / 0.96 from a script name such as airbench94_compiled; None if unknown."""
+    """0.94 / 0.95 / 0.96 from a script name such as airbench94_compiled (the 94% record,
+    cifar10_speedrun, too); None if unknown."""
+    if "speedrun" in stem:
+        return 0.94
     match = re.search(r"airbench(9[456])", stem)
     return int(match.group(1)) / 100 if match else None
 

@@ -62,6 +62,19 @@ class ParserTest(unittest.TestCase):
         self.assertEqual(runs[0]["epochs"][1], {"epoch": 2, "train_acc": 0.8, "test_acc": 0.81,
                                                 "time_s": 0.6})
 
+    def test_record_rows_after_the_running_mean(self):
+        # the record script prints its running mean without a newline, so rows follow it
+        lines = textwrap.dedent("""\
+            |  run     |  epoch  |  train_acc  |  val_acc  |  tta_val_acc  |  time_seconds  |
+            |  warmup  |   eval  |     0.1111  |   0.0978  |       0.0963  |       40.5124  |
+            |       1  |   eval  |     0.9875  |   0.9314  |       0.9401  |        2.0133  |
+            Mean accuracy after 1 runs: 0.940100 | Mean time: 2.013260s|       2  |   eval  |     0.9873  |   0.9346  |       0.9407  |        2.0131  |
+            Mean accuracy after 2 runs: 0.940400 | Mean time: 2.013200s
+            """).splitlines()
+        runs = run_peer.parse_peer_output(lines)
+        self.assertEqual([(r["run"], r["accuracy"], r["time_s"]) for r in runs],
+                         [(1, 0.9401, 2.0133), (2, 0.9407, 2.0131)])
+
     def test_nothing_before_the_header_counts(self):
         lines = MUON_SAMPLE.splitlines()[3:]  # the header cut off
         self.assertEqual(run_peer.parse_peer_output(lines), [])
@@ -79,6 +92,7 @@ class NamesTest(unittest.TestCase):
         self.assertEqual(run_peer.target_accuracy("airbench94_compiled"), 0.94)
         self.assertEqual(run_peer.target_accuracy("airbench94_muon"), 0.94)
         self.assertEqual(run_peer.target_accuracy("airbench96_faster"), 0.96)
+        self.assertEqual(run_peer.target_accuracy("cifar10_speedrun"), 0.94)
         self.assertIsNone(run_peer.target_accuracy("resnet18"))
 
     def test_gpu_slug(self):

@@ -220,6 +220,8 @@ static void test_files_end_to_end(void) {
               "slow94 ratio CI low");
 }
 
+static const char *edited_fixture(const char *name, const char *copy, const char *from, const char *to);
+
 // Targets and published times from the variant name.
 static void test_variants(void) {
     char *json = run_json(FIXTURES "muon.json", 0);
@@ -238,6 +240,16 @@ static void test_variants(void) {
     int status = run_benchstat(FIXTURES "unknown_variant.json", out, sizeof out);
     CHECK(status == 2 && strstr(out, "unknown_variant.json") && strstr(out, "--target"),
           "unknown variant without --target: exit %d, output:\n%s", status, out);
+
+    // the 2025 record, ours and the PyTorch script's, against its own published time
+    const char *names[2] = {"airbench94-record", "pytorch-cifar10_speedrun"};
+    for (int i = 0; i < 2; i++) {
+        char copy[64], args[512];
+        snprintf(copy, sizeof copy, "record%d.json", i);
+        snprintf(args, sizeof args, "%s", edited_fixture("muon.json", copy, "airbench94-muon", names[i]));
+        json = run_json(args, 0);
+        CHECK(json_number(json, "a", "a100_seconds") == 2.015, "%s: A100 time of the record", names[i]);
+    }
 }
 
 static void test_report_text(void) {

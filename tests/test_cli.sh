@@ -90,7 +90,7 @@ else
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
         --tta 1 --epochs 0.5 --batch 512 --set lr=11.0 --set label_smoothing=0.15 --variant 95 --no-warmup \
         --test-images 1000 --conv-cache "$tmp/cache.txt"
-    for program in airbench airbench94 airbench95 airbench96 airbench94-muon; do
+    for program in airbench airbench94 airbench95 airbench96 airbench94-muon airbench94-record; do
         want=$program
         [ $program = airbench ] && want=airbench94
         if build/$program --help | grep -q "Recipe fields of $want "; then
