@@ -7,24 +7,35 @@
 # stop the next. At the end OUT/PHASE.tgz holds that folder's logs and run files (the device
 # tool brings back 8 files at most, so they travel as one).
 #
-#   tests     build/gpu_test_kernels (full and --small) and build/gpu_test_trainer, while
-#             dev/gpu_sanitize.sh (compute-sanitizer's four tools over gpu_test_kernels
-#             --small and a short airbench94 run) goes on in the background; waits for it
-#             until 9 minutes after the phase began. The trainer run takes cuDNN's heuristic
-#             algorithms (--conv-algo heuristic): under the sanitizer the default's timing
-#             of every candidate had not finished after 150 s on an H100
+#   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
+#             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
+#             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
+#             background; waits for it until 9 minutes after the phase began. The trainer run
+#             takes cuDNN's heuristic algorithms (--conv-algo heuristic): under the sanitizer
+#             the default's timing of every candidate had not finished after 150 s on an H100
 #   sanitize  waits up to 9 more minutes for that run (it outlives the call: setsid); call
 #             it again while it says the run goes on
+#   speed     the start-up of build/airbench94 --runs 1 (wall seconds, with a fresh and with
+#             a filled algorithm cache), ./bench.sh 94 -n 50 and 94-muon -n 50, each compared
+#             with the committed 790450e run file of its variant (an H100's: on another GPU
+#             the comparison says so)
+#   record    ./bench.sh 94-muon -n 50 and 94-record -n 50 in one session, compared
+#   sweep     airbench94 at batch 2048, 4096 and 8192, 10 runs each, with Goyal et al.'s
+#             recipe (linear scaling, 5 warm-up epochs from the small-batch rate, BN over
+#             groups of 1024, no decay on BN biases), and benchstat --table over them
 #   variants  build/kernel_bench (every kernel checked and timed at airbench94's shapes),
-#             ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each,
-#             and build/benchstat --table over the sweep; refuses while the sanitizers run,
-#             which would disturb the timings
+#             ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each
+#             (today's rule), and build/benchstat --table over the sweep
+#   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
+#             --runs 25 (carry the script in .peer/, an ignored folder; torch.compile takes
+#             minutes before the first run)
 #   profile   ncu's per-kernel GPU time over 1,000 kernel launches of airbench94's training
-#             (after the warm-up run's), to see where a step's time goes; refuses while the
-#             sanitizers run
+#             (after the warm-up run's), to see where a step's time goes
+# Every timing phase refuses to run while the sanitizers do.
 set -u
-phase=${1:?usage: dev/gpu_check.sh tests|sanitize|variants|profile OUT}
-out=${2:?usage: dev/gpu_check.sh tests|sanitize|variants|profile OUT}
+usage="usage: dev/gpu_check.sh tests|sanitize|speed|record|sweep|variants|peer|profile OUT"
+phase=${1:?$usage}
+out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
 logs=/tmp/gpu_check/$phase
 sanitize_dir=/tmp/gpu_check/background  # the background sanitizer run outlives the call
@@ -87,6 +98,41 @@ batch_sweep() {
     cat "$logs/sweep-table.log"
 }
 
+# bench VARIANT RUNS NAME [TRAINER FLAGS...]: ./bench.sh into NAME.json in the logs folder.
+bench() {
+    variant=$1 runs=$2 name=$3
+    shift 3
+    step "$name" 300 ./bench.sh "$variant" -n "$runs" --data "$data" --out "$logs/$name.json" -- "$@"
+}
+
+# compare NAME BASELINE: benchstat NAME.json against a baseline run file.
+compare() {
+    step "$1-vs-baseline" 20 build/benchstat "$logs/$1.json" "$2"
+    cat "$logs/$1-vs-baseline.log"
+}
+
+# The wall seconds of one airbench94 run from process start to run file, with the algorithm
+# cache first empty, then filled by that run.
+startup() {
+    cache=$logs/conv_algos.txt
+    for which in fresh-cache filled-cache; do
+        begin=$(date +%s%N)
+        step "startup-$which" 120 build/airbench94 --data "$data" --runs 1 --quiet --conv-cache "$cache" \
+            --json "$logs/startup-$which.json"
+        echo "   startup ($which): $(( ($(date +%s%N) - begin) / 1000000 )) ms from process start to run file"
+    done
+}
+
+goyal_sweep() {
+    for batch in 2048 4096 8192; do
+        bench 94 10 "goyal-b$batch" --batch "$batch" --lr-scaling linear --warmup-epochs 5 \
+            --set warmup_start=$(awk "BEGIN { print 1024 / $batch }") --bn-group 1024 --bn-wd 0
+    done
+    step goyal-table 10 build/benchstat --table "$logs"/goyal-b2048.json "$logs"/goyal-b4096.json \
+        "$logs"/goyal-b8192.json
+    cat "$logs/goyal-table.log"
+}
+
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv \
     > "$logs/gpu.txt" 2>&1
 cat "$logs/gpu.txt"
@@ -96,10 +142,34 @@ case $phase in
         step kernels 120 build/gpu_test_kernels
         step kernels-small 60 build/gpu_test_kernels --small
         step trainer 180 build/gpu_test_trainer
+        step repro 180 tests/gpu_test_repro.sh
         wait_sanitize $(( started + 540 ))
         ;;
     sanitize)
         wait_sanitize $(( started + 540 ))
+        ;;
+    speed)
+        refuse_while_sanitizing
+        startup
+        bench 94 50 airbench94
+        compare airbench94 runs/20261123-034514-h100-airbench94-790450e.json
+        bench 94-muon 50 airbench94-muon
+        compare airbench94-muon runs/20261123-034632-h100-airbench94-muon-790450e.json
+        ;;
+    record)
+        refuse_while_sanitizing
+        bench 94-muon 50 airbench94-muon
+        bench 94-record 50 airbench94-record
+        compare airbench94-record "$logs/airbench94-muon.json"
+        ;;
+    sweep)
+        refuse_while_sanitizing
+        goyal_sweep
+        ;;
+    peer)
+        refuse_while_sanitizing
+        step peer 560 python3 dev/run_peer.py .peer/cifar10_speedrun.py --data "$data" --runs 25 --quiet \
+            --out "$logs/pytorch-cifar10_speedrun.json"
         ;;
     variants)
         refuse_while_sanitizing
@@ -114,7 +184,7 @@ case $phase in
             build/airbench94 --data "$data" --runs 1 --quiet
         ;;
     *)
-        echo "dev/gpu_check.sh: unknown phase $phase (tests, sanitize, variants or profile)" >&2
+        echo "dev/gpu_check.sh: unknown phase $phase; $usage" >&2
         exit 2
         ;;
 esac
