@@ -656,6 +656,32 @@ static void add_run(const RunResult *run) {
 }
 
 // Runs o->runs seeds after one short warm-up run; returns the number that diverged.
+// After a signal: the run file ends as incomplete with what was finished, and the process
+// dies of the signal (runfile.h).
+static void stop_for_signal(const Options *o, int finished) {
+    int signal_number = runfile_pending_signal();
+    char reason[160];
+    snprintf(reason, sizeof reason, "interrupted by signal %d (%s) after %d of %d runs", signal_number,
+             strsignal(signal_number), finished, o->runs);
+    fprintf(stderr, "%s: %s\n", o->recipe.name, reason);
+    end_run_file(reason);
+    runfile_exit_for_signal(signal_number);
+}
+
+// Records and prints one finished run; 1 if it diverged.
+static int report_run(const RunResult *run, int i) {
+    add_run(run);
+    if (run->divergence[0])
+        printf("run %4d  seed %6llu  DIVERGED: %s\n", i, (unsigned long long)run->seed, run->divergence);
+    else
+        printf("run %4d  seed %6llu  tta_accuracy %.4f  time %.3f s  (wall %.3f s)\n", i,
+               (unsigned long long)run->seed, run->accuracy, run->time_s, run->wall_s);
+    fflush(stdout);
+    return run->divergence[0] != 0;
+}
+
+// Runs o->runs seeds after one short warm-up run; returns the number that diverged. A
+// signal stops it at the next epoch's end: the runs finished by then stay in the run file.
 static int run_all(Trainer *t, const Options *o) {
     if (o->warmup) {  // touches every kernel and library path before timing
         Options warmup = *o;
@@ -663,39 +689,30 @@ static int run_all(Trainer *t, const Options *o) {
         RunResult warm = run_training(t, &warmup, 2 * recipe_steps_per_epoch(&t->recipe, t->n_train), 0);
         free(warm.epochs);
     }
-    int n_diverged = 0;
+    int n_diverged = 0, n_ok = 0;
     double acc_sum = 0.0, time_sum = 0.0;
     for (int i = 0; i < o->runs; i++) {
+        if (runfile_pending_signal()) stop_for_signal(o, i);
         Options run_options = *o;
         run_options.seed = o->seed + (uint64_t)i;
         if (!o->quiet) printf("| epoch | train_loss | train_acc | test_acc |   time_s |   run %d, seed %llu\n", i,
                               (unsigned long long)run_options.seed);
         RunResult run = run_training(t, &run_options, -1, !o->quiet);
-        int signal_number = runfile_pending_signal();
-        if (run.interrupted || signal_number) {
-            char reason[160];
-            snprintf(reason, sizeof reason, "interrupted by signal %d (%s) after %d of %d runs", signal_number,
-                     strsignal(signal_number), i, o->runs);
-            fprintf(stderr, "%s: %s\n", o->variant->recipe->name, reason);
-            end_run_file(reason);
-            runfile_exit_for_signal(signal_number);
-        }
-        add_run(&run);
-        if (run.divergence[0]) {
+        if (run.interrupted) stop_for_signal(o, i);
+        if (report_run(&run, i)) {
             n_diverged++;
-            printf("run %4d  seed %6llu  DIVERGED: %s\n", i, (unsigned long long)run.seed, run.divergence);
         } else {
+            n_ok++;
             acc_sum += run.accuracy;
             time_sum += run.time_s;
-            printf("run %4d  seed %6llu  tta_accuracy %.4f  time %.3f s  (wall %.3f s)\n", i,
-                   (unsigned long long)run.seed, run.accuracy, run.time_s, run.wall_s);
         }
-        fflush(stdout);
         free(run.epochs);
     }
-    int n_ok = o->runs - n_diverged;
-    printf("%s: n=%d  accuracy mean %.4f  time mean %.3f s%s\n", t->recipe.name, n_ok, acc_sum / n_ok,
-           time_sum / n_ok, n_diverged ? "  (some runs DIVERGED: see above)" : "");
+    if (n_ok)
+        printf("%s: n=%d  accuracy mean %.4f  time mean %.3f s%s\n", t->recipe.name, n_ok, acc_sum / n_ok,
+               time_sum / n_ok, n_diverged ? "  (and runs that DIVERGED: see above)" : "");
+    else
+        printf("%s: every run DIVERGED (see above)\n", t->recipe.name);
     return n_diverged;
 }
 
