@@ -29,8 +29,8 @@
 #   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
 #             --runs 25 (carry the script in .peer/, an ignored folder; torch.compile takes
 #             minutes before the first run)
-#   profile   ncu's per-kernel GPU time over 1,000 kernel launches of airbench94's training
-#             (after the warm-up run's), to see where a step's time goes
+#   profile   dev/profile.sh 94: ncu's GPU time per kernel and training step over 1,500
+#             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
 usage="usage: dev/gpu_check.sh tests|sanitize|speed|record|sweep|variants|peer|profile OUT"
@@ -179,9 +179,9 @@ case $phase in
         ;;
     profile)
         refuse_while_sanitizing
-        step profile 540 ncu --clock-control none --metrics gpu__time_duration.sum \
-            --launch-skip 6000 --launch-count 1000 --print-summary per-kernel \
-            build/airbench94 --data "$data" --runs 1 --quiet
+        export PROFILE_RAW="$logs/ncu-airbench94.txt"
+        step profile 540 dev/profile.sh 94 --data "$data"
+        cp "$logs/profile.log" "$out/profile-airbench94.txt"
         ;;
     *)
         echo "dev/gpu_check.sh: unknown phase $phase; $usage" >&2
