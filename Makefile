@@ -90,7 +90,7 @@ VERSION_TEXT := \#define GIT_COMMIT "$(GIT_COMMIT)"\n\#define GIT_DIRTY $(GIT_DI
 $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VERSION_TEXT)\n' > $(BUILD)/version.h)
 
 # ---- what is built -------------------------------------------------------------------------
-VARIANTS := 94 95 96 94-muon 94-record
+VARIANTS := 94 95 96 94-muon 94-record 96-filter
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
              $(BUILD)/test_benchstat $(BUILD)/test_runfile

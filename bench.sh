@@ -24,7 +24,7 @@ usage() {
 usage: ./bench.sh [VARIANT] [-n RUNS] [--seed S] [--data DIR] [--out FILE] [--baseline FILE]
                   [--check] [--time-tolerance PCT] [--allow-other-gpu] [--plot]
                   [--against REV [--chunk K]] [-- TRAINER FLAGS...]
-  VARIANT               94, 95, 96, 94-muon or 94-record (default 94)
+  VARIANT               94, 95, 96, 94-muon, 94-record or 96-filter (default 94)
   -n, --runs RUNS       timed runs, 2..100000 (default 25); seeds S..S+RUNS-1
   --seed S              first seed, 0..2000000000 (default 0)
   --data DIR            CIFAR-10 binary files (default data/cifar10; fetched if missing)
@@ -199,8 +199,8 @@ validate_against() {
 
 validate_args() {
     case $variant in
-        94 | 95 | 96 | 94-muon | 94-record) ;;
-        *) die_usage "unknown variant '$variant' (choose 94, 95, 96, 94-muon or 94-record)" ;;
+        94 | 95 | 96 | 94-muon | 94-record | 96-filter) ;;
+        *) die_usage "unknown variant '$variant' (choose 94, 95, 96, 94-muon, 94-record or 96-filter)" ;;
     esac
     validate_numbers
     validate_baseline

@@ -4,8 +4,9 @@
 // (trainer.h) -> initialization (seeded weights, whitening from the patch covariance) ->
 // forward pass -> backward pass -> optimizer (Nesterov SGD, or Muon from muon.c; lookahead)
 // following the recipe's step schedule -> test-time-augmented evaluation -> one training
-// run -> many seeded runs into the run file. Convolutions go through cuDNN (conv.c: NHWC
-// fp16, fp32 accumulation);
+// run (with data filtering, 96-filter, first the proxy network: the same code at other
+// widths) -> many seeded runs into the run file. Convolutions go through cuDNN (conv.c:
+// NHWC fp16, fp32 accumulation);
 // everything between them is a fused kernel from kernels/ (BN statistics with the pool,
 // BN + GELU or SiLU, loss with its gradient, optimizer). The recipe is a runtime value
 // (recipe.h: --variant, --set NAME=VALUE); the CPU twin, reference.c, is the oracle this
@@ -180,7 +181,36 @@ static void upload_data(Trainer *t, const Cifar10 *data) {
     CUDA_CHECK(cudaMemcpy(t->test_labels, data->test.labels, t->n_test, cudaMemcpyHostToDevice));
 }
 
-// Everything for training `recipe` on the first n_train / n_test images of data.
+// Data filtering's proxy network: a Trainer of recipe_proxy's recipe for training batches
+// of batch_size only (it is never evaluated), sharing the main network's data, stream and
+// cuBLAS handle, with its own convolution plans at that batch size.
+static Trainer *proxy_create(const Trainer *main_net, ConvAlgoChoice conv_algo, const char *conv_cache) {
+    Trainer *p = host_alloc(sizeof(Trainer));
+    p->recipe = recipe_proxy(&main_net->recipe);
+    int n = p->recipe.batch_size, keep = main_net->recipe.filter_keep;
+    p->n_train = main_net->n_train;
+    net_layout_init(&p->layout, p->recipe.widths, p->recipe.depth);
+    p->max_batch = n;
+    alloc_params(p);
+    alloc_activations(&p->acts, &p->layout, n, bn_groups(p, n, 1));
+    alloc_scratch(p);
+    p->example_losses = gpu_alloc((size_t)n * sizeof(float));
+    p->loss_weights = gpu_alloc((size_t)n * sizeof(float));
+    p->ones = gpu_alloc((size_t)keep * sizeof(float));
+    float *ones = host_alloc((size_t)keep * sizeof(float));
+    for (int i = 0; i < keep; i++) ones[i] = 1.0f;
+    CUDA_CHECK(cudaMemcpy(p->ones, ones, (size_t)keep * sizeof(float), cudaMemcpyHostToDevice));
+    free(ones);
+    p->train_images = main_net->train_images;
+    p->train_labels = main_net->train_labels;
+    p->stream = main_net->stream;
+    p->cublas = main_net->cublas;
+    p->convs = convs_create(p->stream, conv_algo, conv_cache, &p->layout, &n, 1, p->d_act, p->conv_half, p->d_conv);
+    return p;
+}
+
+// Everything for training `recipe` on the first n_train / n_test images of data (and, with
+// data filtering, the proxy network).
 static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, int n_test,
                                ConvAlgoChoice conv_algo, const char *conv_cache) {
     Trainer *t = host_alloc(sizeof(Trainer));
@@ -188,7 +218,8 @@ static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_
     t->n_train = n_train;
     t->n_test = n_test;
     net_layout_init(&t->layout, recipe->widths, recipe->depth);
-    t->max_batch = recipe->batch_size > EVAL_BATCH ? recipe->batch_size : EVAL_BATCH;
+    int train_batch = recipe_train_batch(recipe);
+    t->max_batch = train_batch > EVAL_BATCH ? train_batch : EVAL_BATCH;
     alloc_params(t);
     alloc_activations(&t->acts, &t->layout, t->max_batch, bn_groups(t, recipe->batch_size, 1));
     alloc_scratch(t);
@@ -203,25 +234,47 @@ static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_
     CUDA_CHECK(cudaStreamCreate(&t->stream));
     CUBLAS_CHECK(cublasCreate(&t->cublas));
     CUBLAS_CHECK(cublasSetStream(t->cublas, t->stream));
-    // Every batch size the convs will see: training, full evaluation chunks, the last
-    // chunk, and the last chunk of the selectively augmented images.
-    int batches[4] = {recipe->batch_size, n_test < EVAL_BATCH ? n_test : EVAL_BATCH}, n_batches = 2;
+    // Every batch size the convs will see: training (the kept examples, with data
+    // filtering), full evaluation chunks, the last chunk, and the last chunk of the
+    // selectively augmented images.
+    int batches[4] = {train_batch, n_test < EVAL_BATCH ? n_test : EVAL_BATCH}, n_batches = 2;
     if (n_test % EVAL_BATCH) batches[n_batches++] = n_test % EVAL_BATCH;
     if (tta_images < n_test && tta_images % EVAL_BATCH) batches[n_batches++] = tta_images % EVAL_BATCH;
     t->convs = convs_create(t->stream, conv_algo, conv_cache, &t->layout, batches, n_batches, t->d_act, t->conv_half,
                             t->d_conv);
+    if (recipe->filter_keep) {
+        t->kept_rows = gpu_alloc((size_t)recipe_total_steps(recipe, n_train) * recipe->filter_keep * sizeof(int));
+        t->proxy = proxy_create(t, conv_algo, conv_cache);
+    }
     return t;
 }
 
-static void trainer_free(Trainer *t) {
+// Whether every convolution algorithm chosen, the proxy's included, is deterministic.
+static int trainer_deterministic(const Trainer *t) {
+    return convs_deterministic(t->convs) && (!t->proxy || convs_deterministic(t->proxy->convs));
+}
+
+// The buffers and convolutions of one network; not the data, the stream or the cuBLAS
+// handle, which a proxy shares with its main network (trainer_free releases those).
+static void free_network(Trainer *t) {
     convs_free(t->convs);
     free_activations(&t->acts, t->layout.depth);
     void *buffers[] = {t->params, t->momentum, t->grads, t->ema_params, t->conv_half, t->conv_grads,
                        t->running, t->ema_running, t->d_act, t->d_conv, t->d_residual, t->d_logits,
                        t->d_features, t->partials, t->bn_sums, t->bn_group_bias, t->loss_sum, t->correct, t->ns_x, t->ns_next,
                        t->ns_gram, t->ns_poly, t->sum_sq, t->test_logits, t->top_probability, t->tta_indices,
-                       t->train_images, t->train_labels, t->test_images, t->test_labels};
+                       t->kept_rows, t->example_losses, t->loss_weights, t->ones};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
+}
+
+static void trainer_free(Trainer *t) {
+    if (t->proxy) {
+        free_network(t->proxy);
+        free(t->proxy);
+    }
+    free_network(t);
+    void *data[] = {t->train_images, t->train_labels, t->test_images, t->test_labels};
+    for (size_t i = 0; i < sizeof data / sizeof data[0]; i++) cudaFree(data[i]);
     cublasDestroy(t->cublas);
     cudaStreamDestroy(t->stream);
     free(t);
@@ -403,7 +456,7 @@ static void backward(Trainer *t, int n, int whiten_bias_grad) {
     Activations *a = &t->acts;
     cudaStream_t s = t->stream;
     int w3 = l->widths[2];
-    CUDA_CHECK(launch_loss(t->d_logits, t->loss_sum, t->correct, a->logits, a->labels, n,
+    CUDA_CHECK(launch_loss(t->d_logits, t->loss_sum, t->correct, a->logits, a->labels, t->loss_weights, n,
                            (float)t->recipe.label_smoothing, s));
     CUDA_CHECK(launch_head_backward(param_ptr(t, t->grads, l->head), t->d_features, t->d_logits, a->features,
                                     param_ptr(t, t->params, l->head), n, w3, (float)recipe_logit_scale(&t->recipe), s));
@@ -554,18 +607,76 @@ static double event_seconds(cudaEvent_t start, cudaEvent_t stop) {
     return 1e-3 * ms;
 }
 
-static void train_step(Trainer *t, int step, int total_steps, const Options *o) {
+// The n examples at `rows` (NULL: all batch_size) of step's batch into acts.x and acts.labels.
+static void load_batch(Trainer *t, int step, uint64_t seed, const int *rows, int n) {
     const Recipe *r = &t->recipe;
-    int spe = recipe_steps_per_epoch(r, t->n_train), n = r->batch_size;
-    StepPlan plan = recipe_step_plan(r, step, total_steps, spe);
-    CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train, n,
-                                   step % spe, step / spe, o->seed, r->translate, r->translate_mode, r->cutout,
-                                   (float)r->jitter_brightness, (float)r->jitter_contrast, t->stream));
+    CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train, n, rows,
+                                   recipe_batch_first(r, step, t->n_train), seed, r->translate, r->translate_mode,
+                                   r->cutout, (float)r->jitter_brightness, (float)r->jitter_contrast, t->stream));
+}
+
+// The training-mode forward of the n loaded images, to acts.logits.
+static void train_forward(Trainer *t, int n) {
     forward_features(t, n, 1);
     CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, t->layout.head), n,
-                                   r->widths[2], (float)recipe_logit_scale(r), 1.0f, 0.0f, t->stream));
+                                   t->layout.widths[2], (float)recipe_logit_scale(&t->recipe), 1.0f, 0.0f, t->stream));
+}
+
+// One step: the whole batch, or with data filtering the step's kept examples only (in
+// their order in the batch, so that BN normalizes over them alone).
+static void train_step(Trainer *t, int step, int total_steps, const Options *o) {
+    const Recipe *r = &t->recipe;
+    int spe = recipe_steps_per_epoch(r, t->n_train), n = recipe_train_batch(r);
+    StepPlan plan = recipe_step_plan(r, step, total_steps, spe);
+    load_batch(t, step, o->seed, r->filter_keep ? t->kept_rows + (size_t)step * r->filter_keep : NULL, n);
+    train_forward(t, n);
     backward(t, n, plan.group[GROUP_WHITEN_BIAS].enabled);
     optimizer_step(t, &plan);
+}
+
+// ----------------------------------------------------------------------------
+// Data filtering (filter_keep > 0): before the main network trains, the proxy network
+// scores every batch of the run, keeping the filter_keep examples of highest loss, and
+// steps on every proxy_step_every-th batch on the loss of the examples it keeps. Nothing
+// goes to the host: the kept rows stay on the GPU for the main network's loader.
+
+// The proxy's scoring of step's batch: a training-mode forward over the whole batch (BN
+// statistics over all of it), each example's loss, and the step's kept rows: the indices
+// of the filter_keep highest losses in increasing order (ties: the lower index first).
+static void proxy_score(Trainer *t, int step, uint64_t seed) {
+    Trainer *p = t->proxy;
+    int n = p->recipe.batch_size, keep = t->recipe.filter_keep;
+    load_batch(p, step, seed, NULL, n);
+    train_forward(p, n);
+    CUDA_CHECK(launch_example_losses(p->example_losses, p->acts.logits, p->acts.labels, n,
+                                     (float)p->recipe.label_smoothing, p->stream));
+    CUDA_CHECK(launch_select_highest(t->kept_rows + (size_t)step * keep, p->example_losses, n, keep, p->stream));
+}
+
+// The proxy's step on the batch it scored last: the loss summed over the kept examples
+// (weights 1 there, 0 elsewhere: the others still enter through the BN statistics),
+// backward, and the optimizer at the schedule's step `step` of total_steps.
+static void proxy_step(Trainer *t, int step, int total_steps) {
+    Trainer *p = t->proxy;
+    const Recipe *r = &p->recipe;
+    int n = r->batch_size, keep = t->recipe.filter_keep;
+    CUDA_CHECK(cudaMemsetAsync(p->loss_weights, 0, (size_t)n * sizeof(float), p->stream));
+    CUDA_CHECK(launch_scatter_rows(p->loss_weights, p->ones, t->kept_rows + (size_t)step * keep, keep, 1, p->stream));
+    StepPlan plan = recipe_step_plan(r, step, total_steps, recipe_steps_per_epoch(r, p->n_train));
+    backward(p, n, plan.group[GROUP_WHITEN_BIAS].enabled);
+    optimizer_step(p, &plan);
+}
+
+// The proxy's training, from its initialized state: the first `steps` batches of a run of
+// total_steps.
+static void train_proxy(Trainer *t, int steps, int total_steps, uint64_t seed) {
+    Trainer *p = t->proxy;
+    CUDA_CHECK(cudaMemsetAsync(p->loss_sum, 0, sizeof(double), p->stream));  // its sums are never read
+    CUDA_CHECK(cudaMemsetAsync(p->correct, 0, sizeof(int), p->stream));
+    for (int step = 0; step < steps; step++) {
+        proxy_score(t, step, seed);
+        if (step % t->recipe.proxy_step_every == 0) proxy_step(t, step, total_steps);
+    }
 }
 
 // The epoch's training loss and accuracy (a sync), and its unaugmented test accuracy.
@@ -584,10 +695,10 @@ static EpochLog log_epoch(Trainer *t, int epoch, int n_seen, double time_s) {
 }
 
 // Trains from scratch with seed o->seed; max_steps < 0 runs the whole recipe (the warm-up
-// run uses a few steps). GPU time covers the whitening init, the training steps and the
-// final TTA evaluation, not the per-epoch logging evaluations. The divergence guard
-// (runfile.h) judges the per-epoch losses; a non-finite loss ends the run early, and a
-// signal ends it as interrupted.
+// run uses a few steps). GPU time covers the whitening init, the proxy's training (data
+// filtering), the training steps and the final TTA evaluation, not the per-epoch logging
+// evaluations. The divergence guard (runfile.h) judges the per-epoch losses; a non-finite
+// loss ends the run early, and a signal ends it as interrupted.
 static RunResult run_training(Trainer *t, const Options *o, int max_steps, int log) {
     const Recipe *r = &t->recipe;
     int spe = recipe_steps_per_epoch(r, t->n_train), total = recipe_total_steps(r, t->n_train);
@@ -599,8 +710,13 @@ static RunResult run_training(Trainer *t, const Options *o, int max_steps, int l
     double wall_start = wall_clock();
 
     init_params(t, o->seed);
+    if (t->proxy) init_params(t->proxy, recipe_proxy_seed(o->seed));
     CUDA_CHECK(cudaEventRecord(start, t->stream));
     init_whitening(t);
+    if (t->proxy) {
+        init_whitening(t->proxy);
+        train_proxy(t, steps, total, o->seed);
+    }
     CUDA_CHECK(cudaEventRecord(stop, t->stream));
     result.time_s += event_seconds(start, stop);
 
@@ -614,7 +730,7 @@ static RunResult run_training(Trainer *t, const Options *o, int max_steps, int l
         CUDA_CHECK(cudaEventRecord(stop, t->stream));
         result.time_s += event_seconds(start, stop);
         EpochLog *e = &result.epochs[result.n_epochs++];
-        *e = log_epoch(t, epoch, (step - first) * r->batch_size, result.time_s);
+        *e = log_epoch(t, epoch, (step - first) * recipe_train_batch(r), result.time_s);
         hopeless = !isfinite(e->train_loss);
         if (log)
             printf("| %5d | %10.4f | %9.4f | %8.4f | %8.3f |\n", e->epoch, e->train_loss, e->train_acc, e->test_acc,
@@ -736,7 +852,7 @@ int main(int argc, char **argv) {
     Trainer *t = trainer_create(r, &data, data.train.n, n_test, o.conv_algo, o.conv_cache);
     cifar10_free(&data);
     if (o.json_path) {
-        if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, convs_deterministic(t->convs)), err,
+        if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, trainer_deterministic(t)), err,
                                        sizeof err)))
             die(2, "%s", err);
         gpu_set_fatal_hook(end_run_file);

@@ -20,8 +20,8 @@ static const char *program_name(void) { return program; }
 
 static void usage(FILE *f, const Options *o) {
     fprintf(f,
-            "usage: %s [--variant 94|95|96|94-muon] [--set NAME=VALUE]... [--runs N] [--seed S]\n"
-            "       [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
+            "usage: %s [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]... [--runs N]\n"
+            "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
@@ -126,18 +126,32 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
     return 0;
 }
 
-// What the GPU kernels need beyond the recipe's own bounds (kernels.h).
-static int check_kernel_shapes(const Recipe *r) {
+// Whether widths suit the GPU kernels (kernels.h); prints why not, naming the field and
+// the flags that set it.
+static int check_widths(const int widths[3], const char *field, const char *flags) {
     for (int i = 0; i < 3; i++)
-        if (r->widths[i] % 8 || r->widths[i] < 8 || r->widths[i] > MAX_KERNEL_CHANNELS) {
-            fprintf(stderr, "%s: bad widths %d,%d,%d (--widths or --set widths): the GPU kernels need multiples "
-                            "of 8 in 8..%d\n", program_name(), r->widths[0], r->widths[1], r->widths[2],
-                    MAX_KERNEL_CHANNELS);
+        if (widths[i] % 8 || widths[i] < 8 || widths[i] > MAX_KERNEL_CHANNELS) {
+            fprintf(stderr, "%s: bad %s %d,%d,%d (%s): the GPU kernels need multiples of 8 in 8..%d\n",
+                    program_name(), field, widths[0], widths[1], widths[2], flags, MAX_KERNEL_CHANNELS);
             return -1;
         }
+    return 0;
+}
+
+// What the GPU kernels need beyond the recipe's own bounds (kernels.h): channel counts and
+// batches (the kept examples' too) in multiples of 8.
+static int check_kernel_shapes(const Recipe *r) {
+    if (check_widths(r->widths, "widths", "--widths or --set widths") ||
+        (r->filter_keep && check_widths(r->proxy_widths, "proxy_widths", "--set proxy_widths")))
+        return -1;
     if (r->batch_size % 8) {
         fprintf(stderr, "%s: bad batch size %d (--batch or --set batch_size): the GPU kernels need a multiple of 8\n",
                 program_name(), r->batch_size);
+        return -1;
+    }
+    if (r->filter_keep % 8) {
+        fprintf(stderr, "%s: bad filter_keep %d (--set filter_keep): the GPU kernels need a multiple of 8\n",
+                program_name(), r->filter_keep);
         return -1;
     }
     return 0;
@@ -192,6 +206,11 @@ void print_setup(const Options *o, const char *gpu_name, int major, int minor, i
            "%s conv algorithms, %d test images\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1],
            r->widths[2], r->batch_size, r->epochs, recipe_total_steps(r, n_train), r->tta_level,
            RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test);
+    if (r->filter_keep)
+        printf("data filtering: each step trains on the %d of its %d examples of highest loss under a proxy of "
+               "widths %d/%d/%d, depth %d, that trains first (stepping on batches 0, %d, %d, ...); %s batches\n",
+               r->filter_keep, r->batch_size, r->proxy_widths[0], r->proxy_widths[1], r->proxy_widths[2],
+               r->proxy_depth, r->proxy_step_every, 2 * r->proxy_step_every, RECIPE_BATCH_MODES[r->batch_mode]);
 }
 
 // ---------------------------------------------------------------------------------------

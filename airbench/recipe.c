@@ -25,6 +25,7 @@ static const Variant VARIANTS[] = {
     {"96", &RECIPE_96, 0.96},
     {"94-muon", &RECIPE_94_MUON, 0.94},
     {"94-record", &RECIPE_94_RECORD, 0.94},
+    {"96-filter", &RECIPE_96_FILTER, 0.96},
 };
 enum { N_VARIANTS = sizeof VARIANTS / sizeof VARIANTS[0] };
 
@@ -35,7 +36,7 @@ const Variant *recipe_variant(const char *name) {
     return NULL;
 }
 
-const char *recipe_variant_names(void) { return "94, 95, 96, 94-muon or 94-record"; }
+const char *recipe_variant_names(void) { return "94, 95, 96, 94-muon, 94-record or 96-filter"; }
 
 // ---------------------------------------------------------------------------------------
 // Fields.
@@ -179,6 +180,27 @@ void recipe_print_fields(FILE *out, const Recipe *r) {
     }
 }
 
+// Data filtering (filter_keep > 0): the kept examples fit the batch and its BN groups;
+// the proxy trains by SGD only.
+static int validate_filter(const Recipe *r, char *err, size_t err_size) {
+    if (!r->filter_keep) return 0;
+    if (r->filter_keep > r->batch_size) {
+        set_error(err, err_size, "filter_keep %d exceeds batch_size %d", r->filter_keep, r->batch_size);
+        return -1;
+    }
+    if (r->bn_group && r->filter_keep % r->bn_group) {
+        set_error(err, err_size, "bn_group %d does not divide the filter_keep %d kept examples into groups",
+                  r->bn_group, r->filter_keep);
+        return -1;
+    }
+    if (r->muon) {
+        set_error(err, err_size, "data filtering (filter_keep %d) is for the SGD recipes, not Muon (muon 1)",
+                  r->filter_keep);
+        return -1;
+    }
+    return 0;
+}
+
 int recipe_validate(const Recipe *r, int n_train, char *err, size_t err_size) {
     if (r->batch_size > n_train) {
         set_error(err, err_size, "batch_size %d exceeds the %d training images", r->batch_size, n_train);
@@ -202,7 +224,7 @@ int recipe_validate(const Recipe *r, int n_train, char *err, size_t err_size) {
         set_error(err, err_size, "the Muon recipe supports depth 2 only");
         return -1;
     }
-    return 0;
+    return validate_filter(r, err, err_size);
 }
 
 // The shorthand flags and the fields they set.
@@ -252,6 +274,22 @@ int recipe_variant_from_args(int argc, char **argv, const Variant **variant, cha
 // Derived values and the schedule.
 
 int recipe_steps_per_epoch(const Recipe *r, int n_train) { return n_train / r->batch_size; }
+
+int64_t recipe_batch_first(const Recipe *r, int step, int n_train) {
+    if (r->batch_mode == BATCH_MODE_CONTINUOUS) return (int64_t)step * r->batch_size;
+    int spe = recipe_steps_per_epoch(r, n_train);
+    return (int64_t)(step / spe) * n_train + (int64_t)(step % spe) * r->batch_size;
+}
+
+Recipe recipe_proxy(const Recipe *r) {
+    Recipe proxy = *r;
+    memcpy(proxy.widths, r->proxy_widths, sizeof proxy.widths);
+    proxy.depth = r->proxy_depth;
+    proxy.lookahead_every = 0;
+    proxy.filter_keep = 0;
+    if (!r->proxy_whiten_bias) proxy.whiten_bias_epochs = 0;
+    return proxy;
+}
 
 int recipe_tta_images(const Recipe *r, int n) {
     return r->tta_level > 0 && r->tta_select_frac < 1 ? (int)floor(n * r->tta_select_frac) : n;

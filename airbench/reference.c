@@ -355,37 +355,52 @@ void ref_linear_backward(float *d_in, float *d_weight, const float *d_out, const
         }
 }
 
-// Softmax p; loss_i = -(1-s) log p_y - (s/K) sum_k log p_k; dlogit_k = p_k - (1-s)[k=y] - s/K.
-double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *logits,
-                                 const uint8_t *labels, int n, int n_classes, float smoothing) {
+// Row b's loss -(1-s) log p_y - (s/K) sum_k log p_k, in double; its argmax (the first
+// maximum) into *best and its log-sum-exp into *log_sum.
+static double example_loss(const float *z, int label, int n_classes, float smoothing, int *best, double *log_sum) {
+    *best = 0;
+    for (int k = 1; k < n_classes; k++)
+        if (z[k] > z[*best]) *best = k;
+    double max_z = z[*best], sum_exp = 0.0, sum_z = 0.0;
+    for (int k = 0; k < n_classes; k++) {
+        sum_exp += exp(z[k] - max_z);
+        sum_z += z[k];
+    }
+    *log_sum = max_z + log(sum_exp);
+    double nll_y = *log_sum - z[label], mean_nll = *log_sum - sum_z / n_classes;
+    return (1.0 - smoothing) * nll_y + smoothing * mean_nll;
+}
+
+// Softmax p; dlogit_k = w (p_k - (1-s)[k=y] - s/K) for row weight w.
+double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *logits, const uint8_t *labels,
+                                 const float *weights, int n, int n_classes, float smoothing) {
     double total = 0.0;
     int correct = 0;
     for (int b = 0; b < n; b++) {
         const float *z = logits + (size_t)b * n_classes;
-        int best = 0;
-        double max_z = z[0];
-        for (int k = 1; k < n_classes; k++)
-            if (z[k] > z[best]) best = k;
-        max_z = z[best];
-        double sum_exp = 0.0, sum_z = 0.0;
-        for (int k = 0; k < n_classes; k++) {
-            sum_exp += exp(z[k] - max_z);
-            sum_z += z[k];
-        }
-        double log_sum = max_z + log(sum_exp);
-        double nll_y = log_sum - z[labels[b]];
-        double mean_nll = log_sum - sum_z / n_classes;
-        total += (1.0 - smoothing) * nll_y + smoothing * mean_nll;
+        int best;
+        double log_sum, weight = weights ? weights[b] : 1.0;
+        total += weight * example_loss(z, labels[b], n_classes, smoothing, &best, &log_sum);
         correct += best == labels[b];
         if (d_logits)
             for (int k = 0; k < n_classes; k++) {
                 double p = exp(z[k] - log_sum);
                 d_logits[(size_t)b * n_classes + k] =
-                    (float)(p - (1.0 - smoothing) * (k == labels[b]) - smoothing / n_classes);
+                    (float)(weight * (p - (1.0 - smoothing) * (k == labels[b]) - smoothing / n_classes));
             }
     }
     if (n_correct) *n_correct = correct;
     return total;
+}
+
+void ref_example_losses(float *losses, const float *logits, const uint8_t *labels, int n, int n_classes,
+                        float smoothing) {
+    for (int b = 0; b < n; b++) {
+        int best;
+        double log_sum;
+        losses[b] = (float)example_loss(logits + (size_t)b * n_classes, labels[b], n_classes, smoothing, &best,
+                                        &log_sum);
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -700,7 +715,9 @@ void ref_forward(RefNet *net, const float *images, int n, int train, float *logi
     }
     int w3 = l->widths[2], side = net_group_out_side(2);
     ref_maxpool_forward(a->features, a->feature_argmax, x, n, w3, side, side, side);
-    ref_linear_forward(logits, a->features, ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES, net->logit_scale);
+    ref_linear_forward(a->logits, a->features, ref_tensor(net, net->params, l->head), n, w3, NET_CLASSES,
+                       net->logit_scale);
+    if (logits != a->logits) memcpy(logits, a->logits, (size_t)n * NET_CLASSES * sizeof(float));
 }
 
 // Backward through the activation, BN (and the pool for j = 0) of conv (g, j): from a->d_act
@@ -729,14 +746,12 @@ static void backward_bn_gelu(RefNet *net, int g, int j, int n) {
     if (j == 0) ref_maxpool_backward(a->d_conv, d_bn_in, a->pool_argmax[g], n, c, in_side, in_side, 2);
 }
 
-double ref_forward_backward(RefNet *net, const float *images, const uint8_t *labels, int n,
-                            float smoothing, int whiten_bias_grad, float *logits, int *n_correct) {
-    ensure_acts(net, n);
+double ref_backward(RefNet *net, const float *images, const uint8_t *labels, const float *weights, int n,
+                    float smoothing, int whiten_bias_grad, int *n_correct) {
     const NetLayout *l = &net->layout;
     RefActs *a = net->acts;
-    ref_forward(net, images, n, 1, a->logits);
-    if (logits) memcpy(logits, a->logits, (size_t)n * NET_CLASSES * sizeof(float));
-    double loss = ref_loss_forward_backward(a->d_logits, n_correct, a->logits, labels, n, NET_CLASSES, smoothing);
+    double loss = ref_loss_forward_backward(a->d_logits, n_correct, a->logits, labels, weights, n, NET_CLASSES,
+                                            smoothing);
     memset(net->grads, 0, l->n_params * sizeof(float));
 
     int w3 = l->widths[2], side = net_group_out_side(2);
@@ -767,6 +782,14 @@ double ref_forward_backward(RefNet *net, const float *images, const uint8_t *lab
                           ref_tensor(net, net->params, 0), n, 3, 32, 32, WHITEN_WIDTH, WHITEN_KERNEL, 0);
     }
     return loss;
+}
+
+double ref_forward_backward(RefNet *net, const float *images, const uint8_t *labels, int n,
+                            float smoothing, int whiten_bias_grad, float *logits, int *n_correct) {
+    ensure_acts(net, n);
+    ref_forward(net, images, n, 1, net->acts->logits);
+    if (logits) memcpy(logits, net->acts->logits, (size_t)n * NET_CLASSES * sizeof(float));
+    return ref_backward(net, images, labels, NULL, n, smoothing, whiten_bias_grad, n_correct);
 }
 
 // ----------------------------------------------------------------------------
@@ -919,6 +942,28 @@ double ref_train_step(RefNet *net, const Recipe *recipe, const StepPlan *plan, c
 }
 
 // ----------------------------------------------------------------------------
+// Data filtering: the proxy network scores every batch, keeps its highest-loss examples,
+// and steps on the kept examples' loss.
+
+void ref_proxy_score(RefNet *proxy, const float *images, const uint8_t *labels, int n, float smoothing,
+                     float *losses) {
+    ensure_acts(proxy, n);
+    ref_forward(proxy, images, n, 1, proxy->acts->logits);
+    ref_example_losses(losses, proxy->acts->logits, labels, n, NET_CLASSES, smoothing);
+}
+
+double ref_proxy_step(RefNet *proxy, const Recipe *proxy_recipe, const StepPlan *plan, const float *images,
+                      const uint8_t *labels, int n, const int *kept, int keep) {
+    float *weights = xcalloc(n, sizeof(float));
+    for (int i = 0; i < keep; i++) weights[kept[i]] = 1.0f;
+    double loss = ref_backward(proxy, images, labels, weights, n, (float)proxy_recipe->label_smoothing,
+                               plan->group[GROUP_WHITEN_BIAS].enabled, NULL);
+    ref_optimizer_step(proxy, proxy_recipe, plan);
+    free(weights);
+    return loss;
+}
+
+// ----------------------------------------------------------------------------
 // Data: training batches and test-time augmentation views.
 
 void ref_normalize_images(float *out, const uint8_t *images, int n) {
@@ -927,10 +972,9 @@ void ref_normalize_images(float *out, const uint8_t *images, int n) {
 }
 
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
-                     const Recipe *recipe, uint64_t seed, int epoch, int batch_index) {
-    for (int i = 0; i < recipe->batch_size; i++) {
-        uint32_t slot = (uint32_t)batch_index * recipe->batch_size + i;
-        uint32_t image = aug_shuffle(seed, epoch, slot, n_train);
+                     const Recipe *recipe, uint64_t seed, int64_t first, const int *rows, int n) {
+    for (int i = 0; i < n; i++) {
+        uint32_t epoch, image = aug_stream_image(seed, first + (rows ? rows[i] : i), n_train, &epoch);
         const uint8_t *src = train->images + (size_t)image * CIFAR10_IMAGE_BYTES;
         int flip = aug_flip(seed, epoch, image), dy = 0, dx = 0, cut_y = 0, cut_x = 0;
         if (recipe->translate)
@@ -1014,13 +1058,21 @@ static int by_value_then_index(const void *a, const void *b) {
 
 static int ascending(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
-void ref_select_lowest(int *indices, const float *values, int n, int k) {
+// The k first of values ranked by sign * value, then by index, in increasing index order.
+static void select_ranked(int *indices, const float *values, int n, int k, float sign) {
     Ranked *r = xcalloc(n, sizeof(Ranked));
-    for (int i = 0; i < n; i++) r[i] = (Ranked){values[i], i};
+    for (int i = 0; i < n; i++) r[i] = (Ranked){sign * values[i], i};
     qsort(r, n, sizeof(Ranked), by_value_then_index);
     for (int i = 0; i < k; i++) indices[i] = r[i].index;
     qsort(indices, k, sizeof(int), ascending);
     free(r);
+}
+
+void ref_select_lowest(int *indices, const float *values, int n, int k) { select_ranked(indices, values, n, k, 1.0f); }
+
+// Negation is exact and reverses the order of every pair of values, ties kept.
+void ref_select_highest(int *indices, const float *values, int n, int k) {
+    select_ranked(indices, values, n, k, -1.0f);
 }
 
 // TTA logits of n images at a time, CHUNK at most.
@@ -1170,7 +1222,45 @@ static void end_epoch(EpochRow *row, double loss_sum, int correct_sum, int n_see
     row->seconds = seconds;
 }
 
-// Trains one network with the schedule's step plans, then measures its TTA accuracy.
+// Data filtering (filter_keep > 0): the proxy network (recipe_proxy) trains first on the
+// run's batches, scoring every batch and stepping on every proxy_step_every-th on the loss
+// of the examples it keeps, its filter_keep highest-loss ones. Returns their rows, total x
+// filter_keep; a signal stops it early (into *signal).
+static int *train_proxy(const RefOptions *o, const Cifar10 *data, const float *whiten_images, int n_whiten,
+                        int *signal) {
+    const Recipe *r = &o->recipe;
+    Recipe proxy_recipe = recipe_proxy(r);
+    int spe = recipe_steps_per_epoch(r, o->n_train), total = recipe_total_steps(r, o->n_train);
+    int n = r->batch_size, keep = r->filter_keep;
+    RefNet *proxy = ref_net_create(&proxy_recipe);
+    ref_net_init(proxy, &proxy_recipe, recipe_proxy_seed(o->seed), whiten_images, n_whiten);
+    int *kept = xcalloc((size_t)total * keep, sizeof(int));
+    float *batch = xcalloc((size_t)n * CIFAR10_IMAGE_BYTES, sizeof(float)), *losses = xcalloc(n, sizeof(float));
+    uint8_t *labels = xcalloc(n, 1);
+    double start = wall_seconds();
+    for (int step = 0; step < total && !*signal; step++) {
+        int *step_kept = kept + (size_t)step * keep;
+        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->seed, recipe_batch_first(r, step, o->n_train),
+                        NULL, n);
+        ref_proxy_score(proxy, batch, labels, n, (float)r->label_smoothing, losses);
+        ref_select_highest(step_kept, losses, n, keep);
+        if (step % r->proxy_step_every == 0) {
+            StepPlan plan = recipe_step_plan(&proxy_recipe, step, total, spe);
+            ref_proxy_step(proxy, &proxy_recipe, &plan, batch, labels, n, step_kept, keep);
+        }
+        *signal = runfile_pending_signal();
+    }
+    printf("proxy: widths %d,%d,%d depth %d scored %d batches, kept %d of %d each (%.1f s)\n", proxy_recipe.widths[0],
+           proxy_recipe.widths[1], proxy_recipe.widths[2], proxy_recipe.depth, total, keep, n, wall_seconds() - start);
+    ref_net_free(proxy);
+    free(batch);
+    free(losses);
+    free(labels);
+    return kept;
+}
+
+// Trains one network with the schedule's step plans (after the proxy, with data
+// filtering), then measures its TTA accuracy.
 static TrainResult train(const RefOptions *o, const Cifar10 *data) {
     const Recipe *r = &o->recipe;
     int spe = recipe_steps_per_epoch(r, o->n_train), total = recipe_total_steps(r, o->n_train);
@@ -1185,22 +1275,24 @@ static TrainResult train(const RefOptions *o, const Cifar10 *data) {
     RefNet *net = ref_net_create(r);
     ref_net_init(net, r, o->seed, whiten_images, n_whiten);
     TrainResult result = {.rows = xcalloc((size_t)total / spe + 2, sizeof(EpochRow))};
-    printf("| epoch | train_loss | train_acc | test_acc | seconds |\n");
     double start = wall_seconds(), loss_sum = 0.0;
-    int correct_sum = 0, steps_in_epoch = 0;
+    int *kept = r->filter_keep ? train_proxy(o, data, whiten_images, n_whiten, &result.signal) : NULL;
+    int correct_sum = 0, steps_in_epoch = 0, n = recipe_train_batch(r);
     int stop = 0;
+    printf("| epoch | train_loss | train_acc | test_acc | seconds |\n");
     for (int step = 0; step < total && !stop && !result.signal; step++) {
-        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->seed, step / spe, step % spe);
+        ref_train_batch(batch, labels, &data->train, o->n_train, r, o->seed, recipe_batch_first(r, step, o->n_train),
+                        kept ? kept + (size_t)step * n : NULL, n);
         StepPlan plan = recipe_step_plan(r, step, total, spe);
         int correct = 0;
-        loss_sum += ref_train_step(net, r, &plan, batch, labels, r->batch_size, &correct);
+        loss_sum += ref_train_step(net, r, &plan, batch, labels, n, &correct);
         correct_sum += correct;
         steps_in_epoch++;
         stop = !isfinite(loss_sum);  // nothing more to learn from this run
         result.signal = runfile_pending_signal();
         if ((step + 1) % spe && step + 1 < total && !stop) continue;
         EpochRow *row = &result.rows[result.n_epochs++];
-        end_epoch(row, loss_sum, correct_sum, steps_in_epoch * r->batch_size, net, r, test_images, data, o->n_test,
+        end_epoch(row, loss_sum, correct_sum, steps_in_epoch * n, net, r, test_images, data, o->n_test,
                   wall_seconds() - start);
         printf("| %5d | %10.4f | %9.4f | %8.4f | %7.1f |\n", result.n_epochs, row->train_loss, row->train_acc,
                row->test_acc, row->seconds);
@@ -1217,6 +1309,7 @@ static TrainResult train(const RefOptions *o, const Cifar10 *data) {
                wall_seconds() - start);
     }
     ref_net_free(net);
+    free(kept);
     free(test_images);
     free(whiten_images);
     free(batch);
@@ -1229,8 +1322,8 @@ static TrainResult train(const RefOptions *o, const Cifar10 *data) {
 
 static void usage(FILE *f, const Recipe *r) {
     fprintf(f,
-            "usage: airbench-ref [--variant 94|95|96|94-muon] [--set NAME=VALUE]... [--data DIR]\n"
-            "                    [--train-subset N] [--test-subset N] [--seed S] [--json FILE]\n"
+            "usage: airbench-ref [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]...\n"
+            "                    [--data DIR] [--train-subset N] [--test-subset N] [--seed S] [--json FILE]\n"
             "                    [--widths A,B,C] [--depth 2|3] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "                    [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "                    [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"

@@ -51,9 +51,15 @@ void ref_linear_forward(float *out, const float *in, const float *weight,
 void ref_linear_backward(float *d_in, float *d_weight, const float *d_out, const float *in,
                          const float *weight, int n, int c_in, int c_out, float scale);
 // Label-smoothed cross-entropy summed over the batch; writes its gradient and counts the
-// argmax hits. loss_i = (1 - s) * -log p_y + s * mean_k -log p_k.
+// argmax hits. loss_i = (1 - s) * -log p_y + s * mean_k -log p_k. weights (n floats; NULL:
+// all 1) weights each row's loss and so its gradient (data filtering's 0/1 mask); the hits
+// count every row.
 double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *logits,
-                                 const uint8_t *labels, int n, int n_classes, float smoothing);
+                                 const uint8_t *labels, const float *weights, int n, int n_classes,
+                                 float smoothing);
+// losses[b] = loss_b as above (computed in double), rounded to float.
+void ref_example_losses(float *losses, const float *logits, const uint8_t *labels, int n, int n_classes,
+                        float smoothing);
 
 // ---- whitening ----
 // Eigen-decomposition of a symmetric n x n matrix (row-major, destroyed) by cyclic Jacobi
@@ -102,6 +108,11 @@ void ref_net_init(RefNet *net, const Recipe *recipe, uint64_t seed,
 // divide n) and updates the running stats (from the first group's, as data-parallel
 // training keeps rank 0's).
 void ref_forward(RefNet *net, const float *images, int n, int train, float *logits);
+// Summed loss (each row weighted by weights; NULL: 1) and backward into net->grads, from the
+// last ref_forward, which must have been a training-mode one on these images. The whitening
+// bias gradient is computed only when whiten_bias_grad. Returns the loss.
+double ref_backward(RefNet *net, const float *images, const uint8_t *labels, const float *weights, int n,
+                    float smoothing, int whiten_bias_grad, int *n_correct);
 // Training forward (updating running stats), summed loss and backward into net->grads.
 // The whitening bias gradient is computed only when whiten_bias_grad. Returns the loss.
 double ref_forward_backward(RefNet *net, const float *images, const uint8_t *labels, int n,
@@ -135,15 +146,28 @@ void ref_optimizer_step(RefNet *net, const Recipe *recipe, const StepPlan *plan)
 double ref_train_step(RefNet *net, const Recipe *recipe, const StepPlan *plan, const float *images,
                       const uint8_t *labels, int n, int *n_correct);
 
+// ---- data filtering (filter_keep > 0) ----
+// The proxy network's scoring of a batch of n: a training-mode forward over all n images
+// (BN statistics over all of them; running stats updated), each example's loss into losses.
+void ref_proxy_score(RefNet *proxy, const float *images, const uint8_t *labels, int n, float smoothing,
+                     float *losses);
+// The proxy's step on the batch it scored last: the loss summed over the keep examples
+// kept[] only, whose gradient reaches the others through the BN statistics, backward, then
+// the optimizer as plan says (proxy_recipe: recipe_proxy's). Returns that loss.
+double ref_proxy_step(RefNet *proxy, const Recipe *proxy_recipe, const StepPlan *plan, const float *images,
+                      const uint8_t *labels, int n, const int *kept, int keep);
+
 // ---- data ----
 // Unaugmented normalized images (n x 3 x 32 x 32) from uint8 CHW.
 void ref_normalize_images(float *out, const uint8_t *images, int n);
-// Training batch `batch_index` of epoch `epoch`: shuffled order, alternating flip,
-// translation (the recipe's translate and translate_mode), normalized, brightness and
-// contrast jitter (jitter_brightness, jitter_contrast), then cutout. Writes batch_size
-// images and labels.
+// n training examples: row i is example first + rows[i] (rows NULL: first + i) of the
+// stream of shuffled epochs (augment.h's aug_stream_image), augmented as drawn for its
+// epoch: alternating flip, translation (the recipe's translate and translate_mode),
+// normalized, brightness and contrast jitter (jitter_brightness, jitter_contrast), then
+// cutout. A step's batch is first = recipe_batch_first, rows NULL and n = batch_size.
+// Writes n images and labels.
 void ref_train_batch(float *out, uint8_t *labels_out, const Cifar10Split *train, int n_train,
-                     const Recipe *recipe, uint64_t seed, int epoch, int batch_index);
+                     const Recipe *recipe, uint64_t seed, int64_t first, const int *rows, int n);
 // Test-time augmentation logits (level 0, 1 or 2, docs/recipe.md) in eval mode, with the
 // views weighted as airbench does or uniformly.
 void ref_tta_logits(RefNet *net, const float *images, int n, int level, TtaWeights weights, float *logits);
@@ -152,6 +176,8 @@ void ref_top_probabilities(float *p, const float *logits, int n);
 // The indices of the k smallest of values[0..n), in increasing index order; among equal
 // values the lower indices are taken.
 void ref_select_lowest(int *indices, const float *values, int n, int k);
+// The same for the k largest (ties: the lower indices too).
+void ref_select_highest(int *indices, const float *values, int n, int k);
 // The evaluation's logits for n test images as the recipe asks: TTA for all of them, or,
 // with tta_select_frac < 1, the plain view for all and TTA (replacing it) for the
 // recipe_tta_images least sure ones. In chunks, to bound the activation memory.

@@ -28,7 +28,7 @@ typedef struct {
     size_t offset;
 } MuonGroup;
 
-typedef struct {
+typedef struct Trainer {
     Recipe recipe;
     NetLayout layout;
     int max_batch;
@@ -58,6 +58,15 @@ typedef struct {
     // probabilities, and the indices of the images that get TTA.
     float *test_logits, *top_probability;
     int *tta_indices;
+    // Data filtering (filter_keep > 0). The main network holds the proxy network (a Trainer
+    // of recipe_proxy's recipe that shares the data, the stream and the cuBLAS handle) and
+    // each step's kept rows, total steps x filter_keep indices into its batch, which the
+    // proxy's selection writes and the main network's loader reads. The proxy holds its
+    // batch's per-example losses, the 0/1 loss weights of its steps (backward weights the
+    // loss by loss_weights when it is not NULL) and filter_keep ones to scatter into them.
+    struct Trainer *proxy;
+    int *kept_rows;
+    float *example_losses, *loss_weights, *ones;
     // Data, uploaded once: uint8 CHW images and labels.
     uint8_t *train_images, *train_labels, *test_images, *test_labels;
     int n_train, n_test;

@@ -67,6 +67,14 @@ RNG_HD uint32_t aug_shuffle(uint64_t seed, uint32_t epoch, uint32_t slot, uint32
     return rng_permute(seed, RNG_STREAM_SHUFFLE, epoch, slot, n_train);
 }
 
+// Example `position` of the stream of training examples, in which data epoch e holds
+// positions [e n_train, (e + 1) n_train) in its shuffled order: its epoch (into *epoch, the
+// epoch every augmentation of the example draws with) and its image.
+RNG_HD uint32_t aug_stream_image(uint64_t seed, int64_t position, uint32_t n_train, uint32_t *epoch) {
+    *epoch = (uint32_t)(position / n_train);
+    return aug_shuffle(seed, *epoch, (uint32_t)(position % n_train), n_train);
+}
+
 // The network's input value of a pixel byte of channel c: x / 255, then normalized with
 // the CIFAR-10 per-channel mean and std.
 RNG_HD float aug_normalize(uint8_t value, int c) {

@@ -89,6 +89,11 @@ static Loader *make_loader(int n_images, int batch) {
     return l;
 }
 
+// Where the loader's batch starts in the stream of epochs (recipe_batch_first's epoch mode).
+static int64_t loader_first(const Loader *l) {
+    return (int64_t)l->epoch * l->split.n + (int64_t)l->batch_index * l->recipe.batch_size;
+}
+
 static void prepare_train_loader(Case *c, const Shape *s, int group) {
     (void)group;
     c->state = make_loader(TRAIN_IMAGES, s->batch);
@@ -100,7 +105,7 @@ static cudaError_t run_train_loader(const Case *c, KernelFn launch, cudaStream_t
     const Loader *l = c->state;
     const Recipe *r = &l->recipe;
     return CALL_AS(launch_train_loader, launch)(l->x_d, l->batch_labels_d, l->images_d, l->labels_d, l->split.n,
-                                                r->batch_size, l->batch_index, l->epoch, SEED, r->translate,
+                                                r->batch_size, NULL, loader_first(l), SEED, r->translate,
                                                 TRANSLATE_RANDOM, r->cutout, (float)r->jitter_brightness,
                                                 (float)r->jitter_contrast, stream);
 }
@@ -111,7 +116,7 @@ static void check_train_loader(const Case *c, Check *result) {
     size_t count = (size_t)batch * CIFAR10_IMAGE_BYTES;
     float *want = HOST_FLOATS(count);
     uint8_t *want_labels = host_buffer(batch), *got_labels = host_buffer(batch);
-    ref_train_batch(want, want_labels, &l->split, l->split.n, &l->recipe, SEED, l->epoch, l->batch_index);
+    ref_train_batch(want, want_labels, &l->split, l->split.n, &l->recipe, SEED, loader_first(l), NULL, batch);
     download(got_labels, l->batch_labels_d, batch);
     size_t label_mismatches = 0;
     for (int i = 0; i < batch; i++) label_mismatches += got_labels[i] != want_labels[i];

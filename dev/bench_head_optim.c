@@ -186,12 +186,13 @@ typedef struct {
     float *logits;   // host
     uint8_t *labels, *labels_d;
     float *logits_d, *d_logits_d;
+    float *weights, *weights_d;  // LOSS_MASKED: data filtering's 0/1 mask, every other row kept; else NULL
     double *loss_d;  // the kernel adds the batch's loss and hits: zeroed by prepare
     int *correct_d;
+    float *losses_d;  // EXAMPLE_LOSSES: each row's loss
 } Loss;
 
-static void prepare_loss(Case *c, const Shape *s, int group) {
-    (void)group;
+static Loss *make_loss(Case *c, const Shape *s, int masked) {
     Loss *l = host_buffer(sizeof *l);
     l->n = s->batch;
     l->logits_d = random_floats_d(&l->logits, (size_t)l->n * NET_CLASSES, 0.0, 3.0);
@@ -201,17 +202,34 @@ static void prepare_loss(Case *c, const Shape *s, int group) {
     l->d_logits_d = dev_alloc((size_t)l->n * NET_CLASSES * sizeof(float));
     l->loss_d = dev_alloc(sizeof(double));
     l->correct_d = dev_alloc(sizeof(int));
+    l->losses_d = dev_alloc((size_t)l->n * sizeof(float));
     CUDA_CHECK(cudaMemset(l->loss_d, 0, sizeof(double)));
     CUDA_CHECK(cudaMemset(l->correct_d, 0, sizeof(int)));
+    if (masked) {
+        l->weights = HOST_FLOATS(l->n);
+        for (int b = 0; b < l->n; b++) l->weights[b] = (float)(b % 2 == 0);
+        l->weights_d = dev_upload(l->weights, (size_t)l->n * sizeof(float));
+    }
     snprintf(c->shape, sizeof c->shape, "%dx%d", l->n, NET_CLASSES);
-    c->bytes = (double)l->n * (NET_CLASSES * 4 * 2 + 1);
+    c->bytes = (double)l->n * (NET_CLASSES * 4 * 2 + 1 + (masked ? 4 : 0));
     c->state = l;
+    return l;
+}
+
+static void prepare_loss(Case *c, const Shape *s, int group) {
+    (void)group;
+    make_loss(c, s, 0);
+}
+
+static void prepare_loss_masked(Case *c, const Shape *s, int group) {
+    (void)group;
+    make_loss(c, s, 1);
 }
 
 static cudaError_t run_loss(const Case *c, KernelFn launch, cudaStream_t stream) {
     const Loss *l = c->state;
-    return CALL_AS(launch_loss, launch)(l->d_logits_d, l->loss_d, l->correct_d, l->logits_d, l->labels_d, l->n,
-                                        (float)RECIPE_94.label_smoothing, stream);
+    return CALL_AS(launch_loss, launch)(l->d_logits_d, l->loss_d, l->correct_d, l->logits_d, l->labels_d,
+                                        l->weights_d, l->n, (float)RECIPE_94.label_smoothing, stream);
 }
 
 static void check_loss(const Case *c, Check *result) {
@@ -219,8 +237,8 @@ static void check_loss(const Case *c, Check *result) {
     size_t count = (size_t)l->n * NET_CLASSES;
     float *want = HOST_FLOATS(count);
     int want_correct = 0, got_correct;
-    double want_loss = ref_loss_forward_backward(want, &want_correct, l->logits, l->labels, l->n, NET_CLASSES,
-                                                 (float)RECIPE_94.label_smoothing), got_loss;
+    double want_loss = ref_loss_forward_backward(want, &want_correct, l->logits, l->labels, l->weights, l->n,
+                                                 NET_CLASSES, (float)RECIPE_94.label_smoothing), got_loss;
     download(&got_loss, l->loss_d, sizeof got_loss);
     download(&got_correct, l->correct_d, sizeof got_correct);
     compare(result, "d_logits", rel_error(download_floats(l->d_logits_d, count), want, count), 1e-6);
@@ -229,6 +247,64 @@ static void check_loss(const Case *c, Check *result) {
 }
 
 const Harness LOSS = {0, prepare_loss, run_loss, check_loss, free_all};
+const Harness LOSS_MASKED = {0, prepare_loss_masked, run_loss, check_loss, free_all};
+
+static void prepare_example_losses(Case *c, const Shape *s, int group) {
+    (void)group;
+    Loss *l = make_loss(c, s, 0);
+    c->bytes = (double)l->n * (NET_CLASSES * 4 + 1 + 4);
+}
+
+static cudaError_t run_example_losses(const Case *c, KernelFn launch, cudaStream_t stream) {
+    const Loss *l = c->state;
+    return CALL_AS(launch_example_losses, launch)(l->losses_d, l->logits_d, l->labels_d, l->n,
+                                                  (float)RECIPE_94.label_smoothing, stream);
+}
+
+static void check_example_losses(const Case *c, Check *result) {
+    const Loss *l = c->state;
+    float *want = HOST_FLOATS(l->n);
+    ref_example_losses(want, l->logits, l->labels, l->n, NET_CLASSES, (float)RECIPE_94.label_smoothing);
+    compare(result, "losses", rel_error(download_floats(l->losses_d, l->n), want, l->n), 1e-6);
+}
+
+const Harness EXAMPLE_LOSSES = {0, prepare_example_losses, run_example_losses, check_example_losses, free_all};
+
+// Data filtering's selection: the half of a batch of losses that is highest.
+typedef struct {
+    int n, k;
+    float *values, *values_d;
+    int *indices_d;
+} Selection;
+
+static void prepare_select_highest(Case *c, const Shape *s, int group) {
+    (void)group;
+    Selection *sel = host_buffer(sizeof *sel);
+    sel->n = s->batch;
+    sel->k = s->batch / 2;
+    sel->values_d = random_floats_d(&sel->values, sel->n, 2.0, 1.0);
+    sel->indices_d = dev_alloc((size_t)sel->k * sizeof(int));
+    snprintf(c->shape, sizeof c->shape, "%d of %d", sel->k, sel->n);
+    c->bytes = (double)sel->n * 4 + (double)sel->k * 4;
+    c->state = sel;
+}
+
+static cudaError_t run_select_highest(const Case *c, KernelFn launch, cudaStream_t stream) {
+    const Selection *sel = c->state;
+    return CALL_AS(launch_select_highest, launch)(sel->indices_d, sel->values_d, sel->n, sel->k, stream);
+}
+
+static void check_select_highest(const Case *c, Check *result) {
+    const Selection *sel = c->state;
+    int *want = host_buffer((size_t)sel->k * sizeof(int)), *got = host_buffer((size_t)sel->k * sizeof(int));
+    ref_select_highest(want, sel->values, sel->n, sel->k);
+    download(got, sel->indices_d, (size_t)sel->k * sizeof(int));
+    int differing = 0;
+    for (int i = 0; i < sel->k; i++) differing += got[i] != want[i];
+    compare(result, "indices differing", differing, 0);
+}
+
+const Harness SELECT_HIGHEST = {0, prepare_select_highest, run_select_highest, check_select_highest, free_all};
 
 // ---- SGD and lookahead over the flat parameter buffer ---------------------------------------
 

@@ -3,7 +3,8 @@
 against by tests/test_reference.c.
 
 Run from anywhere (paths are relative to this file's repository):
-    python3 dev/make_fixtures.py [net|whiten|muon|augment|jitter|bn_group|selective_tta|silu ...]   (default: all)
+    python3 dev/make_fixtures.py [net|whiten|muon|augment|jitter|bn_group|selective_tta|silu|filter ...]
+    (default: all)
 
 It builds the airbench network (../shared/spec/recipe.md) functionally in PyTorch on the CPU,
 at tiny widths, and writes small binary files under tests/fixtures/:
@@ -24,6 +25,10 @@ at tiny widths, and writes small binary files under tests/fixtures/:
                airbench view weights)
   silu_d2.bin  net_d2.bin's network and steps with SiLU after the ConvGroups' BNs (the 2025
                record recipe's activation; the whitening conv's stays GELU)
+  filter.bin   data filtering (airbench96_faster.py): a depth-2 proxy's per-example losses
+               on a batch of 16, the 8 it keeps (the highest), its step on their summed
+               loss (backward through BN over all 16), the depth-3 network's step on the 8
+               alone, and loader rows of a continuous batch that spans two data epochs
 
 Precision: every tensor the C code is given (parameters, inputs, gradients, state) is first
 rounded to float32, then all of the math here runs in float64 on those values; results are
@@ -697,8 +702,17 @@ def expected_batch(images_u8, labels, seed, epoch, batch_size, batch_index, tran
     """The loader's batch: normalize, translate, flip, jitter (x + b) * c in float32, cutout.
     info per image: (image, flip, dy, dx, cutout y0, x0, b, c)."""
     n = images_u8.shape[0]
+    positions = [epoch * n + slot for slot in range(batch_index * batch_size, (batch_index + 1) * batch_size)]
+    return expected_examples(images_u8, labels, seed, positions, translate, cutout, derandomized, jitter)
+
+
+def expected_examples(images_u8, labels, seed, positions, translate, cutout, derandomized, jitter=(0.0, 0.0)):
+    """The loader's rows for the given positions p of the stream of shuffled epochs: data epoch
+    p // n, slot p % n (augment.h's aug_stream_image); each augmented as expected_batch says."""
+    n = images_u8.shape[0]
     out, out_labels, info = [], [], []
-    for slot in range(batch_index * batch_size, (batch_index + 1) * batch_size):
+    for position in positions:
+        epoch, slot = position // n, position % n
         image = aug_shuffle(seed, epoch, slot, n)
         fl = aug_flip(seed, epoch, image)
         dy, dx = aug_translate(seed, derandomized, translate, epoch, image)
@@ -920,6 +934,164 @@ def make_selective_tta_fixture(seed, widths=(8, 16, 16), n=16):
     w.write()
 
 
+# ---------------------------------------------------------------------------------------
+# l) data filtering (airbench96_faster.py): the proxy's scoring and masked step, the main
+# network's step on the kept examples, and the loader's stream of epochs
+
+def schedule_multiplier(step, total, warmup_frac=0.1):
+    """airbench96_faster.py's get_lr: warm-up from 0.2 over int(total * warmup_frac) steps,
+    then linear to 0 at total."""
+    warmup = int(total * warmup_frac)
+    if step < warmup:
+        return 0.2 * (1 - step / warmup) + step / warmup
+    return (total - step) / (total - warmup)
+
+
+def sgd_step(params, names, trainable, lr, wd, lr_bn, momentum, multiplier):
+    """One PyTorch Nesterov SGD step with the recipes' two groups (BN biases, and the rest that
+    trains) at the schedule's multiplier; returns the optimizer (for its momentum buffers)."""
+    bn_biases = [params[n] for n in names if n.startswith("bn.")]
+    other = [params[n] for n in names if n in trainable and not n.startswith("bn.")]
+    opt = torch.optim.SGD([dict(params=bn_biases, lr=lr_bn * multiplier, weight_decay=wd / lr_bn),
+                           dict(params=other, lr=lr * multiplier, weight_decay=wd / lr)],
+                          momentum=momentum, nesterov=True)
+    with torch.no_grad():
+        opt.step()
+    return opt
+
+
+def make_filter_fixture(seed, batch=16, keep=8, proxy_widths=(8, 16, 16), main_widths=(8, 12, 16)):
+    """filter.bin. The proxy (depth 2, its whitening bias 0 and frozen) scores a batch of
+    `batch` in training mode: per-example losses, the `keep` highest kept (argsort's last
+    `keep`, in index order), then one step on the kept examples' summed loss, whose backward
+    passes through BN statistics over the whole batch. The main network (depth 3) then takes
+    one step on the kept examples alone (BN over them; its whitening bias trains). Both use
+    airbench96's numbers with wd from the loader batch, at steps 100 and 1000 of 2160.
+    Returns the writer, the worst max-pool gap ratio and the selection's relative margin."""
+    recipe = RECIPES["airbench96"]
+    gen = torch.Generator().manual_seed(seed)
+    lr, wd, lr_bn = sgd_numbers(recipe, batch)
+    total, proxy_step, main_step = 2160, 100, 1000
+    w = FixtureWriter("filter.bin")
+    for key, value in (("batch", batch), ("keep", keep), ("proxy_widths", proxy_widths),
+                       ("main_widths", main_widths), ("lr", lr), ("wd", wd), ("lr_bn", lr_bn),
+                       ("keep_bn", recipe["keep"]), ("smoothing", recipe["smoothing"]), ("total", total),
+                       ("proxy_step", proxy_step), ("main_step", main_step)):
+        w.add(f"config.{key}", value)
+    x = f32(torch.randn((batch, 3, 32, 32), generator=gen, dtype=F64))
+    labels = torch.randint(0, N_CLASSES, (batch,), generator=gen)
+    w.add("x", x)
+    w.add("labels", labels)
+    def network(prefix, widths, depth):
+        params = random_params(gen, widths, depth)
+        running = {}
+        for r in running_names(depth):
+            g = int(r.split(".")[0])
+            running[f"mean.{r}"] = torch.zeros(widths[g], dtype=F64)
+            running[f"var.{r}"] = torch.ones(widths[g], dtype=F64)
+            w.add(f"{prefix}.running_mean.{r}", running[f"mean.{r}"])
+            w.add(f"{prefix}.running_var.{r}", running[f"var.{r}"])
+        cfg = dict(depth=depth, keep=recipe["keep"], eps=recipe["eps"], scale=recipe["scale"], activation="gelu")
+        return params, running, cfg
+
+    def dump(prefix, names, params, running, depth, opt):
+        for name in names:
+            if params[name].grad is not None:
+                w.add(f"{prefix}.grad.{name}", params[name].grad)
+            w.add(f"{prefix}.after.param.{name}", params[name])
+            state = opt.state.get(params[name], {})
+            if "momentum_buffer" in state:
+                w.add(f"{prefix}.after.momentum.{name}", state["momentum_buffer"])
+        for r in running_names(depth):  # after the forward (the step leaves them alone)
+            w.add(f"{prefix}.forward.running_mean.{r}", running[f"mean.{r}"])
+            w.add(f"{prefix}.forward.running_var.{r}", running[f"var.{r}"])
+
+    ratios = []
+
+    def train_forward(params, running, inputs, cfg):
+        """The training forward, after noting its worst max-pool gap / fp32 rounding ratio."""
+        errors = fp32_pool_errors(params, running, inputs, cfg)
+        gaps = Gaps()
+        with torch.no_grad():
+            forward(params, {k: v.clone() for k, v in running.items()}, inputs, True, cfg, gaps)
+        ratios.append(min(gaps.smallest[site] / errors[site] for site in gaps.smallest))
+        return forward(params, running, inputs, True, cfg, None)
+
+    # the proxy: score all, keep the highest, step on their summed loss
+    names = tensor_names(2)
+    init, running, cfg = network("proxy", proxy_widths, 2)
+    init["whiten_b"] = torch.zeros(WHITEN_WIDTH, dtype=F64)
+    for name in names:
+        w.add(f"proxy.param.{name}", init[name])
+    params = {n: init[n].clone().requires_grad_(n not in ("whiten_w", "whiten_b")) for n in names}
+    logits = train_forward(params, running, x, cfg)
+    losses = F.cross_entropy(logits, labels, label_smoothing=recipe["smoothing"], reduction="none")
+    order = losses.detach().argsort()
+    kept = order[-keep:].sort().values
+    sorted_losses = losses.detach()[order]
+    margin = float((sorted_losses[-keep] - sorted_losses[-keep - 1]) / sorted_losses[-keep])
+    mask = torch.zeros(batch, dtype=F64)
+    mask[kept] = 1.0
+    masked = (losses * mask).sum()
+    masked.backward()
+    proxy_mult = schedule_multiplier(proxy_step, total)
+    trainable = [n for n in names if n not in ("whiten_w", "whiten_b")]
+    opt = sgd_step(params, names, trainable, lr, wd, lr_bn, recipe["momentum"], proxy_mult)
+    w.add("proxy.losses", losses)
+    w.add("proxy.kept", kept)
+    w.add("proxy.masked_loss", masked)
+    w.add("proxy.multiplier", proxy_mult)
+    dump("proxy", names, params, running, 2, opt)
+
+    # the main network: one step on the kept examples only
+    names = tensor_names(3)
+    init, running, cfg = network("main", main_widths, 3)
+    for name in names:
+        w.add(f"main.param.{name}", init[name])
+    params = {n: init[n].clone().requires_grad_(n != "whiten_w") for n in names}
+    logits = train_forward(params, running, x[kept], cfg)
+    loss = loss_fn(logits, labels[kept], recipe["smoothing"])
+    loss.backward()
+    main_mult = schedule_multiplier(main_step, total)
+    opt = sgd_step(params, names, [n for n in names if n != "whiten_w"], lr, wd, lr_bn, recipe["momentum"],
+                   main_mult)
+    w.add("main.logits", logits)
+    w.add("main.loss", loss)
+    w.add("main.multiplier", main_mult)
+    dump("main", names, params, running, 3, opt)
+
+    # the loader in continuous mode: step 2 of batches of 8 from 20 images straddles data
+    # epochs 0 and 1 (positions 16..23); some of its rows, as data filtering loads them
+    n_images, stream_batch, step, aug_seed = 20, 8, 2, 13
+    rows = [0, 2, 3, 4, 7]
+    images = torch.randint(0, 256, (n_images, 3, 32, 32), generator=gen, dtype=torch.int64)
+    image_labels = torch.randint(0, N_CLASSES, (n_images,), generator=gen)
+    positions = [step * stream_batch + r for r in rows]
+    stream, stream_labels, info = expected_examples(images, image_labels, aug_seed, positions,
+                                                    recipe["translate"], recipe["cutout"], False)
+    for key, value in (("images", images), ("labels", image_labels), ("seed", aug_seed),
+                       ("batch_size", stream_batch), ("step", step), ("rows", rows), ("batch", stream),
+                       ("batch_labels", stream_labels), ("decisions", [d[:6] for d in info])):
+        w.add(f"stream.{key}", value)
+    ratio = min(ratios)
+    summary = (f"  seed {seed}: proxy kept {kept.tolist()} (margin {margin:.2e}), masked loss "
+               f"{float(masked):.6f}, main loss {float(loss):.6f}; stream epochs "
+               f"{[p // n_images for p in positions]}, images {[d[0] for d in info]}")
+    return w, ratio, margin, summary
+
+
+def search_filter_fixture(first_seed):
+    """The first seed whose max-pool decisions are clear of fp32 rounding by POOL_MARGIN and
+    whose kept set is clear of it too (the keep-th and the next loss 1e-4 apart, relative)."""
+    for seed in range(first_seed, first_seed + 500):
+        w, ratio, margin, summary = make_filter_fixture(seed)
+        if ratio >= POOL_MARGIN and margin >= 1e-4:
+            w.write()
+            print(summary + f" (worst gap = {ratio:.1f} x rounding, {seed - first_seed + 1} tries)")
+            return
+    raise RuntimeError("filter.bin: no seed with clear max-pool and selection decisions")
+
+
 FIXTURES = {
     "net": lambda: (search_net_fixture("net_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000),
                     search_net_fixture("net_d3.bin", "airbench96", (8, 12, 16), 3, 8, 4, first_seed=2000)),
@@ -932,6 +1104,7 @@ FIXTURES = {
     # net_d2.bin's seeds: the same parameters and data where the max-pool decisions allow
     "silu": lambda: search_net_fixture("silu_d2.bin", "airbench94", (8, 16, 16), 2, 8, 4, first_seed=1000,
                                        activation="silu"),
+    "filter": lambda: search_filter_fixture(first_seed=6000),
 }
 
 

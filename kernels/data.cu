@@ -49,24 +49,24 @@ __device__ __forceinline__ void write_view(__half *dst, const uint8_t *src, cons
     }
 }
 
+// Output row `row` is example first + (rows ? rows[row] : row) of the training stream.
 __global__ void train_loader_kernel(__half *x, uint8_t *batch_labels, const uint8_t *images, const uint8_t *labels,
-                                    int n_train, int batch, int batch_index, int epoch, uint64_t seed, int translate,
+                                    int n_train, const int *rows, int64_t first, uint64_t seed, int translate,
                                     int translate_mode, int cutout, float jitter_brightness, float jitter_contrast) {
     __shared__ uint4 staged[3072 / 16];
     __shared__ float normalized[3 * 256];
     __shared__ ImageView view;
     int row = blockIdx.x;
     if (threadIdx.x == 0) {  // the same calls, in the same order, as ref_train_batch
-        uint32_t slot = (uint32_t)batch_index * (uint32_t)batch + (uint32_t)row;
+        uint32_t epoch;
         ImageView v;
-        v.image = aug_shuffle(seed, (uint32_t)epoch, slot, (uint32_t)n_train);
-        v.flip = aug_flip(seed, (uint32_t)epoch, v.image);
+        v.image = aug_stream_image(seed, first + (rows ? rows[row] : row), (uint32_t)n_train, &epoch);
+        v.flip = aug_flip(seed, epoch, v.image);
         v.dy = v.dx = v.cut_y = v.cut_x = 0;
         v.cut_size = cutout;
-        if (translate)
-            aug_translate(seed, (TranslateMode)translate_mode, translate, (uint32_t)epoch, v.image, &v.dy, &v.dx);
-        if (cutout) aug_cutout(seed, cutout, (uint32_t)epoch, v.image, &v.cut_y, &v.cut_x);
-        aug_jitter(seed, jitter_brightness, jitter_contrast, (uint32_t)epoch, v.image, &v.brightness, &v.contrast);
+        if (translate) aug_translate(seed, (TranslateMode)translate_mode, translate, epoch, v.image, &v.dy, &v.dx);
+        if (cutout) aug_cutout(seed, cutout, epoch, v.image, &v.cut_y, &v.cut_x);
+        aug_jitter(seed, jitter_brightness, jitter_contrast, epoch, v.image, &v.brightness, &v.contrast);
         view = v;
         batch_labels[row] = labels[v.image];
     }
@@ -90,14 +90,13 @@ __global__ void eval_loader_kernel(__half *x, const uint8_t *images, const int *
 extern "C" {
 
 cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t *images, const uint8_t *labels,
-                                int n_train, int batch, int batch_index, int epoch, uint64_t seed, int translate,
+                                int n_train, int n, const int *rows, int64_t first, uint64_t seed, int translate,
                                 int translate_mode, int cutout, float jitter_brightness, float jitter_contrast,
                                 cudaStream_t stream) {
-    if (batch > 0)
-        train_loader_kernel<<<batch, LOADER_THREADS, 0, stream>>>(x, batch_labels, images, labels, n_train, batch,
-                                                                  batch_index, epoch, seed, translate,
-                                                                  translate_mode, cutout, jitter_brightness,
-                                                                  jitter_contrast);
+    if (n > 0)
+        train_loader_kernel<<<n, LOADER_THREADS, 0, stream>>>(x, batch_labels, images, labels, n_train, rows, first,
+                                                              seed, translate, translate_mode, cutout,
+                                                              jitter_brightness, jitter_contrast);
     return cudaGetLastError();
 }
 

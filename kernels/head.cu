@@ -130,43 +130,54 @@ __global__ void __launch_bounds__(HEAD_BWD_THREADS) head_backward_kernel(float *
 }
 
 // ---- loss ------------------------------------------------------------------------------
-// One block; thread t handles images t, t + LOSS_THREADS, ... in double, exactly as the reference
-// (first max for the argmax, log-sum-exp around it), then a fixed tree over the threads.
+// Row b's label-smoothed cross-entropy in double, exactly as the reference computes it
+// (first max for the argmax, log-sum-exp around it); its argmax into *best and its
+// log-sum-exp into *log_sum.
+__device__ __forceinline__ double example_loss(const float *logits, int b, int label, float smoothing, int *best,
+                                               double *log_sum) {
+    float z[NET_CLASSES];
+#pragma unroll
+    for (int k = 0; k < NET_CLASSES; k++) z[k] = logits[(size_t)b * NET_CLASSES + k];
+    float best_z = z[0], label_z = 0.0f;
+    *best = 0;
+#pragma unroll
+    for (int k = 0; k < NET_CLASSES; k++) {
+        if (z[k] > best_z) {
+            best_z = z[k];
+            *best = k;
+        }
+        if (k == label) label_z = z[k];
+    }
+    double sum_exp = 0.0, sum_z = 0.0;
+#pragma unroll
+    for (int k = 0; k < NET_CLASSES; k++) {
+        sum_exp += exp((double)z[k] - best_z);
+        sum_z += z[k];
+    }
+    *log_sum = best_z + log(sum_exp);
+    return (1.0 - smoothing) * (*log_sum - label_z) + smoothing * (*log_sum - sum_z / NET_CLASSES);
+}
+
+// One block; thread t handles images t, t + LOSS_THREADS, ..., each weighted by weights[b]
+// (NULL: 1; a weight of 1 leaves every value bit for bit as unweighted), then a fixed tree
+// over the threads.
 __global__ void __launch_bounds__(LOSS_THREADS) loss_kernel(float *d_logits, double *loss_sum, int *correct,
-                                                            const float *logits, const uint8_t *labels, int n,
-                                                            float smoothing) {
+                                                            const float *logits, const uint8_t *labels,
+                                                            const float *weights, int n, float smoothing) {
     __shared__ double loss_parts[LOSS_THREADS];
     __shared__ int hit_parts[LOSS_THREADS];
     double loss = 0.0;
     int hits = 0;
     for (int b = threadIdx.x; b < n; b += LOSS_THREADS) {
-        float z[NET_CLASSES];
-#pragma unroll
-        for (int k = 0; k < NET_CLASSES; k++) z[k] = logits[(size_t)b * NET_CLASSES + k];
-        int label = labels[b], best = 0;
-        float best_z = z[0], label_z = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NET_CLASSES; k++) {
-            if (z[k] > best_z) {
-                best_z = z[k];
-                best = k;
-            }
-            if (k == label) label_z = z[k];
-        }
-        double sum_exp = 0.0, sum_z = 0.0;
-#pragma unroll
-        for (int k = 0; k < NET_CLASSES; k++) {
-            sum_exp += exp((double)z[k] - best_z);
-            sum_z += z[k];
-        }
-        double log_sum = best_z + log(sum_exp);
-        loss += (1.0 - smoothing) * (log_sum - label_z) + smoothing * (log_sum - sum_z / NET_CLASSES);
+        int label = labels[b], best;
+        double log_sum, weight = weights ? weights[b] : 1.0;
+        loss += weight * example_loss(logits, b, label, smoothing, &best, &log_sum);
         hits += best == label;
         double uniform = smoothing / (float)NET_CLASSES;  // in float, as the reference
 #pragma unroll
         for (int k = 0; k < NET_CLASSES; k++)
-            d_logits[(size_t)b * NET_CLASSES + k] =
-                (float)(exp(z[k] - log_sum) - (1.0 - smoothing) * (k == label) - uniform);
+            d_logits[(size_t)b * NET_CLASSES + k] = (float)(weight * (exp(logits[(size_t)b * NET_CLASSES + k] - log_sum) -
+                                                                      (1.0 - smoothing) * (k == label) - uniform));
     }
     loss_parts[threadIdx.x] = loss;
     hit_parts[threadIdx.x] = hits;
@@ -182,6 +193,14 @@ __global__ void __launch_bounds__(LOSS_THREADS) loss_kernel(float *d_logits, dou
         *loss_sum += loss_parts[0];
         *correct += hit_parts[0];
     }
+}
+
+// One image per thread: its loss, rounded to float.
+__global__ void example_losses_kernel(float *losses, const float *logits, const uint8_t *labels, int n,
+                                      float smoothing) {
+    int b = blockIdx.x * blockDim.x + threadIdx.x, best;
+    double log_sum;
+    if (b < n) losses[b] = (float)example_loss(logits, b, labels[b], smoothing, &best, &log_sum);
 }
 
 // One image per thread; integer hit counts added with atomics (order-independent).
@@ -234,8 +253,15 @@ cudaError_t launch_head_backward(float *d_weight, float *d_features, const float
 }
 
 cudaError_t launch_loss(float *d_logits, double *loss_sum, int *correct, const float *logits, const uint8_t *labels,
-                        int n, float smoothing, cudaStream_t stream) {
-    loss_kernel<<<1, LOSS_THREADS, 0, stream>>>(d_logits, loss_sum, correct, logits, labels, n, smoothing);
+                        const float *weights, int n, float smoothing, cudaStream_t stream) {
+    loss_kernel<<<1, LOSS_THREADS, 0, stream>>>(d_logits, loss_sum, correct, logits, labels, weights, n, smoothing);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_example_losses(float *losses, const float *logits, const uint8_t *labels, int n, float smoothing,
+                                  cudaStream_t stream) {
+    if (n > 0)
+        example_losses_kernel<<<(int)ceil_div(n, BLOCK), BLOCK, 0, stream>>>(losses, logits, labels, n, smoothing);
     return cudaGetLastError();
 }
 

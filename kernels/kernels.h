@@ -24,15 +24,18 @@ typedef __nv_bfloat16_raw __nv_bfloat16;
 #endif
 
 // ---- data ----------------------------------------------------------------------
-// Training batch `batch_index` of `epoch` (augment.h decides everything): image
-// aug_shuffle(seed, epoch, batch_index * batch + i, n_train) goes to row i, flipped,
-// translated by reflect padding (max shift `translate`, mode 0 random / 1 derandomized),
-// normalized, jittered ((x + b) * c per image, b in [-jitter_brightness, jitter_brightness),
-// c in [1 - jitter_contrast, 1 + jitter_contrast); 0 = none), then cutout (size `cutout`,
-// 0 = none) set to 0. images: n_train x 3 x 32 x 32 uint8 (CHW).
+// n training examples (augment.h decides everything): row i is example p = first + rows[i]
+// (rows NULL: first + i) of the stream of shuffled epochs, i.e. the image
+// aug_stream_image(seed, p, n_train, &epoch) of data epoch p / n_train, flipped, translated
+// by reflect padding (max shift `translate`, mode 0 random / 1 derandomized), normalized,
+// jittered ((x + b) * c per image, b in [-jitter_brightness, jitter_brightness), c in
+// [1 - jitter_contrast, 1 + jitter_contrast); 0 = none), then cutout (size `cutout`, 0 =
+// none) set to 0, all as drawn for that epoch. A batch is first = recipe_batch_first and
+// rows NULL; rows (device, n ints) picks some of its examples (data filtering's kept
+// ones). images: n_train x 3 x 32 x 32 uint8 (CHW).
 cudaError_t launch_train_loader(__half *x, uint8_t *batch_labels, const uint8_t *images,
-                                const uint8_t *labels, int n_train, int batch, int batch_index,
-                                int epoch, uint64_t seed, int translate, int translate_mode,
+                                const uint8_t *labels, int n_train, int n, const int *rows,
+                                int64_t first, uint64_t seed, int translate, int translate_mode,
                                 int cutout, float jitter_brightness, float jitter_contrast,
                                 cudaStream_t stream);
 // Test view of images [0, n): mirrored if flip, shifted by (shift, shift) with reflect
@@ -138,19 +141,27 @@ cudaError_t launch_head_backward(float *d_weight, float *d_features, const float
                                  float scale, cudaStream_t stream);
 // Label-smoothed cross-entropy: d_logits = softmax - (1-s) onehot - s/10; adds the batch's
 // summed loss to *loss_sum and its argmax hits to *correct (fp64/int accumulators, one
-// block, deterministic).
+// block, deterministic). weights (n floats; NULL: all 1) weights each row's loss, and so its
+// d_logits (data filtering's 0/1 mask); the hits count every row.
 cudaError_t launch_loss(float *d_logits, double *loss_sum, int *correct, const float *logits,
-                        const uint8_t *labels, int n, float smoothing, cudaStream_t stream);
+                        const uint8_t *labels, const float *weights, int n, float smoothing,
+                        cudaStream_t stream);
+// losses[b] = row b's loss as launch_loss computes it (in double), rounded to float.
+cudaError_t launch_example_losses(float *losses, const float *logits, const uint8_t *labels, int n,
+                                  float smoothing, cudaStream_t stream);
 // Adds the argmax hits of logits against labels to *correct.
 cudaError_t launch_count_correct(int *correct, const float *logits, const uint8_t *labels, int n,
                                  cudaStream_t stream);
 
-// ---- selective test-time augmentation ---------------------------------------------
+// ---- selective test-time augmentation, and data filtering's selection ----------------
 // probability[b] = the top softmax probability of logits row b (n x 10), in fp32.
 cudaError_t launch_top_probability(float *probability, const float *logits, int n, cudaStream_t stream);
 // indices[0..k) = the indices of the k smallest of values[0..n), 1 <= k <= n, in increasing
 // index order; among equal values the lower indices are taken. One block, deterministic.
 cudaError_t launch_select_lowest(int *indices, const float *values, int n, int k, cudaStream_t stream);
+// The same for the k largest (data filtering's highest losses); among equal values the lower
+// indices are taken here too.
+cudaError_t launch_select_highest(int *indices, const float *values, int n, int k, cudaStream_t stream);
 // dst row indices[i] = src row i, i < n, rows of `width` floats.
 cudaError_t launch_scatter_rows(float *dst, const float *src, const int *indices, int n, int width,
                                 cudaStream_t stream);

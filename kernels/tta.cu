@@ -1,6 +1,7 @@
 // tta.cu: selective test-time augmentation. The plain view's top softmax probability of
 // every test image, the indices of the k least sure images (one block, deterministic,
-// in increasing index order), and the scatter of their TTA logits back into place.
+// in increasing index order), and the scatter of their TTA logits back into place. The
+// same selection, of the k largest, picks data filtering's highest-loss examples.
 #include "kernel_common.h"
 #include "net.h"
 
@@ -48,25 +49,32 @@ __device__ int block_exclusive_scan(int value, int *scratch) {
     return scratch[threadIdx.x] - value;
 }
 
+// The key the selection takes the k smallest of: order_key, or its complement (the reverse
+// order) to take the k largest values.
+template <bool LARGEST>
+__device__ __forceinline__ uint32_t select_key(float x) {
+    return LARGEST ? ~order_key(x) : order_key(x);
+}
+
 // Thread t owns indices [t * per, (t + 1) * per): the block writes the selection in index
 // order. The k-th smallest key is found by bisection on its 32 bits (counts of keys <= a
 // candidate); then every key below it is taken, and of the keys equal to it the ones with
 // the lowest indices, as many as k needs.
-__global__ void __launch_bounds__(SELECT_THREADS) select_lowest_kernel(int *indices, const float *values, int n,
-                                                                      int k) {
+template <bool LARGEST>
+__global__ void __launch_bounds__(SELECT_THREADS) select_kernel(int *indices, const float *values, int n, int k) {
     __shared__ int scratch[SELECT_THREADS];
     int per = (int)ceil_div(n, SELECT_THREADS), first = threadIdx.x * per, last = min(n, first + per);
     uint32_t lo = 0, hi = 0xffffffffu;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         int below = 0;
-        for (int i = first; i < last; i++) below += order_key(values[i]) <= mid;
+        for (int i = first; i < last; i++) below += select_key<LARGEST>(values[i]) <= mid;
         if (block_sum(below, scratch) >= k) hi = mid;
         else lo = mid + 1;
     }
     int n_less = 0, n_equal = 0;
     for (int i = first; i < last; i++) {
-        uint32_t key = order_key(values[i]);
+        uint32_t key = select_key<LARGEST>(values[i]);
         n_less += key < lo;
         n_equal += key == lo;
     }
@@ -75,7 +83,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) select_lowest_kernel(int *indi
     int equal_taken = max(0, min(n_equal, equal_needed - equal_before));
     int out = block_exclusive_scan(n_less + equal_taken, scratch);
     for (int i = first; i < last; i++) {
-        uint32_t key = order_key(values[i]);
+        uint32_t key = select_key<LARGEST>(values[i]);
         if (key < lo || (key == lo && equal_taken-- > 0)) indices[out++] = i;
     }
 }
@@ -93,7 +101,12 @@ cudaError_t launch_top_probability(float *probability, const float *logits, int 
 }
 
 cudaError_t launch_select_lowest(int *indices, const float *values, int n, int k, cudaStream_t stream) {
-    if (n > 0 && k > 0) select_lowest_kernel<<<1, SELECT_THREADS, 0, stream>>>(indices, values, n, k);
+    if (n > 0 && k > 0) select_kernel<false><<<1, SELECT_THREADS, 0, stream>>>(indices, values, n, k);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_select_highest(int *indices, const float *values, int n, int k, cudaStream_t stream) {
+    if (n > 0 && k > 0) select_kernel<true><<<1, SELECT_THREADS, 0, stream>>>(indices, values, n, k);
     return cudaGetLastError();
 }
 

@@ -25,6 +25,31 @@
 // ----------------------------------------------------------------------------
 // Loaders.
 
+// The GPU loader's n rows (at rows, host, or NULL) from stream position `first` against
+// ref_train_batch's: every pixel the half of the reference's float, every label equal.
+static void check_train_loader(const Cifar10Split *split, const uint8_t *images_d, const uint8_t *labels_d,
+                               const Recipe *recipe, uint64_t seed, int64_t first, const int *rows, int n,
+                               const char *what) {
+    size_t count = (size_t)n * CIFAR10_IMAGE_BYTES;
+    float *want = HOST_FLOATS(count);
+    uint8_t *want_labels = host_buffer(n), *got_labels = host_buffer(n);
+    ref_train_batch(want, want_labels, split, split->n, recipe, seed, first, rows, n);
+    void *x_d = dev_alloc(count * sizeof(uint16_t));
+    uint8_t *batch_labels_d = dev_alloc(n);
+    const int *rows_d = rows ? dev_upload(rows, (size_t)n * sizeof(int)) : NULL;
+    LAUNCH(launch_train_loader(x_d, batch_labels_d, images_d, labels_d, split->n, n, rows_d, first, seed,
+                               recipe->translate, recipe->translate_mode, recipe->cutout,
+                               (float)recipe->jitter_brightness, (float)recipe->jitter_contrast, 0));
+    uint16_t *got = HOST_HALVES(count);
+    download(got, x_d, count * sizeof(uint16_t));
+    download(got_labels, batch_labels_d, n);
+    size_t pixel_mismatches = 0, label_mismatches = 0;
+    for (size_t i = 0; i < count; i++) pixel_mismatches += got[i] != float_to_half(want[i]);
+    for (int i = 0; i < n; i++) label_mismatches += got_labels[i] != want_labels[i];
+    check_error((double)pixel_mismatches, 0, "train_loader %s: pixels differing", what);
+    check_error((double)label_mismatches, 0, "train_loader %s: labels differing", what);
+}
+
 // Image counts and batch sizes divided by `divisor` (1, or 8 with --small: batches of 32, 32,
 // 25 and 16 from 625 images keep the odd batch and every batch index inside the epoch).
 static void test_loaders(int divisor) {
@@ -54,36 +79,32 @@ static void test_loaders(int divisor) {
         {256, 2, 17, 4, 12, TRANSLATE_DERANDOMIZED, 0.9f, 0.9f},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        int batch = cases[k].batch / divisor;
-        size_t count = (size_t)batch * CIFAR10_IMAGE_BYTES;
         Recipe recipe = RECIPE_94;
-        recipe.batch_size = batch;
+        recipe.batch_size = cases[k].batch / divisor;
         recipe.translate = cases[k].translate;
         recipe.cutout = cases[k].cutout;
         recipe.translate_mode = cases[k].mode;
         recipe.jitter_brightness = cases[k].brightness;
         recipe.jitter_contrast = cases[k].contrast;
-        float *want = HOST_FLOATS(count);
-        uint8_t *want_labels = host_buffer(batch), *got_labels = host_buffer(batch);
-        ref_train_batch(want, want_labels, &split, N_TRAIN, &recipe, seed, cases[k].epoch, cases[k].batch_index);
-        void *x_d = dev_alloc(count * sizeof(uint16_t));
-        uint8_t *batch_labels_d = dev_alloc(batch);
-        LAUNCH(launch_train_loader(x_d, batch_labels_d, images_d, labels_d, N_TRAIN, batch, cases[k].batch_index,
-                                   cases[k].epoch, seed, cases[k].translate, (int)cases[k].mode, cases[k].cutout,
-                                   cases[k].brightness, cases[k].contrast, 0));
-        uint16_t *got = HOST_HALVES(count);
-        download(got, x_d, count * sizeof(uint16_t));
-        download(got_labels, batch_labels_d, batch);
-        size_t pixel_mismatches = 0, label_mismatches = 0;
-        for (size_t i = 0; i < count; i++) pixel_mismatches += got[i] != float_to_half(want[i]);
-        for (int i = 0; i < batch; i++) label_mismatches += got_labels[i] != want_labels[i];
-        const char *mode = cases[k].mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random";
+        int64_t first = (int64_t)cases[k].epoch * N_TRAIN + (int64_t)cases[k].batch_index * recipe.batch_size;
         char what[128];
-        snprintf(what, sizeof what, "batch %d T=%d %s cutout=%d jitter %g,%g", batch, cases[k].translate, mode,
-                 cases[k].cutout, cases[k].brightness, cases[k].contrast);
-        check_error((double)pixel_mismatches, 0, "train_loader %s: pixels differing", what);
-        check_error((double)label_mismatches, 0, "train_loader %s: labels differing", what);
+        snprintf(what, sizeof what, "batch %d T=%d %s cutout=%d jitter %g,%g", recipe.batch_size, cases[k].translate,
+                 cases[k].mode == TRANSLATE_DERANDOMIZED ? "derandomized" : "random", cases[k].cutout,
+                 cases[k].brightness, cases[k].contrast);
+        check_train_loader(&split, images_d, labels_d, &recipe, seed, first, NULL, recipe.batch_size, what);
     }
+    // 96-filter's batches: continuous, one running from the end of data epoch 2 into epoch
+    // 3 (each part with its own epoch's order, flips and shifts), and some of its rows, as
+    // data filtering loads its kept examples (every third, and the last).
+    Recipe filter = RECIPE_96_FILTER;
+    filter.batch_size = 256 / divisor;
+    int64_t first = 3LL * N_TRAIN - filter.batch_size / 3;
+    int rows[256], n_rows = 0;
+    for (int i = 0; i < filter.batch_size; i += 3) rows[n_rows++] = i;
+    if (rows[n_rows - 1] != filter.batch_size - 1) rows[n_rows++] = filter.batch_size - 1;
+    check_train_loader(&split, images_d, labels_d, &filter, seed, first, NULL, filter.batch_size,
+                       "continuous across epochs 2 and 3");
+    check_train_loader(&split, images_d, labels_d, &filter, seed, first, rows, n_rows, "kept rows across epochs");
     // Test views: the reference's tta_view on normalized images (static in reference.c,
     // so written out here with the same augment.h call).
     size_t count = (size_t)N_EVAL * CIFAR10_IMAGE_BYTES;
@@ -114,9 +135,9 @@ static void test_loaders(int divisor) {
 // Selective test-time augmentation.
 
 // The indexed eval loader gathers the chosen images (out of order and repeated), the top
-// softmax probability matches the reference's, the selection of the k lowest equals
-// ref_select_lowest's on the same values (ties included: rows 3x duplicated), and the
-// scatter puts every row back where it came from.
+// softmax probability matches the reference's, the selection of the k lowest and of the k
+// highest equals ref_select_lowest's and ref_select_highest's on the same values (ties
+// included: rows 3x duplicated), and the scatter puts every row back where it came from.
 static void test_selective_tta(int n) {
     printf("selective TTA n=%d\n", n);
     uint8_t *images = host_buffer((size_t)n * CIFAR10_IMAGE_BYTES);
@@ -155,17 +176,25 @@ static void test_selective_tta(int n) {
     ref_top_probabilities(want_p, logits, n);
     check_rel("top_probability", probability, want_p, n, 1e-6);
 
-    const int ks[3] = {1, n / 4, n};
-    for (int q = 0; q < 3; q++) {
-        int k = ks[q];
-        int *indices_d = dev_alloc((size_t)n * sizeof(int)), *got = host_buffer((size_t)k * sizeof(int));
-        int *want = host_buffer((size_t)k * sizeof(int));
-        LAUNCH(launch_select_lowest(indices_d, probability_d, n, k, 0));
-        download(got, indices_d, (size_t)k * sizeof(int));
-        ref_select_lowest(want, probability, n, k);  // the reference ranks the GPU's own probabilities
-        CHECK(!memcmp(got, want, (size_t)k * sizeof(int)), "select_lowest n=%d k=%d: indices differ from the reference's",
-              n, k);
-    }
+    // the lowest (selective TTA) and the highest (data filtering: half of a batch)
+    const int ks[4] = {1, n / 4, n / 2, n};
+    for (int q = 0; q < 4; q++)
+        for (int highest = 0; highest < 2; highest++) {
+            int k = ks[q];
+            int *indices_d = dev_alloc((size_t)n * sizeof(int)), *got = host_buffer((size_t)k * sizeof(int));
+            int *want = host_buffer((size_t)k * sizeof(int));
+            // the reference ranks the GPU's own probabilities
+            if (highest) {
+                LAUNCH(launch_select_highest(indices_d, probability_d, n, k, 0));
+                ref_select_highest(want, probability, n, k);
+            } else {
+                LAUNCH(launch_select_lowest(indices_d, probability_d, n, k, 0));
+                ref_select_lowest(want, probability, n, k);
+            }
+            download(got, indices_d, (size_t)k * sizeof(int));
+            CHECK(!memcmp(got, want, (size_t)k * sizeof(int)), "select_%s n=%d k=%d: indices differ from the "
+                  "reference's", highest ? "highest" : "lowest", n, k);
+        }
     float *rows = HOST_FLOATS(5 * NET_CLASSES), *dst = HOST_FLOATS((size_t)n * NET_CLASSES);
     random_floats(rows, 5 * NET_CLASSES, 0.0, 1.0);
     int distinct[5] = {n - 1, 0, n / 2, 2, 1};
@@ -608,33 +637,49 @@ static void test_head(int n, int c) {
     free_all();
 }
 
+// The loss with its gradient, unweighted and with data filtering's 0/1 weights (every
+// third row kept), each row's loss, and the hit count.
 static void test_loss(int n) {
     printf("loss n=%d\n", n);
     const float smoothing = (float)RECIPE_94.label_smoothing;
     size_t n_logits = (size_t)n * NET_CLASSES;
-    float *logits = HOST_FLOATS(n_logits), *want = HOST_FLOATS(n_logits);
+    float *logits = HOST_FLOATS(n_logits), *want = HOST_FLOATS(n_logits), *weights = HOST_FLOATS(n);
     uint8_t *labels = host_buffer(n);
     random_floats(logits, n_logits, 0.0, 3.0);
     for (int k = 0; k < NET_CLASSES; k++) logits[k] = 0.5f;  // image 0: all tied (class 0 wins)
     for (int b = 0; b < n; b++) labels[b] = (uint8_t)(next_u64() % NET_CLASSES);
-    int want_correct = 0;
-    double want_loss = ref_loss_forward_backward(want, &want_correct, logits, labels, n, NET_CLASSES, smoothing);
-
-    float *logits_d = dev_upload(logits, n_logits * sizeof(float)), *d_logits_d = dev_alloc(n_logits * sizeof(float));
+    for (int b = 0; b < n; b++) weights[b] = (float)(b % 3 == 0);
+    float *logits_d = dev_upload(logits, n_logits * sizeof(float)), *weights_d = dev_upload(weights, n * sizeof(float));
     uint8_t *labels_d = dev_upload(labels, n);
-    const double loss_start = 1.5;
-    const int correct_start = 7;
-    double *loss_d = dev_upload(&loss_start, sizeof loss_start);
-    int *correct_d = dev_upload(&correct_start, sizeof correct_start);
-    LAUNCH(launch_loss(d_logits_d, loss_d, correct_d, logits_d, labels_d, n, smoothing, 0));
-    double got_loss;
-    int got_correct;
-    download(&got_loss, loss_d, sizeof got_loss);
-    download(&got_correct, correct_d, sizeof got_correct);
-    check_error(fabs(got_loss - loss_start - want_loss) / fabs(want_loss), 1e-9, "loss: summed loss (added to 1.5)");
-    check_error(rel_error(download_floats(d_logits_d, n_logits), want, n_logits), 1e-6, "loss: d_logits");
-    check_error(abs(got_correct - correct_start - want_correct), 0, "loss: hits (added to 7)");
+    for (int weighted = 0; weighted < 2; weighted++) {
+        const char *what = weighted ? "masked loss" : "loss";
+        int want_correct = 0;
+        double want_loss = ref_loss_forward_backward(want, &want_correct, logits, labels, weighted ? weights : NULL, n,
+                                                     NET_CLASSES, smoothing);
+        float *d_logits_d = dev_alloc(n_logits * sizeof(float));
+        const double loss_start = 1.5;
+        const int correct_start = 7;
+        double *loss_d = dev_upload(&loss_start, sizeof loss_start);
+        int *correct_d = dev_upload(&correct_start, sizeof correct_start);
+        LAUNCH(launch_loss(d_logits_d, loss_d, correct_d, logits_d, labels_d, weighted ? weights_d : NULL, n,
+                           smoothing, 0));
+        double got_loss;
+        int got_correct;
+        download(&got_loss, loss_d, sizeof got_loss);
+        download(&got_correct, correct_d, sizeof got_correct);
+        check_error(fabs(got_loss - loss_start - want_loss) / fabs(want_loss), 1e-9, "%s: summed loss (added to 1.5)",
+                    what);
+        check_error(rel_error(download_floats(d_logits_d, n_logits), want, n_logits), 1e-6, "%s: d_logits", what);
+        check_error(abs(got_correct - correct_start - want_correct), 0, "%s: hits of every row (added to 7)", what);
+    }
+    float *losses_d = dev_alloc((size_t)n * sizeof(float)), *want_losses = HOST_FLOATS(n);
+    LAUNCH(launch_example_losses(losses_d, logits_d, labels_d, n, smoothing, 0));
+    ref_example_losses(want_losses, logits, labels, n, NET_CLASSES, smoothing);
+    check_rel("example_losses", download_floats(losses_d, n), want_losses, n, 1e-6);
 
+    int want_correct = 0, got_correct;
+    ref_loss_forward_backward(NULL, &want_correct, logits, labels, NULL, n, NET_CLASSES, smoothing);
+    const int correct_start = 7;
     int *count_d = dev_upload(&correct_start, sizeof correct_start);
     LAUNCH(launch_count_correct(count_d, logits_d, labels_d, n, 0));
     download(&got_correct, count_d, sizeof got_correct);
@@ -938,6 +983,7 @@ static void run_checks(int small) {
     const int divisor = small ? 8 : 1;
     test_loaders(divisor);
     test_selective_tta(small ? 1500 : 10000);  // 10000: ~10 values per selecting thread
+    test_selective_tta(small ? 128 : 1024);    // a 96-filter batch: fewer values than threads
     test_patch_covariance(small ? 3 : 100);
     test_patch_covariance(small ? 260 : 5000);
     test_whiten(64 / divisor);

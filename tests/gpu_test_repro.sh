@@ -3,9 +3,11 @@
 # driver, cuDNN and seed give bit-identical per-epoch losses and accuracies and final
 # accuracy in two separate processes. The second process reads the cuDNN algorithms the
 # first one timed from a fresh algorithm cache, as every later process does; that is what
-# keeps cuDNN's timing noise out of the numbers. Needs a GPU and CIFAR-10 in $DATA_DIR.
+# keeps cuDNN's timing noise out of the numbers. Checked for airbench94 and for
+# airbench96-filter (whose proxy network scores and selects on the GPU first); TRAINERS
+# names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
-trainer=${TRAINER:-build/airbench94}
+trainers=${TRAINERS:-build/airbench94 build/airbench96-filter}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 passed=0
@@ -18,27 +20,30 @@ check() {  # check CONDITION-STATUS MESSAGE
 # Every number that training and evaluation produce (not times), one per line, in file order.
 numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
 
-for k in 1 2; do
-    "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
-        --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
-    check $? "process $k: $trainer exited with $? ($(tail -n 3 "$tmp/log$k"))"
+for trainer in $trainers; do
+    rm -f "$tmp"/*
+    for k in 1 2; do
+        "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
+            --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
+        check $? "process $k: $trainer exited with $? ($(tail -n 3 "$tmp/log$k"))"
+    done
+    [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
+    check $? "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt"
+    numbers "$tmp/run1.json" > "$tmp/numbers1"
+    numbers "$tmp/run2.json" > "$tmp/numbers2"
+    [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
+    check $? "the run file of $trainer holds too few numbers to compare"
+    if cmp -s "$tmp/numbers1" "$tmp/numbers2"; then
+        passed=$((passed + 1))
+        echo "$trainer, two processes, seeds 5 and 6: $(grep -c . "$tmp/numbers1") numbers bit-identical"
+    else
+        failed=$((failed + 1))
+        echo "FAIL: the two processes of $trainer differ:"
+        diff "$tmp/numbers1" "$tmp/numbers2" | head -n 20
+    fi
+    grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
+    check $? "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)"
 done
-[ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
-check $? "the first process recorded no algorithms in the cache $tmp/algos.txt"
-numbers "$tmp/run1.json" > "$tmp/numbers1"
-numbers "$tmp/run2.json" > "$tmp/numbers2"
-[ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
-check $? "the run file holds too few numbers to compare"
-if cmp -s "$tmp/numbers1" "$tmp/numbers2"; then
-    passed=$((passed + 1))
-    echo "two processes, seeds 5 and 6: $(grep -c . "$tmp/numbers1") numbers bit-identical"
-else
-    failed=$((failed + 1))
-    echo "FAIL: the two processes differ:"
-    diff "$tmp/numbers1" "$tmp/numbers2" | head -n 20
-fi
-grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
-check $? "cuDNN offered a nondeterministic algorithm only for some conv (config.conv_deterministic is false)"
 
 echo "gpu_test_repro: $passed passed, $failed failed"
 echo "RESULT $passed $failed"

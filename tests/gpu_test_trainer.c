@@ -77,15 +77,11 @@ static void upload_reference_params(Trainer *t, const RefNet *ref) {
 static double forward_backward_both(Trainer *t, RefNet *ref, const Cifar10 *data, uint64_t seed, int step,
                                     int whiten_bias_grad, float *batch, uint8_t *labels, float *ref_logits) {
     const Recipe *r = &t->recipe;
-    int spe = recipe_steps_per_epoch(r, data->train.n), epoch = step / spe;
-    ref_train_batch(batch, labels, &data->train, data->train.n, r, seed, epoch, step % spe);
-    CUDA_CHECK(launch_train_loader(t->acts.x, t->acts.labels, t->train_images, t->train_labels, t->n_train,
-                                   r->batch_size, step % spe, epoch, seed, r->translate, r->translate_mode,
-                                   r->cutout, (float)r->jitter_brightness, (float)r->jitter_contrast, t->stream));
+    ref_train_batch(batch, labels, &data->train, data->train.n, r, seed, recipe_batch_first(r, step, data->train.n),
+                    NULL, r->batch_size);
+    load_batch(t, step, seed, NULL, r->batch_size);
     CUDA_CHECK(cudaMemsetAsync(t->loss_sum, 0, sizeof(double), t->stream));
-    forward_features(t, r->batch_size, 1);
-    CUDA_CHECK(launch_head_forward(t->acts.logits, t->acts.features, param_ptr(t, t->params, t->layout.head),
-                                   r->batch_size, r->widths[2], (float)recipe_logit_scale(r), 1.0f, 0.0f, t->stream));
+    train_forward(t, r->batch_size);
     backward(t, r->batch_size, whiten_bias_grad);
     return ref_forward_backward(ref, batch, labels, r->batch_size, (float)r->label_smoothing, whiten_bias_grad,
                                 ref_logits, NULL);
@@ -302,6 +298,111 @@ static void test_selective_tta(const Cifar10 *data) {
     free_all();
 }
 
+// Data filtering (96-filter at small widths, batch 64, 32 kept): the proxy scores
+// FILTER_BATCHES batches and steps on every 4th, then the main network (depth 3) takes a
+// step on each of those batches' kept examples. Like with like: at each batch the
+// reference scores with its own proxy, and the GPU's choice of kept rows, compared with the
+// reference's, is what both then use (an example whose loss is within fp16 noise of the cut
+// may fall either side).
+enum { FILTER_BATCHES = 10 };
+
+// The reference's proxy state after scoring batch `step` against the GPU's: per-example
+// losses within fp16 tolerance, the kept rows mostly the same; returns the shared count.
+static int compare_proxy_batch(Trainer *t, RefNet *ref_proxy, const Cifar10 *data, uint64_t seed, int step,
+                               float *batch, uint8_t *labels, int *ref_kept) {
+    const Recipe *r = &t->recipe;
+    int n = r->batch_size, keep = r->filter_keep;
+    ref_train_batch(batch, labels, &data->train, data->train.n, r, seed, recipe_batch_first(r, step, data->train.n),
+                    NULL, n);
+    float *losses = HOST_FLOATS(n);
+    ref_proxy_score(ref_proxy, batch, labels, n, (float)r->label_smoothing, losses);
+    ref_select_highest(ref_kept, losses, n, keep);
+    proxy_score(t, step, seed);
+    char what[64];
+    snprintf(what, sizeof what, "proxy per-example losses, batch %d", step);
+    check_rel(what, download_floats(t->proxy->example_losses, n), losses, n, 2e-2);
+    int *gpu_kept = host_buffer((size_t)keep * sizeof(int)), common = 0;
+    download(gpu_kept, t->kept_rows + (size_t)step * keep, (size_t)keep * sizeof(int));
+    for (int i = 0, j = 0; i < keep && j < keep;) {  // both lists ascend
+        if (gpu_kept[i] == ref_kept[j]) common++, i++, j++;
+        else if (gpu_kept[i] < ref_kept[j]) i++;
+        else j++;
+    }
+    memcpy(ref_kept, gpu_kept, (size_t)keep * sizeof(int));
+    return common;
+}
+
+static void test_filter_steps(const Cifar10 *data) {
+    Recipe recipe = small_recipe(RECIPE_96_FILTER);
+    recipe.filter_keep = BATCH / 2;
+    const int proxy_widths[3] = {8, 16, 16};
+    memcpy(recipe.proxy_widths, proxy_widths, sizeof proxy_widths);
+    const uint64_t seed = 5;
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    Recipe proxy_recipe = recipe_proxy(&recipe);
+    RefNet *ref = ref_net_create(&recipe), *ref_proxy = ref_net_create(&proxy_recipe);
+    int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
+    int keep = recipe.filter_keep;
+    printf("airbench96-filter recipe: widths %d,%d,%d, proxy %d,%d,%d, batch %d keeping %d, %d proxy batches "
+           "then as many main steps\n", WIDTHS[0], WIDTHS[1], WIDTHS[2], proxy_widths[0], proxy_widths[1],
+           proxy_widths[2], BATCH, keep, FILTER_BATCHES);
+    init_reference(ref, &recipe, data, seed);
+    init_reference(ref_proxy, &proxy_recipe, data, recipe_proxy_seed(seed));
+    init_params(t, seed);
+    init_params(t->proxy, recipe_proxy_seed(seed));
+    upload_reference_params(t, ref);
+    upload_reference_params(t->proxy, ref_proxy);
+    CUDA_CHECK(cudaMemset(t->proxy->loss_sum, 0, sizeof(double)));
+    CUDA_CHECK(cudaMemset(t->proxy->correct, 0, sizeof(int)));
+
+    float *batch = host_buffer((size_t)BATCH * CIFAR10_IMAGE_BYTES * sizeof(float));
+    uint8_t labels[BATCH];
+    int *kept = host_buffer((size_t)FILTER_BATCHES * keep * sizeof(int)), common = 0;
+    for (int step = 0; step < FILTER_BATCHES; step++) {
+        int *step_kept = kept + (size_t)step * keep;
+        common += compare_proxy_batch(t, ref_proxy, data, seed, step, batch, labels, step_kept);
+        if (step % recipe.proxy_step_every) continue;
+        StepPlan plan = recipe_step_plan(&proxy_recipe, step, total, spe);
+        proxy_step(t, step, total);
+        ref_proxy_step(ref_proxy, &proxy_recipe, &plan, batch, labels, BATCH, step_kept, keep);
+    }
+    printf("  %d of %d kept rows shared with the reference\n", common, FILTER_BATCHES * keep);
+    CHECK(common >= 0.9 * FILTER_BATCHES * keep, "only %d of the %d kept rows agree with the reference", common,
+          FILTER_BATCHES * keep);
+    // 3 proxy steps: the BN biases move at 64x the lr (see test_sgd_steps)
+    float *proxy_params = params_as_reference(t->proxy, download_floats(t->proxy->params, t->proxy->layout.n_params));
+    check_tensors("proxy after steps:", t->proxy, proxy_params, ref_proxy->params, 1e-1, 0);
+    float *whiten_bias = proxy_params + t->proxy->layout.tensors[1].offset, largest = 0.0f;
+    for (int i = 0; i < WHITEN_WIDTH; i++) largest = fmaxf(largest, fabsf(whiten_bias[i]));
+    CHECK(largest == 0.0f, "the proxy's whitening bias moved (|b| up to %g)", largest);
+
+    // The main network on the kept examples: the same images (from the GPU's kept rows)
+    for (int step = 0; step < FILTER_BATCHES; step++) {
+        const int *step_kept = kept + (size_t)step * keep;
+        StepPlan plan = recipe_step_plan(&recipe, step, total, spe);
+        ref_train_batch(batch, labels, &data->train, data->train.n, &recipe, seed,
+                        recipe_batch_first(&recipe, step, data->train.n), step_kept, keep);
+        Options o = {.seed = seed};
+        train_step(t, step, total, &o);
+        if (step == 0) {
+            float *x = download_halves(t->acts.x, (size_t)keep * CIFAR10_IMAGE_BYTES);
+            float max_diff = 0.0f;
+            for (size_t i = 0; i < (size_t)keep * CIFAR10_IMAGE_BYTES; i++) max_diff = fmaxf(max_diff, fabsf(x[i] - batch[i]));
+            uint8_t gpu_labels[BATCH];
+            download(gpu_labels, t->acts.labels, keep);
+            CHECK(max_diff <= 4e-3f && !memcmp(gpu_labels, labels, keep), "the kept examples' images (max diff %g) "
+                  "or labels differ from the reference's", max_diff);
+        }
+        ref_train_step(ref, &recipe, &plan, batch, labels, keep, NULL);
+    }
+    float *params = params_as_reference(t, download_floats(t->params, t->layout.n_params));
+    check_tensors("main after filtered steps:", t, params, ref->params, 1e-1, 0);
+    ref_net_free(ref);
+    ref_net_free(ref_proxy);
+    trainer_free(t);
+    free_all();
+}
+
 int main(void) {
     const char *data_dir = getenv("DATA_DIR") ? getenv("DATA_DIR") : "data/cifar10";
     char gpu_name[256];
@@ -317,6 +418,7 @@ int main(void) {
     test_sgd_steps(&data, 0, ACTIVATION_SILU);
     test_muon_step(&data);
     test_selective_tta(&data);
+    test_filter_steps(&data);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }

@@ -250,6 +250,15 @@ static void test_variants(void) {
         json = run_json(args, 0);
         CHECK(json_number(json, "a", "a100_seconds") == 2.015, "%s: A100 time of the record", names[i]);
     }
+    // airbench96 with data filtering, ours and the PyTorch script (airbench96_faster.py)
+    const char *filter_names[2] = {"airbench96-filter", "pytorch-airbench96_faster"};
+    for (int i = 0; i < 2; i++) {
+        char copy[64], args[512];
+        snprintf(copy, sizeof copy, "filter%d.json", i);
+        snprintf(args, sizeof args, "%s", edited_fixture("muon.json", copy, "airbench94-muon", filter_names[i]));
+        json = run_json(args, 0);
+        CHECK(json_number(json, "a", "a100_seconds") == 27.3, "%s: A100 time of airbench96_faster", filter_names[i]);
+    }
 }
 
 static void test_report_text(void) {

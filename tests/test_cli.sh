@@ -39,6 +39,9 @@ expect 2 "for --variant" $ref --variant 97
 expect 2 "'learning_rate' is not a recipe field" $ref --set learning_rate=1
 expect 2 "lr expects a number" $ref --set lr=fast
 expect 2 "exceeds the 100 training images" $ref --train-subset 100 --batch 200
+expect 2 "filter_keep 2000 exceeds batch_size 1024" $ref --variant 96-filter --set filter_keep=2000
+expect 2 "not Muon" $ref --variant 94-muon --set filter_keep=1000
+expect 2 "batch_mode expects one of epoch continuous" $ref --set batch_mode=endless
 expect 1 "$tmp/nowhere/data_batch_1.bin" $ref --data "$tmp/nowhere"
 head -c 1000 "$data/data_batch_1.bin" > "$tmp/data_batch_1.bin"
 expect 1 "data_batch_1.bin has the wrong size" $ref --data "$tmp"
@@ -78,6 +81,8 @@ else
     expect 2 "for --epochs" $gpu --epochs 1e-300
     expect 2 "for --seed" $gpu --seed abc
     expect 2 "bad batch size 1020" $gpu --batch 1020
+    expect 2 "bad filter_keep 500" $gpu --variant 96-filter --set filter_keep=500
+    expect 2 "bad proxy_widths 32,64,60" $gpu --variant 96-filter --set proxy_widths=32,64,60
     expect 2 "for --conv-algo" $gpu --conv-algo fastest
     expect 2 "for --test-images" $gpu --test-images 0
     expect 2 "for --variant" $gpu --variant 97
@@ -90,7 +95,7 @@ else
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
         --tta 1 --epochs 0.5 --batch 512 --set lr=11.0 --set label_smoothing=0.15 --variant 95 --no-warmup \
         --test-images 1000 --conv-cache "$tmp/cache.txt"
-    for program in airbench airbench94 airbench95 airbench96 airbench94-muon airbench94-record; do
+    for program in airbench airbench94 airbench95 airbench96 airbench94-muon airbench94-record airbench96-filter; do
         want=$program
         [ $program = airbench ] && want=airbench94
         if build/$program --help | grep -q "Recipe fields of $want "; then

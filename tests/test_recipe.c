@@ -17,10 +17,11 @@ static int same_recipe(const Recipe *a, const Recipe *b) {
 }
 
 static void test_variants(void) {
-    const char *names[5] = {"94", "95", "96", "94-muon", "94-record"};
-    const Recipe *recipes[5] = {&RECIPE_94, &RECIPE_95, &RECIPE_96, &RECIPE_94_MUON, &RECIPE_94_RECORD};
-    const double targets[5] = {0.94, 0.95, 0.96, 0.94, 0.94};
-    for (int i = 0; i < 5; i++) {
+    const char *names[6] = {"94", "95", "96", "94-muon", "94-record", "96-filter"};
+    const Recipe *recipes[6] = {&RECIPE_94, &RECIPE_95, &RECIPE_96, &RECIPE_94_MUON, &RECIPE_94_RECORD,
+                                &RECIPE_96_FILTER};
+    const double targets[6] = {0.94, 0.95, 0.96, 0.94, 0.94, 0.96};
+    for (int i = 0; i < 6; i++) {
         const Variant *v = recipe_variant(names[i]);
         CHECK(v && same_recipe(v->recipe, recipes[i]) && v->target_accuracy == targets[i], "variant %s", names[i]);
         char program[32];
@@ -274,8 +275,89 @@ static void test_muon_schedule(void) {
     CHECK(p.lookahead_decay < 0, "no final lookahead in the Muon recipe");
 }
 
+// airbench96_faster.py (docs/recipe.md): the 96 recipe but for 45 epochs, continuous
+// batches, data filtering keeping 512 of 1024 by a 32/64/64 depth-2 proxy that steps on
+// every 4th batch, and a whitening bias that trains all 2160 steps. The block is written
+// out, so every other field is checked against 96's.
+static void test_filter_recipe(void) {
+    const Recipe *r = &RECIPE_96_FILTER;
+    const char *differ[] = {"epochs", "whiten_bias_epochs", "batch_mode", "filter_keep"};
+    for (int i = 0; i < RECIPE_N_FIELDS; i++) {
+        const RecipeField *f = &RECIPE_FIELD_TABLE[i];
+        int listed = 0;
+        for (size_t k = 0; k < sizeof differ / sizeof differ[0]; k++) listed |= !strcmp(f->name, differ[k]);
+        CHECK(listed != recipe_fields_equal(r, &RECIPE_96, f), "96-filter's %s %s 96's", f->name,
+              listed ? "equals" : "differs from");
+    }
+    CHECK(r->epochs == 45 && r->whiten_bias_epochs >= 45 && r->batch_mode == BATCH_MODE_CONTINUOUS &&
+              r->filter_keep == 512 && r->proxy_widths[0] == 32 && r->proxy_widths[1] == 64 &&
+              r->proxy_widths[2] == 64 && r->proxy_depth == 2 && r->proxy_step_every == 4 && !r->proxy_whiten_bias,
+          "96-filter's own numbers");
+    CHECK(recipe_validate(r, 50000, NULL, 0) == 0, "96-filter is valid");
+    int spe = recipe_steps_per_epoch(r, 50000), total = recipe_total_steps(r, 50000);
+    CHECK(spe == 48 && total == 2160 && recipe_train_batch(r) == 512 && recipe_train_batch(&RECIPE_96) == 1024,
+          "96-filter: %d steps per epoch, %d steps of %d examples", spe, total, recipe_train_batch(r));
+    // lr and wd from the loader's batch of 1024, W = 216; the whitening bias trains to the end
+    double k = 1024.0 * (1.0 + 1.0 / 0.15), lr = 9.0 / k, wd = 0.012 * 1024 / k;
+    StepPlan p = recipe_step_plan(r, 100, total, spe);
+    CHECK_GROUP(p, GROUP_CONV, (0.2 + 0.8 * 100 / 216.0) * lr, wd / lr, 1, "96-filter step 100");
+    p = recipe_step_plan(r, total - 1, total, spe);
+    CHECK_GROUP(p, GROUP_WHITEN_BIAS, lr / 1944.0, wd / lr, 1, "96-filter last step: the whitening bias trains");
+    CHECK_NEAR(p.lookahead_decay, pow(0.95, 5), 1e-15, "lookahead after step 2160 with (2160/2160)^3, then w = ema");
+
+    // the proxy: the main numbers at its widths, no lookahead, its whitening bias frozen
+    Recipe proxy = recipe_proxy(r);
+    CHECK(proxy.widths[0] == 32 && proxy.widths[2] == 64 && proxy.depth == 2 && proxy.filter_keep == 0 &&
+              proxy.lookahead_every == 0 && proxy.lr == r->lr && proxy.batch_size == 1024 &&
+              proxy.batch_mode == BATCH_MODE_CONTINUOUS, "recipe_proxy");
+    StepPlan q = recipe_step_plan(&proxy, 100, total, spe);
+    CHECK_GROUP(q, GROUP_BN_BIAS, (0.2 + 0.8 * 100 / 216.0) * 64 * lr, wd / (64 * lr), 1, "proxy step 100 BN biases");
+    CHECK(!q.group[GROUP_WHITEN_BIAS].enabled && !recipe_step_plan(&proxy, 0, total, spe).group[GROUP_WHITEN_BIAS]
+              .enabled && q.lookahead_decay < 0 && recipe_step_plan(&proxy, total - 1, total, spe).lookahead_decay < 0,
+          "the proxy's whitening bias never trains, and it has no lookahead");
+    Recipe trained = *r;
+    trained.proxy_whiten_bias = 1;
+    Recipe trained_proxy = recipe_proxy(&trained);
+    CHECK(recipe_step_plan(&trained_proxy, total - 1, total, spe).group[GROUP_WHITEN_BIAS].enabled,
+          "proxy_whiten_bias 1: it trains as the main one's");
+    CHECK(recipe_proxy_seed(7) != 7 && recipe_proxy_seed(7) != recipe_proxy_seed(8), "the proxy's own init seeds");
+}
+
+// Where each step's batch starts in the stream of epochs: epoch mode drops the rest of each
+// epoch (50000 - 48 * 1024 = 848 examples), continuous runs on.
+static void test_batch_first(void) {
+    Recipe r = RECIPE_96_FILTER;
+    CHECK(recipe_batch_first(&r, 0, 50000) == 0 && recipe_batch_first(&r, 48, 50000) == 49152 &&
+              recipe_batch_first(&r, 2159, 50000) == 2159LL * 1024, "continuous batches start at step * 1024");
+    r.batch_mode = BATCH_MODE_EPOCH;
+    CHECK(recipe_batch_first(&r, 47, 50000) == 47 * 1024 && recipe_batch_first(&r, 48, 50000) == 50000 &&
+              recipe_batch_first(&r, 97, 50000) == 100000 + 1024, "epoch-mode batches start at e * 50000 + b * 1024");
+    CHECK(recipe_batch_first(&RECIPE_94, 476, 50000) == 9LL * 50000 + 44 * 1024, "94's last batch + 1");
+}
+
+static void test_validate_filter(void) {
+    char err[ERR_SIZE] = "";
+    Recipe r = RECIPE_96_FILTER;
+    r.filter_keep = 1025;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "filter_keep 1025 exceeds batch_size"),
+          "filter_keep > batch: %s", err);
+    r.filter_keep = 512;
+    r.bn_group = 256;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == 0, "groups of 256 divide 1024 and 512: %s", err);
+    r.filter_keep = 384;
+    r.bn_group = 256;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "filter_keep 384"), "groups of 256 in "
+          "384 kept: %s", err);
+    r = RECIPE_94_MUON;
+    r.filter_keep = 1000;
+    CHECK(recipe_validate(&r, 50000, err, sizeof err) == -1 && strstr(err, "not Muon"), "Muon with filtering: %s", err);
+}
+
 int main(void) {
     test_variants();
+    test_filter_recipe();
+    test_batch_first();
+    test_validate_filter();
     test_every_field_round_trips();
     test_bad_values();
     test_shorthand_flags();

@@ -5,7 +5,7 @@
 //    float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
 //    networks (depth 2 also with SiLU in the ConvGroups); one Muon step and Newton-Schulz;
 //    the whitening filters; the augmented training batches, without and with brightness
-//    and contrast jitter. Each tensor is compared by relative error ||got - want|| /
+//    and contrast jitter; data filtering's proxy step and main step. Each tensor is compared by relative error ||got - want|| /
 //    ||want||; each group prints its worst tensor (all tensors with ABFX_VERBOSE=1).
 // 2. Finite differences (central, on the fp32 functions, with the effective step taken from
 //    the rounded perturbed values) for every layer function and for the whole network.
@@ -635,6 +635,202 @@ static void test_selective_tta_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 1f. data filtering (filter.bin): the proxy's per-example losses, the examples it keeps
+// and its step on their summed loss (through BN statistics over the whole batch), the main
+// network's step on the kept examples alone, and the loader's stream of epochs.
+
+// The 96-filter recipe at the fixture's sizes, with its batch from the fixture.
+static Recipe filter_recipe(const Fixture *f) {
+    Recipe recipe = RECIPE_96_FILTER;
+    const float *proxy_widths = fixture_get(f, "config.proxy_widths", 3), *widths = fixture_get(f, "config.main_widths", 3);
+    for (int i = 0; i < 3 && proxy_widths && widths; i++) {
+        recipe.proxy_widths[i] = (int)proxy_widths[i];
+        recipe.widths[i] = (int)widths[i];
+    }
+    recipe.batch_size = (int)fixture_scalar(f, "config.batch", 0);
+    recipe.filter_keep = (int)fixture_scalar(f, "config.keep", 0);
+    return recipe;
+}
+
+// The step plan at the fixture's step of its schedule, whose multiplier the fixture holds.
+static StepPlan filter_plan(const Fixture *f, const Recipe *recipe, const char *step_key, const char *mult_key) {
+    int total = (int)fixture_scalar(f, "config.total", 2160), step = (int)fixture_scalar(f, step_key, 0);
+    int spe = total / 45;  // 45 epochs of 48 steps, as in the 96-filter recipe
+    StepPlan plan = recipe_step_plan(recipe, step, total, spe);
+    double lr = recipe_sgd_lr(recipe) * fixture_scalar(f, mult_key, NAN);
+    CHECK(fabs(plan.group[GROUP_CONV].lr - lr) <= 1e-7 * lr, "%s: the schedule's lr at step %d (the multiplier "
+          "is stored as a float)", f->path, step);
+    return plan;
+}
+
+// The proxy scores the batch, keeps its highest losses and steps; returns the kept indices.
+static int *check_filter_proxy(const Fixture *f, const Recipe *recipe, const float *x, const uint8_t *labels) {
+    Recipe proxy_recipe = recipe_proxy(recipe);
+    int n = recipe->batch_size, keep = recipe->filter_keep;
+    CHECK(proxy_recipe.depth == 2 && proxy_recipe.lookahead_every == 0 && proxy_recipe.filter_keep == 0 &&
+              proxy_recipe.bn_keep == recipe->bn_keep, "recipe_proxy: depth %d, lookahead %d", proxy_recipe.depth,
+          proxy_recipe.lookahead_every);
+    RefNet *proxy = ref_net_create(&proxy_recipe);
+    load_tensors(f, proxy, proxy->params, "proxy.param.", 0);
+    load_running(f, proxy, proxy->running, "proxy.");
+    float *losses = falloc(n);
+    ref_proxy_score(proxy, x, labels, n, (float)recipe->label_smoothing, losses);
+    const float *want_losses = fixture_get(f, "proxy.losses", n), *want_kept = fixture_get(f, "proxy.kept", keep);
+    if (want_losses) compare_one("filter proxy per-example losses", losses, want_losses, n, TOL_FORWARD);
+    int *kept = malloc((size_t)keep * sizeof(int));
+    if (!kept) abort();
+    ref_select_highest(kept, losses, n, keep);
+    int same = want_kept != NULL;
+    for (int i = 0; same && i < keep; i++) same &= kept[i] == (int)want_kept[i];
+    CHECK(same, "filter: the %d kept examples differ from PyTorch's argsort", keep);
+    Group g;
+    group_start(&g, "filter proxy running stats", TOL_FORWARD);
+    compare_running(&g, f, proxy, "proxy.forward.");
+    group_end(&g);
+
+    StepPlan plan = filter_plan(f, &proxy_recipe, "config.proxy_step", "proxy.multiplier");
+    CHECK(!plan.group[GROUP_WHITEN_BIAS].enabled && plan.lookahead_decay < 0, "the proxy's whitening bias is frozen");
+    double loss = ref_proxy_step(proxy, &proxy_recipe, &plan, x, labels, n, kept, keep);
+    double want_loss = fixture_scalar(f, "proxy.masked_loss", NAN);
+    printf("  %-34s%.7f vs %.7f, rel err %.2e, tol %.0e\n", "filter proxy masked loss", loss, want_loss,
+           fabs(loss - want_loss) / fabs(want_loss), TOL_LOSS);
+    CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "filter proxy masked loss %.9g, want %.9g", loss,
+          want_loss);
+    group_start(&g, "filter proxy grads (masked)", TOL_GRAD);
+    compare_tensors(&g, f, proxy, proxy->grads, "proxy.grad.", 1, 1);
+    group_end(&g);
+    group_start(&g, "filter proxy params after", TOL_STATE);
+    compare_tensors(&g, f, proxy, proxy->params, "proxy.after.param.", 0, 1);
+    group_end(&g);
+    group_start(&g, "filter proxy momentum after", TOL_GRAD);
+    compare_tensors(&g, f, proxy, proxy->momentum, "proxy.after.momentum.", 1, 1);
+    group_end(&g);
+    const float *whiten_bias = ref_tensor(proxy, proxy->params, 1);
+    int zero = 1;
+    for (int i = 0; i < WHITEN_WIDTH; i++) zero &= whiten_bias[i] == 0.0f;
+    CHECK(zero, "the proxy's whitening bias left 0");
+    free(losses);
+    ref_net_free(proxy);
+    return kept;
+}
+
+// The main network's step on the kept examples alone.
+static void check_filter_main(const Fixture *f, const Recipe *recipe, const float *x, const uint8_t *labels,
+                              const int *kept) {
+    int keep = recipe->filter_keep;
+    RefNet *net = ref_net_create(recipe);
+    load_tensors(f, net, net->params, "main.param.", 0);
+    load_running(f, net, net->running, "main.");
+    float *images = falloc((size_t)keep * CIFAR10_IMAGE_BYTES), *logits = falloc((size_t)keep * NET_CLASSES);
+    uint8_t kept_labels[keep];
+    for (int i = 0; i < keep; i++) {
+        memcpy(images + (size_t)i * CIFAR10_IMAGE_BYTES, x + (size_t)kept[i] * CIFAR10_IMAGE_BYTES,
+               CIFAR10_IMAGE_BYTES * sizeof(float));
+        kept_labels[i] = labels[kept[i]];
+    }
+    StepPlan plan = filter_plan(f, recipe, "config.main_step", "main.multiplier");
+    CHECK(plan.group[GROUP_WHITEN_BIAS].enabled, "the main whitening bias trains at step 1000 of 2160");
+    double loss = ref_forward_backward(net, images, kept_labels, keep, (float)recipe->label_smoothing, 1, logits, NULL);
+    const float *want_logits = fixture_get(f, "main.logits", (size_t)keep * NET_CLASSES);
+    if (want_logits) compare_one("filter main logits", logits, want_logits, (size_t)keep * NET_CLASSES, TOL_FORWARD);
+    double want_loss = fixture_scalar(f, "main.loss", NAN);
+    CHECK(fabs(loss - want_loss) <= TOL_LOSS * fabs(want_loss), "filter main loss %.9g, want %.9g", loss, want_loss);
+    Group g;
+    group_start(&g, "filter main grads (kept examples)", TOL_GRAD);
+    compare_tensors(&g, f, net, net->grads, "main.grad.", 1, 0);
+    group_end(&g);
+    group_start(&g, "filter main running stats", TOL_FORWARD);
+    compare_running(&g, f, net, "main.forward.");
+    group_end(&g);
+    ref_optimizer_step(net, recipe, &plan);
+    group_start(&g, "filter main params after", TOL_STATE);
+    compare_tensors(&g, f, net, net->params, "main.after.param.", 0, 0);
+    group_end(&g);
+    free(images);
+    free(logits);
+    ref_net_free(net);
+}
+
+// Continuous batches: step 2 of batches of 8 from 20 images runs from the end of data epoch
+// 0 into epoch 1; some of its rows, loaded as data filtering loads its kept examples.
+static void check_filter_stream(const Fixture *f) {
+    const FixtureTensor *images_f = fixture_find(f, "stream.images"), *rows_f = fixture_find(f, "stream.rows");
+    const float *labels_f = images_f ? fixture_get(f, "stream.labels", images_f->dims[0]) : NULL;
+    CHECK(images_f && rows_f && labels_f, "%s: no stream images, labels or rows", f->path);
+    if (!images_f || !rows_f || !labels_f) return;
+    int n_images = images_f->dims[0], n_rows = (int)rows_f->count;
+    Cifar10Split split = {.n = n_images, .images = malloc(images_f->count), .labels = labels_from(labels_f, n_images)};
+    if (!split.images) abort();
+    for (size_t i = 0; i < images_f->count; i++) split.images[i] = (uint8_t)images_f->data[i];
+    Recipe recipe = RECIPE_96_FILTER;
+    recipe.batch_size = (int)fixture_scalar(f, "stream.batch_size", 8);
+    int step = (int)fixture_scalar(f, "stream.step", 2), rows[n_rows];
+    for (int i = 0; i < n_rows; i++) rows[i] = (int)rows_f->data[i];
+    int64_t first = recipe_batch_first(&recipe, step, n_images);
+    CHECK(first == (int64_t)step * recipe.batch_size, "continuous batches start at step * batch");
+    float *out = falloc((size_t)n_rows * CIFAR10_IMAGE_BYTES);
+    uint8_t out_labels[n_rows];
+    ref_train_batch(out, out_labels, &split, n_images, &recipe, (uint64_t)fixture_scalar(f, "stream.seed", 0), first,
+                    rows, n_rows);
+    const float *want = fixture_get(f, "stream.batch", (size_t)n_rows * CIFAR10_IMAGE_BYTES);
+    const float *want_labels = fixture_get(f, "stream.batch_labels", n_rows);
+    if (want && want_labels) {
+        double worst = 0;
+        int same_labels = 1;
+        for (size_t i = 0; i < (size_t)n_rows * CIFAR10_IMAGE_BYTES; i++) worst = fmax(worst, fabs(out[i] - want[i]));
+        for (int i = 0; i < n_rows; i++) same_labels &= out_labels[i] == (uint8_t)want_labels[i];
+        printf("  ref_train_batch %-21s max abs err %.2e, tol %.0e\n", "stream rows", worst, TOL_AUGMENT);
+        CHECK(worst <= TOL_AUGMENT && same_labels, "ref_train_batch across epochs: max abs error %.3e, labels %s",
+              worst, same_labels ? "equal" : "differ");
+    }
+    recipe.batch_mode = BATCH_MODE_EPOCH;  // 2 batches per epoch of 20: step 2 starts epoch 1
+    CHECK(recipe_batch_first(&recipe, step, n_images) == n_images, "epoch-mode batches start at epoch * n + b * B");
+    free(out);
+    free(split.images);
+    free(split.labels);
+}
+
+// The selections' ties go to the lower index, for the highest as for the lowest values.
+static void test_selection_ties(void) {
+    const float values[7] = {1, 3, 3, 2, 3, 0, 2};
+    int got[4];
+    ref_select_highest(got, values, 7, 2);
+    CHECK(got[0] == 1 && got[1] == 2, "the 2 highest of three tied: %d %d", got[0], got[1]);
+    ref_select_highest(got, values, 7, 4);
+    CHECK(got[0] == 1 && got[1] == 2 && got[2] == 3 && got[3] == 4, "the 4 highest: %d %d %d %d", got[0], got[1],
+          got[2], got[3]);
+    ref_select_lowest(got, values, 7, 3);
+    CHECK(got[0] == 0 && got[1] == 3 && got[2] == 5, "the 3 lowest: %d %d %d", got[0], got[1], got[2]);
+}
+
+static void test_filter_fixture(void) {
+    Fixture f;
+    if (load_fixture(&f, "filter.bin")) return;
+    printf("%s\n", f.path);
+    Recipe recipe = filter_recipe(&f);
+    int n = recipe.batch_size;
+    const float *x = fixture_get(&f, "x", (size_t)n * CIFAR10_IMAGE_BYTES), *labels_f = fixture_get(&f, "labels", n);
+    if (!x || !labels_f || !n || !recipe.filter_keep) {
+        CHECK(0, "%s: incomplete", f.path);
+        fixture_free(&f);
+        return;
+    }
+    // lr and wd as recipe.h computes them, wd from the loader's batch (not the kept examples)
+    check_config(&f, "config.lr", recipe_sgd_lr(&recipe), 1e-6);
+    check_config(&f, "config.wd", recipe_sgd_wd(&recipe), 1e-6);
+    check_config(&f, "config.lr_bn", recipe_bn_bias_lr(&recipe), 1e-6);
+    check_config(&f, "config.keep_bn", recipe.bn_keep, 1e-7);
+    check_config(&f, "config.smoothing", recipe.label_smoothing, 1e-7);
+    uint8_t *labels = labels_from(labels_f, n);
+    int *kept = check_filter_proxy(&f, &recipe, x, labels);
+    check_filter_main(&f, &recipe, x, labels, kept);
+    check_filter_stream(&f);
+    free(kept);
+    free(labels);
+    fixture_free(&f);
+}
+
+// ---------------------------------------------------------------------------------------
 // 1c. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
 
 // Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
@@ -801,7 +997,8 @@ static void check_augment_case(const Fixture *f, const Cifar10Split *split, cons
     uint8_t *labels = malloc(batch_size);
     if (!labels) abort();
     memset(labels, 0xff, batch_size);
-    ref_train_batch(out, labels, split, split->n, &recipe, seed, epoch, batch_index);
+    int64_t first = (int64_t)epoch * split->n + (int64_t)batch_index * batch_size;  // recipe_batch_first's epoch mode
+    ref_train_batch(out, labels, split, split->n, &recipe, seed, first, NULL, batch_size);
     snprintf(name, sizeof name, "%s.batch", key);
     const float *want = fixture_get(f, name, (size_t)batch_size * CIFAR10_IMAGE_BYTES);
     snprintf(name, sizeof name, "%s.labels", key);
@@ -1078,14 +1275,28 @@ static void fd_loss(void) {
     uint8_t labels[N] = {3, 0, 9, 3};
     fill_random(logits, N * K, 3);
     int correct = -1;
-    double loss = ref_loss_forward_backward(d_logits, &correct, logits, labels, N, K, 0.2f);
+    double loss = ref_loss_forward_backward(d_logits, &correct, logits, labels, NULL, N, K, 0.2f);
     FdCheck check = {"loss d_logits", 0, 0, 1e-5, 0};
     double num;
     for (int i = 0; i < N * K; i++) {
-        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, N, K, 0.2f));
+        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, NULL, N, K, 0.2f));
         fd_add(&check, d_logits[i], num);
     }
     fd_end(&check);
+    // Data filtering's pieces: each row's loss, and a 0/1 mask that keeps rows 0 and 2: the
+    // masked loss is theirs, the masked rows get no gradient, the kept ones their own.
+    float losses[N], weights[N] = {1, 0, 1, 0}, masked_d_logits[N * K];
+    ref_example_losses(losses, logits, labels, N, K, 0.2f);
+    CHECK_NEAR(losses[0] + losses[1] + losses[2] + losses[3], loss, 1e-6 * loss, "per-example losses sum to the loss");
+    double masked = ref_loss_forward_backward(masked_d_logits, NULL, logits, labels, weights, N, K, 0.2f);
+    CHECK_NEAR(masked, losses[0] + losses[2], 1e-6 * masked, "the masked loss is the kept rows'");
+    FdCheck masked_check = {"masked loss d_logits", 0, 0, 1e-5, 0};
+    for (int i = 0; i < N * K; i++) {
+        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, weights, N, K, 0.2f));
+        fd_add(&masked_check, masked_d_logits[i], num);
+        CHECK(masked_d_logits[i] == (weights[i / K] ? d_logits[i] : 0.0f), "masked d_logits[%d]", i);
+    }
+    fd_end(&masked_check);
     // the value itself: (1 - s) * -log p_y + s * mean_k -log p_k, summed; and the hits
     double want = 0.0;
     int want_correct = 0;
@@ -1107,7 +1318,7 @@ static void fd_loss(void) {
 // The whole network's forward_backward on a tiny net, a few entries of every tensor.
 static double net_loss(RefNet *net, const float *x, const uint8_t *labels, int n, float *logits) {
     ref_forward(net, x, n, 1, logits);
-    return ref_loss_forward_backward(NULL, NULL, logits, labels, n, NET_CLASSES, 0.2f);
+    return ref_loss_forward_backward(NULL, NULL, logits, labels, NULL, n, NET_CLASSES, 0.2f);
 }
 
 static void fd_network(int depth, Activation activation) {
@@ -1240,6 +1451,8 @@ int main(void) {
     test_augment_fixture("augment_jitter.bin", jitter_cases, 3, 1);
     test_bn_group_fixture();
     test_selective_tta_fixture();
+    test_filter_fixture();
+    test_selection_ties();
 
     printf("finite differences (central, fp32):\n");
     fd_conv(3, 1, 0);
