@@ -20,12 +20,15 @@
 #             with the committed 790450e run file of its variant (an H100's: on another GPU
 #             the comparison says so)
 #   record    ./bench.sh 94-muon -n 50 and 94-record -n 50 in one session, compared
+#   filter    ./bench.sh 96 -n 10, 96-filter -n 10 and 96-filter -n 10 with the whitening
+#             bias frozen after 3 epochs as the script intends (--set whiten_bias_epochs=3),
+#             each filtered set compared with the unfiltered one
 #   sweep     airbench94 at batch 2048, 4096 and 8192, 10 runs each, with Goyal et al.'s
 #             recipe (linear scaling, 5 warm-up epochs from the small-batch rate, BN over
 #             groups of 1024, no decay on BN biases), and benchstat --table over them
 #   variants  build/kernel_bench (every kernel checked and timed at airbench94's shapes),
-#             ./bench.sh 96 -n 10, then airbench94 at batch 512 to 8192 with 10 runs each
-#             (today's rule), and build/benchstat --table over the sweep
+#             then airbench94 at batch 512 to 8192 with 10 runs each (today's rule), and
+#             build/benchstat --table over the sweep (the filter phase measures airbench96)
 #   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
 #             --runs 25 (carry the script in .peer/, an ignored folder; torch.compile takes
 #             minutes before the first run)
@@ -33,7 +36,7 @@
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
-usage="usage: dev/gpu_check.sh tests|sanitize|speed|record|sweep|variants|peer|profile OUT"
+usage="usage: dev/gpu_check.sh tests|sanitize|speed|record|filter|sweep|variants|peer|profile OUT"
 phase=${1:?$usage}
 out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
@@ -162,6 +165,14 @@ case $phase in
         bench 94-record 50 airbench94-record
         compare airbench94-record "$logs/airbench94-muon.json"
         ;;
+    filter)
+        refuse_while_sanitizing
+        bench 96 10 airbench96
+        bench 96-filter 10 airbench96-filter
+        compare airbench96-filter "$logs/airbench96.json"
+        bench 96-filter 10 airbench96-filter-freeze --set whiten_bias_epochs=3
+        compare airbench96-filter-freeze "$logs/airbench96.json"
+        ;;
     sweep)
         refuse_while_sanitizing
         goyal_sweep
@@ -174,7 +185,6 @@ case $phase in
     variants)
         refuse_while_sanitizing
         step kernel-bench 180 build/kernel_bench
-        step airbench96 300 ./bench.sh 96 -n 10 --data "$data" --out "$logs/airbench96.json"
         batch_sweep
         ;;
     profile)
