@@ -190,7 +190,7 @@ typedef struct {
 
 // The variant called name ("94" or "airbench94", ...); NULL if there is none.
 const Variant *recipe_variant(const char *name);
-// "94, 95, 96, 94-muon": for messages.
+// The variants' names, comma-separated ("94, 95, 96, ..."): for messages.
 const char *recipe_variant_names(void);
 
 // ---- fields at run time -----------------------------------------------------------------
