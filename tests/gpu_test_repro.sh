@@ -10,12 +10,7 @@ data=${DATA_DIR:-data/cifar10}
 trainers=${TRAINERS:-build/airbench94 build/airbench96-filter}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-check() {  # check CONDITION-STATUS MESSAGE
-    if [ "$1" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $2"; fi
-}
+. "$(dirname "$0")/check.sh"
 
 # Every number that training and evaluation produce (not times), one per line, in file order.
 numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
@@ -25,26 +20,23 @@ for trainer in $trainers; do
     for k in 1 2; do
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
             --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
-        check $? "process $k: $trainer exited with $? ($(tail -n 3 "$tmp/log$k"))"
+        rc=$?
+        check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
-    [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
-    check $? "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt"
+    check "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt" \
+        [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
     numbers "$tmp/run1.json" > "$tmp/numbers1"
     numbers "$tmp/run2.json" > "$tmp/numbers2"
-    [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
-    check $? "the run file of $trainer holds too few numbers to compare"
+    check "the run file of $trainer holds too few numbers to compare" [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
     if cmp -s "$tmp/numbers1" "$tmp/numbers2"; then
-        passed=$((passed + 1))
+        pass
         echo "$trainer, two processes, seeds 5 and 6: $(grep -c . "$tmp/numbers1") numbers bit-identical"
     else
-        failed=$((failed + 1))
-        echo "FAIL: the two processes of $trainer differ:"
+        fail "the two processes of $trainer differ:"
         diff "$tmp/numbers1" "$tmp/numbers2" | head -n 20
     fi
-    grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
-    check $? "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)"
+    check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
+        grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done
 
-echo "gpu_test_repro: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish gpu_test_repro

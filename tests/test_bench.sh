@@ -12,27 +12,17 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURES=$ROOT/tests/fixtures/runs
-passed=0 failed=0
 sandbox=$(mktemp -d)
 trap 'rm -rf "$sandbox"' EXIT
 # shellcheck source=tests/bench_sandbox.sh
 source "$ROOT/tests/bench_sandbox.sh"
+# shellcheck source=tests/check.sh
+source "$ROOT/tests/check.sh"
 
 export FAKE_TRAINER=$ROOT/build/fake_trainer FAKE_TRAINER_LOG=$sandbox/calls
 export BENCHSTAT=$ROOT/build/benchstat TMPDIR=$sandbox/tmp
 mkdir -p "$TMPDIR"
 
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$*"
-}
-# check DESCRIPTION CONDITION...: passes when the command CONDITION succeeds.
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass; else fail "$what"; fi
-}
 
 make_stubs() {
     write_stub "$sandbox/nogpu" make 'exit 0'
@@ -444,6 +434,4 @@ if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
 else
     fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
 fi
-echo "test_bench: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-((failed == 0))
+finish test_bench

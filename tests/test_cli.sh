@@ -4,8 +4,7 @@
 data=${DATA_DIR:-data/cifar10}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
+. "$(dirname "$0")/check.sh"
 
 # expect CODE PATTERN COMMAND...: the command exits with CODE and its stderr matches PATTERN.
 expect() {
@@ -14,10 +13,9 @@ expect() {
     "$@" > "$tmp/out" 2> "$tmp/err"
     rc=$?
     if [ "$rc" -eq "$code" ] && grep -q -- "$pattern" "$tmp/err"; then
-        passed=$((passed + 1))
+        pass
     else
-        failed=$((failed + 1))
-        echo "FAIL: $* -> exit $rc (want $code), stderr:"
+        fail "$* -> exit $rc (want $code), stderr:"
         sed 's/^/    /' "$tmp/err"
         echo "    (wanted a line matching '$pattern')"
     fi
@@ -52,16 +50,14 @@ expect 1 "training diverged: the training loss rose above its first-epoch level"
     --widths 8,8,8 --train-subset 256 --test-subset 10 --batch 32 --epochs 3 --set lr=1e4 --set momentum=0.99 \
     --json "$tmp/diverged.json"
 if grep -q '"diverged":[[:space:]]*true' "$tmp/diverged.json" 2>/dev/null; then
-    passed=$((passed + 1))
+    pass
 else
-    failed=$((failed + 1))
-    echo "FAIL: the diverged run is not marked \"diverged\": true in its run file"
+    fail "the diverged run is not marked \"diverged\": true in its run file"
 fi
 if build/airbench-ref --help | grep -q "label_smoothing *0.2 "; then
-    passed=$((passed + 1))
+    pass
 else
-    failed=$((failed + 1))
-    echo "FAIL: airbench-ref --help does not list the recipe fields with their values"
+    fail "airbench-ref --help does not list the recipe fields with their values"
 fi
 
 gpu=build/airbench94
@@ -99,20 +95,16 @@ else
         want=$program
         [ $program = airbench ] && want=airbench94
         if build/$program --help | grep -q "Recipe fields of $want "; then
-            passed=$((passed + 1))
+            pass
         else
-            failed=$((failed + 1))
-            echo "FAIL: build/$program --help does not describe the $want recipe"
+            fail "build/$program --help does not describe the $want recipe"
         fi
     done
     if build/airbench --variant 96 --set lr=4 --help | grep -q "^  lr  *4  "; then
-        passed=$((passed + 1))
+        pass
     else
-        failed=$((failed + 1))
-        echo "FAIL: --help does not show the recipe after --variant 96 --set lr=4"
+        fail "--help does not show the recipe after --variant 96 --set lr=4"
     fi
 fi
 
-echo "test_cli: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish test_cli

@@ -10,28 +10,19 @@
 # Ends with "RESULT <passed> <failed>"; exits 1 on any failure.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-passed=0 failed=0
 sandbox=$(mktemp -d)
 full_disk=$sandbox/full
 # Only in this shell: a background subshell killed before it resets its traps runs this too.
 trap '((BASHPID == $$)) && { umount "$full_disk" 2>/dev/null; rm -rf "$sandbox"; }' EXIT
 # shellcheck source=tests/bench_sandbox.sh
 source "$ROOT/tests/bench_sandbox.sh"
+# shellcheck source=tests/check.sh
+source "$ROOT/tests/check.sh"
 
 export FAKE_TRAINER=$ROOT/build/fake_trainer FAKE_TRAINER_LOG=$sandbox/calls
 export BENCHSTAT=$ROOT/build/benchstat TMPDIR=$sandbox/tmp FAKE_TRAINER_RUN_MS=150
 RUNS=6
 
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    printf 'FAIL %s\n' "$*"
-}
-check() {
-    local what=$1
-    shift
-    if "$@"; then pass; else fail "$what"; fi
-}
 
 # The run files that were there before: they must never change.
 checksums() { (cd "$sandbox" && sha256sum repo/runs/keep-*.json gitrepo/runs/keep-*.json); }
@@ -237,6 +228,4 @@ if [[ -x $ROOT/build/fake_trainer && -x $ROOT/build/benchstat ]]; then
 else
     fail "build/fake_trainer or build/benchstat is missing: run \`make cpu\` first"
 fi
-echo "test_faults: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-((failed == 0))
+finish test_faults

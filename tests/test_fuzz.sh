@@ -12,22 +12,8 @@ selftest=$repo/build/fuzz_selftest
 cifar10=$repo/build/fuzz_cifar10
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-# check DESCRIPTION COMMAND...: counts the check; on failure shows the program's last output.
-check() {
-    description=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $description (exit status $status)"
-        sed 's/^/    stdout: /' "$tmp/out" | head -n 20
-        sed 's/^/    stderr: /' "$tmp/err" | head -n 20
-    fi
-}
+. "$repo/tests/check.sh"
+CHECK_OUT=$tmp/out CHECK_ERR=$tmp/err  # a failed check shows the program's last output
 
 # fuzz PROGRAM ARG...: runs it with the crash file in $tmp (a later --crash-file wins), at most
 # 60 s so that a regression that hangs fails instead; sets $status.
@@ -147,6 +133,4 @@ test_finds_planted_fault
 test_clean_budget
 test_seed_decides
 test_bad_usage
-echo "test_fuzz: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish test_fuzz

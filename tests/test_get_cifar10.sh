@@ -13,22 +13,8 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 BINS="data_batch_1.bin data_batch_2.bin data_batch_3.bin data_batch_4.bin data_batch_5.bin test_batch.bin"
 FILES="$BINS batches.meta.txt"
-passed=0
-failed=0
-
-# check DESCRIPTION COMMAND...: counts the check; on failure shows the script's last output.
-check() {
-    description=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $description"
-        sed 's/^/    stdout: /' "$tmp/out"
-        sed 's/^/    stderr: /' "$tmp/err"
-    fi
-}
+. "$(dirname "$0")/check.sh"
+CHECK_OUT=$tmp/out CHECK_ERR=$tmp/err  # a failed check shows the script's last output
 
 # get DEST [VAR=VALUE...]: runs the script into DEST with those settings; sets $status.
 get() {
@@ -242,6 +228,4 @@ test_missing_xz
 test_tarball
 test_tarball_failures
 test_destination_not_a_file
-echo "test_get_cifar10: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish test_get_cifar10

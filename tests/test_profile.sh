@@ -7,20 +7,7 @@
 sample=tests/fixtures/ncu_summary_sample.txt
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-# check NAME COMMAND...: the command succeeds.
-check() {
-    name=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $name"
-    fi
-}
+. "$(dirname "$0")/check.sh"
 
 dev/profile.sh --parse "$sample" > "$tmp/table" 2> "$tmp/err"
 check "parse exits 0" [ $? -eq 0 ]
@@ -50,6 +37,4 @@ dev/profile.sh no-such-variant > /dev/null 2> "$tmp/err"
 check "unbuilt trainer exits 2" [ $? -eq 2 ]
 check "unbuilt trainer named" grep -q 'build/airbenchno-such-variant is not built' "$tmp/err"
 
-echo "test_profile: $passed passed, $failed failed"
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish test_profile

@@ -12,8 +12,7 @@
 data=${DATA_DIR:-data/cifar10}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-passed=0
-failed=0
+. "$(dirname "$0")/check.sh"
 
 # train NAME THRESHOLD FLAGS...: airbench-ref with FLAGS must succeed and its run file's
 # accuracy exceed THRESHOLD.
@@ -21,23 +20,21 @@ train() {
     name=$1 threshold=$2
     shift 2
     if build/airbench-ref --data "$data" --seed 1 --json "$out/$name.json" "$@" > "$out/$name.log" 2>&1; then
-        passed=$((passed + 1))
+        pass
     else
-        echo "FAIL airbench-ref ($name) exited with $?"; failed=$((failed + 1))
+        fail "airbench-ref ($name) exited with $?"
     fi
     cat "$out/$name.log"
     acc=$(grep -o '"accuracy":[[:space:]]*[0-9.e-]*' "$out/$name.json" 2>/dev/null | head -n 1 | sed 's/.*:[[:space:]]*//')
     if [ -n "$acc" ] && awk -v a="$acc" -v t="$threshold" 'BEGIN { exit !(a > t) }'; then
         echo "$name: TTA accuracy $acc > $threshold"
-        passed=$((passed + 1))
+        pass
     else
-        echo "FAIL $name: TTA accuracy '${acc:-missing}' is not above $threshold"
-        failed=$((failed + 1))
+        fail "$name: TTA accuracy '${acc:-missing}' is not above $threshold"
     fi
 }
 
 train 94 0.30 --widths 16,32,32 --train-subset 5000 --test-subset 1000 --epochs 3 --batch 250
 train 96-filter 0.18 --variant 96-filter --widths 16,32,32 --set proxy_widths=8,16,16 --train-subset 3000 \
     --test-subset 500 --epochs 4 --batch 200 --set filter_keep=100
-echo "RESULT $passed $failed"
-[ "$failed" -eq 0 ]
+finish test_train

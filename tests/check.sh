@@ -1,0 +1,36 @@
+# check.sh: the counting the shell tests of tests/run.sh share; source it.
+#   pass, fail MESSAGE          count one check (fail prints "FAIL MESSAGE")
+#   check DESCRIPTION CMD...    passes when CMD succeeds; on failure also prints the last
+#                               exit status where the test keeps it in $status, and the
+#                               files $CHECK_OUT and $CHECK_ERR where it sets them (the last
+#                               command's output), 40 lines of each at most
+#   finish NAME                 the summary line, run.sh's "RESULT <passed> <failed>", and
+#                               the exit status: 0 when nothing failed
+passed=0
+failed=0
+
+pass() { passed=$((passed + 1)); }
+
+fail() {
+    failed=$((failed + 1))
+    printf 'FAIL %s\n' "$*"
+}
+
+check() {
+    check_description=$1
+    shift
+    if "$@"; then
+        pass
+        return 0
+    fi
+    fail "$check_description${status:+ (exit status $status)}"
+    [ -z "${CHECK_OUT:-}" ] || sed 's/^/    stdout: /' "$CHECK_OUT" 2>/dev/null | head -n 40
+    [ -z "${CHECK_ERR:-}" ] || sed 's/^/    stderr: /' "$CHECK_ERR" 2>/dev/null | head -n 40
+    return 1
+}
+
+finish() {
+    echo "$1: $passed passed, $failed failed"
+    echo "RESULT $passed $failed"
+    [ "$failed" -eq 0 ]
+}
