@@ -736,12 +736,16 @@ def expected_examples(images_u8, labels, seed, positions, translate, cutout, der
     return torch.stack(out), out_labels, info
 
 
-def make_augment_fixture(seed):
+def write_augment_fixture(file_name, seed, epoch, aug_seed, cases):
+    """file_name: batch 1 (8 images) of `epoch` from 20 random images, for each case (key,
+    recipe name, derandomized, jitter): the batch, its labels and the per-image decisions
+    (image, flip, dy, dx, cutout y0, x0), with jitter = (brightness, contrast) also those
+    amplitudes and the b and c of each image; jitter None: the loader without jitter."""
     gen = torch.Generator().manual_seed(seed)
-    n, batch_size, batch_index, epoch, aug_seed = 20, 8, 1, 3, 7
+    n, batch_size, batch_index = 20, 8, 1
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.int64)
     labels = torch.randint(0, N_CLASSES, (n,), generator=gen)
-    w = FixtureWriter("augment.bin")
+    w = FixtureWriter(file_name)
     w.add("images", images)
     w.add("labels", labels)
     w.add("normalized.0_1", normalize_u8(images[0:2]))
@@ -749,59 +753,24 @@ def make_augment_fixture(seed):
     w.add("config.epoch", epoch)
     w.add("config.batch_size", batch_size)
     w.add("config.batch_index", batch_index)
-    cases = [("aug96.random", "airbench96", False), ("aug96.derandomized", "airbench96", True),
-             ("aug94.random", "airbench94", False)]
-    for key, recipe_name, derandomized in cases:
-        recipe = RECIPES[recipe_name]
-        batch, batch_labels, info = expected_batch(images, labels, aug_seed, epoch, batch_size,
-                                                   batch_index, recipe["translate"], recipe["cutout"],
-                                                   derandomized)
-        w.add(f"{key}.translate", recipe["translate"])
-        w.add(f"{key}.cutout", recipe["cutout"])
-        w.add(f"{key}.derandomized", int(derandomized))
-        w.add(f"{key}.batch", batch)
-        w.add(f"{key}.labels", batch_labels)
-        # the per-image decisions (image, flip, dy, dx, cutout y0, x0): the C test checks that
-        # this port of rng.h / augment.h agrees with the header itself
-        w.add(f"{key}.decisions", [d[:6] for d in info])
-        print(f"  {key}: images {[i[0] for i in info]}, flips {[i[1] for i in info]}, "
-              f"offsets {[(i[2], i[3]) for i in info]}")
-    w.write()
-
-
-def make_jitter_fixture(seed):
-    """augment_jitter.bin: training batches with brightness and contrast jitter, laid out as
-    augment.bin, each case with its amplitudes and decisions that add b and c."""
-    gen = torch.Generator().manual_seed(seed)
-    n, batch_size, batch_index, epoch, aug_seed = 20, 8, 1, 5, 11
-    images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.int64)
-    labels = torch.randint(0, N_CLASSES, (n,), generator=gen)
-    w = FixtureWriter("augment_jitter.bin")
-    w.add("images", images)
-    w.add("labels", labels)
-    w.add("normalized.0_1", normalize_u8(images[0:2]))
-    w.add("config.seed", aug_seed)
-    w.add("config.epoch", epoch)
-    w.add("config.batch_size", batch_size)
-    w.add("config.batch_index", batch_index)
-    cases = [("jitter94.random", "airbench94", False, RECORD_JITTER),
-             ("jitter96.derandomized", "airbench96", True, RECORD_JITTER),
-             ("jitter96.wide", "airbench96", False, (0.9, 0.75))]
     for key, recipe_name, derandomized, jitter in cases:
         recipe = RECIPES[recipe_name]
         batch, batch_labels, info = expected_batch(images, labels, aug_seed, epoch, batch_size,
                                                    batch_index, recipe["translate"], recipe["cutout"],
-                                                   derandomized, jitter)
+                                                   derandomized, jitter or (0.0, 0.0))
         w.add(f"{key}.translate", recipe["translate"])
         w.add(f"{key}.cutout", recipe["cutout"])
         w.add(f"{key}.derandomized", int(derandomized))
-        w.add(f"{key}.jitter_brightness", jitter[0])
-        w.add(f"{key}.jitter_contrast", jitter[1])
+        if jitter:
+            w.add(f"{key}.jitter_brightness", jitter[0])
+            w.add(f"{key}.jitter_contrast", jitter[1])
         w.add(f"{key}.batch", batch)
         w.add(f"{key}.labels", batch_labels)
-        w.add(f"{key}.decisions", info)  # (image, flip, dy, dx, cutout y0, x0, b, c)
-        print(f"  {key}: images {[i[0] for i in info]}, "
-              f"(b, c) {[(round(i[6], 4), round(i[7], 4)) for i in info]}")
+        # the C test checks that this port of rng.h / augment.h agrees with the header itself
+        w.add(f"{key}.decisions", info if jitter else [d[:6] for d in info])
+        print(f"  {key}: images {[i[0] for i in info]}, flips {[i[1] for i in info]}, "
+              f"offsets {[(i[2], i[3]) for i in info]}"
+              + (f", (b, c) {[(round(i[6], 4), round(i[7], 4)) for i in info]}" if jitter else ""))
     w.write()
 
 
@@ -1097,8 +1066,15 @@ FIXTURES = {
                     search_net_fixture("net_d3.bin", "airbench96", (8, 12, 16), 3, 8, 4, first_seed=2000)),
     "whiten": lambda: make_whiten_fixture(seed=99),
     "muon": lambda: make_muon_fixture(seed=4321),
-    "augment": lambda: make_augment_fixture(seed=2024),
-    "jitter": lambda: make_jitter_fixture(seed=2025),
+    "augment": lambda: write_augment_fixture(
+        "augment.bin", seed=2024, epoch=3, aug_seed=7,
+        cases=[("aug96.random", "airbench96", False, None), ("aug96.derandomized", "airbench96", True, None),
+               ("aug94.random", "airbench94", False, None)]),
+    "jitter": lambda: write_augment_fixture(
+        "augment_jitter.bin", seed=2025, epoch=5, aug_seed=11,
+        cases=[("jitter94.random", "airbench94", False, RECORD_JITTER),
+               ("jitter96.derandomized", "airbench96", True, RECORD_JITTER),
+               ("jitter96.wide", "airbench96", False, (0.9, 0.75))]),
     "bn_group": lambda: search_bn_group_fixture(first_seed=3000),
     "selective_tta": lambda: make_selective_tta_fixture(seed=5000),
     # net_d2.bin's seeds: the same parameters and data where the max-pool decisions allow
