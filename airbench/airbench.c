@@ -107,18 +107,8 @@ static void free_activations(Activations *a, int depth) {
 
 // Segments of the flat buffer (kernels.h): whitening bias, convs, head, BN biases.
 static void set_segments(Trainer *t) {
-    const NetLayout *l = &t->layout;
-    const TensorInfo *wb = &l->tensors[1], *first_conv = &l->tensors[l->first_conv];
-    const TensorInfo *last_conv = &l->tensors[l->first_conv + l->n_convs - 1], *head = &l->tensors[l->head];
     ParamBuffers *pb = &t->pb;
-    pb->begin[SEG_WHITEN_B] = wb->offset;
-    pb->end[SEG_WHITEN_B] = wb->offset + wb->size;
-    pb->begin[SEG_CONV] = first_conv->offset;
-    pb->end[SEG_CONV] = last_conv->offset + last_conv->size;
-    pb->begin[SEG_HEAD] = head->offset;
-    pb->end[SEG_HEAD] = head->offset + head->size;
-    pb->begin[SEG_BN] = l->tensors[l->first_bn].offset;
-    pb->end[SEG_BN] = l->n_params;
+    net_segments(&t->layout, pb->begin, pb->end);
     pb->params = t->params;
     pb->momentum = t->momentum;
     pb->grads = t->grads;

@@ -102,6 +102,19 @@ static inline void net_layout_init(NetLayout *l, const int widths[3], int depth)
 static inline int net_conv_id(const NetLayout *l, int g, int j) { return l->first_conv + g * l->depth + j; }
 static inline int net_bn_id(const NetLayout *l, int g, int j) { return l->first_bn + g * l->depth + j; }
 
+// The flat buffer's four optimizer segments as offsets [begin[i], end[i]), in buffer order:
+// whitening bias, conv filters, head, BN biases (kernels.h's SEG_*, recipe.h's GROUP_*).
+static inline void net_segments(const NetLayout *l, size_t begin[4], size_t end[4]) {
+    const TensorInfo *first[4] = {&l->tensors[1], &l->tensors[l->first_conv], &l->tensors[l->head],
+                                  &l->tensors[l->first_bn]};
+    const TensorInfo *last[4] = {&l->tensors[1], &l->tensors[l->first_conv + l->n_convs - 1], &l->tensors[l->head],
+                                 &l->tensors[l->n_tensors - 1]};
+    for (int i = 0; i < 4; i++) {
+        begin[i] = first[i]->offset;
+        end[i] = last[i]->offset + last[i]->size;
+    }
+}
+
 // Initial value of element `index` (PyTorch layout) of a conv3x3 weight: PyTorch's default
 // uniform(+-1/sqrt(fan_in)), with the first c_in filters overwritten by identity (Dirac)
 // kernels, 1 at [o][o][1][1].

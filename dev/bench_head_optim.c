@@ -336,7 +336,7 @@ static Params *make_params(Case *c, const Shape *s) {
     p->n = net->layout.n_params;
     p->n_running = net->n_running;
     ref_net_free(net);
-    layout_segments(&p->pb, &p->layout);
+    net_segments(&p->layout, p->pb.begin, p->pb.end);
     size_t conv0 = p->pb.begin[SEG_CONV], n_conv = p->pb.end[SEG_CONV] - conv0;
     p->pb.params = random_floats_d(&p->params, p->n, 0.0, 0.01);
     p->pb.momentum = random_floats_d(&p->momentum, p->n, 0.0, 0.1);

@@ -236,15 +236,3 @@ static inline float *sum_partials(const void *partials_dev, int n_blocks, int wi
 
 // ---- the flat parameter buffer -------------------------------------------------------------
 
-// The segments of kernels.h's ParamBuffers over layout l, as the trainer sets them.
-static inline void layout_segments(ParamBuffers *pb, const NetLayout *l) {
-    const TensorInfo *last_conv = &l->tensors[l->first_conv + l->n_convs - 1];
-    pb->begin[SEG_WHITEN_B] = l->tensors[1].offset;
-    pb->end[SEG_WHITEN_B] = l->tensors[1].offset + l->tensors[1].size;
-    pb->begin[SEG_CONV] = l->tensors[l->first_conv].offset;
-    pb->end[SEG_CONV] = last_conv->offset + last_conv->size;
-    pb->begin[SEG_HEAD] = l->tensors[l->head].offset;
-    pb->end[SEG_HEAD] = l->tensors[l->head].offset + l->tensors[l->head].size;
-    pb->begin[SEG_BN] = l->tensors[l->first_bn].offset;
-    pb->end[SEG_BN] = l->n_params;
-}

@@ -715,7 +715,7 @@ static void test_sgd(void) {
     const NetLayout *l = &net->layout;
     size_t n = l->n_params;
     ParamBuffers pb;
-    layout_segments(&pb, l);
+    net_segments(l, pb.begin, pb.end);
     size_t conv0 = pb.begin[SEG_CONV], n_conv = pb.end[SEG_CONV] - conv0;
     random_floats(net->params, n, 0.0, 0.01);
     random_floats(net->momentum, n, 0.0, 0.1);
@@ -811,7 +811,7 @@ static void test_lookahead(void) {
     const NetLayout *l = &net->layout;
     size_t n = l->n_params, n_running = net->n_running;
     ParamBuffers pb;
-    layout_segments(&pb, l);
+    net_segments(l, pb.begin, pb.end);
     size_t conv0 = pb.begin[SEG_CONV], n_conv = pb.end[SEG_CONV] - conv0;
     random_floats(net->params, n, 0.0, 0.1);
     for (size_t i = 0; i < n; i++) net->ema_params[i] = net->params[i] + (float)(0.05 * normal());

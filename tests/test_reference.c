@@ -1432,6 +1432,30 @@ static void test_eigen(void) {
     CHECK(ok, "eigen of a diagonal matrix: not its sorted diagonal with unit vectors");
 }
 
+// net_segments: the four optimizer segments cover the buffer after the whitening filters,
+// one after the other, and each tensor lies in the segment of its kind.
+static void test_segments(void) {
+    const int widths[2][3] = {{64, 256, 256}, {128, 384, 512}};
+    for (int depth = 2; depth <= 3; depth++) {
+        NetLayout l;
+        net_layout_init(&l, widths[depth - 2], depth);
+        size_t begin[4], end[4];
+        net_segments(&l, begin, end);
+        CHECK(begin[0] == l.tensors[0].size, "segments (depth %d): begin at %zu, not after the whitening filters",
+              depth, begin[0]);
+        for (int i = 0; i < 3; i++)
+            CHECK(end[i] == begin[i + 1], "segments (depth %d): %d ends at %zu, %d begins at %zu", depth, i, end[i],
+                  i + 1, begin[i + 1]);
+        CHECK(end[3] == l.n_params, "segments (depth %d): end at %zu of %zu parameters", depth, end[3], l.n_params);
+        for (int id = 1; id < l.n_tensors; id++) {
+            const TensorInfo *t = &l.tensors[id];
+            int want = t->kind - TENSOR_WHITEN_B;  // TensorKind order: whitening bias, conv, head, BN bias
+            CHECK(begin[want] <= t->offset && t->offset + t->size <= end[want],
+                  "segments (depth %d): tensor %d is not in segment %d", depth, id, want);
+        }
+    }
+}
+
 int main(void) {
     const char *dir = getenv("FIXTURE_DIR");
     if (dir && *dir) snprintf(fixture_dir, sizeof fixture_dir, "%s", dir);
@@ -1470,5 +1494,6 @@ int main(void) {
 
     printf("eigensolver:\n");
     test_eigen();
+    test_segments();
     return test_finish("test_reference");
 }
