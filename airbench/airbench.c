@@ -29,6 +29,7 @@
 #include "trainer.h"
 
 #define EVAL_BATCH 2000  // test images per evaluation forward pass
+#define CUBLAS_WORKSPACE_BYTES (32u << 20)  // cuBLAS's own default on Hopper
 
 // The optimizer's groups and the kernels' segments of the flat buffer are the same ranges.
 _Static_assert((int)SEG_WHITEN_B == (int)GROUP_WHITEN_BIAS && (int)SEG_CONV == (int)GROUP_CONV &&
@@ -224,6 +225,8 @@ static Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_
     CUDA_CHECK(cudaStreamCreate(&t->stream));
     CUBLAS_CHECK(cublasCreate(&t->cublas));
     CUBLAS_CHECK(cublasSetStream(t->cublas, t->stream));
+    t->cublas_workspace = gpu_alloc(CUBLAS_WORKSPACE_BYTES);
+    CUBLAS_CHECK(cublasSetWorkspace(t->cublas, t->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
     // Every batch size the convs will see: training (the kept examples, with data
     // filtering), full evaluation chunks, the last chunk, and the last chunk of the
     // selectively augmented images.
@@ -247,6 +250,7 @@ static int trainer_deterministic(const Trainer *t) {
 // The buffers and convolutions of one network; not the data, the stream or the cuBLAS
 // handle, which a proxy shares with its main network (trainer_free releases those).
 static void free_network(Trainer *t) {
+    step_graphs_free(t->graphs);
     convs_free(t->convs);
     free_activations(&t->acts, t->layout.depth);
     void *buffers[] = {t->params, t->momentum, t->grads, t->ema_params, t->conv_half, t->conv_grads,
@@ -266,6 +270,7 @@ static void trainer_free(Trainer *t) {
     void *data[] = {t->train_images, t->train_labels, t->test_images, t->test_labels};
     for (size_t i = 0; i < sizeof data / sizeof data[0]; i++) cudaFree(data[i]);
     cublasDestroy(t->cublas);
+    cudaFree(t->cublas_workspace);
     cudaStreamDestroy(t->stream);
     free(t);
 }
@@ -612,16 +617,26 @@ static void train_forward(Trainer *t, int n) {
                                    t->layout.widths[2], (float)recipe_logit_scale(&t->recipe), 1.0f, 0.0f, t->stream));
 }
 
+// What a step's plan changes in the calls it makes, not only in their arguments (graph.h's
+// shape): whether the whitening bias gets a gradient, whether lookahead runs, whether Muon
+// renormalizes the weights. Shapes 0..7.
+static int step_shape(const StepPlan *plan) {
+    return plan->group[GROUP_WHITEN_BIAS].enabled | (plan->lookahead_decay >= 0) << 1 | plan->muon_normalize << 2;
+}
+
 // One step: the whole batch, or with data filtering the step's kept examples only (in
-// their order in the batch, so that BN normalizes over them alone).
+// their order in the batch, so that BN normalizes over them alone). With --graphs on, as
+// one CUDA graph.
 static void train_step(Trainer *t, int step, int total_steps, const Options *o) {
     const Recipe *r = &t->recipe;
     int spe = recipe_steps_per_epoch(r, t->n_train), n = recipe_train_batch(r);
     StepPlan plan = recipe_step_plan(r, step, total_steps, spe);
+    step_graph_begin(t->graphs, t->stream);
     load_batch(t, step, o->seed, r->filter_keep ? t->kept_rows + (size_t)step * r->filter_keep : NULL, n);
     train_forward(t, n);
     backward(t, n, plan.group[GROUP_WHITEN_BIAS].enabled);
     optimizer_step(t, &plan);
+    step_graph_end(t->graphs, step_shape(&plan), t->stream);
 }
 
 // ----------------------------------------------------------------------------
@@ -645,27 +660,32 @@ static void proxy_score(Trainer *t, int step, uint64_t seed) {
 
 // The proxy's step on the batch it scored last: the loss summed over the kept examples
 // (weights 1 there, 0 elsewhere: the others still enter through the BN statistics),
-// backward, and the optimizer at the schedule's step `step` of total_steps.
-static void proxy_step(Trainer *t, int step, int total_steps) {
+// backward, and the optimizer as the schedule's plan for batch `step` says.
+static void proxy_step(Trainer *t, int step, const StepPlan *plan) {
     Trainer *p = t->proxy;
-    const Recipe *r = &p->recipe;
-    int n = r->batch_size, keep = t->recipe.filter_keep;
+    int n = p->recipe.batch_size, keep = t->recipe.filter_keep;
     CUDA_CHECK(cudaMemsetAsync(p->loss_weights, 0, (size_t)n * sizeof(float), p->stream));
     CUDA_CHECK(launch_scatter_rows(p->loss_weights, p->ones, t->kept_rows + (size_t)step * keep, keep, 1, p->stream));
-    StepPlan plan = recipe_step_plan(r, step, total_steps, recipe_steps_per_epoch(r, p->n_train));
-    backward(p, n, plan.group[GROUP_WHITEN_BIAS].enabled);
-    optimizer_step(p, &plan);
+    backward(p, n, plan->group[GROUP_WHITEN_BIAS].enabled);
+    optimizer_step(p, plan);
 }
 
 // The proxy's training, from its initialized state: the first `steps` batches of a run of
-// total_steps.
+// total_steps. With --graphs on, each batch's scoring (and step) is one CUDA graph: shape 0
+// scores only, shapes 8..15 also step.
 static void train_proxy(Trainer *t, int steps, int total_steps, uint64_t seed) {
     Trainer *p = t->proxy;
+    const Recipe *r = &p->recipe;
+    int spe = recipe_steps_per_epoch(r, p->n_train);
     CUDA_CHECK(cudaMemsetAsync(p->loss_sum, 0, sizeof(double), p->stream));  // its sums are never read
     CUDA_CHECK(cudaMemsetAsync(p->correct, 0, sizeof(int), p->stream));
     for (int step = 0; step < steps; step++) {
+        int stepping = step % t->recipe.proxy_step_every == 0;
+        StepPlan plan = recipe_step_plan(r, step, total_steps, spe);
+        step_graph_begin(p->graphs, p->stream);
         proxy_score(t, step, seed);
-        if (step % t->recipe.proxy_step_every == 0) proxy_step(t, step, total_steps);
+        if (stepping) proxy_step(t, step, &plan);
+        step_graph_end(p->graphs, stepping ? 8 | step_shape(&plan) : 0, p->stream);
     }
 }
 
@@ -822,6 +842,14 @@ static int run_all(Trainer *t, const Options *o) {
     return n_diverged;
 }
 
+// How often the step graphs were made and only updated: made once per shape is the plan.
+static void report_graphs(const Trainer *t) {
+    printf("CUDA graphs: %ld made, %ld updated in place", t->graphs->instantiations, t->graphs->updates);
+    if (t->proxy) printf("; the proxy's: %ld made, %ld updated", t->proxy->graphs->instantiations,
+                         t->proxy->graphs->updates);
+    printf("\n");
+}
+
 #ifndef AIRBENCH_NO_MAIN
 int main(int argc, char **argv) {
     Options o;
@@ -841,6 +869,10 @@ int main(int argc, char **argv) {
     runfile_watch_signals();
     Trainer *t = trainer_create(r, &data, data.train.n, n_test, o.conv_algo, o.conv_cache);
     cifar10_free(&data);
+    if (o.graphs) {
+        t->graphs = step_graphs_create();
+        if (t->proxy) t->proxy->graphs = step_graphs_create();
+    }
     if (o.json_path) {
         if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, trainer_deterministic(t)), err,
                                        sizeof err)))
@@ -849,6 +881,7 @@ int main(int argc, char **argv) {
     }
     int n_diverged = run_all(t, &o);
     end_run_file(NULL);
+    if (t->graphs && !o.quiet) report_graphs(t);
     trainer_free(t);
     return n_diverged ? 1 : 0;
 }

@@ -23,6 +23,7 @@ static void usage(FILE *f, const Options *o) {
             "usage: %s [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]... [--runs N]\n"
             "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
+            "       [--graphs on|off]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "       [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
@@ -48,6 +49,8 @@ static void usage(FILE *f, const Options *o) {
             "                     shapes it lacks; find: time every cuDNN algorithm now and record it;\n"
             "                     heuristic: cuDNN's heuristic pick, no timing, no cache\n"
             "  --conv-cache FILE  the algorithm cache (default: conv_algos.txt beside the program)\n"
+            "  --graphs on|off    replay each training step as a CUDA graph (default off): the same\n"
+            "                     kernels and arguments, fewer launch gaps; recorded in the run file\n"
             "Exit status: 0 fine; 1 a runtime failure (CUDA, cuDNN or cuBLAS error with file and line,\n"
             "out of GPU memory, unreadable data) or a diverged run (recorded as such in the run file);\n"
             "2 a bad flag, no GPU or an unsupported one, or a run file that cannot be written;\n"
@@ -114,6 +117,9 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
         int choice;
         if (parse_choice(value, CONV_ALGO_CHOICES, &choice)) return bad_value(flag, value, "cached, find or heuristic");
         o->conv_algo = (ConvAlgoChoice)choice;
+    } else if (!strcmp(flag, "--graphs")) {
+        static const char *const on_off[] = {"off", "on", NULL};
+        if (parse_choice(value, on_off, &o->graphs)) return bad_value(flag, value, "on or off");
     } else if (!strcmp(flag, "--env")) {
         if (!value || !strchr(value, '=') || value[0] == '=' || strchr(value, '=') - value >= 127)
             return bad_value(flag, value, "KEY=VALUE");
@@ -203,9 +209,10 @@ int parse_args(int argc, char **argv, Options *o) {
 void print_setup(const Options *o, const char *gpu_name, int major, int minor, int n_train, int n_test) {
     const Recipe *r = &o->recipe;
     printf("%s on %s (sm_%d%d): widths %d/%d/%d, batch %d, %.2f epochs (%d steps), TTA level %d, %s translation, "
-           "%s conv algorithms, %d test images\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1],
+           "%s conv algorithms, %d test images%s\n", r->name, gpu_name, major, minor, r->widths[0], r->widths[1],
            r->widths[2], r->batch_size, r->epochs, recipe_total_steps(r, n_train), r->tta_level,
-           RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test);
+           RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test,
+           o->graphs ? ", training steps as CUDA graphs" : "");
     if (r->filter_keep)
         printf("data filtering: each step trains on the %d of its %d examples of highest loss under a proxy of "
                "widths %d/%d/%d, depth %d, that trains first (stepping on batches 0, %d, %d, ...); %s batches\n",
@@ -284,6 +291,7 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON_AddNumberToObject(config, "test_images", o->test_images ? o->test_images : 10000);
     cJSON_AddStringToObject(config, "conv_algo", CONV_ALGO_CHOICES[o->conv_algo]);
     cJSON_AddBoolToObject(config, "conv_deterministic", conv_deterministic);
+    cJSON_AddBoolToObject(config, "graphs", o->graphs);
     return root;
 }
 

@@ -15,6 +15,7 @@ typedef struct {
     const Variant *variant;  // the named recipe, before --set and the shorthand flags
     Recipe recipe;           // what is trained
     int runs, quiet, warmup, test_images;  // test_images 0: all
+    int graphs;                            // training steps as CUDA graphs (graph.h)
     uint64_t seed;
     ConvAlgoChoice conv_algo;
     int n_env;

@@ -5,6 +5,7 @@
 
 #include "conv.h"
 #include "gpu.h"
+#include "graph.h"
 #include "kernels.h"
 #include "net.h"
 #include "recipe.h"
@@ -72,7 +73,9 @@ typedef struct Trainer {
     int n_train, n_test;
     cudaStream_t stream;
     cublasHandle_t cublas;
+    void *cublas_workspace;  // set explicitly, so that cuBLAS never allocates inside a captured step
     Convs *convs;
+    StepGraphs *graphs;  // --graphs on: the training steps as CUDA graphs (graph.h); else NULL
 } Trainer;
 
 static inline float *param_ptr(const Trainer *t, float *base, int tensor_id) {

@@ -19,6 +19,8 @@
 #             a filled algorithm cache), ./bench.sh 94 -n 50 and 94-muon -n 50, each compared
 #             with the committed 790450e run file of its variant (an H100's: on another GPU
 #             the comparison says so)
+#   graphs    ./bench.sh 94 -n 50 and 94-muon -n 50, each without and with --graphs on (the
+#             training steps as CUDA graphs), each pair compared
 #   record    ./bench.sh 94-muon -n 50 and 94-record -n 50 in one session, compared
 #   filter    ./bench.sh 96 -n 10, 96-filter -n 10 and 96-filter -n 10 with the whitening
 #             bias frozen after 3 epochs as the script intends (--set whiten_bias_epochs=3),
@@ -36,7 +38,7 @@
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
-usage="usage: dev/gpu_check.sh tests|sanitize|speed|record|filter|sweep|variants|peer|profile OUT"
+usage="usage: dev/gpu_check.sh tests|sanitize|speed|graphs|record|filter|sweep|variants|peer|profile OUT"
 phase=${1:?$usage}
 out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
@@ -145,7 +147,7 @@ case $phase in
         step kernels 120 build/gpu_test_kernels
         step kernels-small 60 build/gpu_test_kernels --small
         step trainer 180 build/gpu_test_trainer
-        step repro 180 tests/gpu_test_repro.sh
+        step repro 240 tests/gpu_test_repro.sh
         wait_sanitize $(( started + 540 ))
         ;;
     sanitize)
@@ -158,6 +160,14 @@ case $phase in
         compare airbench94 runs/20261123-034514-h100-airbench94-790450e.json
         bench 94-muon 50 airbench94-muon
         compare airbench94-muon runs/20261123-034632-h100-airbench94-muon-790450e.json
+        ;;
+    graphs)
+        refuse_while_sanitizing
+        for variant in 94 94-muon; do
+            bench $variant 50 airbench$variant-eager
+            bench $variant 50 airbench$variant-graphs --graphs on
+            compare airbench$variant-graphs "$logs/airbench$variant-eager.json"
+        done
         ;;
     record)
         refuse_while_sanitizing

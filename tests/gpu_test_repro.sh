@@ -3,11 +3,13 @@
 # driver, cuDNN and seed give bit-identical per-epoch losses and accuracies and final
 # accuracy in two separate processes. The second process reads the cuDNN algorithms the
 # first one timed from a fresh algorithm cache, as every later process does; that is what
-# keeps cuDNN's timing noise out of the numbers. Checked for airbench94 and for
-# airbench96-filter (whose proxy network scores and selects on the GPU first); TRAINERS
-# names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
+# keeps cuDNN's timing noise out of the numbers. A third process runs with --graphs on: the
+# CUDA graphs replay the same kernels with the same arguments, so its numbers must be the
+# same bits too. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
+# graphs) and airbench96-filter (whose proxy network scores and selects on the GPU first);
+# TRAINERS names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
-trainers=${TRAINERS:-build/airbench94 build/airbench96-filter}
+trainers=${TRAINERS:-build/airbench94 build/airbench94-record build/airbench96-filter}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/check.sh"
@@ -17,16 +19,17 @@ numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
 
 for trainer in $trainers; do
     rm -f "$tmp"/*
-    for k in 1 2; do
+    for k in 1 2 3; do
+        graphs=off
+        [ $k = 3 ] && graphs=on
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
-            --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
+            --graphs $graphs --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
         rc=$?
         check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
     check "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt" \
         [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
-    numbers "$tmp/run1.json" > "$tmp/numbers1"
-    numbers "$tmp/run2.json" > "$tmp/numbers2"
+    for k in 1 2 3; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
     check "the run file of $trainer holds too few numbers to compare" [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
     if cmp -s "$tmp/numbers1" "$tmp/numbers2"; then
         pass
@@ -34,6 +37,13 @@ for trainer in $trainers; do
     else
         fail "the two processes of $trainer differ:"
         diff "$tmp/numbers1" "$tmp/numbers2" | head -n 20
+    fi
+    if cmp -s "$tmp/numbers1" "$tmp/numbers3"; then
+        pass
+        echo "$trainer with --graphs on: the same $(grep -c . "$tmp/numbers3") numbers, bit for bit"
+    else
+        fail "$trainer with --graphs on differs from the run without graphs:"
+        diff "$tmp/numbers1" "$tmp/numbers3" | head -n 20
     fi
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"

@@ -363,7 +363,7 @@ static void test_filter_steps(const Cifar10 *data) {
         common += compare_proxy_batch(t, ref_proxy, data, seed, step, batch, labels, step_kept);
         if (step % recipe.proxy_step_every) continue;
         StepPlan plan = recipe_step_plan(&proxy_recipe, step, total, spe);
-        proxy_step(t, step, total);
+        proxy_step(t, step, &plan);
         ref_proxy_step(ref_proxy, &proxy_recipe, &plan, batch, labels, BATCH, step_kept, keep);
     }
     printf("  %d of %d kept rows shared with the reference\n", common, FILTER_BATCHES * keep);
@@ -403,6 +403,72 @@ static void test_filter_steps(const Cifar10 *data) {
     free_all();
 }
 
+// Everything a run leaves in a network's state, as bytes: weights, momentum, lookahead and
+// BN running state.
+static uint8_t *network_state(const Trainer *t, size_t *bytes) {
+    size_t p = t->layout.n_params * sizeof(float), r = t->n_running * sizeof(float);
+    *bytes = 3 * p + 2 * r;
+    uint8_t *state = host_buffer(*bytes);
+    download(state, t->params, p);
+    download(state + p, t->momentum, p);
+    download(state + 2 * p, t->ema_params, p);
+    download(state + 3 * p, t->running, r);
+    download(state + 3 * p + r, t->ema_running, r);
+    return state;
+}
+
+// A whole short run (init, whitening, proxy training, steps, evaluation) without and then
+// with CUDA graphs: the graphs replay the same kernels with the same arguments, so the
+// final states, losses and accuracies must be identical to the bit. The recipe's schedule
+// changes shape within the run: the whitening bias freezes, lookahead fires, and (Muon)
+// renormalization comes and goes.
+static void test_graph_run(const Cifar10 *data, Recipe recipe) {
+    enum { GRAPH_STEPS = 24 };
+    recipe = small_recipe(recipe);
+    recipe.epochs = (double)GRAPH_STEPS * BATCH / data->train.n;
+    recipe.whiten_bias_epochs = 7.0 * BATCH / data->train.n;  // frozen from step 7 on
+    if (recipe.filter_keep) {
+        recipe.filter_keep = BATCH / 2;
+        const int proxy_widths[3] = {8, 16, 16};
+        memcpy(recipe.proxy_widths, proxy_widths, sizeof proxy_widths);
+    }
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    Options o = {.seed = 3};
+    size_t bytes[2], proxy_bytes[2] = {0, 0};
+    uint8_t *state[2], *proxy_state[2] = {NULL, NULL};
+    RunResult run[2];
+    for (int graphs = 0; graphs < 2; graphs++) {
+        if (graphs) {
+            t->graphs = step_graphs_create();
+            if (t->proxy) t->proxy->graphs = step_graphs_create();
+        }
+        run[graphs] = run_training(t, &o, -1, 0);
+        state[graphs] = network_state(t, &bytes[graphs]);
+        if (t->proxy) proxy_state[graphs] = network_state(t->proxy, &proxy_bytes[graphs]);
+    }
+    int total = recipe_total_steps(&recipe, data->train.n);
+    printf("%s recipe with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name, total,
+           t->graphs->instantiations, t->graphs->updates);
+    if (t->proxy) printf("; proxy: %ld made, %ld updated", t->proxy->graphs->instantiations, t->proxy->graphs->updates);
+    printf("\n");
+    CHECK(!memcmp(state[0], state[1], bytes[0]), "%s: the network state after a run with CUDA graphs differs from "
+          "the one without", recipe.name);
+    CHECK(!t->proxy || !memcmp(proxy_state[0], proxy_state[1], proxy_bytes[0]),
+          "%s: the proxy's state after a run with CUDA graphs differs from the one without", recipe.name);
+    CHECK(run[0].accuracy == run[1].accuracy && run[0].n_epochs == run[1].n_epochs &&
+              run[0].epochs[0].train_loss == run[1].epochs[0].train_loss,
+          "%s: accuracy %.6f / %.6f or first-epoch loss %.9g / %.9g differ without and with CUDA graphs", recipe.name,
+          run[0].accuracy, run[1].accuracy, run[0].epochs[0].train_loss, run[1].epochs[0].train_loss);
+    // every step after its shape's first only updates a graph; at most 8 shapes (step_shape)
+    CHECK(t->graphs->instantiations >= 2 && t->graphs->instantiations <= 8 &&
+              t->graphs->instantiations + t->graphs->updates == total,
+          "%s: %ld graphs made and %ld updated for %d steps", recipe.name, t->graphs->instantiations,
+          t->graphs->updates, total);
+    for (int i = 0; i < 2; i++) free(run[i].epochs);
+    trainer_free(t);
+    free_all();
+}
+
 int main(void) {
     const char *data_dir = getenv("DATA_DIR") ? getenv("DATA_DIR") : "data/cifar10";
     char gpu_name[256];
@@ -419,6 +485,9 @@ int main(void) {
     test_muon_step(&data);
     test_selective_tta(&data);
     test_filter_steps(&data);
+    test_graph_run(&data, RECIPE_94);
+    test_graph_run(&data, RECIPE_94_RECORD);
+    test_graph_run(&data, RECIPE_96_FILTER);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }
