@@ -108,6 +108,12 @@ FUZZ_TESTS := $(BUILD)/fuzz_cifar10 $(BUILD)/fuzz_runfile
 FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 CPU_TESTS += $(FUZZ_TESTS)
 SHELL_TESTS += tests/test_fuzz.sh
+# CPU tests of the trainer's GPU-side C files, with stand-ins for what they call on the GPU:
+# they need CUDA's headers, not a GPU (skipped without CUDA).
+CUDA_HOST_TESTS := $(BUILD)/test_muon_calls
+ifeq ($(CUDA_PROBLEM),)
+CPU_TESTS += $(CUDA_HOST_TESTS)
+endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
@@ -116,7 +122,8 @@ TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu
                 $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o \
               $(OBJ)/airbench/graph.o \
-              $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o
+              $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o \
+              $(OBJ)/tests/test_muon_calls.o
 
 DATA_DIR ?= data/cifar10
 
@@ -163,6 +170,9 @@ $(BUILD)/test_recipe: $(OBJ)/tests/test_recipe.o $(REFERENCE_LIB)
 $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
+	$(CC) $^ -o $@ $(LDLIBS)
+# muon.c with the stand-ins of test_muon_calls.c for cuBLAS, cudart and the Muon kernels.
+$(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
@@ -213,6 +223,7 @@ $(DATA_DIR)/test_batch.bin:
 # The CPU suite; with CUDA it also builds the trainer, whose command line test_cli.sh checks.
 test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped building the GPU trainer ($(CUDA_PROBLEM)); its command-line checks are skipped too")
+	@$(if $(CUDA_PROBLEM),echo "make test: skipped $(CUDA_HOST_TESTS) (the GPU-side files on the CPU, which need CUDA's headers)")
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(CPU_TESTS) $(SHELL_TESTS)
 
 gpu-test: all data

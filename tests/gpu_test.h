@@ -1,7 +1,7 @@
 // gpu_test.h: the GPU side of the test helpers, shared by tests/gpu_test_*.c and
 // dev/kernel_bench: CUDA error checks, tracked allocations (device memory filled with NaN
 // bytes, so that an element a kernel forgets to write shows up), uploads and downloads,
-// fp16 and bf16 <-> float on the host, NHWC <-> NCHW, random activations, block partials
+// NHWC <-> NCHW, random activations, block partials
 // added up on the host, and the trainer's parameter segments.
 //
 // Every array these helpers hand out (dev_alloc, dev_upload, host_buffer and the download_*
@@ -103,58 +103,6 @@ static inline void free_all(void) {
 
 static inline void download(void *host, const void *dev, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
-}
-
-// ---- fp16 and bf16 on the host -------------------------------------------------------------
-
-// fp32 -> fp16 bits, round to nearest even (NaN stays NaN, overflow -> inf); checked
-// against gcc's _Float16 on all 2^32 floats.
-static inline uint16_t float_to_half(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, abs_x = x & 0x7fffffffu;
-    if (abs_x >= 0x7f800000u) return (uint16_t)(sign | (abs_x > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (abs_x >= 0x47800000u) return (uint16_t)(sign | 0x7c00u);  // >= 65536: inf
-    uint32_t exponent = abs_x >> 23, mantissa = (abs_x & 0x7fffffu) | 0x800000u;
-    // In units of the result's last place (2^-24 for subnormals, 2^(exponent - 137) for
-    // normals) the value is the 24-bit mantissa shifted right by:
-    int shift = exponent >= 113 ? 13 : 126 - (int)exponent;
-    if (shift > 24) return (uint16_t)sign;  // below 2^-25: rounds to zero
-    uint32_t kept = mantissa >> shift, rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (kept & 1u))) kept++;
-    // Normals: kept includes the implicit 1 (adding 1 to the exponent field), and a carry
-    // out of the mantissa moves into the exponent, as it should.
-    uint32_t bits = exponent >= 113 ? ((exponent - 113) << 10) + kept : kept;
-    return (uint16_t)(sign | bits);
-}
-
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
-    if (exponent == 31) bits = sign | 0x7f800000u | (mantissa << 13);
-    else if (exponent) bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    else if (!mantissa) bits = sign;
-    else {  // subnormal: mantissa * 2^-24
-        float f = (float)mantissa * (1.0f / 16777216.0f);
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline float round_to_half(float f) { return half_to_float(float_to_half(f)); }
-
-// bf16 is the top half of an fp32.
-static inline float bf16_to_float(uint16_t b) {
-    uint32_t bits = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline void halves_to_floats(float *dst, const uint16_t *src, size_t count) {
-    for (size_t i = 0; i < count; i++) dst[i] = half_to_float(src[i]);
 }
 
 // ---- layouts and random activations ----------------------------------------------------------
