@@ -118,10 +118,10 @@ endif
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
 TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o \
-                $(OBJ)/airbench/muon.o \
+                $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o \
                 $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o \
-              $(OBJ)/airbench/graph.o \
+              $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o \
               $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o \
               $(OBJ)/tests/test_muon_calls.o
 

@@ -56,3 +56,20 @@ void *host_alloc(size_t bytes) {
     if (!p) die(1, "out of host memory allocating %zu bytes", bytes);
     return p;
 }
+
+void describe_gpu(char *name, size_t name_size, int *major, int *minor) {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0)
+        die(2, "no CUDA GPU found (%s). airbench.c trains on an NVIDIA GPU of compute "
+               "capability 8.0 or newer; `make test` runs the CPU checks without one",
+            err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");
+    struct cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    snprintf(name, name_size, "%s", prop.name);
+    *major = prop.major;
+    *minor = prop.minor;
+    if (prop.major < 8)
+        die(2, "GPU 0 (%s) has compute capability %d.%d; airbench.c needs 8.0 or newer "
+               "(fp16 tensor cores as on A100/H100)", prop.name, prop.major, prop.minor);
+}

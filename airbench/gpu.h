@@ -25,3 +25,7 @@ void cublas_check(cublasStatus_t status, const char *what, const char *file, int
 
 void *gpu_alloc(size_t bytes);   // cudaMalloc, or die(1) naming what is free
 void *host_alloc(size_t bytes);  // zeroed calloc, or die(1)
+
+// GPU 0's name and compute capability; dies with exit code 2 (and what to do) when there is
+// no CUDA GPU or it is older than compute capability 8.0.
+void describe_gpu(char *name, size_t name_size, int *major, int *minor);

@@ -1,8 +1,10 @@
 // trainer.h: the GPU trainer's state, shared by the files of the trainer: airbench.c (the
-// method) and muon.c (the Muon optimizer's Newton-Schulz part).
+// method), trainer.c (setting the state up and tearing it down) and muon.c (the Muon
+// optimizer's Newton-Schulz part).
 #pragma once
 #include <cublas_v2.h>
 
+#include "cifar10.h"
 #include "conv.h"
 #include "gpu.h"
 #include "graph.h"
@@ -78,6 +80,15 @@ typedef struct Trainer {
     StepGraphs *graphs;  // --graphs on: the training steps as CUDA graphs (graph.h); else NULL
 } Trainer;
 
+#define EVAL_BATCH 2000  // test images per evaluation forward pass
+
+// Training batches normalize each group of recipe.bn_group images with its own statistics
+// (simulated workers); evaluation uses the running stats, in one group. A group's images
+// are contiguous rows of every activation, so each group is the same kernels on a slice.
+static inline int bn_groups(const Trainer *t, int n, int train) {
+    return train && t->recipe.bn_group ? n / t->recipe.bn_group : 1;
+}
+
 static inline float *param_ptr(const Trainer *t, float *base, int tensor_id) {
     return base + t->layout.tensors[tensor_id].offset;
 }
@@ -88,3 +99,12 @@ static inline __half *conv_half_ptr(const Trainer *t, __half *base, int g, int j
 // Muon (muon.c): its scratch buffers, and the conv weights' step of a Muon recipe.
 void muon_alloc(Trainer *t);
 void muon_step(Trainer *t, const StepPlan *plan);
+
+// Everything for training `recipe` on the first n_train / n_test images of data (and, with
+// data filtering, the proxy network), with the convolution algorithms chosen as conv_algo
+// says (conv_cache: the algorithm cache file, or NULL); trainer_free releases it all.
+Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, int n_test,
+                        ConvAlgoChoice conv_algo, const char *conv_cache);
+void trainer_free(Trainer *t);
+// Whether every convolution algorithm chosen, the proxy's included, is deterministic.
+int trainer_deterministic(const Trainer *t);
