@@ -43,20 +43,13 @@ static void free_activations(Activations *a, int depth) {
     }
 }
 
-// Segments of the flat buffer (kernels.h): whitening bias, convs, head, BN biases.
-static void set_segments(Trainer *t) {
-    ParamBuffers *pb = &t->pb;
-    net_segments(&t->layout, pb->begin, pb->end);
-    pb->params = t->params;
-    pb->momentum = t->momentum;
-    pb->grads = t->grads;
-    pb->conv_grads = t->conv_grads;
-    pb->conv_half = t->conv_half;
-}
-
+// The flat buffers in net.h's order and their segments (kernels.h): whitening bias, convs,
+// head, BN biases. The segments come first: the conv buffers' sizes are read from them.
 static void alloc_params(Trainer *t) {
     const NetLayout *l = &t->layout;
-    size_t n = l->n_params, n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
+    ParamBuffers *pb = &t->pb;
+    net_segments(l, pb->begin, pb->end);
+    size_t n = l->n_params, n_conv = pb->end[SEG_CONV] - pb->begin[SEG_CONV];
     t->params = gpu_alloc(n * sizeof(float));
     t->momentum = gpu_alloc(n * sizeof(float));
     t->grads = gpu_alloc(n * sizeof(float));
@@ -66,7 +59,11 @@ static void alloc_params(Trainer *t) {
     for (int g = 0; g < 3; g++) t->n_running += 2 * (size_t)l->depth * l->widths[g];
     t->running = gpu_alloc(t->n_running * sizeof(float));
     t->ema_running = gpu_alloc(t->n_running * sizeof(float));
-    set_segments(t);
+    pb->params = t->params;
+    pb->momentum = t->momentum;
+    pb->grads = t->grads;
+    pb->conv_grads = t->conv_grads;
+    pb->conv_half = t->conv_half;
 }
 
 // The backward scratch; d_act and d_conv hold the largest activation (conv (0, 0)'s).
