@@ -108,11 +108,15 @@ FUZZ_TESTS := $(BUILD)/fuzz_cifar10 $(BUILD)/fuzz_runfile
 FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 CPU_TESTS += $(FUZZ_TESTS)
 SHELL_TESTS += tests/test_fuzz.sh
-# CPU tests of the trainer's GPU-side C files, with stand-ins for what they call on the GPU:
-# they need CUDA's headers, not a GPU (skipped without CUDA).
-CUDA_HOST_TESTS := $(BUILD)/test_muon_calls
+# The trainer's GPU-side C files and the GPU tests on the CPU, with the stand-ins of
+# tests/host/ for libcudart, cuBLAS, cuDNN's convolutions and the kernels (host.h): they
+# need CUDA's headers, not a GPU (skipped without CUDA). tests/test_host.sh runs the GPU
+# tests so built.
+HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer
+CUDA_HOST_TESTS := $(BUILD)/test_muon_calls tests/test_host.sh
 ifeq ($(CUDA_PROBLEM),)
-CPU_TESTS += $(CUDA_HOST_TESTS)
+CPU_TESTS += $(BUILD)/test_muon_calls
+SHELL_TESTS += tests/test_host.sh
 endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
@@ -129,7 +133,7 @@ DATA_DIR ?= data/cifar10
 
 .PHONY: all cpu gpu test gpu-test gpu-sanitize data clean check-cuda
 all: cpu gpu
-cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer
+cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer $(if $(CUDA_PROBLEM),,$(HOST_PROGRAMS))
 ifeq ($(CUDA_PROBLEM),)
 gpu: $(GPU_PROGRAMS)
 else
@@ -171,9 +175,17 @@ $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
-# muon.c with the stand-ins of test_muon_calls.c for cuBLAS, cudart and the Muon kernels.
-$(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(REFERENCE_LIB)
+HOST_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard tests/host/*.c))
+$(HOST_OBJS): CFLAGS += $(CUDA_INC) -Itests -Itests/host
+$(HOST_OBJS): | check-cuda
+$(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) \
+                          $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
+$(BUILD)/host_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) $(REFERENCE_LIB)
+	$(CC) $^ -o $@ $(LDLIBS)
+$(BUILD)/host_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(filter-out $(OBJ)/airbench/conv.o $(KERNEL_OBJS),\
+                            $(TRAINER_OBJS)) $(HOST_OBJS)
+	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 # A trainer without a GPU, on the real run-file writer, for bench.sh's tests.

@@ -105,9 +105,12 @@ static void check_first_batch(Trainer *t, RefNet *ref, const float *batch, const
     CHECK(fabs(gpu_loss - ref_loss) <= 1e-2 * fabs(ref_loss), "loss %f vs reference %f", gpu_loss, ref_loss);
     // fp16 activations and gradients: the conv-weight gradients of a conv followed by BN
     // sum terms that largely cancel, so their fp16 rounding shows (measured on an H100:
-    // up to 4.6e-2 for the first conv, <= 5e-3 for every other tensor).
+    // up to 4.6e-2 for the first conv, <= 5e-3 for every other tensor). SiLU has not run on
+    // a GPU yet; the CPU stand-ins of tests/host (tests/test_host.sh), which give the H100's
+    // 4.6e-2 for GELU's first conv and its TTA-logit error 1.08e-3, give 6.3e-2 for SiLU's.
+    double grad_bound = t->recipe.activation == ACTIVATION_SILU ? 8e-2 : 5e-2;
     float *grads = grads_as_reference(t);
-    check_tensors("grad", t, grads, ref->grads, 5e-2, 1);
+    check_tensors("grad", t, grads, ref->grads, grad_bound, 1);
 }
 
 // A recipe at the test's small widths and batch.
@@ -423,7 +426,7 @@ static uint8_t *network_state(const Trainer *t, size_t *bytes) {
 // changes shape within the run: the whitening bias freezes, lookahead fires, and (Muon)
 // renormalization comes and goes.
 static void test_graph_run(const Cifar10 *data, Recipe recipe) {
-    enum { GRAPH_STEPS = 24 };
+    enum { GRAPH_STEPS = 24, GRAPH_TEST_IMAGES = 200 };
     recipe = small_recipe(recipe);
     recipe.epochs = (double)GRAPH_STEPS * BATCH / data->train.n;
     recipe.whiten_bias_epochs = 7.0 * BATCH / data->train.n;  // frozen from step 7 on
@@ -432,7 +435,7 @@ static void test_graph_run(const Cifar10 *data, Recipe recipe) {
         const int proxy_widths[3] = {8, 16, 16};
         memcpy(recipe.proxy_widths, proxy_widths, sizeof proxy_widths);
     }
-    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    Trainer *t = trainer_create(&recipe, data, data->train.n, GRAPH_TEST_IMAGES, CONV_ALGO_FIND, NULL);
     Options o = {.seed = 3};
     size_t bytes[2], proxy_bytes[2] = {0, 0};
     uint8_t *state[2], *proxy_state[2] = {NULL, NULL};
