@@ -112,7 +112,7 @@ SHELL_TESTS += tests/test_fuzz.sh
 # tests/host/ for libcudart, cuBLAS, cuDNN's convolutions and the kernels (host.h): they
 # need CUDA's headers, not a GPU (skipped without CUDA). tests/test_host.sh runs the GPU
 # tests so built.
-HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer
+HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench
 CUDA_HOST_TESTS := $(BUILD)/test_muon_calls tests/test_host.sh
 ifeq ($(CUDA_PROBLEM),)
 CPU_TESTS += $(BUILD)/test_muon_calls
@@ -183,8 +183,11 @@ $(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o 
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/host_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
-$(BUILD)/host_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(filter-out $(OBJ)/airbench/conv.o $(KERNEL_OBJS),\
-                            $(TRAINER_OBJS)) $(HOST_OBJS)
+HOST_TRAINER_OBJS := $(filter-out $(OBJ)/airbench/conv.o $(KERNEL_OBJS),$(TRAINER_OBJS)) $(HOST_OBJS)
+$(BUILD)/host_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(HOST_TRAINER_OBJS)
+	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+# The trainer program itself on the stand-ins (slow: for small runs in tests/test_host.sh).
+$(BUILD)/host_airbench: $(OBJ)/airbench/airbench.o $(HOST_TRAINER_OBJS)
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)

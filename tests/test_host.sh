@@ -4,7 +4,10 @@
 # the CPU stand-ins of tests/host/ in place of the GPU (host.h): every kernel's stand-in
 # against the reference, then the trainer's own C code (airbench.c, trainer.c, muon.c,
 # graph.c) step by step against the reference, with every buffer it hands to the GPU side
-# checked to lie inside an allocation. Needs CIFAR-10 in $DATA_DIR.
+# checked to lie inside an allocation. Then the trainer program itself, build/host_airbench,
+# trains each variant for a few steps at small widths and writes its run file; three of
+# them with --graphs on, whose report must show one graph made per step shape and every
+# other step only updating one. Needs CIFAR-10 in $DATA_DIR.
 cd "$(dirname "$0")/.." || exit 2
 . tests/check.sh
 
@@ -25,6 +28,28 @@ run() {
     [ "$rc" -eq 0 ] || [ "$(echo "$result" | cut -d' ' -f3)" -ne 0 ] || fail "$name exited with $rc"
 }
 
+data=${DATA_DIR:-data/cifar10}
 run host_test_kernels build/host_test_kernels --small
-run host_test_trainer env DATA_DIR="${DATA_DIR:-data/cifar10}" build/host_test_trainer
+run host_test_trainer env DATA_DIR="$data" build/host_test_trainer
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for variant in 94 95 96 94-muon 94-record 96-filter; do
+    set -- --set epochs=0.005  # 4 steps
+    [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16
+    case $variant in 94 | 94-record | 96-filter) graphs=on ;; *) graphs=off ;; esac
+    build/host_airbench --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 \
+        --no-warmup --graphs $graphs --json "$tmp/$variant.json" "$@" > "$tmp/$variant.log" 2>&1
+    status=$?
+    CHECK_OUT=$tmp/$variant.log check "host_airbench --variant $variant --graphs $graphs" [ $status -eq 0 ]
+    check "$variant: the run file holds no finished run with an accuracy" \
+        grep -q '"accuracy":[[:space:]]*0\.[0-9]' "$tmp/$variant.json"
+    if [ $graphs = on ]; then
+        # 4 steps, each shape's first made: with the whitening bias training throughout
+        # and lookahead at most at the last step, 1 or 2 made and the rest updated
+        check "$variant: not 4 graphs made or updated in all: $(grep 'CUDA graphs' "$tmp/$variant.log")" \
+            awk '/^CUDA graphs:/ { made = $3; updated = $5; found = 1 }
+                 END { exit !(found && made >= 1 && made <= 2 && made + updated == 4) }' "$tmp/$variant.log"
+    fi
+done
 finish test_host
