@@ -131,7 +131,7 @@ GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/c
 
 DATA_DIR ?= data/cifar10
 
-.PHONY: all cpu gpu test gpu-test gpu-sanitize data clean check-cuda
+.PHONY: all cpu gpu test gpu-test gpu-sanitize host-sanitize data clean check-cuda
 all: cpu gpu
 cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer $(if $(CUDA_PROBLEM),,$(HOST_PROGRAMS))
 ifeq ($(CUDA_PROBLEM),)
@@ -243,6 +243,14 @@ test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
 
 gpu-test: all data
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(GPU_TESTS)
+
+# The CPU stand-in programs built with AddressSanitizer and UBSan in $(BUILD)/asan and run
+# as tests/test_host.sh runs them: memory errors of the trainer's host-side C code.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+host-sanitize: data | check-cuda
+	CFLAGS="-O2 -g -fno-omit-frame-pointer $(ASAN_FLAGS)" $(MAKE) BUILD=$(BUILD)/asan \
+	    LDLIBS="$(LDLIBS) $(ASAN_FLAGS)" $(addprefix $(BUILD)/asan/,$(notdir $(HOST_PROGRAMS)))
+	@DATA_DIR=$(DATA_DIR) HOST_BUILD=$(BUILD)/asan tests/run.sh tests/test_host.sh
 
 gpu-sanitize: $(BUILD)/gpu_test_kernels $(BUILD)/airbench94 data | check-cuda
 	DATA_DIR=$(DATA_DIR) dev/gpu_sanitize.sh

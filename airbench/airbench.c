@@ -8,9 +8,9 @@
 // graph, graph.c) -> many seeded runs into the run file. The trainer's state and its setup
 // are in trainer.h and trainer.c. Convolutions go through cuDNN (conv.c: NHWC fp16, fp32
 // accumulation); everything between them is a fused kernel from kernels/ (BN statistics
-// with the pool, BN + GELU or SiLU, loss with its gradient, optimizer). The recipe is a runtime value
-// (recipe.h: --variant, --set NAME=VALUE); the CPU twin, reference.c, is the oracle this
-// file is tested against.
+// with the pool, BN + GELU or SiLU, loss with its gradient, optimizer). The recipe is a
+// runtime value (recipe.h: --variant, --set NAME=VALUE); the CPU twin, reference.c, is the
+// oracle this file is tested against.
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

@@ -7,7 +7,8 @@
 # checked to lie inside an allocation. Then the trainer program itself, build/host_airbench,
 # trains each variant for a few steps at small widths and writes its run file; three of
 # them with --graphs on, whose report must show one graph made per step shape and every
-# other step only updating one. Needs CIFAR-10 in $DATA_DIR.
+# other step only updating one. Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the folder of
+# the programs (default build; make host-sanitize passes build/asan).
 cd "$(dirname "$0")/.." || exit 2
 . tests/check.sh
 
@@ -29,8 +30,9 @@ run() {
 }
 
 data=${DATA_DIR:-data/cifar10}
-run host_test_kernels build/host_test_kernels --small
-run host_test_trainer env DATA_DIR="$data" build/host_test_trainer
+bin=${HOST_BUILD:-build}
+run host_test_kernels "$bin/host_test_kernels" --small
+run host_test_trainer env DATA_DIR="$data" "$bin/host_test_trainer"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -38,7 +40,7 @@ for variant in 94 95 96 94-muon 94-record 96-filter; do
     set -- --set epochs=0.005  # 4 steps
     [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16
     case $variant in 94 | 94-record | 96-filter) graphs=on ;; *) graphs=off ;; esac
-    build/host_airbench --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 \
+    "$bin/host_airbench" --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 \
         --no-warmup --graphs $graphs --json "$tmp/$variant.json" "$@" > "$tmp/$variant.log" 2>&1
     status=$?
     CHECK_OUT=$tmp/$variant.log check "host_airbench --variant $variant --graphs $graphs" [ $status -eq 0 ]
