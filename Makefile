@@ -1,7 +1,8 @@
 # airbench.c: `make` builds every program into build/, `make test` runs the CPU test suite
 # (gcc and cJSON are enough: what needs CUDA is skipped, with a line saying so), `make
 # gpu-test` runs the checks that need a GPU, `make gpu-sanitize` runs them under
-# compute-sanitizer (dev/gpu_sanitize.sh).
+# compute-sanitizer (dev/gpu_sanitize.sh), and `make host-sanitize` runs the CPU stand-ins
+# of the GPU side (tests/host/) under AddressSanitizer and UBSan.
 #
 # Locations are overridable: CUDA_HOME, CUDNN_HOME (may be a Python package folder holding
 # include/ and lib/), CJSON_HOME (a prefix holding include/cjson/cJSON.h and lib/.../libcjson.so).
