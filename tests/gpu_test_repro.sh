@@ -17,6 +17,17 @@ trap 'rm -rf "$tmp"' EXIT
 # Every number that training and evaluation produce (not times), one per line, in file order.
 numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
 
+# same_numbers K WHAT: process K's numbers must be process 1's, bit for bit.
+same_numbers() {
+    if cmp -s "$tmp/numbers1" "$tmp/numbers$1"; then
+        pass
+        echo "$2: $(grep -c . "$tmp/numbers1") numbers bit-identical"
+    else
+        fail "$2: the numbers differ:"
+        diff "$tmp/numbers1" "$tmp/numbers$1" | head -n 20
+    fi
+}
+
 for trainer in $trainers; do
     rm -f "$tmp"/*
     for k in 1 2 3; do
@@ -31,20 +42,8 @@ for trainer in $trainers; do
         [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
     for k in 1 2 3; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
     check "the run file of $trainer holds too few numbers to compare" [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
-    if cmp -s "$tmp/numbers1" "$tmp/numbers2"; then
-        pass
-        echo "$trainer, two processes, seeds 5 and 6: $(grep -c . "$tmp/numbers1") numbers bit-identical"
-    else
-        fail "the two processes of $trainer differ:"
-        diff "$tmp/numbers1" "$tmp/numbers2" | head -n 20
-    fi
-    if cmp -s "$tmp/numbers1" "$tmp/numbers3"; then
-        pass
-        echo "$trainer with --graphs on: the same $(grep -c . "$tmp/numbers3") numbers, bit for bit"
-    else
-        fail "$trainer with --graphs on differs from the run without graphs:"
-        diff "$tmp/numbers1" "$tmp/numbers3" | head -n 20
-    fi
+    same_numbers 2 "$trainer, two processes, seeds 5 and 6"
+    same_numbers 3 "$trainer with --graphs on against the run without graphs"
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done
