@@ -6,6 +6,9 @@
 #                               command's output), 40 lines of each at most
 #   finish NAME                 the summary line, run.sh's "RESULT <passed> <failed>", and
 #                               the exit status: 0 when nothing failed
+#   run_counted NAME CMD...     runs a test program, shows its output and adds its RESULT
+#                               line's counts; no RESULT line, or a non-zero exit with no
+#                               failure counted, counts as one failure
 passed=0
 failed=0
 
@@ -33,4 +36,21 @@ finish() {
     echo "$1: $passed passed, $failed failed"
     echo "RESULT $passed $failed"
     [ "$failed" -eq 0 ]
+}
+
+run_counted() {
+    run_name=$1
+    shift
+    run_out=$("$@" 2>&1)
+    run_rc=$?
+    printf '%s\n' "$run_out" | grep -v '^RESULT '
+    run_result=$(printf '%s\n' "$run_out" | grep '^RESULT ' | tail -n 1)
+    if [ -z "$run_result" ]; then
+        fail "$run_name: exited with $run_rc and no RESULT line"
+        return
+    fi
+    run_failed=$(echo "$run_result" | cut -d' ' -f3)
+    passed=$((passed + $(echo "$run_result" | cut -d' ' -f2)))
+    failed=$((failed + run_failed))
+    [ "$run_rc" -eq 0 ] || [ "$run_failed" -ne 0 ] || fail "$run_name: exited with $run_rc"
 }

@@ -12,27 +12,10 @@
 cd "$(dirname "$0")/.." || exit 2
 . tests/check.sh
 
-# run NAME CMD...: CMD's output, with its RESULT line's counts added to ours.
-run() {
-    name=$1
-    shift
-    out=$("$@" 2>&1)
-    rc=$?
-    printf '%s\n' "$out" | grep -v '^RESULT '
-    result=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -n 1)
-    if [ -z "$result" ]; then
-        fail "$name exited with $rc and no RESULT line"
-        return
-    fi
-    passed=$((passed + $(echo "$result" | cut -d' ' -f2)))
-    failed=$((failed + $(echo "$result" | cut -d' ' -f3)))
-    [ "$rc" -eq 0 ] || [ "$(echo "$result" | cut -d' ' -f3)" -ne 0 ] || fail "$name exited with $rc"
-}
-
 data=${DATA_DIR:-data/cifar10}
 bin=${HOST_BUILD:-build}
-run host_test_kernels "$bin/host_test_kernels" --small
-run host_test_trainer env DATA_DIR="$data" "$bin/host_test_trainer"
+run_counted host_test_kernels "$bin/host_test_kernels" --small
+run_counted host_test_trainer env DATA_DIR="$data" "$bin/host_test_trainer"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
