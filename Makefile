@@ -1,8 +1,8 @@
 # airbench.c: `make` builds every program into build/, `make test` runs the CPU test suite
 # (gcc and cJSON are enough: what needs CUDA is skipped, with a line saying so), `make
 # gpu-test` runs the checks that need a GPU, `make gpu-sanitize` runs them under
-# compute-sanitizer (dev/gpu_sanitize.sh), and `make host-sanitize` runs the CPU stand-ins
-# of the GPU side (tests/host/) under AddressSanitizer and UBSan.
+# compute-sanitizer (dev/gpu_sanitize.sh), and `make host-sanitize` runs the GPU side on the
+# CPU (tests/host/'s library stand-ins, tests/emu/'s kernels) under AddressSanitizer and UBSan.
 #
 # Locations are overridable: CUDA_HOME, CUDNN_HOME (may be a Python package folder holding
 # include/ and lib/), CJSON_HOME (a prefix holding include/cjson/cJSON.h and lib/.../libcjson.so).
@@ -109,14 +109,14 @@ FUZZ_TESTS := $(BUILD)/fuzz_cifar10 $(BUILD)/fuzz_runfile
 FUZZ_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 CPU_TESTS += $(FUZZ_TESTS)
 SHELL_TESTS += tests/test_fuzz.sh
-# The trainer's GPU-side C files and the GPU tests on the CPU, with the stand-ins of
-# tests/host/ for libcudart, cuBLAS, cuDNN's convolutions and the kernels (host.h): they
-# need CUDA's headers, not a GPU (skipped without CUDA). tests/test_host.sh runs the GPU
-# tests so built.
+# The trainer's GPU-side C files and the GPU tests on the CPU: tests/host/'s stand-ins for
+# libcudart, cuBLAS and cuDNN's convolutions (host.h) and the kernels run by tests/emu/. They
+# need CUDA's headers, not a GPU (skipped without CUDA). tests/test_emu checks the emulation;
+# tests/test_host.sh runs the GPU tests so built.
 HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench
-CUDA_HOST_TESTS := $(BUILD)/test_muon_calls tests/test_host.sh
+CUDA_HOST_TESTS := $(BUILD)/test_emu $(BUILD)/test_muon_calls tests/test_host.sh
 ifeq ($(CUDA_PROBLEM),)
-CPU_TESTS += $(BUILD)/test_muon_calls
+CPU_TESTS += $(BUILD)/test_emu $(BUILD)/test_muon_calls
 SHELL_TESTS += tests/test_host.sh
 endif
 
@@ -176,20 +176,48 @@ $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
 	$(CC) $^ -o $@ $(LDLIBS)
-HOST_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard tests/host/*.c))
-$(HOST_OBJS): CFLAGS += $(CUDA_INC) -Itests -Itests/host
-$(HOST_OBJS): | check-cuda
+# The kernels themselves on the CPU (tests/emu/): each kernels/*.cu with its launches
+# rewritten, kernel<<<config>>>(args) -> emu_launch(EmuConfig(config), "kernel", kernel)(args),
+# compiled by the host C++ compiler with tests/emu/emu.h, whose emu.cc runs every CUDA thread
+# of a block as a fiber.
+EMU_CXXFLAGS ?= -O2 -g
+EMU_FLAGS = -std=c++17 -ffp-contract=off -Wall -Wextra -Wno-unknown-pragmas $(INCLUDES) $(CUDA_INC) -Itests/host
+EMU_LAUNCH_REWRITE := s/\b([A-Za-z_]\w*(?:<[^<>;()]*>)?)<<<(.*?)>>>\(/emu_launch(EmuConfig($$2), "$$1", $$1)(/g
+EMU_OBJS := $(patsubst kernels/%.cu,$(OBJ)/emu/kernels/%.o,$(wildcard kernels/*.cu)) $(OBJ)/emu/emu.o
+$(OBJ)/emu/kernels/%.cpp: kernels/%.cu
+	@mkdir -p $(dir $@)
+	{ echo '#line 1 "$<"'; perl -pe '$(EMU_LAUNCH_REWRITE)' $<; } > $@
+$(OBJ)/emu/kernels/%.o: $(OBJ)/emu/kernels/%.cpp tests/emu/emu.h | check-cuda
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) $(DEPFLAGS) -include tests/emu/emu.h -c $< -o $@
+$(OBJ)/emu/tests/%.cpp: tests/emu/%.cu
+	@mkdir -p $(dir $@)
+	{ echo '#line 1 "$<"'; perl -pe '$(EMU_LAUNCH_REWRITE)' $<; } > $@
+$(OBJ)/emu/tests/%.o: $(OBJ)/emu/tests/%.cpp tests/emu/emu.h | check-cuda
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) -Itests $(DEPFLAGS) -include tests/emu/emu.h -c $< -o $@
+$(OBJ)/emu/emu.o: tests/emu/emu.cc tests/emu/emu.h | check-cuda
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) -U_FORTIFY_SOURCE $(DEPFLAGS) -c $< -o $@
+
+# The host programs: the GPU side's C files on tests/host/'s runtime, cuBLAS and cuDNN
+# stand-ins and the emulated kernels.
+HOST_C_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard tests/host/*.c))
+$(HOST_C_OBJS): CFLAGS += $(CUDA_INC) -Itests -Itests/host
+$(HOST_C_OBJS): | check-cuda
+HOST_OBJS := $(HOST_C_OBJS) $(EMU_OBJS)
+HOST_LINK = $(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS) -lstdc++ -lpthread
 $(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) \
                           $(REFERENCE_LIB)
-	$(CC) $^ -o $@ $(LDLIBS)
+	$(HOST_LINK)
+$(BUILD)/test_emu: $(OBJ)/emu/tests/test_emu.o $(OBJ)/emu/emu.o $(OBJ)/tests/host/cuda_host.o
+	$(HOST_LINK)
 $(BUILD)/host_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) $(REFERENCE_LIB)
-	$(CC) $^ -o $@ $(LDLIBS)
+	$(HOST_LINK)
 HOST_TRAINER_OBJS := $(filter-out $(OBJ)/airbench/conv.o $(KERNEL_OBJS),$(TRAINER_OBJS)) $(HOST_OBJS)
 $(BUILD)/host_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(HOST_TRAINER_OBJS)
-	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
-# The trainer program itself on the stand-ins (slow: for small runs in tests/test_host.sh).
+	$(HOST_LINK)
+# The trainer program itself on the CPU (slow: for small runs in tests/test_host.sh).
 $(BUILD)/host_airbench: $(OBJ)/airbench/airbench.o $(HOST_TRAINER_OBJS)
-	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+	$(HOST_LINK)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 # A trainer without a GPU, on the real run-file writer, for bench.sh's tests.
@@ -245,13 +273,15 @@ test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
 gpu-test: all data
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(GPU_TESTS)
 
-# The CPU stand-in programs built with AddressSanitizer and UBSan in $(BUILD)/asan and run
-# as tests/test_host.sh runs them: memory errors of the trainer's host-side C code.
+# The host programs built with AddressSanitizer and UBSan in $(BUILD)/asan and run as
+# tests/test_host.sh runs them: memory errors of the trainer's host-side C code and of the
+# kernels (each CUDA thread's accesses, as compute-sanitizer's memcheck would see them).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
 host-sanitize: data | check-cuda
-	CFLAGS="-O2 -g -fno-omit-frame-pointer $(ASAN_FLAGS)" $(MAKE) BUILD=$(BUILD)/asan \
-	    LDLIBS="$(LDLIBS) $(ASAN_FLAGS)" $(addprefix $(BUILD)/asan/,$(notdir $(HOST_PROGRAMS)))
-	@DATA_DIR=$(DATA_DIR) HOST_BUILD=$(BUILD)/asan tests/run.sh tests/test_host.sh
+	CFLAGS="-O2 -g -fno-omit-frame-pointer $(ASAN_FLAGS)" EMU_CXXFLAGS="-O2 -g -fno-omit-frame-pointer $(ASAN_FLAGS)" \
+	    $(MAKE) BUILD=$(BUILD)/asan LDLIBS="$(LDLIBS) $(ASAN_FLAGS)" \
+	    $(addprefix $(BUILD)/asan/,$(notdir $(HOST_PROGRAMS)) test_emu)
+	@DATA_DIR=$(DATA_DIR) HOST_BUILD=$(BUILD)/asan tests/run.sh $(BUILD)/asan/test_emu tests/test_host.sh
 
 gpu-sanitize: $(BUILD)/gpu_test_kernels $(BUILD)/airbench94 data | check-cuda
 	DATA_DIR=$(DATA_DIR) dev/gpu_sanitize.sh

@@ -106,8 +106,9 @@ static void check_first_batch(Trainer *t, RefNet *ref, const float *batch, const
     // fp16 activations and gradients: the conv-weight gradients of a conv followed by BN
     // sum terms that largely cancel, so their fp16 rounding shows (measured on an H100:
     // up to 4.6e-2 for the first conv, <= 5e-3 for every other tensor). SiLU has not run on
-    // a GPU yet; the CPU stand-ins of tests/host (tests/test_host.sh), which give the H100's
-    // 4.6e-2 for GELU's first conv and its TTA-logit error 1.08e-3, give 6.3e-2 for SiLU's.
+    // a GPU yet; this test on the CPU (tests/test_host.sh: the kernels run by tests/emu),
+    // which gives the H100's 4.6e-2 for GELU's first conv and its TTA-logit error 1.08e-3,
+    // gives 6.3e-2 for SiLU's.
     double grad_bound = t->recipe.activation == ACTIVATION_SILU ? 8e-2 : 5e-2;
     float *grads = grads_as_reference(t);
     check_tensors("grad", t, grads, ref->grads, grad_bound, 1);

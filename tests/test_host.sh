@@ -1,20 +1,20 @@
 #!/bin/sh
 # test_host.sh: the GPU tests on the CPU. build/host_test_kernels and build/host_test_trainer
-# are tests/gpu_test_kernels.c (at its small shapes) and tests/gpu_test_trainer.c linked with
-# the CPU stand-ins of tests/host/ in place of the GPU (host.h): every kernel's stand-in
-# against the reference, then the trainer's own C code (airbench.c, trainer.c, muon.c,
-# graph.c) step by step against the reference, with every buffer it hands to the GPU side
-# checked to lie inside an allocation. Then the trainer program itself, build/host_airbench,
-# trains each variant for a few steps at small widths and writes its run file; three of
-# them with --graphs on, whose report must show one graph made per step shape and every
-# other step only updating one. Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the folder of
-# the programs (default build; make host-sanitize passes build/asan).
+# are tests/gpu_test_kernels.c (at the GPU's shapes) and tests/gpu_test_trainer.c linked
+# with tests/host/'s stand-ins for the CUDA runtime, cuBLAS and cuDNN and with the project's
+# own kernels run on the CPU by tests/emu/: every kernel against the reference, then the
+# trainer's own C code (airbench.c, trainer.c, muon.c, graph.c) step by step against the
+# reference. Then the trainer program itself, build/host_airbench, trains each variant for a
+# few steps at small widths and writes its run file; three of them with --graphs on, whose
+# report must show one graph made per step shape and every other step only updating one.
+# Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the folder of the programs (default build;
+# make host-sanitize passes build/asan).
 cd "$(dirname "$0")/.." || exit 2
 . tests/check.sh
 
 data=${DATA_DIR:-data/cifar10}
 bin=${HOST_BUILD:-build}
-run_counted host_test_kernels "$bin/host_test_kernels" --small
+run_counted host_test_kernels "$bin/host_test_kernels"
 run_counted host_test_trainer env DATA_DIR="$data" "$bin/host_test_trainer"
 
 tmp=$(mktemp -d)

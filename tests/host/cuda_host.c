@@ -95,12 +95,27 @@ cudaError_t cudaGetDeviceCount(int *count) {
     return cudaSuccess;
 }
 
+#define HOST_SM_COUNT 132  // an H100's, for the kernels that size their grids by it
+
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
     (void)device;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "CPU stand-in (tests/host)");
     prop->major = 9;
     prop->minor = 0;
+    prop->multiProcessorCount = HOST_SM_COUNT;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int *device) {
+    *device = 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attribute, int device) {
+    (void)device;
+    if (attribute != cudaDevAttrMultiProcessorCount) return cudaErrorInvalidValue;
+    *value = HOST_SM_COUNT;
     return cudaSuccess;
 }
 
@@ -114,8 +129,29 @@ cudaError_t cudaRuntimeGetVersion(int *version) {
     return cudaSuccess;
 }
 
-cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+// A launch's error until cudaGetLastError reads it; a kernel's fault stays, as on a GPU.
+static cudaError_t launch_error, sticky_error;
+
+void host_launch_failed(cudaError_t err, int sticky) {
+    launch_error = err;
+    if (sticky) sticky_error = err;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t err = launch_error;
+    launch_error = sticky_error;
+    return err;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return sticky_error; }
+
+// As on a GPU: every allocation freed, every error gone.
+cudaError_t cudaDeviceReset(void) {
+    for (size_t i = 0; i < n_allocations; i++) free(allocations[i].begin);
+    n_allocations = 0;
+    launch_error = sticky_error = cudaSuccess;
+    return cudaSuccess;
+}
 
 const char *cudaGetErrorString(cudaError_t err) {
     static char text[64];
@@ -137,7 +173,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     (void)stream;
-    return cudaSuccess;
+    return sticky_error;
 }
 
 // An event is the wall-clock second at which it was recorded.

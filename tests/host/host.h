@@ -1,22 +1,24 @@
-// host.h: the CPU stand-ins for the GPU side (tests/host/), with which the trainer's C files
-// and the GPU tests run on a machine without a GPU. They link instead of libcudart, cuBLAS,
-// cuDNN, conv.c and the kernels' objects:
+// host.h: the CPU stand-ins for the GPU's libraries (tests/host/), with which the trainer's C
+// files and the GPU tests run on a machine without a GPU. They link instead of libcudart,
+// cuBLAS, cuDNN and conv.c; the kernels are the project's own, run on the CPU by tests/emu/:
 //   cuda_host.c     the CUDA runtime calls the project makes (memory is host memory, filled
 //                   with 0xff bytes like tests/gpu_test.h's, so that a value read before
-//                   anything wrote it is a NaN; streams and events run in order at once;
-//                   graph capture runs the calls at once and remembers which calls were
-//                   made, so that updating an executable graph fails where the real one
-//                   would: when the calls differ), cuBLAS's strided-batched bf16 GEMM, and
-//                   the two cuDNN calls outside conv.c;
-//   conv_host.c     conv.h's interface as plain 3x3 convolutions (NHWC fp16, fp32 sums);
-//   kernels_*.c     kernels.h's launchers, each computing what kernels.h specifies.
-// What this checks is the calling code: which buffers, shapes, offsets and steps it hands to
-// the GPU side. The kernels themselves are checked on a GPU (tests/gpu_test_kernels.c).
+//                   anything wrote it is a NaN; streams and events run in order at once; a
+//                   kernel's fault is sticky; graph capture runs the calls at once and
+//                   remembers which calls were made, so that updating an executable graph
+//                   fails where the real one would: when the calls differ), cuBLAS's
+//                   strided-batched bf16 GEMM, and the two cuDNN calls outside conv.c;
+//   conv_host.c     conv.h's interface as plain 3x3 convolutions (NHWC fp16, fp32 sums).
+// What the stand-ins check is the calling code: which buffers, shapes, offsets and steps it
+// hands to the libraries. cuDNN's and cuBLAS's own kernels are checked on a GPU only.
 #pragma once
+#include <cuda_runtime.h>
 #include <stddef.h>
 
-// Every stand-in of a GPU call (kernel launch, copy, set, GEMM, convolution) names itself
-// here; during a graph capture the names make up the captured graph's identity.
+// Every GPU call (kernel launch, copy, set, GEMM, convolution) names itself here; during a graph capture the names make up the captured graph's identity.
 void host_note(const char *call);
+// A launch failed (tests/emu/): cudaGetLastError returns err once; sticky (a kernel's fault),
+// every later cudaGetLastError and synchronize returns it, as on a GPU.
+void host_launch_failed(cudaError_t err, int sticky);
 // Whether [p, p + bytes) lies inside one live allocation of cudaMalloc.
 int host_inside_allocation(const void *p, size_t bytes);
