@@ -2,7 +2,8 @@
 # (gcc and cJSON are enough: what needs CUDA is skipped, with a line saying so), `make
 # gpu-test` runs the checks that need a GPU, `make gpu-sanitize` runs them under
 # compute-sanitizer (dev/gpu_sanitize.sh), and `make host-sanitize` runs the GPU side on the
-# CPU (tests/host/'s library stand-ins, tests/emu/'s kernels) under AddressSanitizer and UBSan.
+# CPU (tests/host/'s library stand-ins, tests/emu/'s kernels) under AddressSanitizer and UBSan,
+# and `make host-racecheck` the kernels on the CPU under ThreadSanitizer.
 #
 # Locations are overridable: CUDA_HOME, CUDNN_HOME (may be a Python package folder holding
 # include/ and lib/), CJSON_HOME (a prefix holding include/cjson/cJSON.h and lib/.../libcjson.so).
@@ -113,7 +114,7 @@ SHELL_TESTS += tests/test_fuzz.sh
 # libcudart, cuBLAS and cuDNN's convolutions (host.h) and the kernels run by tests/emu/. They
 # need CUDA's headers, not a GPU (skipped without CUDA). tests/test_emu checks the emulation;
 # tests/test_host.sh runs the GPU tests so built.
-HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench
+HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench $(BUILD)/host_kernel_bench
 CUDA_HOST_TESTS := $(BUILD)/test_emu $(BUILD)/test_muon_calls tests/test_host.sh
 ifeq ($(CUDA_PROBLEM),)
 CPU_TESTS += $(BUILD)/test_emu $(BUILD)/test_muon_calls
@@ -132,7 +133,7 @@ GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/c
 
 DATA_DIR ?= data/cifar10
 
-.PHONY: all cpu gpu test gpu-test gpu-sanitize host-sanitize data clean check-cuda
+.PHONY: all cpu gpu test gpu-test gpu-sanitize host-sanitize host-racecheck data clean check-cuda
 all: cpu gpu
 cpu: $(CPU_PROGRAMS) $(CPU_TESTS) $(BUILD)/fake_trainer $(if $(CUDA_PROBLEM),,$(HOST_PROGRAMS))
 ifeq ($(CUDA_PROBLEM),)
@@ -181,22 +182,19 @@ $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
 # compiled by the host C++ compiler with tests/emu/emu.h, whose emu.cc runs every CUDA thread
 # of a block as a fiber.
 EMU_CXXFLAGS ?= -O2 -g
-EMU_FLAGS = -std=c++17 -ffp-contract=off -Wall -Wextra -Wno-unknown-pragmas $(INCLUDES) $(CUDA_INC) -Itests/host
+EMU_FLAGS = -std=c++17 -ffp-contract=off -Wall -Wextra -Wno-unknown-pragmas $(INCLUDES) $(CUDA_INC) -Itests -Itests/host
 EMU_LAUNCH_REWRITE := s/\b([A-Za-z_]\w*(?:<[^<>;()]*>)?)<<<(.*?)>>>\(/emu_launch(EmuConfig($$2), "$$1", $$1)(/g
-EMU_OBJS := $(patsubst kernels/%.cu,$(OBJ)/emu/kernels/%.o,$(wildcard kernels/*.cu)) $(OBJ)/emu/emu.o
-$(OBJ)/emu/kernels/%.cpp: kernels/%.cu
+EMU_OBJS := $(patsubst %.cu,$(OBJ)/emu/%.o,$(wildcard kernels/*.cu)) $(OBJ)/emu/emu.o
+.PRECIOUS: $(OBJ)/emu/%.cpp  # kept: the objects' dependency files name them
+$(OBJ)/emu/%.cpp: %.cu
 	@mkdir -p $(dir $@)
 	{ echo '#line 1 "$<"'; perl -pe '$(EMU_LAUNCH_REWRITE)' $<; } > $@
-$(OBJ)/emu/kernels/%.o: $(OBJ)/emu/kernels/%.cpp tests/emu/emu.h | check-cuda
+$(OBJ)/emu/%.o: $(OBJ)/emu/%.cpp tests/emu/emu.h | check-cuda
 	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) $(DEPFLAGS) -include tests/emu/emu.h -c $< -o $@
-$(OBJ)/emu/tests/%.cpp: tests/emu/%.cu
-	@mkdir -p $(dir $@)
-	{ echo '#line 1 "$<"'; perl -pe '$(EMU_LAUNCH_REWRITE)' $<; } > $@
-$(OBJ)/emu/tests/%.o: $(OBJ)/emu/tests/%.cpp tests/emu/emu.h | check-cuda
-	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) -Itests $(DEPFLAGS) -include tests/emu/emu.h -c $< -o $@
+# EMU_RUNTIME_FLAGS: emu.cc's own, when they differ from the kernels' (make host-racecheck).
 $(OBJ)/emu/emu.o: tests/emu/emu.cc tests/emu/emu.h | check-cuda
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_CXXFLAGS) $(EMU_FLAGS) -U_FORTIFY_SOURCE $(DEPFLAGS) -c $< -o $@
+	$(CXX) $(or $(EMU_RUNTIME_FLAGS),$(EMU_CXXFLAGS)) $(EMU_FLAGS) -U_FORTIFY_SOURCE $(DEPFLAGS) -c $< -o $@
 
 # The host programs: the GPU side's C files on tests/host/'s runtime, cuBLAS and cuDNN
 # stand-ins and the emulated kernels.
@@ -208,7 +206,7 @@ HOST_LINK = $(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS) -lstdc++ -lpthread
 $(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) \
                           $(REFERENCE_LIB)
 	$(HOST_LINK)
-$(BUILD)/test_emu: $(OBJ)/emu/tests/test_emu.o $(OBJ)/emu/emu.o $(OBJ)/tests/host/cuda_host.o
+$(BUILD)/test_emu: $(OBJ)/emu/tests/emu/test_emu.o $(OBJ)/emu/emu.o $(OBJ)/tests/host/cuda_host.o
 	$(HOST_LINK)
 $(BUILD)/host_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) $(REFERENCE_LIB)
 	$(HOST_LINK)
@@ -259,6 +257,12 @@ $(BENCH_C_OBJS): | check-cuda
 $(OBJ)/dev/%.o: dev/%.cu | check-cuda
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
+# kernel_bench on the CPU: its harnesses and any v2 kernel of dev/*.cu checked against the
+# reference (the times it prints are the CPU's); dev/bench_spin.cu reads the GPU's timer, and
+# on the CPU there is nothing to wait for (cuda_host.c's launch_spin).
+HOST_BENCH_OBJS := $(BENCH_C_OBJS) $(patsubst %.cu,$(OBJ)/emu/%.o,$(filter-out dev/bench_spin.cu,$(wildcard dev/*.cu)))
+$(BUILD)/host_kernel_bench: $(HOST_BENCH_OBJS) $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(HOST_OBJS)
+	$(HOST_LINK)
 
 data: $(DATA_DIR)/test_batch.bin
 $(DATA_DIR)/test_batch.bin:
@@ -282,6 +286,16 @@ host-sanitize: data | check-cuda
 	    $(MAKE) BUILD=$(BUILD)/asan LDLIBS="$(LDLIBS) $(ASAN_FLAGS)" \
 	    $(addprefix $(BUILD)/asan/,$(notdir $(HOST_PROGRAMS)) test_emu)
 	@DATA_DIR=$(DATA_DIR) HOST_BUILD=$(BUILD)/asan tests/run.sh $(BUILD)/asan/test_emu tests/test_host.sh
+
+# The kernels on the CPU under ThreadSanitizer in $(BUILD)/tsan (emu.cc uninstrumented, with
+# EMU_RACECHECK): data races between the CUDA threads of a block, and between blocks that run
+# on different worker threads, as compute-sanitizer's racecheck would see them.
+TSAN_FLAGS := -fsanitize=thread
+host-racecheck: | check-cuda
+	CFLAGS="-O1 -g $(TSAN_FLAGS)" EMU_CXXFLAGS="-O1 -g $(TSAN_FLAGS)" EMU_RUNTIME_FLAGS="-O2 -g -DEMU_RACECHECK" \
+	    $(MAKE) BUILD=$(BUILD)/tsan LDLIBS="$(LDLIBS) $(TSAN_FLAGS)" \
+	    $(addprefix $(BUILD)/tsan/,host_test_kernels host_kernel_bench test_emu)
+	@HOST_BUILD=$(BUILD)/tsan tests/run.sh tests/test_racecheck.sh
 
 gpu-sanitize: $(BUILD)/gpu_test_kernels $(BUILD)/airbench94 data | check-cuda
 	DATA_DIR=$(DATA_DIR) dev/gpu_sanitize.sh

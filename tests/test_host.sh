@@ -4,7 +4,8 @@
 # with tests/host/'s stand-ins for the CUDA runtime, cuBLAS and cuDNN and with the project's
 # own kernels run on the CPU by tests/emu/: every kernel against the reference, then the
 # trainer's own C code (airbench.c, trainer.c, muon.c, graph.c) step by step against the
-# reference. Then the trainer program itself, build/host_airbench, trains each variant for a
+# reference; build/host_kernel_bench checks every kernel of dev/kernel_bench (v2s included).
+# Then the trainer program itself, build/host_airbench, trains each variant for a
 # few steps at small widths and writes its run file; three of them with --graphs on, whose
 # report must show one graph made per step shape and every other step only updating one.
 # Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the folder of the programs (default build;
@@ -19,6 +20,11 @@ run_counted host_test_trainer env DATA_DIR="$data" "$bin/host_test_trainer"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# kernel_bench's harnesses and every kernel (v1 and any v2 in dev/) checked at batch 32
+"$bin/host_kernel_bench" --batch 32 --reps 1 --warmup 0 > "$tmp/kernel_bench.log" 2>&1
+status=$?
+CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: a check failed" [ $status -eq 0 ]
+CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: no kernel checked" grep -q ' PASS$' "$tmp/kernel_bench.log"
 for variant in 94 95 96 94-muon 94-record 96-filter; do
     set -- --set epochs=0.005  # 4 steps
     [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16

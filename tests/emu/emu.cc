@@ -33,6 +33,29 @@ extern "C" {
 #define ARRIVED_ON_STACK(fake, bottom_old, size_old) ((void)0)
 #endif
 
+// With EMU_RACECHECK (make host-racecheck: the kernels built with ThreadSanitizer, this file
+// without, so that its own bookkeeping is not watched) each fiber is a ThreadSanitizer fiber
+// and every switch leaves the fibers unordered; what orders them is what orders CUDA
+// threads: a launch after the host's work before it, a barrier or shuffle after every
+// arrival at it, the host after the launch's end. Blocks that follow each other on one
+// worker thread are ordered too (they reuse its shared memory), blocks on different worker
+// threads are not. So an access of one CUDA thread that conflicts with another's, with no
+// barrier between, is reported as a data race, as compute-sanitizer's racecheck would.
+#if defined(EMU_RACECHECK)
+#include <sanitizer/tsan_interface.h>
+#define RACE_CONTEXT() __tsan_get_current_fiber()
+#define RACE_NEW_CONTEXT() __tsan_create_fiber(0)
+#define RACE_SWITCH_TO(context) __tsan_switch_to_fiber(context, __tsan_switch_to_fiber_no_sync)
+#define RACE_RELEASE(address) __tsan_release((void *)(address))
+#define RACE_ACQUIRE(address) __tsan_acquire((void *)(address))
+#else
+#define RACE_CONTEXT() NULL
+#define RACE_NEW_CONTEXT() NULL
+#define RACE_SWITCH_TO(context) ((void)0)
+#define RACE_RELEASE(address) ((void)0)
+#define RACE_ACQUIRE(address) ((void)0)
+#endif
+
 __thread EmuThreadState *emu_self;
 
 namespace {
@@ -55,6 +78,15 @@ struct Fiber {
     int barrier_line;
     long barriers;  // how many this fiber has passed in this block
     void *fake_stack;  // AddressSanitizer's, while the fiber is switched out
+    void *race_context;  // ThreadSanitizer's (EMU_RACECHECK)
+};
+
+// The addresses whose release and acquire order the fibers of one block (EMU_RACECHECK),
+// fresh for each block so that nothing orders it with a block on another worker. A barrier
+// or a warp's shuffle alternates between two by the parity of its count, so that a thread
+// already past the next one does not order a thread still leaving this one.
+struct BlockOrder {
+    char barrier[2], shuffle[WARPS][2], done;
 };
 
 // One launch: the kernel's body and what goes wrong in it.
@@ -66,6 +98,7 @@ struct Launch {
     std::atomic<long> next_block;
     long n_blocks;
     std::atomic<int> failed;  // the first fault is reported; the launch ends as failed
+    char start, end;          // EMU_RACECHECK: the host before the launch, the launch before the host
 };
 
 // A worker thread's fibers and the block it is running.
@@ -76,6 +109,9 @@ struct Worker {
     void *scheduler_fake_stack;  // AddressSanitizer's bookkeeping of the scheduler's stack
     const void *scheduler_stack;
     size_t scheduler_stack_bytes;
+    void *scheduler_race_context;
+    char previous_blocks;  // EMU_RACECHECK: the blocks this worker ran before
+    BlockOrder *order;
     Launch *launch;
     uint64_t shuffle_bits[WARPS][2][32];  // per warp, per parity of the shuffle count, per lane
     long shuffle_seq[WARPS][2][32];       // which shuffle of its lane the bits belong to
@@ -100,6 +136,7 @@ void fault(const char *format, const char *detail) {
 void yield_to_scheduler(void) {
     if (!_setjmp(fiber->resume)) {
         SWITCH_STACK(&fiber->fake_stack, worker->scheduler_stack, worker->scheduler_stack_bytes);
+        RACE_SWITCH_TO(worker->scheduler_race_context);
         _longjmp(worker->scheduler, 1);
     }
     ARRIVED_ON_STACK(fiber->fake_stack, NULL, NULL);
@@ -110,7 +147,10 @@ void yield_to_scheduler(void) {
 void fiber_main(void) {
     ARRIVED_ON_STACK(NULL, &worker->scheduler_stack, &worker->scheduler_stack_bytes);
     for (;;) {
+        RACE_ACQUIRE(&worker->launch->start);
+        RACE_ACQUIRE(&worker->previous_blocks);
         worker->launch->body(worker->launch->context);
+        RACE_RELEASE(&worker->order->done);
         fiber->state = DONE;
         yield_to_scheduler();
     }
@@ -165,6 +205,8 @@ __attribute__((noinline)) void resume(Worker *w, Fiber *f) {
     emu_self = &f->self;
     if (!_setjmp(w->scheduler)) {
         SWITCH_STACK(&w->scheduler_fake_stack, f->stack, STACK_BYTES);
+        if (!f->race_context) f->race_context = RACE_NEW_CONTEXT();
+        RACE_SWITCH_TO(f->race_context);
         if (!f->started) start_fiber(f);
         _longjmp(f->resume, 1);
     }
@@ -187,6 +229,7 @@ void run_block(Worker *w, long block) {
     }
     w->counts[0] = w->counts[1] = 0;
     memset(w->shuffle_seq, 0xff, sizeof w->shuffle_seq);
+    w->order = new BlockOrder();
     for (int live = w->n_threads; live > 0;) {
         int ran = 0;
         for (int i = 0; i < w->n_threads; i++) {
@@ -199,11 +242,19 @@ void run_block(Worker *w, long block) {
         if (!ran && live > 0) release_barrier();
     }
     emu_self = NULL;
+    RACE_ACQUIRE(&w->order->done);  // the block's end before the worker's next block and the host
+    RACE_RELEASE(&w->previous_blocks);
+    RACE_RELEASE(&w->launch->end);
+    delete w->order;  // its addresses forget what ordered this block
+    w->order = NULL;
 }
 
 void work(Launch *l) {
     static thread_local Worker *mine;
-    if (!mine) mine = new Worker();  // zeroed: no fiber started
+    if (!mine) {
+        mine = new Worker();  // zeroed: no fiber started
+        mine->scheduler_race_context = RACE_CONTEXT();
+    }
     worker = mine;
     worker->launch = l;
     const EmuConfig *c = l->config;
@@ -286,7 +337,9 @@ void emu_run(const EmuConfig &config, void (*body)(void *), void *context, const
     l.next_block = 0;
     l.n_blocks = (long)config.grid.x * config.grid.y * config.grid.z;
     l.failed = 0;
+    RACE_RELEASE(&l.start);
     pool->run(&l);
+    RACE_ACQUIRE(&l.end);
     if (l.failed) host_launch_failed(cudaErrorLaunchFailure, 1);
 }
 
@@ -302,7 +355,9 @@ static void wait_at_barrier(const char *file, int line, int predicate) {
     fiber->barrier_line = line;
     worker->counts[fiber->barriers & 1] += predicate != 0;
     fiber->state = AT_BARRIER;
+    RACE_RELEASE(&worker->order->barrier[fiber->barriers & 1]);
     yield_to_scheduler();
+    RACE_ACQUIRE(&worker->order->barrier[fiber->barriers & 1]);
     fiber->barriers++;
 }
 
@@ -324,8 +379,10 @@ uint64_t emu_shuffle(uint64_t bits, int source) {
     int warp = f->linear / 32, lane = f->linear % 32, parity = (int)(f->shuffles & 1);
     w->shuffle_bits[warp][parity][lane] = bits;
     w->shuffle_seq[warp][parity][lane] = f->shuffles;
+    RACE_RELEASE(&w->order->shuffle[warp][parity]);
     yield_to_scheduler();  // the other lanes write theirs in the same pass
     f = fiber;
+    RACE_ACQUIRE(&w->order->shuffle[warp][parity]);
     uint64_t out = bits;
     if (source >= 0 && source < 32 && warp * 32 + source < w->n_threads) {
         if (w->shuffle_seq[warp][parity][source] != f->shuffles)

@@ -4,6 +4,8 @@
 // different barriers, a shuffle reading an exited lane, a partial shuffle mask, an invalid
 // launch configuration, a pointer into no allocation. Plain CUDA, built like the kernels
 // (the Makefile's launch rewrite, emu.h included first), run with several worker threads.
+// With --race it runs a kernel with a shared-memory race and nothing else: built for make
+// host-racecheck, ThreadSanitizer must report it (tests/test_racecheck.sh).
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +89,14 @@ __global__ void exited_lane_kernel(int *out) {
 __global__ void partial_mask_kernel(int *out) { out[threadIdx.x] = __shfl_down_sync(0x0000ffffu, 1, 1); }
 
 __global__ void plain_kernel(int *out) { out[threadIdx.x] = 1; }
+
+// For make host-racecheck (test_emu --race): a read of a neighbour's shared value with no
+// barrier between its write and the read, which only a race detector sees.
+__global__ void shared_race_kernel(int *out) {
+    __shared__ int values[64];
+    values[threadIdx.x] = threadIdx.x;
+    out[threadIdx.x] = values[(threadIdx.x + 1) % 64];
+}
 
 // ---- host side -------------------------------------------------------------------------------
 
@@ -228,7 +238,11 @@ static void test_faults(void) {
     CHECK(wrong == 0, "a correct launch after the faults: %d of 32 values unwritten", wrong);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "--race")) {  // the race detector must report this
+        shared_race_kernel<<<1, 64>>>((int *)device_alloc(64 * sizeof(int)));
+        return cudaDeviceSynchronize() == cudaSuccess ? 0 : 1;
+    }
     test_block_sum();
     test_shuffles();
     test_count_and_atomics();
