@@ -28,8 +28,10 @@
 #   sweep     airbench94 at batch 2048, 4096 and 8192, 10 runs each, with Goyal et al.'s
 #             recipe (linear scaling, 5 warm-up epochs from the small-batch rate, BN over
 #             groups of 1024, no decay on BN biases), and benchstat --table over them
-#   variants  build/kernel_bench (every kernel checked and timed at airbench94's shapes),
-#             then airbench94 at batch 512 to 8192 with 10 runs each (today's rule), and
+#   kernels   build/kernel_bench (every kernel checked and timed at airbench94's shapes),
+#             then the per-channel reductions again with 1024 blocks (--stats-blocks 1024)
+#             instead of the default 256: whether more threads per SM make them faster
+#   variants  airbench94 at batch 512 to 8192 with 10 runs each (today's rule), and
 #             build/benchstat --table over the sweep (the filter phase measures airbench96)
 #   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
 #             --runs 25 (carry the script in .peer/, an ignored folder; torch.compile takes
@@ -38,7 +40,7 @@
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
-usage="usage: dev/gpu_check.sh tests|sanitize|speed|graphs|record|filter|sweep|variants|peer|profile OUT"
+usage="usage: dev/gpu_check.sh tests|sanitize|speed|graphs|kernels|record|filter|sweep|variants|peer|profile OUT"
 phase=${1:?$usage}
 out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
@@ -192,9 +194,14 @@ case $phase in
         step peer 560 python3 dev/run_peer.py .peer/cifar10_speedrun.py --data "$data" --runs 25 --quiet \
             --out "$logs/pytorch-cifar10_speedrun.json"
         ;;
+    kernels)
+        refuse_while_sanitizing
+        step kernel-bench 240 build/kernel_bench
+        step stats-blocks-1024 120 build/kernel_bench --stats-blocks 1024 --kernel stats --kernel reduce \
+            --kernel whiten_bias --kernel maxpool2 --kernel finalize
+        ;;
     variants)
         refuse_while_sanitizing
-        step kernel-bench 180 build/kernel_bench
         batch_sweep
         ;;
     profile)

@@ -17,6 +17,10 @@
 // three; the other kernels have one shape); --reps N (50); --warmup N (5); --cold (evict
 // the L2 cache before each timed launch: inputs come from DRAM; default: back-to-back
 // launches, inputs hot in the L2 when they fit, as many are in a training step);
+// --stats-blocks N (the cap on the blocks of every per-channel reduction, stats_blocks:
+// default 256, STATS_DEFAULT_BLOCKS; more blocks put more threads on each SM at the cost of
+// more partials to add: which is faster is measured here, e.g. --kernel stats --kernel
+// reduce --kernel whiten_bias --kernel maxpool2 at 256 and at 1024);
 // --no-check (time only, skip the reference).
 //
 // Each entry at each shape: one launch on fresh random inputs, checked against the
@@ -113,7 +117,7 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: kernel_bench [--list] [--kernel PATTERN]... [--batch N] [--widths A,B,C] [--depth 2|3]\n"
                "                    [--activation gelu|silu] [--group 0|1|2] [--reps N] [--warmup N] [--cold]\n"
-               "                    [--no-check]\n"
+               "                    [--stats-blocks N] [--no-check]\n"
                "Checks each kernel of kernels.h against the CPU reference and times it (see dev/kernel_bench.c).\n");
 }
 
@@ -154,7 +158,7 @@ static int bad_value(const char *flag, const char *value, const char *expected) 
 }
 
 static const char *const VALUE_FLAGS[] = {"--kernel", "--batch", "--widths", "--depth", "--activation", "--group",
-                                          "--reps", "--warmup"};
+                                          "--reps", "--warmup", "--stats-blocks"};
 
 static int takes_value(const char *flag) {
     for (size_t i = 0; i < sizeof VALUE_FLAGS / sizeof VALUE_FLAGS[0]; i++)
@@ -179,6 +183,11 @@ static int set_value(Options *o, const char *flag, const char *v) {
         if (parse_int(v, 0, 2, &o->group)) return bad_value(flag, v, "0, 1 or 2");
     } else if (!strcmp(flag, "--reps")) {
         if (parse_int(v, 1, 100000, &o->reps)) return bad_value(flag, v, "1 to 100000");
+    } else if (!strcmp(flag, "--stats-blocks")) {
+        int cap;
+        char expected[32];
+        snprintf(expected, sizeof expected, "1 to %d", STATS_MAX_BLOCKS);
+        if (parse_int(v, 1, STATS_MAX_BLOCKS, &cap) || set_stats_block_cap(cap)) return bad_value(flag, v, expected);
     } else if (parse_int(v, 0, 100000, &o->warmup)) {  // --warmup
         return bad_value(flag, v, "0 to 100000");
     }

@@ -66,9 +66,15 @@ cudaError_t launch_whiten_bias_backward(float *partials, const __half *x, const 
                                         cudaStream_t stream);
 
 // ---- per-channel statistics --------------------------------------------------------
-// Number of partial blocks a per-channel reduction over `rows` uses (at most STATS_MAX_BLOCKS).
-#define STATS_MAX_BLOCKS 256
+// Number of partial blocks a per-channel reduction over `rows` uses: one per 8192 values, at
+// most the cap (STATS_DEFAULT_BLOCKS; dev/kernel_bench --stats-blocks sets another, up to
+// STATS_MAX_BLOCKS, the bound every partials buffer is sized by).
+#define STATS_DEFAULT_BLOCKS 256
+#define STATS_MAX_BLOCKS 2048
 int stats_blocks(int rows, int c);
+// Sets stats_blocks's cap: 0, or -1 (unchanged) outside 1..STATS_MAX_BLOCKS. Only between
+// whole reductions: a finalize must see the block count its partials were made with.
+int set_stats_block_cap(int cap);
 // out[k] = sum over blocks of partials[block][k], k < width (fixed order).
 cudaError_t launch_reduce_partials(float *out, const float *partials, int n_blocks, int width,
                                    cudaStream_t stream);

@@ -4,7 +4,9 @@
 #include "kernel_common.h"
 
 // Target elements per partial block: enough rows per block to amortize its reduction, and
-// at batch 1024 every layer gets the full STATS_MAX_BLOCKS blocks (2 per SM on an H100).
+// at batch 1024 every layer gets the cap, STATS_DEFAULT_BLOCKS blocks (2 per SM on an H100;
+// whether more, for more threads per SM, is faster is dev/kernel_bench --stats-blocks's
+// question).
 #define STATS_ELEMENTS_PER_BLOCK 8192
 #define COLUMN_THREADS (32 * COLUMN_SLICES)
 
@@ -122,9 +124,17 @@ __global__ void bn_eval_params_kernel(float *mean, float *rstd, const float *run
 
 extern "C" {
 
+static int stats_block_cap = STATS_DEFAULT_BLOCKS;
+
+int set_stats_block_cap(int cap) {
+    if (cap < 1 || cap > STATS_MAX_BLOCKS) return -1;
+    stats_block_cap = cap;
+    return 0;
+}
+
 int stats_blocks(int rows, int c) {
     long long blocks = ceil_div((long long)rows * c, STATS_ELEMENTS_PER_BLOCK);
-    if (blocks > STATS_MAX_BLOCKS) blocks = STATS_MAX_BLOCKS;
+    if (blocks > stats_block_cap) blocks = stats_block_cap;
     if (blocks > rows) blocks = rows;
     return blocks < 1 ? 1 : (int)blocks;
 }

@@ -305,12 +305,19 @@ static void test_stats_blocks_and_reduce(void) {
     int bad = 0;
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         int b = stats_blocks(shapes[k][0], shapes[k][1]);
-        if (b < 1 || b > STATS_MAX_BLOCKS || b > shapes[k][0]) {
+        if (b < 1 || b > STATS_DEFAULT_BLOCKS || b > shapes[k][0]) {
             printf("    stats_blocks(%d, %d) = %d\n", shapes[k][0], shapes[k][1], b);
             bad++;
         }
     }
-    check_error(bad, 0, "stats_blocks in [1, min(rows, %d)]", STATS_MAX_BLOCKS);
+    check_error(bad, 0, "stats_blocks in [1, min(rows, %d)]", STATS_DEFAULT_BLOCKS);
+    // the cap (dev/kernel_bench --stats-blocks): the largest layer takes it, bad caps change nothing
+    int cap_ok = set_stats_block_cap(1024) == 0 && stats_blocks(984064, 24) == 1024 &&
+                 set_stats_block_cap(0) == -1 && set_stats_block_cap(STATS_MAX_BLOCKS + 1) == -1 &&
+                 stats_blocks(984064, 24) == 1024;
+    set_stats_block_cap(STATS_DEFAULT_BLOCKS);
+    cap_ok = cap_ok && stats_blocks(984064, 24) == STATS_DEFAULT_BLOCKS;
+    check_error(!cap_ok, 0, "set_stats_block_cap: 1024 not taken by 984064 rows, or a bad cap accepted");
     const int cases[][2] = {{STATS_MAX_BLOCKS, 2 * 2048}, {37, COV_ENTRIES}, {1, 24}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int n_blocks = cases[k][0], width = cases[k][1];

@@ -25,6 +25,11 @@ trap 'rm -rf "$tmp"' EXIT
 status=$?
 CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: a check failed" [ $status -eq 0 ]
 CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: no kernel checked" grep -q ' PASS$' "$tmp/kernel_bench.log"
+# the per-channel reductions with more blocks than the default cap (up to 720 here)
+"$bin/host_kernel_bench" --batch 256 --reps 1 --warmup 0 --stats-blocks 1024 --kernel stats --kernel reduce \
+    --kernel whiten_bias --kernel maxpool2 --kernel finalize > "$tmp/kernel_bench_1024.log" 2>&1
+status=$?
+CHECK_OUT=$tmp/kernel_bench_1024.log check "host_kernel_bench --stats-blocks 1024: a check failed" [ $status -eq 0 ]
 for variant in 94 95 96 94-muon 94-record 96-filter; do
     set -- --set epochs=0.005  # 4 steps
     [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16
