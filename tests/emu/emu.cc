@@ -16,7 +16,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 extern "C" {
 #include "host.h"

@@ -10,14 +10,18 @@
 // in passes, one segment each per pass, and a __syncthreads lets its fibers go on only when
 // every fiber still running has reached it. So:
 // - __shared__ variables are one copy per worker thread (a function-local static), shared
-//   by the block's fibers as on the GPU; their values at a block's start are whatever the
-//   previous block left, never zero, as the GPU promises nothing either;
+//   by the block's fibers as on the GPU; a block starts with what the worker's previous
+//   block left there (not cleared: the GPU promises nothing either);
 // - a warp shuffle is a rendezvous of the warp's 32 lanes within one pass, and a lane that
 //   reads from a lane that is not at the same shuffle (exited, or elsewhere) is reported;
-// - threads of one block that reach different __syncthreads calls are reported;
-// - an invalid launch configuration is reported (emu_launch_error), as the GPU would fail it.
+// - threads of one block that wait at different __syncthreads are reported;
+// - a pointer argument into no cudaMalloc allocation, and an invalid launch configuration,
+//   fail the launch (cudaGetLastError), as on the GPU;
+// - a kernel's fault is reported on stderr and sticks, as on the GPU (tests/host/host.h).
 // It does not model the GPU's rounding (no fma contraction here: -ffp-contract=off), its
-// math library's last bits (expf, erff are the C library's), or races between blocks.
+// math library's last bits (expf, erff are the C library's) or its timing. Out-of-bounds
+// accesses are AddressSanitizer's to find (make host-sanitize), races ThreadSanitizer's
+// (make host-racecheck, emu.cc).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
