@@ -155,16 +155,17 @@ void fiber_main(void) {
     }
 }
 
-void start_fiber(Fiber *f) {
-    if (!f->stack) {
-        void *mem = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (mem == MAP_FAILED) {
-            perror("emu: mmap of a fiber stack");
-            exit(2);
-        }
-        mprotect(mem, (size_t)getpagesize(), PROT_NONE);  // an overflow faults at once
-        f->stack = (char *)mem;
+void make_stack(Fiber *f) {
+    void *mem = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+        perror("emu: mmap of a fiber stack");
+        exit(2);
     }
+    mprotect(mem, (size_t)getpagesize(), PROT_NONE);  // an overflow faults at once
+    f->stack = (char *)mem;
+}
+
+void start_fiber(Fiber *f) {
     getcontext(&f->start_context);
     f->start_context.uc_stack.ss_sp = f->stack;
     f->start_context.uc_stack.ss_size = STACK_BYTES;
@@ -202,6 +203,7 @@ void release_barrier(void) {
 __attribute__((noinline)) void resume(Worker *w, Fiber *f) {
     fiber = f;
     emu_self = &f->self;
+    if (!f->stack) make_stack(f);  // before the switch is announced to AddressSanitizer
     if (!_setjmp(w->scheduler)) {
         SWITCH_STACK(&w->scheduler_fake_stack, f->stack, STACK_BYTES);
         if (!f->race_context) f->race_context = RACE_NEW_CONTEXT();
