@@ -630,6 +630,7 @@ int main(int argc, char **argv) {
     int n_test = o.test_images ? o.test_images : data.test.n;
     const Recipe *r = &o.recipe;
     if (recipe_validate(r, data.train.n, err, sizeof err)) die(2, "%s", err);
+    if (set_stats_block_cap(o.stats_blocks)) die(2, "bad --stats-blocks %d", o.stats_blocks);
     if (!o.quiet) print_setup(&o, gpu_name, major, minor, data.train.n, n_test);
     runfile_watch_signals();
     Trainer *t = trainer_create(r, &data, data.train.n, n_test, o.conv_algo, o.conv_cache);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gpu.h"
+#include "kernels.h"
 #include "version.h"
 
 #define MAX_KERNEL_CHANNELS 2048  // kernels.h: channel counts are multiples of 8, at most 2048
@@ -23,7 +24,7 @@ static void usage(FILE *f, const Options *o) {
             "usage: %s [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]... [--runs N]\n"
             "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
-            "       [--graphs on|off]\n"
+            "       [--graphs on|off] [--stats-blocks N]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "       [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
@@ -51,6 +52,9 @@ static void usage(FILE *f, const Options *o) {
             "  --conv-cache FILE  the algorithm cache (default: conv_algos.txt beside the program)\n"
             "  --graphs on|off    replay each training step as a CUDA graph (default off): the same\n"
             "                     kernels and arguments, fewer launch gaps; recorded in the run file\n"
+            "  --stats-blocks N   at most N blocks in each per-channel reduction (BatchNorm statistics\n"
+            "                     and their gradients; default 256, up to 2048): a kernel tuning\n"
+            "                     knob for A/B timing, recorded in the run file\n"
             "Exit status: 0 fine; 1 a runtime failure (CUDA, cuDNN or cuBLAS error with file and line,\n"
             "out of GPU memory, unreadable data) or a diverged run (recorded as such in the run file);\n"
             "2 a bad flag, no GPU or an unsupported one, or a run file that cannot be written;\n"
@@ -120,6 +124,10 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
     } else if (!strcmp(flag, "--graphs")) {
         static const char *const on_off[] = {"off", "on", NULL};
         if (parse_choice(value, on_off, &o->graphs)) return bad_value(flag, value, "on or off");
+    } else if (!strcmp(flag, "--stats-blocks")) {
+        _Static_assert(STATS_MAX_BLOCKS == 2048 && STATS_DEFAULT_BLOCKS == 256, "--help and this message name them");
+        if (parse_long(value, 1, STATS_MAX_BLOCKS, &v)) return bad_value(flag, value, "an integer in 1..2048");
+        o->stats_blocks = (int)v;
     } else if (!strcmp(flag, "--env")) {
         if (!value || !strchr(value, '=') || value[0] == '=' || strchr(value, '=') - value >= 127)
             return bad_value(flag, value, "KEY=VALUE");
@@ -172,8 +180,8 @@ int parse_args(int argc, char **argv, Options *o) {
     const char *slash = strrchr(argv[0], '/');
     program = slash ? slash + 1 : argv[0];
     gpu_set_program_name(program);
-    *o = (Options){.data_dir = "data/cifar10", .runs = 1, .warmup = 1, .conv_algo = CONV_ALGO_CACHED,
-                   .conv_cache = default_conv_cache()};
+    *o = (Options){.data_dir = "data/cifar10", .runs = 1, .warmup = 1, .stats_blocks = STATS_DEFAULT_BLOCKS,
+                   .conv_algo = CONV_ALGO_CACHED, .conv_cache = default_conv_cache()};
     size_t used = 0;
     for (int i = 0; i < argc && used < sizeof o->command; i++)
         used += snprintf(o->command + used, sizeof o->command - used, i ? " %s" : "%s", argv[i]);
@@ -213,6 +221,8 @@ void print_setup(const Options *o, const char *gpu_name, int major, int minor, i
            r->widths[2], r->batch_size, r->epochs, recipe_total_steps(r, n_train), r->tta_level,
            RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test,
            o->graphs ? ", training steps as CUDA graphs" : "");
+    if (o->stats_blocks != STATS_DEFAULT_BLOCKS)
+        printf("per-channel reductions in at most %d blocks (default %d)\n", o->stats_blocks, STATS_DEFAULT_BLOCKS);
     if (r->filter_keep)
         printf("data filtering: each step trains on the %d of its %d examples of highest loss under a proxy of "
                "widths %d/%d/%d, depth %d, that trains first (stepping on batches 0, %d, %d, ...); %s batches\n",
@@ -292,6 +302,7 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON_AddStringToObject(config, "conv_algo", CONV_ALGO_CHOICES[o->conv_algo]);
     cJSON_AddBoolToObject(config, "conv_deterministic", conv_deterministic);
     cJSON_AddBoolToObject(config, "graphs", o->graphs);
+    cJSON_AddNumberToObject(config, "stats_blocks", o->stats_blocks);
     return root;
 }
 

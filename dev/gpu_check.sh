@@ -30,7 +30,8 @@
 #             groups of 1024, no decay on BN biases), and benchstat --table over them
 #   kernels   build/kernel_bench (every kernel checked and timed at airbench94's shapes),
 #             then the per-channel reductions again with 1024 blocks (--stats-blocks 1024)
-#             instead of the default 256: whether more threads per SM make them faster
+#             instead of the default 256: whether more threads per SM make them faster; then
+#             ./bench.sh 94 -n 30 with 256 and with 1024 blocks, compared
 #   variants  airbench94 at batch 512 to 8192 with 10 runs each (today's rule), and
 #             build/benchstat --table over the sweep (the filter phase measures airbench96)
 #   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
@@ -196,9 +197,12 @@ case $phase in
         ;;
     kernels)
         refuse_while_sanitizing
-        step kernel-bench 240 build/kernel_bench
-        step stats-blocks-1024 120 build/kernel_bench --stats-blocks 1024 --kernel stats --kernel reduce \
+        step kernel-bench 150 build/kernel_bench
+        step stats-blocks-1024 60 build/kernel_bench --stats-blocks 1024 --kernel stats --kernel reduce \
             --kernel whiten_bias --kernel maxpool2 --kernel finalize
+        bench 94 30 airbench94-stats256
+        bench 94 30 airbench94-stats1024 --stats-blocks 1024
+        compare airbench94-stats1024 "$logs/airbench94-stats256.json"
         ;;
     variants)
         refuse_while_sanitizing

@@ -34,6 +34,7 @@ CHECK_OUT=$tmp/kernel_bench_1024.log check "host_kernel_bench --stats-blocks 102
 for variant in 94 95 96 94-muon 94-record 96-filter; do
     set -- --set epochs=0.005  # 4 steps
     [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16
+    [ $variant = 95 ] && set -- "$@" --stats-blocks 512  # recorded in the run file
     case $variant in 94 | 94-record | 96-filter) graphs=on ;; *) graphs=off ;; esac
     "$bin/host_airbench" --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 \
         --no-warmup --graphs $graphs --json "$tmp/$variant.json" "$@" > "$tmp/$variant.log" 2>&1
@@ -41,6 +42,10 @@ for variant in 94 95 96 94-muon 94-record 96-filter; do
     CHECK_OUT=$tmp/$variant.log check "host_airbench --variant $variant --graphs $graphs" [ $status -eq 0 ]
     check "$variant: the run file holds no finished run with an accuracy" \
         grep -q '"accuracy":[[:space:]]*0\.[0-9]' "$tmp/$variant.json"
+    blocks=256
+    [ $variant = 95 ] && blocks=512
+    check "$variant: the run file's config does not record stats_blocks $blocks" \
+        grep -Eq "\"stats_blocks\":[[:space:]]*$blocks([,}]|\$)" "$tmp/$variant.json"
     if [ $graphs = on ]; then
         # 4 steps, each shape's first made: with the whitening bias training throughout
         # and lookahead at most at the last step, 1 or 2 made and the rest updated
