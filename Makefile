@@ -114,7 +114,8 @@ SHELL_TESTS += tests/test_fuzz.sh
 # libcudart, cuBLAS and cuDNN's convolutions (host.h) and the kernels run by tests/emu/. They
 # need CUDA's headers, not a GPU (skipped without CUDA). tests/test_emu checks the emulation;
 # tests/test_host.sh runs the GPU tests so built.
-HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench $(BUILD)/host_kernel_bench
+HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench \
+                 $(BUILD)/host_kernel_bench
 CUDA_HOST_TESTS := $(BUILD)/test_emu $(BUILD)/test_muon_calls tests/test_host.sh
 ifeq ($(CUDA_PROBLEM),)
 CPU_TESTS += $(BUILD)/test_emu $(BUILD)/test_muon_calls

@@ -25,7 +25,8 @@ trap 'rm -rf "$tmp"' EXIT
 "$bin/host_kernel_bench" --batch 32 --reps 1 --warmup 0 > "$tmp/kernel_bench.log" 2>&1
 status=$?
 CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: a check failed" [ $status -eq 0 ]
-CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: no kernel checked" grep -q ' PASS$' "$tmp/kernel_bench.log"
+CHECK_OUT=$tmp/kernel_bench.log check "host_kernel_bench --batch 32: no kernel checked" \
+    grep -q ' PASS$' "$tmp/kernel_bench.log"
 # the per-channel reductions with more blocks than the default cap (up to 720 here)
 "$bin/host_kernel_bench" --batch 256 --reps 1 --warmup 0 --stats-blocks 1024 --kernel stats --kernel reduce \
     --kernel whiten_bias --kernel maxpool2 --kernel finalize > "$tmp/kernel_bench_1024.log" 2>&1
@@ -63,7 +64,8 @@ done
     --runs 1 --no-warmup --seed 1 --graphs on --json "$tmp/learn.json" > "$tmp/learn.log" 2>&1
 status=$?
 CHECK_OUT=$tmp/learn.log check "host_airbench, 59 steps of airbench94 at widths 16,32,32" [ $status -eq 0 ]
-accuracy=$(grep -o '"accuracy":[[:space:]]*[0-9.e-]*' "$tmp/learn.json" 2>/dev/null | head -n 1 | sed 's/.*:[[:space:]]*//')
+accuracy=$(grep -o '"accuracy":[[:space:]]*[0-9.e-]*' "$tmp/learn.json" 2>/dev/null | head -n 1 |
+    sed 's/.*:[[:space:]]*//')
 echo "host_airbench, 59 steps of airbench94 at widths 16,32,32: TTA accuracy ${accuracy:-missing}"
 CHECK_OUT=$tmp/learn.log check "host_airbench: TTA accuracy '${accuracy:-missing}' after 59 steps is not above 0.30" \
     awk -v a="${accuracy:-0}" 'BEGIN { exit !(a > 0.30) }'

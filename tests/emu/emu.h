@@ -146,7 +146,8 @@ struct EmuConfig {
     dim3 grid, block;
     size_t shared_bytes;
     cudaStream_t stream;
-    EmuConfig(dim3 g, dim3 b, size_t shared = 0, cudaStream_t s = 0) : grid(g), block(b), shared_bytes(shared), stream(s) {}
+    EmuConfig(dim3 g, dim3 b, size_t shared = 0, cudaStream_t s = 0)
+        : grid(g), block(b), shared_bytes(shared), stream(s) {}
 };
 
 // Runs body once per CUDA thread of the grid (emu.cc), or records why the configuration is
