@@ -6,6 +6,8 @@
 #                               command's output), 40 lines of each at most
 #   finish NAME                 the summary line, run.sh's "RESULT <passed> <failed>", and
 #                               the exit status: 0 when nothing failed
+#   check_accuracy NAME FILE MIN  passes when the accuracy of the first run in run file FILE
+#                               is above MIN (printed either way; a missing one fails)
 #   run_counted NAME CMD...     runs a test program, shows its output and adds its RESULT
 #                               line's counts; no RESULT line, or a non-zero exit with no
 #                               failure counted, counts as one failure
@@ -30,6 +32,13 @@ check() {
     [ -z "${CHECK_OUT:-}" ] || sed 's/^/    stdout: /' "$CHECK_OUT" 2>/dev/null | head -n 40
     [ -z "${CHECK_ERR:-}" ] || sed 's/^/    stderr: /' "$CHECK_ERR" 2>/dev/null | head -n 40
     return 1
+}
+
+check_accuracy() {
+    accuracy=$(grep -o '"accuracy":[[:space:]]*[0-9.e-]*' "$2" 2>/dev/null | head -n 1 | sed 's/.*:[[:space:]]*//')
+    echo "$1: TTA accuracy ${accuracy:-missing} (must exceed $3)"
+    check "$1: TTA accuracy '${accuracy:-missing}' is not above $3" \
+        awk -v a="${accuracy:-0}" -v t="$3" 'BEGIN { exit !(a > t) }'
 }
 
 finish() {

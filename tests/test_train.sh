@@ -25,13 +25,7 @@ train() {
         fail "airbench-ref ($name) exited with $?"
     fi
     cat "$out/$name.log"
-    acc=$(grep -o '"accuracy":[[:space:]]*[0-9.e-]*' "$out/$name.json" 2>/dev/null | head -n 1 | sed 's/.*:[[:space:]]*//')
-    if [ -n "$acc" ] && awk -v a="$acc" -v t="$threshold" 'BEGIN { exit !(a > t) }'; then
-        echo "$name: TTA accuracy $acc > $threshold"
-        pass
-    else
-        fail "$name: TTA accuracy '${acc:-missing}' is not above $threshold"
-    fi
+    check_accuracy "$name" "$out/$name.json" "$threshold"
 }
 
 train 94 0.30 --widths 16,32,32 --train-subset 5000 --test-subset 1000 --epochs 3 --batch 250

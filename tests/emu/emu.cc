@@ -313,7 +313,8 @@ bool valid(const EmuConfig &c, const char **why) {
     *why = !c.grid.x || !c.grid.y || !c.grid.z                 ? "a grid dimension is 0"
            : c.grid.y > 65535 || c.grid.z > 65535              ? "grid y or z over 65535"
            : !threads                                          ? "a block dimension is 0"
-           : threads > MAX_THREADS || c.block.z > 64           ? "over 1024 threads per block"
+           : threads > MAX_THREADS                             ? "over 1024 threads per block"
+           : c.block.z > 64                                    ? "block z over 64"
            : c.shared_bytes > 0                                ? "dynamic shared memory (the kernels use none)"
                                                                : NULL;
     return !*why;
