@@ -97,7 +97,7 @@ CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
              $(BUILD)/test_benchstat $(BUILD)/test_runfile
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh tests/test_run_peer.sh \
-               tests/test_get_cifar10.sh tests/test_profile.sh
+               tests/test_get_cifar10.sh tests/test_profile.sh tests/test_gpu_check.sh
 TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
 GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer

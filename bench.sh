@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench.sh: time many seeded training runs of one airbench.c variant on this machine's GPU,
-# save them as a run file, and summarize them with build/benchstat. With --against REV, time
-# the working tree against another revision, interleaved, and compare the two.
+# save them as a run file, and summarize them with build/benchstat. With --against REV|DIR,
+# time the working tree against another revision or source tree, interleaved, and compare
+# the two.
 #
 # Steps: check the arguments (before anything runs); check for a GPU (nvidia-smi); build the
 # trainer and benchstat with make (CUDA_HOME, CUDNN_HOME, CJSON_HOME are passed through) and,
-# with --against, REV's trainer in a temporary git worktree; fetch CIFAR-10 if it is missing;
+# with --against, REV's trainer in a temporary git worktree (or DIR's in DIR); fetch CIFAR-10
+# if it is missing;
 # run build/airbenchVARIANT --runs N --seed S --json TMP (seeds S..S+N-1, after the trainer's
 # own warm-up run) with the GPU's name, driver and clocks, the git state, the host and this
 # command line recorded as --env entries; move the run file into place without ever
@@ -23,7 +25,7 @@ usage() {
     cat <<'EOF'
 usage: ./bench.sh [VARIANT] [-n RUNS] [--seed S] [--data DIR] [--out FILE] [--baseline FILE]
                   [--check] [--time-tolerance PCT] [--allow-other-gpu] [--plot]
-                  [--against REV [--chunk K]] [-- TRAINER FLAGS...]
+                  [--against REV|DIR [--chunk K]] [-- TRAINER FLAGS...]
   VARIANT               94, 95, 96, 94-muon, 94-record or 96-filter (default 94)
   -n, --runs RUNS       timed runs, 2..100000 (default 25); seeds S..S+RUNS-1
   --seed S              first seed, 0..2000000000 (default 0)
@@ -46,6 +48,11 @@ usage: ./bench.sh [VARIANT] [-n RUNS] [--seed S] [--data DIR] [--out FILE] [--ba
                         saves runs/<...>-<commit>-A-tree.json and
                         runs/<...>-<REV commit>-B-rev.json, prints the comparison A vs B
                         (default: off)
+  --against DIR         the same against the source tree in directory DIR, built there in
+                        place (DIR/build): another checkout (its commit from git), or a tree
+                        without .git whose DIR/.git-commit names its commit (dev/stage_rev.sh
+                        REV writes one: how a GPU machine given a copy without .git compares
+                        with an older commit)
   --chunk K             runs per trainer start with --against (default 5)
   -- TRAINER FLAGS      passed to the trainer unchanged (e.g. --set NAME=VALUE, --tta 1,
                         --batch B, --epochs E, --quiet, --no-warmup); --json, --runs, --seed,
@@ -58,6 +65,8 @@ plus the untracked files outside runs/), named in the run file's environment.
 How long: airbench94 takes about 1.3 s per run on an H100 plus about 5 s of start-up, so the
 default 25 runs take about 40 s after the build. With --against each chunk starts both
 trainers again (about 2 x 5 s per chunk) and REV is built from scratch first (minutes).
+CUDA_ARCH, like the library locations, is passed to both builds: CUDA_ARCH=90 builds for an
+H100 or H200 alone, in half the time.
 
 Exit status: 0 fine; 1 --check failed, or the trainer failed (its own status is passed on:
 1 for an error or a divergence, 2 for bad trainer flags); 2 bad arguments, no GPU, gnuplot
@@ -84,7 +93,7 @@ script_path=${BASH_SOURCE[0]}
 ROOT=$(cd "${script_path%/*}" && pwd) || die 2 "cannot find the repository root"
 
 variant=94 variant_given=0 runs=25 seed=0 data_dir="" baseline="" check=0 tolerance=""
-out="" plot=0 allow_other_gpu=0 against="" chunk=""
+out="" plot=0 allow_other_gpu=0 against="" chunk="" against_tree="" against_is_checkout=0
 trainer_flags=()
 printf -v command_line '%q ' "$0" "$@"
 command_line=${command_line% }
@@ -176,6 +185,28 @@ validate_trainer_flags() {
     done
 }
 
+# --against DIR: the source tree DIR, and its commit: DIR's own HEAD when DIR is the top of
+# a git checkout, else the hash in DIR/.git-commit.
+validate_against_tree() {
+    against_tree=$(cd "$against" && pwd) || die_usage "--against: cannot enter $against"
+    [[ $against_tree != "$ROOT" ]] || die_usage "--against $against is this working tree itself"
+    [[ -f $against_tree/Makefile ]] || die_usage "--against $against holds no Makefile: not a source tree"
+    local top
+    top=$(git -C "$against_tree" rev-parse --show-toplevel 2>/dev/null)
+    if [[ $top == "$against_tree" ]]; then
+        against_is_checkout=1
+        against_commit=$(git -C "$against_tree" rev-parse --verify --quiet "HEAD^{commit}") ||
+            die_usage "--against $against is a git checkout without a commit"
+        return
+    fi
+    [[ -f $against_tree/.git-commit ]] ||
+        die_usage "--against $against is neither the top of a git checkout nor a tree whose" \
+            ".git-commit names its commit (dev/stage_rev.sh REV writes such a tree)"
+    against_commit=$(head -n 1 "$against_tree/.git-commit")
+    [[ $against_commit =~ ^[0-9a-f]{40}$ ]] ||
+        die_usage "$against/.git-commit should hold a 40-digit commit hash, not '$against_commit'"
+}
+
 validate_against() {
     if [[ -z $against ]]; then
         [[ -z $chunk ]] || die_usage "--chunk goes with --against"
@@ -190,8 +221,13 @@ validate_against() {
     # Every chunk passes its first seed to the trainer, which takes 0..2000000000.
     ((seed + runs - 1 <= 2000000000)) ||
         die_usage "with --against the seeds S..S+RUNS-1 must stay within 0..2000000000"
+    if [[ -d $against ]]; then
+        validate_against_tree
+        return
+    fi
     git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
-        die_usage "--against needs a git checkout, and $ROOT is not one"
+        die_usage "--against REV needs a git checkout, and $ROOT is not one (--against DIR" \
+            "takes a source tree)"
     against_commit=$(git -C "$ROOT" rev-parse --verify --quiet "$against^{commit}") ||
         die_usage "--against '$against' is not a commit of this repository (give a branch," \
             "tag or hash)"
@@ -263,7 +299,7 @@ stop_if_signalled() {
 }
 
 # ---- temporary files ------------------------------------------------------------------------
-work_dir="" rev_dir="" reserved_diff=""
+work_dir="" rev_dir="" rev_tree="" reserved_diff=""
 
 # Removes everything temporary: the work folder (the trainer's run files and the writer's
 # PATH.tmp siblings), REV's worktree, and a reserved diff file that no run file came to use.
@@ -305,7 +341,7 @@ require_gpu() {
 
 make_vars() {
     local name
-    for name in CUDA_HOME CUDNN_HOME CJSON_HOME; do
+    for name in CUDA_HOME CUDNN_HOME CJSON_HOME CUDA_ARCH; do
         [[ -n ${!name:-} ]] && printf '%s\n' "$name=${!name}"
     done
 }
@@ -321,18 +357,28 @@ build_programs() {
             "CUDA_HOME, CUDNN_HOME, CJSON_HOME if the libraries live elsewhere)"
 }
 
-# REV's trainer, built in a temporary worktree with the same libraries. GIT_COMMIT and
-# GIT_DIRTY, when set for a tree copy without .git, describe the working tree, not REV.
+# REV's trainer, built in a temporary worktree with the same libraries, or DIR's in DIR.
+# GIT_COMMIT and GIT_DIRTY, when set for a tree copy without .git, describe the working
+# tree, not REV: the build of REV or of a checkout asks git; a tree without .git gets its
+# .git-commit's hash, clean (never git's answer for a checkout it may lie in).
 build_revision() {
-    rev_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-against-XXXXXX") ||
-        die 2 "cannot create a temporary folder in ${TMPDIR:-/tmp}"
-    git -C "$ROOT" worktree add --quiet --detach "$rev_dir/tree" "$against_commit" ||
-        die 2 "could not check out $against in a temporary worktree (see above)"
+    local commit_env=(-u GIT_COMMIT -u GIT_DIRTY -u GIT_DIFF_SHA256 -u GIT_CHANGED_FILES)
+    if [[ -n $against_tree ]]; then
+        rev_tree=$against_tree
+        ((against_is_checkout)) ||
+            commit_env=("GIT_COMMIT=$against_commit" GIT_DIRTY=0 GIT_DIFF_SHA256= GIT_CHANGED_FILES=)
+    else
+        rev_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-against-XXXXXX") ||
+            die 2 "cannot create a temporary folder in ${TMPDIR:-/tmp}"
+        git -C "$ROOT" worktree add --quiet --detach "$rev_dir/tree" "$against_commit" ||
+            die 2 "could not check out $against in a temporary worktree (see above)"
+        rev_tree=$rev_dir/tree
+    fi
     local vars
     mapfile -t vars < <(make_vars)
-    echo "bench.sh: building $against (${against_commit:0:7}) in $rev_dir/tree"
-    run_child env -u GIT_COMMIT -u GIT_DIRTY -u GIT_DIFF_SHA256 -u GIT_CHANGED_FILES \
-        make -C "$rev_dir/tree" "${vars[@]}" "build/airbench$variant"
+    echo "bench.sh: building $against (${against_commit:0:7}) in $rev_tree"
+    run_child env "${commit_env[@]}" \
+        make -C "$rev_tree" "${vars[@]}" "build/airbench$variant"
     local status=$?
     stop_if_signalled
     ((status == 0)) || die 2 "building build/airbench$variant of $against failed (see above)"
@@ -617,7 +663,7 @@ run_chunk() {
     local side=$1 index=$2 count=$3 first=$4 file
     local trainer=$ROOT/build/airbench$variant label="the working tree" side_env=("${env_A[@]}")
     if [[ $side == B ]]; then
-        trainer=$rev_dir/tree/build/airbench$variant label=$against side_env=("${env_B[@]}")
+        trainer=$rev_tree/build/airbench$variant label=$against side_env=("${env_B[@]}")
     fi
     file=$(chunk_file "$side" "$index")
     echo "bench.sh: chunk $index, $side ($label): seeds $first..$((first + count - 1))"

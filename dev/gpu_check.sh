@@ -3,10 +3,24 @@
 # each fit one device call (10 minutes). Run each through dev/device.sh after the build
 # (GIT_COMMIT=<sha> GIT_DIRTY=0 dev/device.sh make -j16 CUDA_ARCH=90 all) with CIFAR-10 in
 # $DATA_DIR (default /tmp/cifar10). Each step is time-limited, logs to <step>.log in
-# /tmp/gpu_check/PHASE and prints its exit status and last lines; a failing step does not
-# stop the next. At the end OUT/PHASE.tgz holds that folder's logs and run files (the device
-# tool brings back 8 files at most, so they travel as one).
+# /tmp/gpu_check/PHASE (GPU_CHECK_DIR replaces /tmp/gpu_check) and prints its exit status
+# and last lines; a failing step does not stop the next. At the end OUT/PHASE.tgz holds that
+# folder's logs and run files (the device tool brings back 8 files at most, so they travel
+# as one).
 #
+# Every phase has a deadline, PHASE_SECONDS (default 560) after its start, so that it ends
+# and packs its logs inside the call's 10 minutes: the step running then is cut short, and
+# later steps are skipped. The phases that compare with the baseline commit 790450e build it
+# from BASELINE_TREE (default .rev/790450e: dev/stage_rev.sh 790450e, then carry .rev) with
+# ./bench.sh --against, so both sides run on the lease's GPU, whatever kind it is.
+#
+#   lease     a 15-minute lease's one main call (dev/README.md), made after the data is
+#             staged; it builds the tree itself (make -j16 CUDA_ARCH=90 all, with GIT_COMMIT
+#             set) and runs, most important first: gpu_test_kernels; ./bench.sh 94 and
+#             94-muon -n 20 against the baseline tree; airbench94 with --stats-blocks 1024
+#             and with --graphs on, and 94-record, 20 runs each, each compared with the
+#             tree's own 94 or 94-muon file; dev/profile.sh 94; the kernel bench; the
+#             start-up. A verdict table ends the output
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
@@ -16,9 +30,8 @@
 #   sanitize  waits up to 9 more minutes for that run (it outlives the call: setsid); call
 #             it again while it says the run goes on
 #   speed     the start-up of build/airbench94 --runs 1 (wall seconds, with a fresh and with
-#             a filled algorithm cache), ./bench.sh 94 -n 50 and 94-muon -n 50, each compared
-#             with the committed 790450e run file of its variant (an H100's: on another GPU
-#             the comparison says so)
+#             a filled algorithm cache), ./bench.sh 94 -n 50 and 94-muon -n 50, each against
+#             the baseline tree (10 runs per chunk)
 #   graphs    ./bench.sh 94 -n 50 and 94-muon -n 50, each without and with --graphs on (the
 #             training steps as CUDA graphs), each pair compared
 #   record    ./bench.sh 94-muon -n 50 and 94-record -n 50 in one session, compared
@@ -41,24 +54,37 @@
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
-usage="usage: dev/gpu_check.sh tests|sanitize|speed|graphs|kernels|record|filter|sweep|variants|peer|profile OUT"
+usage="usage: dev/gpu_check.sh lease|tests|sanitize|speed|graphs|kernels|record|filter|sweep|variants|peer|profile OUT"
 phase=${1:?$usage}
 out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
-logs=/tmp/gpu_check/$phase
-sanitize_dir=/tmp/gpu_check/background  # the background sanitizer run outlives the call
+top=${GPU_CHECK_DIR:-/tmp/gpu_check}  # tests/test_gpu_check.sh sets another
+logs=$top/$phase
+sanitize_dir=$top/background  # the background sanitizer run outlives the call
 started=$(date +%s)
 rm -rf "$logs" && mkdir -p "$logs" "$out" || exit 2
+
+deadline=$(( started + ${PHASE_SECONDS:-560} ))  # steps are cut short at it, and skipped after it
+baseline_tree=${BASELINE_TREE:-.rev/790450e}
 
 # step NAME SECONDS CMD...: runs CMD with a time limit, logging to NAME.log in the logs folder.
 step() {
     name=$1 limit=$2
     shift 2
+    left=$(( deadline - $(date +%s) ))
+    if [ "$left" -lt 15 ]; then
+        echo "== $name: skipped (the phase's deadline has passed)"
+        echo "skipped: the phase's deadline had passed" > "$logs/$name.log"
+        return 1
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
     echo "== $name: $*"
     step_start=$(date +%s)
     timeout "$limit" "$@" > "$logs/$name.log" 2>&1
-    echo "   exit $? after $(( $(date +%s) - step_start )) s"
+    step_status=$?
+    echo "   exit $step_status after $(( $(date +%s) - step_start )) s"
     tail -n 12 "$logs/$name.log"
+    return $step_status
 }
 
 sanitize_running() { [ -f "$sanitize_dir/pid" ] && [ ! -f "$sanitize_dir/rc" ]; }
@@ -119,6 +145,60 @@ compare() {
     cat "$logs/$1-vs-baseline.log"
 }
 
+# against VARIANT RUNS [BENCH ARGS...]: ./bench.sh VARIANT --against the baseline tree,
+# interleaved; moves the two run files (and a dirty tree's diff) from runs/ into the logs
+# folder as VARIANT-A.json (this tree) and VARIANT-B.json (the baseline), keeping their
+# names in a listing.
+against() {
+    variant=$1 runs=$2 name=against-$1
+    shift 2
+    touch "$logs/.mark" && sleep 1  # the run files bench.sh writes are newer
+    step "$name" 500 ./bench.sh "$variant" -n "$runs" --data "$data" --against "$baseline_tree" "$@"
+    find runs -maxdepth 1 -type f -newer "$logs/.mark" | while read -r file; do
+        echo "${file#runs/}" >> "$logs/against-files.txt"
+        case $file in
+            *-A-tree.json) mv "$file" "$logs/$variant-A.json" ;;
+            *-B-rev.json) mv "$file" "$logs/$variant-B.json" ;;
+            *) mv "$file" "$logs/" ;;
+        esac
+    done
+}
+
+# verdicts: benchstat's verdict line of every comparison the phase made, as a table.
+verdicts() {
+    echo "== verdicts (A vs B; full reports in the logs)"
+    for log in "$logs"/against-*.log "$logs"/*-vs-baseline.log; do
+        [ -f "$log" ] || continue
+        printf '%-34s %s\n' "$(basename "$log" .log)" "$(grep -m1 'verdict' "$log" | sed 's/^ *verdict *//')"
+    done
+}
+
+require_baseline_tree() {
+    if [ ! -f "$baseline_tree/.git-commit" ]; then
+        echo "dev/gpu_check.sh: no baseline tree at $baseline_tree: run dev/stage_rev.sh 790450e here" \
+            "and carry .rev" >&2
+        exit 2
+    fi
+    export CUDA_ARCH=90  # bench.sh builds the baseline for this GPU alone, as the tree
+}
+
+lease() {
+    require_baseline_tree
+    step build 240 make -j16 CUDA_ARCH=90 all || { echo "== no build: nothing else runs"; return; }
+    step kernels 60 build/gpu_test_kernels
+    against 94 20
+    against 94-muon 20
+    bench 94 20 airbench94-stats1024 --stats-blocks 1024 && compare airbench94-stats1024 "$logs/94-A.json"
+    bench 94 20 airbench94-graphs --graphs on && compare airbench94-graphs "$logs/94-A.json"
+    bench 94-record 20 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
+    export PROFILE_RAW="$logs/ncu-airbench94.txt"
+    step profile 120 dev/profile.sh 94 --data "$data" &&
+        cp "$logs/profile.log" "$out/profile-airbench94.txt"
+    step kernel-bench 90 build/kernel_bench
+    startup
+    verdicts
+}
+
 # The wall seconds of one airbench94 run from process start to run file, with the algorithm
 # cache first empty, then filled by that run.
 startup() {
@@ -145,6 +225,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --
     > "$logs/gpu.txt" 2>&1
 cat "$logs/gpu.txt"
 case $phase in
+    lease)
+        refuse_while_sanitizing
+        lease
+        ;;
     tests)
         start_sanitize
         step kernels 120 build/gpu_test_kernels
@@ -158,11 +242,11 @@ case $phase in
         ;;
     speed)
         refuse_while_sanitizing
+        require_baseline_tree
         startup
-        bench 94 50 airbench94
-        compare airbench94 runs/20261123-034514-h100-airbench94-790450e.json
-        bench 94-muon 50 airbench94-muon
-        compare airbench94-muon runs/20261123-034632-h100-airbench94-muon-790450e.json
+        against 94 50 --chunk 10
+        against 94-muon 50 --chunk 10
+        verdicts
         ;;
     graphs)
         refuse_while_sanitizing

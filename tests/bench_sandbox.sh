@@ -26,7 +26,7 @@ write_stub() {
 # $sandbox/gpu: the stubs of a machine with a GPU. The make stub copies $FAKE_TRAINER and
 # $BENCHSTAT into DIR/build; FAKE_MAKE_STATUS makes it fail, FAKE_MAKE_FAIL_IN fails it
 # only when DIR contains that text, FAKE_MAKE_SLEEP makes it slow. It logs the commit it
-# builds ("built DIR at COMMIT").
+# builds ("built DIR at COMMIT", git's answer in DIR) and the GIT_* variables it got.
 make_gpu_stubs() {
     # shellcheck disable=SC2016 # the bodies expand when the stubs run
     write_stub "$sandbox/gpu" make '
@@ -35,6 +35,7 @@ dir=.
 [[ -n ${FAKE_MAKE_FAIL_IN:-} && $dir == *"$FAKE_MAKE_FAIL_IN"* ]] && exit 2
 sleep "${FAKE_MAKE_SLEEP:-0}"
 echo "built $dir at $(git -C "$dir" rev-parse HEAD 2>/dev/null || echo none)" >> "'"$sandbox"'/calls"
+echo "build env GIT_COMMIT=${GIT_COMMIT-unset} GIT_DIRTY=${GIT_DIRTY-unset} GIT_CHANGED_FILES=${GIT_CHANGED_FILES-unset}" >> "'"$sandbox"'/calls"
 for target; do
     case $target in
         build/airbench*) mkdir -p "$dir/build" && cp "$FAKE_TRAINER" "$dir/$target" ;;

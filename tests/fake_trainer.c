@@ -76,7 +76,8 @@ static long parse_long(const char *flag, const char *value, long lo, long hi) {
 static Options parse_args(int argc, char **argv) {
     Options o = {.runs = 1, .warmup = 1};
     const char *ignored[] = {"--data", "--tta", "--batch", "--epochs", "--conv-algo", "--set",
-                             "--test-images", "--widths", "--translate-mode", "--variant"};
+                             "--test-images", "--widths", "--translate-mode", "--variant",
+                             "--stats-blocks", "--graphs", "--conv-cache"};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(flag, "--quiet")) continue;

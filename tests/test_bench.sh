@@ -5,7 +5,8 @@
 # "repository" whose make stub "builds" build/fake_trainer, the C fake trainer on the real
 # run-file writer, so nothing real is built or trained. The cases cover saving, naming,
 # failing trainers, the diff of a dirty tree, --plot, and the tweak loop --against REV on a
-# sandbox git repository (interleaving, chunks, seeds, merging, cleanup, failures).
+# sandbox git repository (interleaving, chunks, seeds, merging, cleanup, failures) and
+# --against DIR (a tree without .git, another checkout).
 # The PATH bench.sh runs under holds every system tool except nvidia-smi, make and gnuplot,
 # plus the stubs each case names. Ends with "RESULT <passed> <failed>"; exits 1 on any
 # failure.
@@ -398,6 +399,79 @@ test_against() {
     rm -rf "${git_repo:?}"/runs/*
 }
 
+# --against DIR: a tree without .git named by its .git-commit (as dev/stage_rev.sh writes it),
+# built in place with that commit; another checkout, built with git's own answer; the errors.
+test_against_tree() {
+    repo=repo
+    local tree=$sandbox/revtree a_name b_name
+    mkdir -p "$tree" && touch "$tree/Makefile" && echo "$first_commit" >"$tree/.git-commit"
+    CUDA_ARCH=90 GIT_COMMIT=$second_commit GIT_DIRTY=0 BENCHSTAT=$sandbox/stub_benchstat \
+        run_bench gpu 94 -n 3 --chunk 2 --seed 4 --against revtree
+    a_name=$(find "$sandbox/repo/runs" -name "*-${second_commit:0:7}-A-tree.json")
+    b_name=$(find "$sandbox/repo/runs" -name "*-${first_commit:0:7}-B-rev.json")
+    expect "--against DIR" 0 "saved $b_name"
+    check "--against DIR: A and B are named by their commits" [ -n "$a_name" -a -n "$b_name" ]
+    local order
+    order=$(trainer_calls "$sandbox/repo" | tr '\n' ,)
+    [[ $order == "A 2 4,B 2 4,A 1 6,B 1 6," ]] && pass || fail "--against DIR order, chunks and seeds: $order"
+    calls_contain "built $tree at none" && pass || fail "DIR is not built in place: $(cat "$sandbox/calls")"
+    calls_contain "build env GIT_COMMIT=$first_commit GIT_DIRTY=0 GIT_CHANGED_FILES=" && pass ||
+        fail "DIR is not built with its .git-commit: $(cat "$sandbox/calls")"
+    [[ $(grep -c "^make .*CUDA_ARCH=90" "$sandbox/calls") == 2 ]] && pass ||
+        fail "CUDA_ARCH is not passed to both builds: $(cat "$sandbox/calls")"
+    grep -q -- "--env bench_side=B: revtree ($first_commit)" "$sandbox/calls" && pass ||
+        fail "B's run file does not record DIR"
+    check "DIR and its build stay" [ -x "$tree/build/airbench94" ]
+    check "no temporary file left after --against DIR" no_temporaries
+    rm -f "$sandbox"/repo/runs/*
+
+    local clone=$sandbox/clone
+    git clone -q "$sandbox/gitrepo" "$clone" && git -C "$clone" checkout -q "$first_commit" && touch "$clone/Makefile"
+    repo=gitrepo
+    GIT_COMMIT=$second_commit GIT_DIRTY=0 BENCHSTAT=$sandbox/stub_benchstat \
+        run_bench gpu 94 -n 2 --against "$clone"
+    b_name=$(against_files "${first_commit:0:7}-B-rev")
+    expect "--against a checkout" 0 "saved $b_name"
+    calls_contain "built $clone at $first_commit" && pass || fail "the checkout is not built in place"
+    calls_contain "build env GIT_COMMIT=unset GIT_DIRTY=unset GIT_CHANGED_FILES=unset" && pass ||
+        fail "the checkout's build is given the working tree's GIT_COMMIT: $(cat "$sandbox/calls")"
+    rm -f "$sandbox"/gitrepo/runs/*
+
+    rm "$tree/.git-commit"
+    run_bench gpu 94 -n 2 --against revtree
+    expect "DIR without .git-commit" 2 "nor a tree whose .git-commit names its commit"
+    echo "not-a-hash" >"$tree/.git-commit"
+    run_bench gpu 94 -n 2 --against revtree
+    expect "DIR with a bad .git-commit" 2 ".git-commit should hold a 40-digit commit hash, not 'not-a-hash'"
+    rm "$tree/Makefile"
+    run_bench gpu 94 -n 2 --against revtree
+    expect "DIR without a Makefile" 2 "holds no Makefile: not a source tree"
+    run_bench gpu 94 -n 2 --against gitrepo
+    expect "DIR is the working tree" 2 "--against gitrepo is this working tree itself"
+    expect_no_calls "--against DIR errors"
+    rm -rf "$tree" "$clone"
+}
+
+# dev/stage_rev.sh: REV's files and its .git-commit, what --against DIR reads.
+test_stage_rev() {
+    if ! git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null; then
+        echo "skip: dev/stage_rev.sh (this copy is not a git checkout)"
+        return
+    fi
+    local dest=$sandbox/staged head
+    head=$(git -C "$ROOT" rev-parse HEAD)
+    out=$("$ROOT/dev/stage_rev.sh" HEAD "$dest" 2>&1) status=$?
+    expect "stage_rev.sh HEAD" 0 "$dest"
+    check "stage_rev.sh writes the commit" [ "$(cat "$dest/.git-commit")" = "$head" ]
+    check "stage_rev.sh writes the files" cmp -s <(git -C "$ROOT" show HEAD:bench.sh) "$dest/bench.sh"
+    out=$("$ROOT/dev/stage_rev.sh" HEAD "$dest" 2>&1) status=$?
+    expect "stage_rev.sh into an existing folder" 2 "already exists"
+    out=$("$ROOT/dev/stage_rev.sh" no-such-rev "$sandbox/other" 2>&1) status=$?
+    expect "stage_rev.sh, bad REV" 2 "'no-such-rev' is not a commit"
+    check "stage_rev.sh writes nothing for a bad REV" [ ! -e "$sandbox/other" ]
+    rm -rf "$dest"
+}
+
 # --against with the real benchstat --merge: the merged files hold every chunk's runs.
 test_against_merged() {
     if ! "$ROOT/build/benchstat" --help 2>&1 | grep -q -- --merge; then
@@ -421,6 +495,7 @@ make_stubs
 test_argument_errors
 test_help
 test_no_gpu
+test_stage_rev
 if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     make_fake_repo "$sandbox/repo"
     make_git_repo "$sandbox/gitrepo"
@@ -430,6 +505,7 @@ if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     test_real_plot
     test_tree_diff
     test_against
+    test_against_tree
     test_against_merged
 else
     fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"

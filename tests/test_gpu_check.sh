@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# test_gpu_check.sh: dev/gpu_check.sh's lease phase without a GPU, so that a lent machine's
+# few minutes are never lost to a broken script. In bench.sh's sandbox (tests/bench_sandbox.sh:
+# make and nvidia-smi stubs, build/fake_trainer as every trainer, the real benchstat) with a
+# baseline tree as dev/stage_rev.sh writes it and stubs for the GPU test, the kernel bench
+# and the profiler: the whole phase runs, each side of each comparison comes from the right
+# tree and build, the run files travel in OUT/lease.tgz, the verdict table lists every
+# comparison; and a phase that reaches its deadline cuts the running step short and skips
+# the rest. Ends with "RESULT <passed> <failed>"; exits 1 on any failure.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+sandbox=$(mktemp -d)
+trap 'rm -rf "$sandbox"' EXIT
+# shellcheck source=tests/bench_sandbox.sh
+source "$ROOT/tests/bench_sandbox.sh"
+# shellcheck source=tests/check.sh
+source "$ROOT/tests/check.sh"
+
+export FAKE_TRAINER=$ROOT/build/fake_trainer FAKE_TRAINER_LOG=$sandbox/calls BENCHSTAT=$ROOT/build/benchstat
+export TMPDIR=$sandbox/tmp GPU_CHECK_DIR=$sandbox/gpu_check
+mkdir -p "$TMPDIR"
+repo=$sandbox/repo
+tree_commit=1111111111111111111111111111111111111111
+baseline_commit=790450ee0ca8b867a60b219e14308a391cb616bc
+
+# The sandbox repository: bench.sh and gpu_check.sh, fake data, the baseline tree, and
+# stubs for what `make all` would build and for dev/profile.sh.
+make_lease_repo() {
+    make_fake_repo "$repo"
+    mkdir -p "$repo/dev" "$repo/.rev/790450e"
+    cp "$ROOT/dev/gpu_check.sh" "$repo/dev/"
+    touch "$repo/.rev/790450e/Makefile"
+    echo "$baseline_commit" >"$repo/.rev/790450e/.git-commit"
+    write_stub "$repo/build" gpu_test_kernels 'echo "gpu_test_kernels: 223 passed, 0 failed"'
+    write_stub "$repo/build" kernel_bench 'echo "kernel_bench: every kernel checked"'
+    write_stub "$repo/dev" profile.sh 'echo "| kernel | launches/step | us/step | share |"'
+}
+
+# run_lease [ENV...]: the lease phase in the sandbox; sets out, status and seconds.
+run_lease() {
+    rm -rf "$sandbox/calls" "$sandbox/out" "$GPU_CHECK_DIR"
+    local start=$SECONDS
+    out=$(cd "$repo" && env PATH="$sandbox/gpu:$sandbox/system" DATA_DIR="$repo/data/cifar10" \
+        GIT_COMMIT=$tree_commit GIT_DIRTY=0 "$@" timeout 120 dev/gpu_check.sh lease "$sandbox/out" 2>&1)
+    status=$?
+    seconds=$((SECONDS - start))
+}
+
+in_tgz() { tar -tzf "$sandbox/out/lease.tgz" 2>/dev/null | grep -x "./$1" >/dev/null; }
+calls_matching() { grep -c -- "$1" "$sandbox/calls"; }
+calls_contain() { grep -F -- "$1" "$sandbox/calls" >/dev/null; }
+
+test_whole_lease() {
+    run_lease
+    check "the lease phase exits 0" [ "$status" = 0 ] || echo "$out"
+    local file
+    for file in 94-A.json 94-B.json 94-muon-A.json 94-muon-B.json airbench94-stats1024.json \
+        airbench94-graphs.json airbench94-record.json build.log kernels.log profile.log kernel-bench.log \
+        startup-fresh-cache.json startup-filled-cache.json; do
+        check "lease.tgz holds $file" in_tgz "$file"
+    done
+    check "the profile's table comes back on its own" [ -s "$sandbox/out/profile-airbench94.txt" ]
+    local comparison
+    for comparison in against-94 against-94-muon airbench94-stats1024-vs-baseline \
+        airbench94-graphs-vs-baseline airbench94-record-vs-baseline; do
+        [[ $out =~ $comparison\ +(faster|slower|no\ detectable|time\ unchanged)[^$'\n']* ]] && pass ||
+            fail "the verdict table has no verdict for $comparison:"$'\n'"$out"
+    done
+    [[ $(calls_matching "^make -j16 CUDA_ARCH=90 all") == 1 ]] && pass || fail "the tree is not built once: $(cat "$sandbox/calls")"
+    [[ $(calls_matching "^make -C $repo/.rev/790450e .*CUDA_ARCH=90 build/airbench94$") == 1 &&
+        $(calls_matching "^make -C $repo/.rev/790450e .*CUDA_ARCH=90 build/airbench94-muon$") == 1 ]] && pass ||
+        fail "the baseline is not built for sm_90 once per variant: $(grep '^make' "$sandbox/calls")"
+    calls_contain "build env GIT_COMMIT=$baseline_commit GIT_DIRTY=0" && pass ||
+        fail "the baseline is not built with its commit"
+    [[ $(calls_matching "^trainer .*$repo/.rev/790450e/build/airbench94 ") == 4 &&
+        $(calls_matching "^trainer .*$repo/build/airbench94 .*bench_side=A") == 4 ]] && pass ||
+        fail "airbench94's 20 runs are not 4 chunks on each side: $(grep '^trainer' "$sandbox/calls")"
+    calls_contain "--stats-blocks 1024" && calls_contain "--graphs on" && pass ||
+        fail "the stats-blocks and graphs runs do not get their flags"
+    grep -q "^trainer .*build/airbench94-record .*--runs 20" "$sandbox/calls" && pass || fail "94-record is not run"
+    local side
+    side=$(tar -xzOf "$sandbox/out/lease.tgz" ./94-B.json | grep '"bench_side"')
+    [[ $side == *"B: .rev/790450e ($baseline_commit)"* ]] && pass ||
+        fail "94-B.json does not name the baseline tree and its commit: $side"
+    check "no run file is left in runs/" [ -z "$(ls "$repo/runs")" ]
+    printf '%s\n' "$out" | sed -n '/^== verdicts/,$p'  # what a lease's reply ends with
+}
+
+# A deadline inside the first comparison: it is cut short (its completed runs saved all the
+# same), every later step is skipped, and the phase still packs its logs and exits 0.
+test_deadline() {
+    run_lease PHASE_SECONDS=20 FAKE_TRAINER_RUN_MS=500
+    check "the lease phase exits 0 at its deadline" [ "$status" = 0 ] || echo "$out"
+    check "the phase ends near its deadline (took $seconds s)" [ "$seconds" -lt 40 ]
+    [[ $out == *"== against-94-muon: skipped (the phase's deadline has passed)"* &&
+        $out == *"== startup-filled-cache: skipped"* ]] && pass ||
+        fail "the steps after the deadline are not skipped:"$'\n'"$out"
+    [[ $out =~ exit\ 1(24|43)\ after ]] && pass || fail "the step running at the deadline is not cut short:"$'\n'"$out"
+    check "lease.tgz is written after the deadline" in_tgz against-94.log
+}
+
+make_system_bin
+make_gpu_stubs
+if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
+    make_lease_repo
+    test_whole_lease
+    test_deadline
+else
+    fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
+fi
+finish test_gpu_check
