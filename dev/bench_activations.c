@@ -581,6 +581,16 @@ static void check_bn_gelu_backward_reduce(const Case *c, Check *result) {
 const Harness BN_GELU_BACKWARD_REDUCE = {1, prepare_bn_gelu_backward_reduce, run_bn_gelu_backward_reduce,
                                          check_bn_gelu_backward_reduce, free_all};
 
+// With the residual (airbench96's third conv of a group): in, d_out and the residual read.
+static void prepare_bn_gelu_backward_reduce_residual(Case *c, const Shape *s, int group) {
+    BnLayer *l = bn_case(c, s, group, 1, 1);
+    c->bytes = bn_bytes(l, 3);
+}
+
+const Harness BN_GELU_BACKWARD_REDUCE_RESIDUAL = {1, prepare_bn_gelu_backward_reduce_residual,
+                                                  run_bn_gelu_backward_reduce, check_bn_gelu_backward_reduce,
+                                                  free_all};
+
 // The reference's gradient of the BN input (rows x c).
 static float *bn_input_grad(const BnLayer *l) {
     float *d_in = HOST_FLOATS((size_t)l->rows * l->c), *d_bias = HOST_FLOATS(l->c);

@@ -19,8 +19,8 @@
 #             set) and runs, most important first: gpu_test_kernels; ./bench.sh 94 and
 #             94-muon -n 20 against the baseline tree; airbench94 with --stats-blocks 1024
 #             and with --graphs on, and 94-record, 20 runs each, each compared with the
-#             tree's own 94 or 94-muon file; dev/profile.sh 94; the kernel bench; the
-#             start-up. A verdict table ends the output
+#             tree's own 94 or 94-muon file; dev/profile.sh 94; the kernel bench (each v2 of
+#             dev/*.cu beside its v1); the start-up. A verdict table ends the output
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the

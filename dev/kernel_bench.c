@@ -57,6 +57,17 @@
 // bench_spin.cu: keeps the stream busy for `nanoseconds`.
 cudaError_t launch_spin(uint64_t nanoseconds, cudaStream_t stream);
 
+// whiten_v2.cu: the filter weights read as 16-byte vectors.
+cudaError_t launch_whiten_forward_v2(__half *out, const __half *x, const float *weight, const float *bias, int n,
+                                     cudaStream_t stream);
+cudaError_t launch_whiten_bias_backward_v2(float *partials, const __half *x, const __half *d_out,
+                                           const float *weight, const float *bias, int n, cudaStream_t stream);
+// bn_gelu_v2.cu: four rows' loads in flight per thread.
+cudaError_t launch_bn_gelu_backward_reduce_v2(float *partials, const __half *d_out, const __half *in,
+                                              const __half *residual, const float *mean, const float *rstd,
+                                              const float *bias, int rows, int c, int activation,
+                                              cudaStream_t stream);
+
 // One line of the table: a harness and the launch function it drives.
 typedef struct {
     const char *name, *version;
@@ -73,13 +84,21 @@ static const Entry KERNELS[] = {
     V1("train_loader", TRAIN_LOADER, launch_train_loader),
     V1("eval_loader", EVAL_LOADER, launch_eval_loader),
     V1("whiten_forward", WHITEN_FORWARD, launch_whiten_forward),
+    KERNEL("whiten_forward", "v2", WHITEN_FORWARD, launch_whiten_forward, launch_whiten_forward_v2),
     V1("whiten_bias_backward", WHITEN_BIAS_BACKWARD, launch_whiten_bias_backward),
+    KERNEL("whiten_bias_backward", "v2", WHITEN_BIAS_BACKWARD, launch_whiten_bias_backward,
+           launch_whiten_bias_backward_v2),
     V1("maxpool2_stats", MAXPOOL2_STATS, launch_maxpool2_stats),
     V1("channel_stats", CHANNEL_STATS, launch_channel_stats),
     V1("bn_finalize", BN_FINALIZE, launch_bn_finalize),
     V1("bn_gelu_forward", BN_GELU_FORWARD, launch_bn_gelu_forward),
     V1("bn_gelu_forward_residual", BN_GELU_FORWARD_RESIDUAL, launch_bn_gelu_forward),
     V1("bn_gelu_backward_reduce", BN_GELU_BACKWARD_REDUCE, launch_bn_gelu_backward_reduce),
+    KERNEL("bn_gelu_backward_reduce", "v2", BN_GELU_BACKWARD_REDUCE, launch_bn_gelu_backward_reduce,
+           launch_bn_gelu_backward_reduce_v2),
+    V1("bn_gelu_backward_reduce_residual", BN_GELU_BACKWARD_REDUCE_RESIDUAL, launch_bn_gelu_backward_reduce),
+    KERNEL("bn_gelu_backward_reduce_residual", "v2", BN_GELU_BACKWARD_REDUCE_RESIDUAL,
+           launch_bn_gelu_backward_reduce, launch_bn_gelu_backward_reduce_v2),
     V1("bn_backward_finalize", BN_BACKWARD_FINALIZE, launch_bn_backward_finalize),
     V1("bn_gelu_backward_apply", BN_GELU_BACKWARD_APPLY, launch_bn_gelu_backward_apply),
     V1("bn_gelu_backward_apply_residual", BN_GELU_BACKWARD_APPLY_RESIDUAL, launch_bn_gelu_backward_apply),

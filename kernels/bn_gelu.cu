@@ -11,43 +11,9 @@
 // apply, apply_pool) read each input once and write each output once, grid-stride; the
 // reduce pass is a stats_blocks reduction. The apply kernels hold 40 parameter registers:
 // __launch_bounds__(BLOCK, 3) keeps them at 80 registers (3 blocks per SM) without spills.
-#include "kernel_common.h"
-#include "net.h"
+#include "bn_gelu_layer.h"
 
 #define COLUMN_THREADS (32 * COLUMN_SLICES)
-
-// Per-channel values a thread keeps for its 8 channels.
-struct BnParams {
-    float mean[8], rstd[8], bias[8];
-};
-
-__device__ __forceinline__ void load_bn_params(BnParams *p, const float *mean, const float *rstd, const float *bias,
-                                               int ch0) {
-    load_param8(p->mean, mean + ch0);
-    load_param8(p->rstd, rstd + ch0);
-    load_param8(p->bias, bias + ch0);
-}
-
-// The activation A and its derivative, chosen at compile time.
-template <Activation A> __device__ __forceinline__ float activate(float z) {
-    if constexpr (A == ACTIVATION_SILU) return silu(z);
-    else return gelu(z);
-}
-
-template <Activation A> __device__ __forceinline__ float activate_grad(float z) {
-    if constexpr (A == ACTIVATION_SILU) return silu_grad(z);
-    else return gelu_grad(z);
-}
-
-// One element's backward quantities: xhat and dz = d_out * act'(z), z as in the forward.
-template <Activation A>
-__device__ __forceinline__ void bn_gelu_dz(float *dz, float *xhat, float x, float d_out, float residual,
-                                           bool has_residual, const BnParams &p, int k) {
-    float z = bn_z(x, p.mean[k], p.rstd[k], p.bias[k]);
-    if (has_residual) z = __fadd_rn(z, residual);
-    *xhat = bn_xhat(x, p.mean[k], p.rstd[k]);
-    *dz = d_out * activate_grad<A>(z);
-}
 
 // First row of this thread in a grid-stride walk, and the stride.
 __device__ __forceinline__ int first_row(const RowTile &tile) { return blockIdx.x * tile.rows_per_pass + tile.sub; }
@@ -225,14 +191,6 @@ __global__ void __launch_bounds__(BLOCK, 3) bn_gelu_backward_apply_pool_kernel(
         }
         if (last_row && last_col) store_half8(corner + ((size_t)2 * w + 2) * c, zeros);
     }
-}
-
-// The instance of a kernel template for the activation (net.h's Activation), chosen once
-// per launch; NULL for an activation there is no instance of.
-template <typename Kernel> static Kernel kernel_for(int activation, Kernel gelu_kernel, Kernel silu_kernel) {
-    if (activation == ACTIVATION_GELU) return gelu_kernel;
-    if (activation == ACTIVATION_SILU) return silu_kernel;
-    return nullptr;
 }
 
 extern "C" {

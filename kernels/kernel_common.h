@@ -50,8 +50,9 @@ static inline int stride_grid(long long needed) {
 
 // The halves are moved in and out of the 32-bit words of a uint4 with bit-cast intrinsics
 // (no pointer punning of locals, which C++ aliasing rules do not allow).
-__device__ __forceinline__ void load_half8(float v[8], const __half *p) {
-    uint4 raw = *reinterpret_cast<const uint4 *>(p);
+__device__ __forceinline__ uint4 load_raw8(const __half *p) { return *reinterpret_cast<const uint4 *>(p); }
+
+__device__ __forceinline__ void unpack_half8(float v[8], uint4 raw) {
     const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {
@@ -59,6 +60,8 @@ __device__ __forceinline__ void load_half8(float v[8], const __half *p) {
         v[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(words[k] >> 16)));
     }
 }
+
+__device__ __forceinline__ void load_half8(float v[8], const __half *p) { unpack_half8(v, load_raw8(p)); }
 
 // Rounds to nearest even.
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
