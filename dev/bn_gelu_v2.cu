@@ -1,13 +1,15 @@
-// bn_gelu_v2.cu: v2 of bn_gelu_backward_reduce for kernel_bench: each thread loads
-// ROWS_IN_FLIGHT rows (every 16-byte piece of in, d_out and the residual) before any of
-// their arithmetic. Why: in the ncu table of an H100 at 790450e, v1's six launches of a
-// step moved about 1.5 TB/s (302 MB in 206 us), where the apply pass's three, which read
-// the same tensors and write one more, moved 2.4 (226 MB in 94 us). v1 has 256 blocks, two
-// per SM (16 warps), and its PTX loads the next row only after the current row's
+// bn_gelu_v2.cu: v2s of two BatchNorm + activation kernels for kernel_bench, each loading
+// several rows (every 16-byte piece a row needs) before any of their arithmetic. Both v1s
+// walk rows one at a time, and their PTX loads the next row only after the current row's
 // per-channel math, whose erff/expf and residual tests are branches the loads are not
-// hoisted over: one row's two or three loads in flight per thread. v2 keeps 4 rows' loads
-// in flight; the prediction is the reduce at the apply's bandwidth or better (the four
-// layers that read 67 MB from ~45 us to ~28 us each). It adds the rows in v1's order.
+// hoisted over: one row's loads in flight per thread.
+//
+// bn_gelu_backward_reduce, ROWS_IN_FLIGHT rows. In the ncu table of an H100 at 790450e,
+// v1's six launches of a step moved about 1.5 TB/s (302 MB in 206 us), where the apply
+// pass's three, which read the same tensors and write one more, moved 2.4 (226 MB in 94 us);
+// v1 has 256 blocks, two per SM (16 warps). The prediction is the reduce at the apply's
+// bandwidth or better (the four layers that read 67 MB from ~45 us to ~28 us each). It adds
+// the rows in v1's order.
 #include "bn_gelu_layer.h"
 
 #define ROWS_IN_FLIGHT 4
@@ -66,5 +68,57 @@ extern "C" cudaError_t launch_bn_gelu_backward_reduce_v2(float *partials, const 
                              bn_gelu_backward_reduce_v2_kernel<ACTIVATION_SILU>);
     if (!kernel) return cudaErrorInvalidValue;
     kernel<<<stats_blocks(rows, c), BLOCK, 0, stream>>>(partials, d_out, in, residual, mean, rstd, bias, rows, c);
+    return cudaGetLastError();
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+// bn_gelu_forward, FORWARD_ROWS rows of its grid-stride walk at a time. v1 averaged 23.8 us a
+// launch in the same table, some 2 TB/s at the step's shapes, with 32 warps per SM. The
+// prediction is the forward near the 2.7 TB/s of the maxpool2_stats pass.
+#define FORWARD_ROWS 2
+
+template <Activation A>
+__global__ void __launch_bounds__(BLOCK) bn_gelu_forward_v2_kernel(__half *__restrict__ out,
+                                                                   const __half *__restrict__ in,
+                                                                   const __half *__restrict__ residual,
+                                                                   const float *mean, const float *rstd,
+                                                                   const float *bias, int rows, int c) {
+    RowTile tile = row_tile(c);
+    if (!tile.active) return;
+    int ch0 = tile.group * 8, stride = row_stride(tile);
+    BnParams p;
+    load_bn_params(&p, mean, rstd, bias, ch0);
+    for (int r = first_row(tile); r < rows; r += FORWARD_ROWS * stride) {
+        uint4 raw_in[FORWARD_ROWS], raw_res[FORWARD_ROWS];
+#pragma unroll
+        for (int i = 0; i < FORWARD_ROWS; i++) {
+            size_t at = (size_t)min(r + i * stride, rows - 1) * c + ch0;  // past the end: reloads the last row
+            raw_in[i] = load_raw8(in + at);
+            raw_res[i] = residual ? load_raw8(residual + at) : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int i = 0; i < FORWARD_ROWS; i++) {
+            if (r + i * stride >= rows) break;
+            float v[8], res[8];
+            unpack_half8(v, raw_in[i]);
+            unpack_half8(res, raw_res[i]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float z = bn_z(v[k], p.mean[k], p.rstd[k], p.bias[k]);
+                if (residual) z = __fadd_rn(z, res[k]);
+                v[k] = activate<A>(z);
+            }
+            store_half8(out + (size_t)(r + i * stride) * c + ch0, v);
+        }
+    }
+}
+
+extern "C" cudaError_t launch_bn_gelu_forward_v2(__half *out, const __half *in, const __half *residual,
+                                                 const float *mean, const float *rstd, const float *bias, int rows,
+                                                 int c, int activation, cudaStream_t stream) {
+    auto kernel = kernel_for(activation, bn_gelu_forward_v2_kernel<ACTIVATION_GELU>,
+                             bn_gelu_forward_v2_kernel<ACTIVATION_SILU>);
+    if (!kernel) return cudaErrorInvalidValue;
+    if (rows > 0) kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(out, in, residual, mean, rstd, bias, rows, c);
     return cudaGetLastError();
 }

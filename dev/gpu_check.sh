@@ -1,12 +1,14 @@
 #!/bin/sh
 # dev/gpu_check.sh PHASE OUT: the GPU checks of a session on the lent machine, in phases that
-# each fit one device call (10 minutes). Run each through dev/device.sh after the build
-# (GIT_COMMIT=<sha> GIT_DIRTY=0 dev/device.sh make -j16 CUDA_ARCH=90 all) with CIFAR-10 in
-# $DATA_DIR (default /tmp/cifar10). Each step is time-limited, logs to <step>.log in
-# /tmp/gpu_check/PHASE (GPU_CHECK_DIR replaces /tmp/gpu_check) and prints its exit status
-# and last lines; a failing step does not stop the next. At the end OUT/PHASE.tgz holds that
-# folder's logs and run files (the device tool brings back 8 files at most, so they travel
-# as one).
+# each fit one device call (10 minutes), with CIFAR-10 in $DATA_DIR (default /tmp/cifar10).
+# Run each through dev/device.sh after the build (the lease phase builds itself):
+#   GIT_COMMIT=<sha> GIT_DIRTY=0 dev/device.sh make -j16 CUDA_ARCH=90 gpu build/benchstat
+# (the GPU programs and benchstat; not `all`, whose CPU side also builds the sanitizer
+# fuzzers and the kernels on the CPU, which the machine does not need and may lack tools
+# for). Each step is time-limited, logs to <step>.log in /tmp/gpu_check/PHASE
+# (GPU_CHECK_DIR replaces /tmp/gpu_check) and prints its exit status and last lines; a
+# failing step does not stop the next. At the end OUT/PHASE.tgz holds that folder's logs and
+# run files (the device tool brings back 8 files at most, so they travel as one).
 #
 # Every phase has a deadline, PHASE_SECONDS (default 560) after its start, so that it ends
 # and packs its logs inside the call's 10 minutes: the step running then is cut short, and
@@ -15,12 +17,12 @@
 # ./bench.sh --against, so both sides run on the lease's GPU, whatever kind it is.
 #
 #   lease     a 15-minute lease's one main call (dev/README.md), made after the data is
-#             staged; it builds the tree itself (make -j16 CUDA_ARCH=90 all, with GIT_COMMIT
-#             set) and runs, most important first: gpu_test_kernels; ./bench.sh 94 and
-#             94-muon -n 20 against the baseline tree; airbench94 with --stats-blocks 1024
-#             and with --graphs on, and 94-record, 20 runs each, each compared with the
-#             tree's own 94 or 94-muon file; dev/profile.sh 94; the kernel bench (each v2 of
-#             dev/*.cu beside its v1); the start-up. A verdict table ends the output
+#             staged; it builds (as above; GIT_COMMIT set) and runs, most important first:
+#             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 20 against the baseline tree;
+#             airbench94 with --stats-blocks 1024 and with --graphs on, and 94-record, 20
+#             runs each, each compared with the tree's own 94 or 94-muon file;
+#             dev/profile.sh 94; the kernel bench (each v2 of dev/*.cu beside its v1); the
+#             start-up. A verdict table ends the output
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
@@ -184,7 +186,7 @@ require_baseline_tree() {
 
 lease() {
     require_baseline_tree
-    step build 240 make -j16 CUDA_ARCH=90 all || { echo "== no build: nothing else runs"; return; }
+    step build 240 make -j16 CUDA_ARCH=90 gpu build/benchstat || { echo "== no build: nothing else runs"; return; }
     step kernels 60 build/gpu_test_kernels
     against 94 20
     against 94-muon 20

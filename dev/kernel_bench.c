@@ -62,7 +62,10 @@ cudaError_t launch_whiten_forward_v2(__half *out, const __half *x, const float *
                                      cudaStream_t stream);
 cudaError_t launch_whiten_bias_backward_v2(float *partials, const __half *x, const __half *d_out,
                                            const float *weight, const float *bias, int n, cudaStream_t stream);
-// bn_gelu_v2.cu: four rows' loads in flight per thread.
+// bn_gelu_v2.cu: several rows' loads in flight per thread.
+cudaError_t launch_bn_gelu_forward_v2(__half *out, const __half *in, const __half *residual, const float *mean,
+                                      const float *rstd, const float *bias, int rows, int c, int activation,
+                                      cudaStream_t stream);
 cudaError_t launch_bn_gelu_backward_reduce_v2(float *partials, const __half *d_out, const __half *in,
                                               const __half *residual, const float *mean, const float *rstd,
                                               const float *bias, int rows, int c, int activation,
@@ -92,7 +95,10 @@ static const Entry KERNELS[] = {
     V1("channel_stats", CHANNEL_STATS, launch_channel_stats),
     V1("bn_finalize", BN_FINALIZE, launch_bn_finalize),
     V1("bn_gelu_forward", BN_GELU_FORWARD, launch_bn_gelu_forward),
+    KERNEL("bn_gelu_forward", "v2", BN_GELU_FORWARD, launch_bn_gelu_forward, launch_bn_gelu_forward_v2),
     V1("bn_gelu_forward_residual", BN_GELU_FORWARD_RESIDUAL, launch_bn_gelu_forward),
+    KERNEL("bn_gelu_forward_residual", "v2", BN_GELU_FORWARD_RESIDUAL, launch_bn_gelu_forward,
+           launch_bn_gelu_forward_v2),
     V1("bn_gelu_backward_reduce", BN_GELU_BACKWARD_REDUCE, launch_bn_gelu_backward_reduce),
     KERNEL("bn_gelu_backward_reduce", "v2", BN_GELU_BACKWARD_REDUCE, launch_bn_gelu_backward_reduce,
            launch_bn_gelu_backward_reduce_v2),

@@ -15,13 +15,6 @@
 
 #define COLUMN_THREADS (32 * COLUMN_SLICES)
 
-// First row of this thread in a grid-stride walk, and the stride.
-__device__ __forceinline__ int first_row(const RowTile &tile) { return blockIdx.x * tile.rows_per_pass + tile.sub; }
-__device__ __forceinline__ int row_stride(const RowTile &tile) { return gridDim.x * tile.rows_per_pass; }
-
-// Grid for an elementwise row-tiled pass over `rows` rows of c channels.
-static int rows_grid(int rows, int c) { return stride_grid(ceil_div(rows, BLOCK / (c / 8))); }
-
 // ---- forward ---------------------------------------------------------------------------
 
 template <Activation A>

@@ -38,6 +38,13 @@ __device__ __forceinline__ void bn_gelu_dz(float *dz, float *xhat, float x, floa
     *dz = d_out * activate_grad<A>(z);
 }
 
+// First row of this thread in a grid-stride walk, and the stride.
+__device__ __forceinline__ int first_row(const RowTile &tile) { return blockIdx.x * tile.rows_per_pass + tile.sub; }
+__device__ __forceinline__ int row_stride(const RowTile &tile) { return gridDim.x * tile.rows_per_pass; }
+
+// Grid for an elementwise row-tiled pass over `rows` rows of c channels.
+static int rows_grid(int rows, int c) { return stride_grid(ceil_div(rows, BLOCK / (c / 8))); }
+
 // The instance of a kernel template for the activation (net.h's Activation), chosen once
 // per launch; NULL for an activation there is no instance of.
 template <typename Kernel> static Kernel kernel_for(int activation, Kernel gelu_kernel, Kernel silu_kernel) {
