@@ -65,8 +65,8 @@ plus the untracked files outside runs/), named in the run file's environment.
 How long: airbench94 takes about 1.3 s per run on an H100 plus about 5 s of start-up, so the
 default 25 runs take about 40 s after the build. With --against each chunk starts both
 trainers again (about 2 x 5 s per chunk) and REV is built from scratch first (minutes).
-CUDA_ARCH, like the library locations, is passed to both builds: CUDA_ARCH=90 builds for an
-H100 or H200 alone, in half the time.
+Builds run one make job per processor; CUDA_ARCH, like the library locations, is passed to
+both builds (CUDA_ARCH=90: for an H100 or H200 alone, one architecture instead of two).
 
 Exit status: 0 fine; 1 --check failed, or the trainer failed (its own status is passed on:
 1 for an error or a divergence, 2 for bad trainer flags); 2 bad arguments, no GPU, gnuplot
@@ -346,10 +346,13 @@ make_vars() {
     done
 }
 
+# Parallel builds: as many jobs as processors.
+make_jobs() { nproc 2>/dev/null || echo 4; }
+
 build_programs() {
     local vars
     mapfile -t vars < <(make_vars)
-    run_child make -C "$ROOT" "${vars[@]}" "build/airbench$variant" build/benchstat
+    run_child make -C "$ROOT" -j "$(make_jobs)" "${vars[@]}" "build/airbench$variant" build/benchstat
     local status=$?
     stop_if_signalled
     ((status == 0)) ||
@@ -378,7 +381,7 @@ build_revision() {
     mapfile -t vars < <(make_vars)
     echo "bench.sh: building $against (${against_commit:0:7}) in $rev_tree"
     run_child env "${commit_env[@]}" \
-        make -C "$rev_tree" "${vars[@]}" "build/airbench$variant"
+        make -C "$rev_tree" -j "$(make_jobs)" "${vars[@]}" "build/airbench$variant"
     local status=$?
     stop_if_signalled
     ((status == 0)) || die 2 "building build/airbench$variant of $against failed (see above)"
