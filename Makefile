@@ -275,7 +275,9 @@ test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped $(CUDA_HOST_TESTS) (the GPU-side files on the CPU, which need CUDA's headers)")
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(CPU_TESTS) $(SHELL_TESTS)
 
-gpu-test: all data
+# The GPU programs only: a GPU machine need not have the CPU side's tools (the sanitizer
+# runtimes of the fuzzers, g++ for the kernels on the CPU).
+gpu-test: gpu data | check-cuda
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(GPU_TESTS)
 
 # The host programs built with AddressSanitizer and UBSan in $(BUILD)/asan and run as
