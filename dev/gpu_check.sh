@@ -18,11 +18,11 @@
 #
 #   lease     a 15-minute lease's one main call (dev/README.md), made after the data is
 #             staged; it builds (as above; GIT_COMMIT set) and runs, most important first:
-#             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 20 against the baseline tree;
+#             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 25 against the baseline tree;
 #             airbench94 with --stats-blocks 1024 and with --graphs on, and 94-record, 20
-#             runs each, each compared with the tree's own 94 or 94-muon file;
-#             dev/profile.sh 94; the kernel bench (each v2 of dev/*.cu beside its v1); the
-#             start-up. A verdict table ends the output
+#             runs each, each compared with the tree's own 94 or 94-muon file; the kernel
+#             bench (each v2 of dev/*.cu beside its v1); the start-up; dev/profile.sh 94. A
+#             verdict table ends the output
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
@@ -188,16 +188,16 @@ lease() {
     require_baseline_tree
     step build 240 make -j16 CUDA_ARCH=90 gpu build/benchstat || { echo "== no build: nothing else runs"; return; }
     step kernels 60 build/gpu_test_kernels
-    against 94 20
-    against 94-muon 20
+    against 94 25
+    against 94-muon 25
     bench 94 20 airbench94-stats1024 --stats-blocks 1024 && compare airbench94-stats1024 "$logs/94-A.json"
     bench 94 20 airbench94-graphs --graphs on && compare airbench94-graphs "$logs/94-A.json"
     bench 94-record 20 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
+    step kernel-bench 90 build/kernel_bench
+    startup
     export PROFILE_RAW="$logs/ncu-airbench94.txt"
     step profile 120 dev/profile.sh 94 --data "$data" &&
         cp "$logs/profile.log" "$out/profile-airbench94.txt"
-    step kernel-bench 90 build/kernel_bench
-    startup
     verdicts
 }
 

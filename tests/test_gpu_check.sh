@@ -72,9 +72,9 @@ test_whole_lease() {
         fail "the baseline is not built for sm_90 once per variant: $(grep '^make' "$sandbox/calls")"
     calls_contain "build env GIT_COMMIT=$baseline_commit GIT_DIRTY=0" && pass ||
         fail "the baseline is not built with its commit"
-    [[ $(calls_matching "^trainer .*$repo/.rev/790450e/build/airbench94 ") == 4 &&
-        $(calls_matching "^trainer .*$repo/build/airbench94 .*bench_side=A") == 4 ]] && pass ||
-        fail "airbench94's 20 runs are not 4 chunks on each side: $(grep '^trainer' "$sandbox/calls")"
+    [[ $(calls_matching "^trainer .*$repo/.rev/790450e/build/airbench94 ") == 5 &&
+        $(calls_matching "^trainer .*$repo/build/airbench94 .*bench_side=A") == 5 ]] && pass ||
+        fail "airbench94's 25 runs are not 5 chunks on each side: $(grep '^trainer' "$sandbox/calls")"
     calls_contain "--stats-blocks 1024" && calls_contain "--graphs on" && pass ||
         fail "the stats-blocks and graphs runs do not get their flags"
     grep -q "^trainer .*build/airbench94-record .*--runs 20" "$sandbox/calls" && pass || fail "94-record is not run"
