@@ -4,12 +4,12 @@
 // per-channel math, whose erff/expf and residual tests are branches the loads are not
 // hoisted over: one row's loads in flight per thread.
 //
-// bn_gelu_backward_reduce, ROWS_IN_FLIGHT rows. In the ncu table of an H100 at 790450e,
-// v1's six launches of a step moved about 1.5 TB/s (302 MB in 206 us), where the apply
-// pass's three, which read the same tensors and write one more, moved 2.4 (226 MB in 94 us);
-// v1 has 256 blocks, two per SM (16 warps). The prediction is the reduce at the apply's
-// bandwidth or better (the four layers that read 67 MB from ~45 us to ~28 us each). It adds
-// the rows in v1's order.
+// bn_gelu_backward_reduce, ROWS_IN_FLIGHT rows. In the ncu table of an H100 at 790450e
+// (docs/speed.md), v1's six launches of a step moved about 1.2 TB/s (240 MB in 206 us),
+// where the apply pass's three, which read the same tensors and write one more, moved 1.9
+// (180 MB in 94 us); v1 has 256 blocks, two per SM (16 warps). The prediction is the
+// reduce at 1.9 TB/s or better: the six launches from 206 us to ~125 us a step. It adds the
+// rows in v1's order.
 #include "bn_gelu_layer.h"
 
 #define ROWS_IN_FLIGHT 4
@@ -72,9 +72,10 @@ extern "C" cudaError_t launch_bn_gelu_backward_reduce_v2(float *partials, const 
 }
 
 // ---- forward ---------------------------------------------------------------------------------
-// bn_gelu_forward, FORWARD_ROWS rows of its grid-stride walk at a time. v1 averaged 23.8 us a
-// launch in the same table, some 2 TB/s at the step's shapes, with 32 warps per SM. The
-// prediction is the forward near the 2.7 TB/s of the maxpool2_stats pass.
+// bn_gelu_forward, FORWARD_ROWS rows of its grid-stride walk at a time. Its six launches of a
+// step moved about 1.7 TB/s in the same table (240 MB in ~143 us; the average launch mixes
+// in the evaluation's), with 32 warps per SM. The prediction is the forward near the 2.3
+// TB/s of the maxpool2_stats pass: ~105 us a step.
 #define FORWARD_ROWS 2
 
 template <Activation A>
