@@ -73,9 +73,8 @@ extern "C" cudaError_t launch_bn_gelu_backward_reduce_v2(float *partials, const 
 
 // ---- forward ---------------------------------------------------------------------------------
 // bn_gelu_forward, FORWARD_ROWS rows of its grid-stride walk at a time. Its six launches of a
-// step moved about 1.7 TB/s in the same table (240 MB in ~143 us; the average launch mixes
-// in the evaluation's), with 32 warps per SM. The prediction is the forward near the 2.3
-// TB/s of the maxpool2_stats pass: ~105 us a step.
+// step moved about 2.0 TB/s in the same table (240 MB in ~122 us), with 32 warps per SM. The
+// prediction is the forward near the 2.7 TB/s of the maxpool2_stats pass: ~90 us a step.
 #define FORWARD_ROWS 2
 
 template <Activation A>
