@@ -322,14 +322,8 @@ bool valid(const EmuConfig &c, const char **why) {
 
 }  // namespace
 
-void emu_run(const EmuConfig &config, void (*body)(void *), void *context, const char *kernel) {
-    host_note(kernel);
-    const char *why;
-    if (!valid(config, &why)) {
-        fprintf(stderr, "emu: launch of %s: %s\n", kernel, why);
-        host_launch_failed(cudaErrorInvalidConfiguration, 0);
-        return;
-    }
+// Runs a checked launch's grid to completion.
+static void emu_run(const EmuConfig &config, void (*body)(void *), void *context, const char *kernel) {
     static Pool *pool = new Pool;  // never destroyed: its threads wait until the process ends
     Launch l;
     l.config = &config;
@@ -343,6 +337,35 @@ void emu_run(const EmuConfig &config, void (*body)(void *), void *context, const
     pool->run(&l);
     RACE_ACQUIRE(&l.end);
     if (l.failed) host_launch_failed(cudaErrorLaunchFailure, 1);
+}
+
+// A submitted launch: what emu_run needs, owned until it has run.
+struct Submitted {
+    EmuConfig config;
+    void (*body)(void *);
+    void *context;
+    void (*release)(void *);
+    const char *kernel;
+};
+
+static void run_submitted(void *p) {
+    Submitted *s = static_cast<Submitted *>(p);
+    emu_run(s->config, s->body, s->context, s->kernel);
+    s->release(s->context);
+    delete s;
+}
+
+void emu_submit(const EmuConfig &config, void (*body)(void *), void *context, void (*release)(void *),
+                const char *kernel) {
+    host_note(kernel);
+    const char *why;
+    if (!valid(config, &why)) {
+        fprintf(stderr, "emu: launch of %s: %s\n", kernel, why);
+        host_launch_failed(cudaErrorInvalidConfiguration, 0);
+        release(context);
+        return;
+    }
+    host_enqueue(config.stream, run_submitted, new Submitted{config, body, context, release, kernel});
 }
 
 bool emu_pointer_ok(const char *kernel, int index, const void *p) {

@@ -4,8 +4,9 @@
 // stream>>>(args)` into `emu_launch(EmuConfig(grid, block, 0, stream), "kernel", kernel)(args)`
 // and compiles the result with this header included first (-include).
 //
-// The model (emu.cc): a launch runs to completion before it returns, one block at a time per
-// worker thread; each CUDA thread of a block is a fiber on its own small stack. A fiber runs
+// The model (emu.cc): a launch runs to completion as one call on its stream (at once, or
+// queued until a synchronization: tests/host/cuda_host.c's HOST_STREAMS), one block at a time
+// per worker thread; each CUDA thread of a block is a fiber on its own small stack. A fiber runs
 // until it reaches __syncthreads, a warp shuffle or its end; the block's fibers take turns
 // in passes, one segment each per pass, and a __syncthreads lets its fibers go on only when
 // every fiber still running has reached it. So:
@@ -150,9 +151,12 @@ struct EmuConfig {
         : grid(g), block(b), shared_bytes(shared), stream(s) {}
 };
 
-// Runs body once per CUDA thread of the grid (emu.cc), or records why the configuration is
-// invalid for the next cudaGetLastError.
-void emu_run(const EmuConfig &config, void (*body)(void *), void *context, const char *kernel);
+// Checks the configuration (an invalid one is reported and recorded for the next
+// cudaGetLastError, as a failed launch) and, if it is valid, runs body once per CUDA thread
+// of the grid (emu.cc) as a call on config.stream (tests/host's host_enqueue: at once, or
+// queued); release(context) follows the run, or the refusal.
+void emu_submit(const EmuConfig &config, void (*body)(void *), void *context, void (*release)(void *),
+                const char *kernel);
 
 // A pointer argument must be NULL or point into a live cudaMalloc allocation (a host
 // pointer or a freed buffer is reported, and the launch fails as the GPU's would).
@@ -164,7 +168,8 @@ template <typename T> bool emu_argument_ok(const char *kernel, int index, const 
 }
 
 // emu_launch(config, "name", kernel)(args...): the call converts the arguments to the
-// kernel's parameter types as the launch would (a literal NULL included), and runs the grid.
+// kernel's parameter types as the launch would (a literal NULL included), checks them, and
+// submits the grid with a copy of them.
 template <typename... Params> struct EmuLauncher {
     EmuConfig config;
     const char *name;
@@ -177,9 +182,10 @@ template <typename... Params> struct EmuLauncher {
         struct Call {
             void (*kernel)(Params...);
             std::tuple<Params...> values;
-        } call{kernel, std::tuple<Params...>(args...)};
-        emu_run(config, [](void *p) { std::apply(static_cast<Call *>(p)->kernel, static_cast<Call *>(p)->values); },
-                &call, name);
+        };
+        emu_submit(config, [](void *p) { std::apply(static_cast<Call *>(p)->kernel, static_cast<Call *>(p)->values); },
+                   new Call{kernel, std::tuple<Params...>(args...)}, [](void *p) { delete static_cast<Call *>(p); },
+                   name);
     }
 };
 template <typename... Params>

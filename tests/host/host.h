@@ -3,8 +3,10 @@
 // cuBLAS, cuDNN and conv.c; the kernels are the project's own, run on the CPU by tests/emu/:
 //   cuda_host.c     the CUDA runtime calls the project makes (memory is host memory, filled
 //                   with 0xff bytes like tests/gpu_test.h's, so that a value read before
-//                   anything wrote it is a NaN; streams and events run in order at once; a
-//                   kernel's fault is sticky; graph capture runs the calls at once and
+//                   anything wrote it is a NaN; streams run each call at once, or, with
+//                   HOST_STREAMS=late or early, queue them and run them at the next
+//                   synchronization in an adversarial order that keeps only stream order
+//                   and events, so that a missing event shows; a kernel's fault is sticky; graph capture runs the calls at once and
 //                   remembers which calls were made, so that updating an executable graph
 //                   fails where the real one would: when the calls differ), cuBLAS's
 //                   strided-batched bf16 GEMM, and the two cuDNN calls outside conv.c;
@@ -22,3 +24,9 @@ void host_note(const char *call);
 void host_launch_failed(cudaError_t err, int sticky);
 // Whether [p, p + bytes) lies inside one live allocation of cudaMalloc.
 int host_inside_allocation(const void *p, size_t bytes);
+// Runs run(arg) on stream as CUDA would run a call made there (at once, or queued:
+// cuda_host.c's HOST_STREAMS); run releases arg. The NULL stream runs it at once, after
+// everything queued.
+void host_enqueue(cudaStream_t stream, void (*run)(void *), void *arg);
+// Runs every queued call (a synchronization).
+void host_synchronize(void);
