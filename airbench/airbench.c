@@ -180,9 +180,9 @@ static void forward_features(Trainer *t, int n, int train) {
 // Backward pass: from the loss gradient to every parameter gradient.
 
 // Through the activation, BN (per BN group, each through its own statistics) and, for
-// j = 0, the pool: from d_act to t->d_conv, and the BN bias gradient (summed over the
-// groups). Where the residual joins, the activation-input gradient also goes to d_residual.
-static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act) {
+// j = 0, the pool: from d_act to d_conv, and the BN bias gradient (summed over the groups).
+// Where the residual joins, the activation-input gradient also goes to d_residual.
+static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act, __half *d_conv) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
     cudaStream_t s = t->stream;
@@ -200,15 +200,30 @@ static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_ac
         CUDA_CHECK(launch_bn_backward_finalize(groups == 1 ? d_bias : t->bn_group_bias + k * c, t->bn_sums,
                                                t->partials, stats_blocks((int)rows, c), c, (int)rows, s));
         if (j == 0)
-            CUDA_CHECK(launch_bn_gelu_backward_apply_pool(t->d_conv + k * pre_pool_values, d_out, bn_in,
+            CUDA_CHECK(launch_bn_gelu_backward_apply_pool(d_conv + k * pre_pool_values, d_out, bn_in,
                                                           a->pool_argmax[g] + k * values, mean, rstd, bias,
                                                           t->bn_sums, images, in_side, in_side, c, activation, s));
         else
-            CUDA_CHECK(launch_bn_gelu_backward_apply(t->d_conv + k * values, joins ? t->d_residual + k * values : NULL,
+            CUDA_CHECK(launch_bn_gelu_backward_apply(d_conv + k * values, joins ? t->d_residual + k * values : NULL,
                                                      d_out, bn_in, residual, mean, rstd, bias, t->bn_sums, (int)rows,
                                                      c, activation, s));
     }
     if (groups > 1) CUDA_CHECK(launch_reduce_partials(d_bias, t->bn_group_bias, groups, c, s));
+}
+
+// The filter gradient dw of a conv from its input and its output's gradient d_conv: on the
+// main stream, or (--wgrad-stream on) on the filter stream once d_conv is written, noting
+// in filter_done[buffer] when it has read d_conv.
+static void filter_gradient(Trainer *t, const ConvPlan *plan, const __half *input, const __half *d_conv, __half *dw,
+                            int buffer) {
+    if (!t->filter_stream) {
+        conv_backward_filter(t->convs, plan, input, d_conv, dw);
+        return;
+    }
+    CUDA_CHECK(cudaEventRecord(t->d_conv_ready, t->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(t->filter_stream, t->d_conv_ready, 0));
+    conv_backward_filter(t->convs, plan, input, d_conv, dw);
+    CUDA_CHECK(cudaEventRecord(t->filter_done[buffer], t->filter_stream));
 }
 
 static void backward(Trainer *t, int n, int whiten_bias_grad) {
@@ -225,17 +240,24 @@ static void backward(Trainer *t, int n, int whiten_bias_grad) {
     // d_act holds the gradient of the activation being processed. A conv's input gradient
     // may overwrite it (already consumed), except where the residual splits: there it is
     // added to the branch gradient that bn_gelu_backward left in d_residual.
+    // With the filter stream, layers alternate between two d_conv buffers: a layer's
+    // gradient is written while the filter gradient of the layer before still reads the
+    // other, and only after the one two layers before has read this one.
     __half *d_act = t->d_act;
+    int layer = 0;
     for (int g = 2; g >= 0; g--)
-        for (int j = l->depth - 1; j >= 0; j--) {
-            bn_gelu_backward(t, g, j, n, d_act);
+        for (int j = l->depth - 1; j >= 0; j--, layer++) {
+            int buffer = t->filter_stream ? layer % 2 : 0;
+            __half *d_conv = buffer ? t->d_conv_spare : t->d_conv;
+            if (t->filter_stream && layer >= 2) CUDA_CHECK(cudaStreamWaitEvent(s, t->filter_done[buffer], 0));
+            bn_gelu_backward(t, g, j, n, d_act, d_conv);
             const ConvPlan *plan = conv_plan(t->convs, n, g, j);
             const __half *input = j > 0 ? a->act[g][j - 1] : g > 0 ? a->act[g - 1][l->depth - 1] : a->whiten_out;
-            conv_backward_filter(t->convs, plan, input, t->d_conv, conv_half_ptr(t, t->conv_grads, g, j));
+            filter_gradient(t, plan, input, d_conv, conv_half_ptr(t, t->conv_grads, g, j), buffer);
             int splits = net_residual_splits(l->depth, j);
             d_act = splits ? t->d_residual : t->d_act;
             if (g > 0 || j > 0 || whiten_bias_grad)
-                conv_backward_data(t->convs, plan, conv_half_ptr(t, t->conv_half, g, j), t->d_conv, d_act, splits);
+                conv_backward_data(t->convs, plan, conv_half_ptr(t, t->conv_half, g, j), d_conv, d_act, splits);
         }
     if (whiten_bias_grad) {
         CUDA_CHECK(launch_whiten_bias_backward(t->partials, a->x, d_act, param_ptr(t, t->params, 0),
@@ -243,6 +265,9 @@ static void backward(Trainer *t, int n, int whiten_bias_grad) {
         CUDA_CHECK(launch_reduce_partials(param_ptr(t, t->grads, 1), t->partials,
                                           stats_blocks(n * WHITEN_SIDE * WHITEN_SIDE, WHITEN_WIDTH), WHITEN_WIDTH, s));
     }
+    // The optimizer reads every filter gradient: the main stream waits for the filter
+    // stream's latest record, which follows all its work.
+    if (t->filter_stream) CUDA_CHECK(cudaStreamWaitEvent(s, t->filter_done[(layer - 1) % 2], 0));
 }
 
 // ----------------------------------------------------------------------------
@@ -639,6 +664,7 @@ int main(int argc, char **argv) {
         t->graphs = step_graphs_create();
         if (t->proxy) t->proxy->graphs = step_graphs_create();
     }
+    if (o.wgrad_stream) trainer_use_filter_stream(t);
     if (o.json_path) {
         if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, trainer_deterministic(t)), err,
                                        sizeof err)))

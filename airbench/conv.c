@@ -30,6 +30,8 @@ typedef struct {
 struct Convs {
     cudnnHandle_t cudnn;
     void *workspace;
+    cudnnHandle_t filter_cudnn;  // conv_backward_filter's, on the filter stream (NULL: none)
+    void *filter_workspace;
     ConvAlgoChoice choice;
     const NetLayout *layout;
     __half *scratch_x, *scratch_w, *scratch_y;
@@ -280,6 +282,10 @@ void convs_free(Convs *c) {
             for (int j = 0; j < c->layout->depth; j++) destroy_plan(&c->plan_sets[i].conv[g][j]);
     cudaFree(c->workspace);
     cudnnDestroy(c->cudnn);
+    if (c->filter_cudnn) {
+        cudaFree(c->filter_workspace);
+        cudnnDestroy(c->filter_cudnn);
+    }
     free(c);
 }
 
@@ -299,9 +305,18 @@ void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w,
 
 void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
     const float one = 1.0f, zero = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(c->cudnn, &one, p->x_desc, x, p->y_desc, dy, p->conv_desc,
-                                               p->bwd_filter_algo, c->workspace, WORKSPACE_BYTES, &zero, p->w_desc,
-                                               dw));
+    cudnnHandle_t handle = c->filter_cudnn ? c->filter_cudnn : c->cudnn;
+    void *workspace = c->filter_cudnn ? c->filter_workspace : c->workspace;
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, p->x_desc, x, p->y_desc, dy, p->conv_desc,
+                                               p->bwd_filter_algo, workspace, WORKSPACE_BYTES, &zero, p->w_desc, dw));
+}
+
+void convs_use_filter_stream(Convs *c, cudaStream_t stream) {
+    if (!c->filter_cudnn) {
+        CUDNN_CHECK(cudnnCreate(&c->filter_cudnn));
+        c->filter_workspace = gpu_alloc(WORKSPACE_BYTES);
+    }
+    CUDNN_CHECK(cudnnSetStream(c->filter_cudnn, stream));
 }
 
 void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {

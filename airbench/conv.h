@@ -46,7 +46,11 @@ int convs_deterministic(const Convs *c);
 
 // y = conv(x, w).
 void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y);
-// dw = the filter gradient from the input x and the output gradient dy.
+// dw = the filter gradient from the input x and the output gradient dy; on the filter
+// stream once convs_use_filter_stream has set one, else on the convs' stream.
 void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw);
+// From now on conv_backward_filter runs on `stream`, with a cuDNN handle and workspace of its
+// own (so that it can run beside the other convolutions); the caller orders it with events.
+void convs_use_filter_stream(Convs *c, cudaStream_t stream);
 // dx = (or += when accumulate) the input gradient from the filter w and dy.
 void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate);

@@ -67,10 +67,17 @@ static void alloc_params(Trainer *t) {
 }
 
 // The backward scratch; d_act and d_conv hold the largest activation (conv (0, 0)'s).
+// Values of the largest activation (and conv-output gradient) of `batch` images: the
+// whitening output or the first conv's output, at the whitening's side.
+static size_t largest_activation(const Trainer *t, size_t batch) {
+    int width = t->layout.widths[0] > WHITEN_WIDTH ? t->layout.widths[0] : WHITEN_WIDTH;
+    return batch * WHITEN_SIDE * WHITEN_SIDE * width;
+}
+
 static void alloc_scratch(Trainer *t) {
     const NetLayout *l = &t->layout;
     size_t b = (size_t)t->max_batch, widest = 0, largest_group_act = 0;
-    size_t largest = b * WHITEN_SIDE * WHITEN_SIDE * (l->widths[0] > WHITEN_WIDTH ? l->widths[0] : WHITEN_WIDTH);
+    size_t largest = largest_activation(t, b);
     for (int g = 0; g < 3; g++) {
         size_t act = (size_t)net_group_out_side(g) * net_group_out_side(g) * l->widths[g];
         if (act > largest_group_act) largest_group_act = act;
@@ -174,6 +181,15 @@ Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, 
     return t;
 }
 
+void trainer_use_filter_stream(Trainer *t) {
+    if (t->filter_stream) return;
+    CUDA_CHECK(cudaStreamCreate(&t->filter_stream));
+    CUDA_CHECK(cudaEventCreateWithFlags(&t->d_conv_ready, cudaEventDisableTiming));
+    for (int i = 0; i < 2; i++) CUDA_CHECK(cudaEventCreateWithFlags(&t->filter_done[i], cudaEventDisableTiming));
+    t->d_conv_spare = gpu_alloc(largest_activation(t, (size_t)recipe_train_batch(&t->recipe)) * sizeof(__half));
+    convs_use_filter_stream(t->convs, t->filter_stream);
+}
+
 int trainer_deterministic(const Trainer *t) {
     return convs_deterministic(t->convs) && (!t->proxy || convs_deterministic(t->proxy->convs));
 }
@@ -188,8 +204,13 @@ static void free_network(Trainer *t) {
                        t->running, t->ema_running, t->d_act, t->d_conv, t->d_residual, t->d_logits,
                        t->d_features, t->partials, t->bn_sums, t->bn_group_bias, t->loss_sum, t->correct, t->ns_x, t->ns_next,
                        t->ns_gram, t->ns_poly, t->sum_sq, t->test_logits, t->top_probability, t->tta_indices,
-                       t->kept_rows, t->example_losses, t->loss_weights, t->ones};
+                       t->kept_rows, t->example_losses, t->loss_weights, t->ones, t->d_conv_spare};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
+    if (t->filter_stream) {
+        cudaEventDestroy(t->d_conv_ready);
+        for (int i = 0; i < 2; i++) cudaEventDestroy(t->filter_done[i]);
+        cudaStreamDestroy(t->filter_stream);
+    }
 }
 
 void trainer_free(Trainer *t) {

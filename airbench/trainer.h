@@ -78,6 +78,14 @@ typedef struct Trainer {
     void *cublas_workspace;  // set explicitly, so that cuBLAS never allocates inside a captured step
     Convs *convs;
     StepGraphs *graphs;  // --graphs on: the training steps as CUDA graphs (graph.h); else NULL
+    // --wgrad-stream on (trainer_use_filter_stream; else all NULL): the filter gradients on
+    // a stream of their own, beside the rest of the backward pass; a second conv-output
+    // gradient buffer, so that one layer's can be written while the filter gradient of the
+    // layer before still reads the other; an event for "this layer's d_conv is written",
+    // and one per buffer for "the filter gradient that read it is done".
+    cudaStream_t filter_stream;
+    __half *d_conv_spare;
+    cudaEvent_t d_conv_ready, filter_done[2];
 } Trainer;
 
 #define EVAL_BATCH 2000  // test images per evaluation forward pass
@@ -106,5 +114,7 @@ void muon_step(Trainer *t, const StepPlan *plan);
 Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, int n_test,
                         ConvAlgoChoice conv_algo, const char *conv_cache);
 void trainer_free(Trainer *t);
+// Moves the network's filter gradients onto a second stream (the fields above).
+void trainer_use_filter_stream(Trainer *t);
 // Whether every convolution algorithm chosen, the proxy's included, is deterministic.
 int trainer_deterministic(const Trainer *t);

@@ -5,7 +5,9 @@
 # first one timed from a fresh algorithm cache, as every later process does; that is what
 # keeps cuDNN's timing noise out of the numbers. A third process runs with --graphs on: the
 # CUDA graphs replay the same kernels with the same arguments, so its numbers must be the
-# same bits too. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
+# same bits too; so must a fourth's with --wgrad-stream on (the same convolutions on a second
+# stream, ordered by events: a missing event would read a buffer too early or too late).
+# Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
 # graphs) and airbench96-filter (whose proxy network scores and selects on the GPU first);
 # TRAINERS names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
@@ -30,20 +32,22 @@ same_numbers() {
 
 for trainer in $trainers; do
     rm -f "$tmp"/*
-    for k in 1 2 3; do
-        graphs=off
+    for k in 1 2 3 4; do
+        graphs=off wgrad_stream=off
         [ $k = 3 ] && graphs=on
+        [ $k = 4 ] && wgrad_stream=on
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
-            --graphs $graphs --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
+            --graphs $graphs --wgrad-stream $wgrad_stream --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
         rc=$?
         check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
     check "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt" \
         [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
-    for k in 1 2 3; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
+    for k in 1 2 3 4; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
     check "the run file of $trainer holds too few numbers to compare" [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
     same_numbers 2 "$trainer, two processes, seeds 5 and 6"
     same_numbers 3 "$trainer with --graphs on against the run without graphs"
+    same_numbers 4 "$trainer with --wgrad-stream on against the run without"
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done

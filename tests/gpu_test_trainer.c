@@ -421,12 +421,30 @@ static uint8_t *network_state(const Trainer *t, size_t *bytes) {
     return state;
 }
 
-// A whole short run (init, whitening, proxy training, steps, evaluation) without and then
-// with CUDA graphs: the graphs replay the same kernels with the same arguments, so the
-// final states, losses and accuracies must be identical to the bit. The recipe's schedule
-// changes shape within the run: the whitening bias freezes, lookahead fires, and (Muon)
-// renormalization comes and goes.
-static void test_graph_run(const Cifar10 *data, Recipe recipe) {
+// The ways test_run_modes runs the same short run.
+enum { RUN_PLAIN, RUN_GRAPHS, RUN_FILTER_STREAM, RUN_BOTH, RUN_MODES };
+static const char *const RUN_MODE_NAMES[RUN_MODES] = {"as it is", "with CUDA graphs",
+                                                      "with the filter gradients on their own stream",
+                                                      "with both"};
+
+// Sets t (and its proxy) up for `mode`: graphs made anew or dropped; the filter stream, once
+// set, stays (only the main network has one).
+static void set_run_mode(Trainer *t, int mode) {
+    for (Trainer *net = t; net; net = net == t ? t->proxy : NULL) {
+        step_graphs_free(net->graphs);
+        net->graphs = mode == RUN_GRAPHS || mode == RUN_BOTH ? step_graphs_create() : NULL;
+    }
+    if (mode == RUN_FILTER_STREAM) trainer_use_filter_stream(t);
+}
+
+// A whole short run (init, whitening, proxy training, steps, evaluation) in each mode: the
+// graphs replay the same kernels with the same arguments, and the filter stream runs the
+// same convolutions on the same buffers, ordered by events, so the final states, losses and
+// accuracies must be identical to the bit. The recipe's schedule changes shape within the
+// run: the whitening bias freezes, lookahead fires, and (Muon) renormalization comes and
+// goes. On the CPU, HOST_STREAMS=late and early run the two streams in adversarial orders
+// (tests/host/cuda_host.c), so that a missing event changes the numbers.
+static void test_run_modes(const Cifar10 *data, Recipe recipe) {
     enum { GRAPH_STEPS = 24, GRAPH_TEST_IMAGES = 200 };
     recipe = small_recipe(recipe);
     recipe.epochs = (double)GRAPH_STEPS * BATCH / data->train.n;
@@ -438,37 +456,39 @@ static void test_graph_run(const Cifar10 *data, Recipe recipe) {
     }
     Trainer *t = trainer_create(&recipe, data, data->train.n, GRAPH_TEST_IMAGES, CONV_ALGO_FIND, NULL);
     Options o = {.seed = 3};
-    size_t bytes[2], proxy_bytes[2] = {0, 0};
-    uint8_t *state[2], *proxy_state[2] = {NULL, NULL};
-    RunResult run[2];
-    for (int graphs = 0; graphs < 2; graphs++) {
-        if (graphs) {
-            t->graphs = step_graphs_create();
-            if (t->proxy) t->proxy->graphs = step_graphs_create();
+    size_t bytes[RUN_MODES], proxy_bytes[RUN_MODES] = {0};
+    uint8_t *state[RUN_MODES], *proxy_state[RUN_MODES] = {NULL};
+    RunResult run[RUN_MODES];
+    long made = 0, updated = 0, proxy_made = 0, proxy_updated = 0;
+    for (int mode = 0; mode < RUN_MODES; mode++) {
+        set_run_mode(t, mode);
+        run[mode] = run_training(t, &o, -1, 0);
+        state[mode] = network_state(t, &bytes[mode]);
+        if (t->proxy) proxy_state[mode] = network_state(t->proxy, &proxy_bytes[mode]);
+        if (mode == RUN_GRAPHS) {
+            made = t->graphs->instantiations, updated = t->graphs->updates;
+            if (t->proxy) proxy_made = t->proxy->graphs->instantiations, proxy_updated = t->proxy->graphs->updates;
         }
-        run[graphs] = run_training(t, &o, -1, 0);
-        state[graphs] = network_state(t, &bytes[graphs]);
-        if (t->proxy) proxy_state[graphs] = network_state(t->proxy, &proxy_bytes[graphs]);
     }
     int total = recipe_total_steps(&recipe, data->train.n);
-    printf("%s recipe with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name, total,
-           t->graphs->instantiations, t->graphs->updates);
-    if (t->proxy) printf("; proxy: %ld made, %ld updated", t->proxy->graphs->instantiations, t->proxy->graphs->updates);
+    printf("%s recipe with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name, total, made, updated);
+    if (t->proxy) printf("; proxy: %ld made, %ld updated", proxy_made, proxy_updated);
     printf("\n");
-    CHECK(!memcmp(state[0], state[1], bytes[0]), "%s: the network state after a run with CUDA graphs differs from "
-          "the one without", recipe.name);
-    CHECK(!t->proxy || !memcmp(proxy_state[0], proxy_state[1], proxy_bytes[0]),
-          "%s: the proxy's state after a run with CUDA graphs differs from the one without", recipe.name);
-    CHECK(run[0].accuracy == run[1].accuracy && run[0].n_epochs == run[1].n_epochs &&
-              run[0].epochs[0].train_loss == run[1].epochs[0].train_loss,
-          "%s: accuracy %.6f / %.6f or first-epoch loss %.9g / %.9g differ without and with CUDA graphs", recipe.name,
-          run[0].accuracy, run[1].accuracy, run[0].epochs[0].train_loss, run[1].epochs[0].train_loss);
+    for (int mode = 1; mode < RUN_MODES; mode++) {
+        const char *how = RUN_MODE_NAMES[mode];
+        CHECK(!memcmp(state[0], state[mode], bytes[0]), "%s: the network state after a run %s differs from the "
+              "one as it is", recipe.name, how);
+        CHECK(!t->proxy || !memcmp(proxy_state[0], proxy_state[mode], proxy_bytes[0]),
+              "%s: the proxy's state after a run %s differs from the one as it is", recipe.name, how);
+        CHECK(run[0].accuracy == run[mode].accuracy && run[0].n_epochs == run[mode].n_epochs &&
+                  run[0].epochs[0].train_loss == run[mode].epochs[0].train_loss,
+              "%s: accuracy %.6f / %.6f or first-epoch loss %.9g / %.9g differ as it is and %s", recipe.name,
+              run[0].accuracy, run[mode].accuracy, run[0].epochs[0].train_loss, run[mode].epochs[0].train_loss, how);
+    }
     // every step after its shape's first only updates a graph; at most 8 shapes (step_shape)
-    CHECK(t->graphs->instantiations >= 2 && t->graphs->instantiations <= 8 &&
-              t->graphs->instantiations + t->graphs->updates == total,
-          "%s: %ld graphs made and %ld updated for %d steps", recipe.name, t->graphs->instantiations,
-          t->graphs->updates, total);
-    for (int i = 0; i < 2; i++) free(run[i].epochs);
+    CHECK(made >= 2 && made <= 8 && made + updated == total, "%s: %ld graphs made and %ld updated for %d steps",
+          recipe.name, made, updated, total);
+    for (int i = 0; i < RUN_MODES; i++) free(run[i].epochs);
     trainer_free(t);
     free_all();
 }
@@ -489,9 +509,9 @@ int main(void) {
     test_muon_step(&data);
     test_selective_tta(&data);
     test_filter_steps(&data);
-    test_graph_run(&data, RECIPE_94);
-    test_graph_run(&data, RECIPE_94_RECORD);
-    test_graph_run(&data, RECIPE_96_FILTER);
+    test_run_modes(&data, RECIPE_94);
+    test_run_modes(&data, RECIPE_94_RECORD);
+    test_run_modes(&data, RECIPE_96_FILTER);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }

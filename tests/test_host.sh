@@ -8,7 +8,8 @@
 # Then the trainer program itself, build/host_airbench, trains each variant for a
 # few steps at small widths and writes its run file; three of them with --graphs on, whose
 # report must show one graph made per step shape and every other step only updating one;
-# and a 59-step run of airbench94 must learn (accuracy far above chance). Needs CIFAR-10 in
+# the filter gradients on a second stream must give the same numbers, whatever order the
+# streams run in; and a 59-step run of airbench94 must learn (accuracy far above chance). Needs CIFAR-10 in
 # $DATA_DIR; HOST_BUILD names the folder of the programs (default build; make host-sanitize
 # passes build/asan).
 cd "$(dirname "$0")/.." || exit 2
@@ -54,6 +55,32 @@ for variant in 94 95 96 94-muon 94-record 96-filter; do
             awk '/^CUDA graphs:/ { made = $3; updated = $5; found = 1 }
                  END { exit !(found && made >= 1 && made <= 2 && made + updated == 4) }' "$tmp/$variant.log"
     fi
+done
+
+# The filter gradients on a second stream (--wgrad-stream on) give the same numbers to the
+# bit as without, also when the stand-in runs the two streams' calls in adversarial orders
+# (HOST_STREAMS=late: the filter stream's as late as the events allow, early: as early), so
+# that a missing event would change them; and with graphs on, whose capture must take the
+# second stream in and join it back. airbench94, 94-record (Muon) and 96-filter (depth 3 and
+# the residual; a proxy without the second stream), 8 steps each.
+numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
+for variant in 94 94-record 96-filter; do
+    set -- --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 --no-warmup \
+        --set epochs=0.01
+    [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16
+    "$bin/host_airbench" "$@" --json "$tmp/streams-$variant.json" > "$tmp/streams-$variant.log" 2>&1
+    CHECK_OUT=$tmp/streams-$variant.log check "host_airbench --variant $variant (one stream)" [ $? -eq 0 ]
+    numbers "$tmp/streams-$variant.json" > "$tmp/streams-$variant.numbers"
+    for how in late:off early:off late:on now:on; do
+        mode=${how%:*} graphs=${how#*:} name=streams-$variant-$mode-$graphs
+        HOST_STREAMS=$mode "$bin/host_airbench" "$@" --wgrad-stream on --graphs $graphs --json "$tmp/$name.json" \
+            > "$tmp/$name.log" 2>&1
+        CHECK_OUT=$tmp/$name.log check "HOST_STREAMS=$mode host_airbench --variant $variant --wgrad-stream on" [ $? -eq 0 ]
+        numbers "$tmp/$name.json" > "$tmp/$name.numbers"
+        check "$variant --wgrad-stream on --graphs $graphs, HOST_STREAMS=$mode: the numbers differ from one stream's" \
+            cmp -s "$tmp/streams-$variant.numbers" "$tmp/$name.numbers"
+    done
+    check "$variant: too few numbers to compare" [ "$(grep -c . "$tmp/streams-$variant.numbers")" -ge 4 ]
 done
 
 # The trainer learns: airbench94's recipe at widths 16,32,32 and batch 256 for 0.3 epochs (59

@@ -22,13 +22,16 @@ struct Convs {
     const NetLayout *layout;
     PlanSet plan_sets[MAX_BATCHES];
     int n_plan_sets;
+    cudaStream_t stream;         // where the convolutions run (host_enqueue)
+    cudaStream_t filter_stream;  // conv_backward_filter's, once set (else stream)
 };
 
 Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cache_path, const NetLayout *layout,
                     const int *batches, int n_batches, __half *scratch_x, __half *scratch_w, __half *scratch_y) {
-    (void)stream, (void)choice, (void)cache_path, (void)scratch_x, (void)scratch_w, (void)scratch_y;
+    (void)choice, (void)cache_path, (void)scratch_x, (void)scratch_w, (void)scratch_y;
     Convs *c = host_alloc(sizeof(Convs));
     c->layout = layout;
+    c->stream = stream;
     for (int i = 0; i < n_batches; i++) {
         int known = 0;
         for (int k = 0; k < c->n_plan_sets; k++) known |= c->plan_sets[k].batch == batches[i];
@@ -57,11 +60,16 @@ int convs_deterministic(const Convs *c) {
     return 1;
 }
 
-// fp16 values as floats, in a new array; dies (as a failed cuDNN call would) when they are
-// not inside one allocation.
-static float *floats_of(const char *call, const __half *p, size_t count) {
+// Dies (as a failed cuDNN call would) when count fp16 values at p are not inside one
+// allocation; checked when a convolution is called, before it is queued.
+static void check_operand(const char *call, const __half *p, size_t count) {
     if (!host_inside_allocation(p, count * sizeof(__half)))
         die(1, "%s: an operand of %zu fp16 values lies outside every allocation (CPU stand-in)", call, count);
+}
+
+// fp16 values as floats, in a new array.
+static float *floats_of(const char *call, const __half *p, size_t count) {
+    check_operand(call, p, count);
     float *f = malloc(count * sizeof(float));
     if (!f) die(1, "out of host memory");
 #pragma omp parallel for schedule(static)
@@ -78,12 +86,19 @@ static size_t activation_size(const ConvPlan *p, int channels) {
     return (size_t)p->batch * p->side * p->side * channels;
 }
 
-void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y) {
-    (void)c;
-    host_note("conv_forward");
+// A convolution as queued on its stream: the plan (by value), its operands, its kind.
+typedef enum { CONV_FORWARD, CONV_BACKWARD_FILTER, CONV_BACKWARD_DATA } ConvKind;
+typedef struct {
+    ConvKind kind;
+    ConvPlan plan;
+    const __half *a, *b;  // forward: x, w; filter: x, dy; data: w, dy
+    __half *out;
+    int accumulate;
+} QueuedConv;
+
+static void forward(const ConvPlan *p, const __half *x, const __half *w, __half *y) {
     int s = p->side, ci = p->c_in, co = p->c_out;
-    float *xf = floats_of(__func__, x, activation_size(p, ci)), *wf = floats_of(__func__, w, (size_t)co * 9 * ci);
-    check_output(__func__, y, activation_size(p, co));
+    float *xf = floats_of("conv_forward", x, activation_size(p, ci)), *wf = floats_of("conv_forward", w, (size_t)co * 9 * ci);
     // The filters as [tap][in][out], so that the innermost loop runs over the outputs.
     float *taps = malloc((size_t)9 * ci * co * sizeof(float));
     if (!taps) die(1, "out of host memory");
@@ -113,12 +128,10 @@ void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w,
     free(wf);
 }
 
-void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
-    (void)c;
-    host_note("conv_backward_filter");
+static void backward_filter(const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
     int s = p->side, ci = p->c_in, co = p->c_out;
-    float *xf = floats_of(__func__, x, activation_size(p, ci)), *dyf = floats_of(__func__, dy, activation_size(p, co));
-    check_output(__func__, dw, (size_t)co * 9 * ci);
+    float *xf = floats_of("conv_backward_filter", x, activation_size(p, ci));
+    float *dyf = floats_of("conv_backward_filter", dy, activation_size(p, co));
 #pragma omp parallel for collapse(2) schedule(static)
     for (int o = 0; o < co; o++)
         for (int k = 0; k < 9; k++) {
@@ -140,13 +153,11 @@ void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __
     free(dyf);
 }
 
-void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
-    (void)c;
-    host_note("conv_backward_data");
+static void backward_data(const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
     int s = p->side, ci = p->c_in, co = p->c_out;
-    float *wf = floats_of(__func__, w, (size_t)co * 9 * ci), *dyf = floats_of(__func__, dy, activation_size(p, co));
-    float *old = accumulate ? floats_of(__func__, dx, activation_size(p, ci)) : NULL;
-    check_output(__func__, dx, activation_size(p, ci));
+    float *wf = floats_of("conv_backward_data", w, (size_t)co * 9 * ci);
+    float *dyf = floats_of("conv_backward_data", dy, activation_size(p, co));
+    float *old = accumulate ? floats_of("conv_backward_data", dx, activation_size(p, ci)) : NULL;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < p->batch; b++)
         for (int iy = 0; iy < s; iy++)
@@ -169,4 +180,46 @@ void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __ha
     free(wf);
     free(dyf);
     free(old);
+}
+
+static void run_conv(void *arg) {
+    QueuedConv *q = arg;
+    if (q->kind == CONV_FORWARD) forward(&q->plan, q->a, q->b, q->out);
+    if (q->kind == CONV_BACKWARD_FILTER) backward_filter(&q->plan, q->a, q->b, q->out);
+    if (q->kind == CONV_BACKWARD_DATA) backward_data(&q->plan, q->a, q->b, q->out, q->accumulate);
+    free(q);
+}
+
+// The operands are checked when the convolution is called; it runs on the stream.
+static void submit(cudaStream_t stream, QueuedConv q) {
+    QueuedConv *copy = malloc(sizeof *copy);
+    if (!copy) die(1, "out of host memory");
+    *copy = q;
+    host_enqueue(stream, run_conv, copy);
+}
+
+void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y) {
+    host_note("conv_forward");
+    check_operand(__func__, x, activation_size(p, p->c_in));
+    check_operand(__func__, w, (size_t)p->c_out * 9 * p->c_in);
+    check_output(__func__, y, activation_size(p, p->c_out));
+    submit(c->stream, (QueuedConv){CONV_FORWARD, *p, x, w, y, 0});
+}
+
+void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
+    host_note("conv_backward_filter");
+    check_operand(__func__, x, activation_size(p, p->c_in));
+    check_operand(__func__, dy, activation_size(p, p->c_out));
+    check_output(__func__, dw, (size_t)p->c_out * 9 * p->c_in);
+    submit(c->filter_stream ? c->filter_stream : c->stream, (QueuedConv){CONV_BACKWARD_FILTER, *p, x, dy, dw, 0});
+}
+
+void convs_use_filter_stream(Convs *c, cudaStream_t stream) { c->filter_stream = stream; }
+
+void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
+    host_note("conv_backward_data");
+    check_operand(__func__, w, (size_t)p->c_out * 9 * p->c_in);
+    check_operand(__func__, dy, activation_size(p, p->c_out));
+    check_output(__func__, dx, activation_size(p, p->c_in));
+    submit(c->stream, (QueuedConv){CONV_BACKWARD_DATA, *p, w, dy, dx, accumulate});
 }
