@@ -172,7 +172,7 @@ verdicts() {
     echo "== verdicts (A vs B; full reports in the logs)"
     for log in "$logs"/against-*.log "$logs"/*-vs-baseline.log; do
         [ -f "$log" ] || continue
-        printf '%-34s %s\n' "$(basename "$log" .log)" "$(grep -m1 'verdict' "$log" | sed 's/^ *verdict *//')"
+        printf '%-38s %s\n' "$(basename "$log" .log)" "$(grep -m1 'verdict' "$log" | sed 's/^ *verdict *//')"
     done
 }
 
