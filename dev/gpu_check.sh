@@ -183,6 +183,8 @@ require_baseline_tree() {
         exit 2
     fi
     export CUDA_ARCH=90  # bench.sh builds the baseline for this GPU alone, as the tree
+    # A build carried from another machine would link that machine's libraries: build anew.
+    rm -rf "$baseline_tree/build"
 }
 
 lease() {

@@ -182,7 +182,9 @@ test_full_path() {
         [[ $args == *"$want"* ]] && pass || fail "trainer arguments lack '$want': $args"
     done
     check "a clean or gitless tree passes no git_diff_file" [ "${args/git_diff_file/}" = "$args" ]
-    local make_call="make -C $sandbox/repo -j $(nproc) CUDA_HOME=/opt/fake-cuda CJSON_HOME=/opt/fake-cjson"
+    local jobs make_call
+    jobs=$(nproc)
+    make_call="make -C $sandbox/repo -j $jobs CUDA_HOME=/opt/fake-cuda CJSON_HOME=/opt/fake-cjson"
     calls_contain "$make_call build/airbench94 build/benchstat" && pass ||
         fail "make not called as expected: $(cat "$sandbox/calls")"
 

@@ -30,6 +30,7 @@ make_lease_repo() {
     mkdir -p "$repo/dev" "$repo/.rev/790450e"
     cp "$ROOT/dev/gpu_check.sh" "$repo/dev/"
     touch "$repo/.rev/790450e/Makefile"
+    mkdir -p "$repo/.rev/790450e/build" && touch "$repo/.rev/790450e/build/carried"  # from another machine
     echo "$baseline_commit" >"$repo/.rev/790450e/.git-commit"
     write_stub "$repo/build" gpu_test_kernels 'echo "gpu_test_kernels: 223 passed, 0 failed"'
     write_stub "$repo/build" kernel_bench 'echo "kernel_bench: every kernel checked"'
@@ -83,6 +84,7 @@ test_whole_lease() {
     [[ $side == *"B: .rev/790450e ($baseline_commit)"* ]] && pass ||
         fail "94-B.json does not name the baseline tree and its commit: $side"
     check "no run file is left in runs/" [ -z "$(ls "$repo/runs")" ]
+    check "the baseline's carried build is not used" [ ! -e "$repo/.rev/790450e/build/carried" ]
     printf '%s\n' "$out" | sed -n '/^== verdicts/,$p'  # what a lease's reply ends with
 }
 
