@@ -341,7 +341,11 @@ static void note_capture(HostStream *s) {
     if (s != capture_origin) s->unjoined = 1;
 }
 
-static void enqueue(HostStream *s, QueuedCall *c) {
+// Appends a copy of call to the stream's queue.
+static void enqueue(HostStream *s, QueuedCall call) {
+    QueuedCall *c = malloc(sizeof *c);
+    if (!c) fatal("out of host memory");
+    *c = call;
     c->next = NULL;
     if (s->tail) s->tail->next = c;
     else s->head = c;
@@ -357,10 +361,7 @@ void host_enqueue(cudaStream_t stream, void (*run)(void *), void *arg) {
         run(arg);
         return;
     }
-    QueuedCall *c = malloc(sizeof *c);
-    if (!c) fatal("out of host memory");
-    *c = (QueuedCall){.kind = CALL_WORK, .run = run, .arg = arg};
-    enqueue(s, c);
+    enqueue(s, (QueuedCall){.kind = CALL_WORK, .run = run, .arg = arg});
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t *stream) {
@@ -416,10 +417,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
         host_synchronize();
         complete_record(e, e->recorded);
     } else {
-        QueuedCall *c = malloc(sizeof *c);
-        if (!c) return cudaErrorMemoryAllocation;
-        *c = (QueuedCall){.kind = CALL_RECORD, .event = e, .number = e->recorded};
-        enqueue(s, c);
+        enqueue(s, (QueuedCall){.kind = CALL_RECORD, .event = e, .number = e->recorded});
     }
     if (s) s->last_record = e->recorded;
     return cudaSuccess;
@@ -441,10 +439,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
         host_synchronize();
         return cudaSuccess;
     }
-    QueuedCall *c = malloc(sizeof *c);
-    if (!c) return cudaErrorMemoryAllocation;
-    *c = (QueuedCall){.kind = CALL_WAIT, .event = e, .number = e->recorded};
-    enqueue(s, c);
+    enqueue(s, (QueuedCall){.kind = CALL_WAIT, .event = e, .number = e->recorded});
     return cudaSuccess;
 }
 
