@@ -102,7 +102,7 @@ TRAINER := $(BUILD)/airbench
 TRAINER_ALIASES := $(foreach v,$(VARIANTS),$(BUILD)/airbench$(v))
 GPU_TEST_PROGRAMS := $(BUILD)/gpu_test_kernels $(BUILD)/gpu_test_trainer
 GPU_TESTS := $(GPU_TEST_PROGRAMS) tests/gpu_test_repro.sh
-DEV_PROGRAMS := $(BUILD)/kernel_bench
+DEV_PROGRAMS := $(BUILD)/kernel_bench $(BUILD)/fusion_bench
 GPU_PROGRAMS := $(TRAINER) $(TRAINER_ALIASES) $(GPU_TEST_PROGRAMS) $(DEV_PROGRAMS)
 # Fuzz targets (tests/fuzz.h): built with the sanitizers, objects in build/obj/fuzz/; make
 # test runs each for its default budget of a few seconds, and test_fuzz.sh checks the engine.
@@ -113,13 +113,14 @@ SHELL_TESTS += tests/test_fuzz.sh
 # The trainer's GPU-side C files and the GPU tests on the CPU: tests/host/'s stand-ins for
 # libcudart, cuBLAS and cuDNN's convolutions (host.h) and the kernels run by tests/emu/. They
 # need CUDA's headers, not a GPU (skipped without CUDA). tests/test_emu checks the emulation;
-# tests/test_host.sh runs the GPU tests so built.
+# tests/test_host.sh runs the GPU tests so built. tests/test_fusion.sh asks cuDNN about
+# dev/fusion's graphs for an H100 without one (deviceless plans).
 HOST_PROGRAMS := $(BUILD)/host_test_kernels $(BUILD)/host_test_trainer $(BUILD)/host_airbench \
-                 $(BUILD)/host_kernel_bench
-CUDA_HOST_TESTS := $(BUILD)/test_emu $(BUILD)/test_muon_calls tests/test_host.sh
+                 $(BUILD)/host_kernel_bench $(BUILD)/host_fusion_bench
+CUDA_HOST_TESTS := $(BUILD)/test_emu $(BUILD)/test_muon_calls tests/test_host.sh tests/test_fusion.sh
 ifeq ($(CUDA_PROBLEM),)
 CPU_TESTS += $(BUILD)/test_emu $(BUILD)/test_muon_calls
-SHELL_TESTS += tests/test_host.sh
+SHELL_TESTS += tests/test_host.sh tests/test_fusion.sh
 endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
@@ -258,11 +259,21 @@ $(BENCH_C_OBJS): | check-cuda
 $(OBJ)/dev/%.o: dev/%.cu | check-cuda
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
+# The fusion bench (dev/fusion/): cuDNN graphs of conv + BatchNorm fusions, against the
+# trainer's conv (conv.c) and kernels.
+FUSION_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard dev/fusion/*.c))
+$(BUILD)/fusion_bench: $(FUSION_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(KERNEL_OBJS)
+	$(GPU_LINK)
+$(FUSION_OBJS): CFLAGS += $(CUDA_INC) -Itests
+$(FUSION_OBJS): | check-cuda
 # kernel_bench on the CPU: its harnesses and any v2 kernel of dev/*.cu checked against the
 # reference (the times it prints are the CPU's); dev/bench_spin.cu reads the GPU's timer, and
 # on the CPU there is nothing to wait for (cuda_host.c's launch_spin).
 HOST_BENCH_OBJS := $(BENCH_C_OBJS) $(patsubst %.cu,$(OBJ)/emu/%.o,$(filter-out dev/bench_spin.cu,$(wildcard dev/*.cu)))
 $(BUILD)/host_kernel_bench: $(HOST_BENCH_OBJS) $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(HOST_OBJS)
+	$(HOST_LINK)
+# The fusion bench on the CPU: its GPU way run against tests/host/cudnn_graph_host.c's graphs.
+$(BUILD)/host_fusion_bench: $(FUSION_OBJS) $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(HOST_OBJS)
 	$(HOST_LINK)
 
 data: $(DATA_DIR)/test_batch.bin
@@ -270,7 +281,7 @@ $(DATA_DIR)/test_batch.bin:
 	data/get_cifar10.sh $(DATA_DIR)
 
 # The CPU suite; with CUDA it also builds the trainer, whose command line test_cli.sh checks.
-test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES))
+test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES) $(BUILD)/fusion_bench)
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped building the GPU trainer ($(CUDA_PROBLEM)); its command-line checks are skipped too")
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped $(CUDA_HOST_TESTS) (the GPU-side files on the CPU, which need CUDA's headers)")
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(CPU_TESTS) $(SHELL_TESTS)

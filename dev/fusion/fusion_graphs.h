@@ -1,0 +1,125 @@
+// fusion_graphs.h: airbench's candidate convolution + BatchNorm fusions as cuDNN graphs
+// (the backend API), and the plans cuDNN makes of them. dev/fusion_bench.c asks which ones
+// cuDNN supports on a GPU (or on a GPU described by a device-properties file, no GPU needed)
+// and, on a GPU, times them against the trainer's separate conv and kernel launches.
+//
+// The fusions, at one conv's shape (NHWC fp16 tensors, fp32 accumulation, 3x3, pad 1):
+//   fprop               y = conv(x, w): the unfused forward, as a graph (the sanity case)
+//   fprop+sum           y, and its per-channel sum by one REDUCTION (add) op
+//   fprop+genstats      y, and its per-channel sum and sum of squares by a GEN_STATS op
+//   fprop+reduce        the same statistics by two REDUCTION ops
+//   bnact+fprop         the conv input computed on the fly, x = act((in - mean) * rstd + bias):
+//                       the BatchNorm apply and activation as the conv's prologue
+//   bnact+fprop+genstats  both
+//   dgrad               d_out = the input gradient of a conv (the sanity case)
+//   dgrad+act'          dz = d_out * act'(z), z = (in - mean) * rstd + bias: the gradient
+//                       through the activation of the BatchNorm layer below the conv
+//   dgrad+act'+sum      dz, and per channel sum dz * xhat (xhat = (in - mean) * rstd): one reduction
+//   dgrad+bn-reduce     dz, sum dz and sum dz * xhat: everything bn_gelu_backward_reduce
+//                       computes, in the dgrad's epilogue (two reductions)
+// Each output tensor and per-channel input has a fixed unique id (FusionUid) for the variant
+// pack. Per-channel tensors are fp32 [1, C, 1, 1].
+#pragma once
+#include <cudnn.h>
+#include <stdint.h>
+
+typedef enum {
+    FUSION_FPROP,
+    FUSION_FPROP_SUM,
+    FUSION_FPROP_GENSTATS,
+    FUSION_FPROP_REDUCE,
+    FUSION_BNACT_FPROP,
+    FUSION_BNACT_FPROP_GENSTATS,
+    FUSION_DGRAD,
+    FUSION_DGRAD_ACT,
+    FUSION_DGRAD_ACT_SUM,
+    FUSION_DGRAD_BN_REDUCE,
+    N_FUSIONS
+} Fusion;
+
+extern const char *const FUSION_NAMES[N_FUSIONS];
+
+static inline int fusion_is_dgrad(Fusion f) { return f >= FUSION_DGRAD; }
+
+// The variant pack's tensors. For fprop fusions: X (the conv input, or for bnact+fprop the
+// BatchNorm input IN), W, Y, SUM, SQSUM, and MEAN, RSTD, BIAS for the prologue. For dgrad
+// fusions: DY (the conv's output gradient), W, IN (the forward input of the BatchNorm layer
+// below, conv output side), MEAN, RSTD, BIAS, then DOUT (plain dgrad) or DZ, SUM_DZ,
+// SUM_DZ_XHAT.
+typedef enum {
+    UID_X = 1,
+    UID_W,
+    UID_Y,
+    UID_SUM,
+    UID_SQSUM,
+    UID_IN,
+    UID_MEAN,
+    UID_RSTD,
+    UID_BIAS,
+    UID_DY,
+    UID_DOUT,
+    UID_DZ,
+    UID_SUM_DZ,
+    UID_SUM_DZ_XHAT,
+    N_UIDS
+} FusionUid;
+
+// One conv: batch x c_in x side x side in, c_out x c_in x 3 x 3 filters, batch x c_out x
+// side x side out. activation: net.h's Activation (GELU or SiLU).
+typedef struct {
+    int batch, c_in, c_out, side, activation;
+} FusionShape;
+
+enum { FUSION_MAX_DESCS = 48, FUSION_MAX_UIDS = 12 };
+
+// A finalized operation graph, or why cuDNN refused it (graph NULL, status and why set).
+typedef struct {
+    cudnnBackendDescriptor_t graph;
+    cudnnStatus_t status;
+    char why[512];
+    // The graph's non-virtual tensors, in the order a variant pack lists them.
+    int64_t uids[FUSION_MAX_UIDS];
+    int n_uids;
+    // Every descriptor made for the graph, destroyed by fusion_graph_free.
+    cudnnBackendDescriptor_t descs[FUSION_MAX_DESCS];
+    int n_descs;
+} FusionGraph;
+
+// Builds fusion f at shape s, its reductions deterministic (a fixed summation order, as the
+// trainer's bit-reproducible runs need) or not (atomics). A descriptor cuDNN rejects is not
+// fatal: the graph comes back NULL with the status and cuDNN's last error message. A shape
+// that cannot be described at all (too many descriptors: this file's bug) is fatal.
+void fusion_graph_build(FusionGraph *g, Fusion f, const FusionShape *s, int deterministic);
+// Whether fusion f has a reduction (so that its determinism is a choice).
+int fusion_reduces(Fusion f);
+void fusion_graph_free(FusionGraph *g);
+
+// The execution plan of a graph: the first engine config of cuDNN's heuristics (mode A,
+// then the fallback list) that finalizes for the device, or why none did. Without a GPU
+// (deviceless plans) a runtime-fusion engine compiles its kernel and then fails to load it
+// into the driver (CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER; with the CUDA toolkit's stub
+// libcuda.so.1): compiled_only says that this happened, i.e. cuDNN accepted the graph.
+typedef struct {
+    cudnnBackendDescriptor_t plan;
+    int compiled_only;
+    cudnnStatus_t status;
+    char why[512];
+    int n_configs;         // configs the heuristics offered (A and fallback together)
+    int config;            // the index of the one taken among them
+    int64_t engine;        // its engine's global index
+    int runtime_compiled;  // the engine compiles its kernel at plan time (a runtime fusion engine)
+    int64_t workspace;     // bytes
+    double build_ms;       // wall time of heuristics + plan finalization
+} FusionPlan;
+
+void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device);
+void fusion_plan_free(FusionPlan *p);
+
+// A device-properties descriptor read from the JSON cuDNN writes (fusion_device_save) or
+// from a hand-written file with the same members; dies with the reason if cuDNN refuses it.
+cudnnBackendDescriptor_t fusion_device_from_json(const char *path);
+// The properties of the GPU a cuDNN handle runs on.
+cudnnBackendDescriptor_t fusion_device_from_handle(cudnnHandle_t handle);
+// Writes the descriptor's JSON to path (so that a machine without this GPU can ask cuDNN
+// about it later); dies on failure.
+void fusion_device_save(cudnnBackendDescriptor_t device, const char *path);
