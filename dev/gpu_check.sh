@@ -22,8 +22,10 @@
 #             airbench94 with --stats-blocks 1024, with --graphs on and with --wgrad-stream
 #             on, and 94-record, 15 runs each, each compared with the tree's own 94 or
 #             94-muon file; the kernel
-#             bench (each v2 of dev/*.cu beside its v1); the start-up; dev/profile.sh 94. A
-#             verdict table ends the output
+#             bench (each v2 of dev/*.cu beside its v1); the fusion bench for fprop+genstats
+#             and dgrad+bn-reduce; the start-up; dev/profile.sh 94. A verdict table ends the
+#             output. Early on it saves the GPU's properties (device-props.json, for
+#             deviceless cuDNN plans here: dev/fusion/)
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
@@ -53,11 +55,16 @@
 #   peer      the PyTorch record script as a peer: dev/run_peer.py .peer/cifar10_speedrun.py
 #             --runs 25 (carry the script in .peer/, an ignored folder; torch.compile takes
 #             minutes before the first run)
+#   fusion    build/fusion_bench: every conv + BatchNorm fusion of dev/fusion/ at every conv
+#             of airbench94, its plan, error, determinism and time against the unfused
+#             launches (minutes: each runtime-fusion graph compiles for seconds), then the two
+#             statistics fusions with atomic reductions; and the GPU's properties in
+#             device-props.json
 #   profile   dev/profile.sh 94: ncu's GPU time per kernel and training step over 1,500
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
 set -u
-usage="usage: dev/gpu_check.sh lease|tests|sanitize|speed|graphs|kernels|record|filter|sweep|variants|peer|profile OUT"
+usage="usage: dev/gpu_check.sh lease|tests|sanitize|speed|graphs|kernels|record|filter|sweep|variants|peer|fusion|profile OUT"
 phase=${1:?$usage}
 out=${2:?$usage}
 data=${DATA_DIR:-/tmp/cifar10}
@@ -191,6 +198,9 @@ lease() {
     require_baseline_tree
     step build 240 make -j16 CUDA_ARCH=90 gpu build/benchstat || { echo "== no build: nothing else runs"; return; }
     step kernels 60 build/gpu_test_kernels
+    # This GPU's properties, for deviceless plans on a machine without it (dev/fusion/)
+    step device-props 60 build/fusion_bench --save-device-json "$logs/device-props.json" --only fprop \
+        --conv 2.1 --reps 3
     against 94 25
     against 94-muon 25
     # 15 runs each: enough to see a time difference (the run-to-run spread of the time is
@@ -200,6 +210,8 @@ lease() {
     bench 94 15 airbench94-wgrad-stream --wgrad-stream on && compare airbench94-wgrad-stream "$logs/94-A.json"
     bench 94-record 15 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
     step kernel-bench 90 build/kernel_bench
+    # the two fusions that would replace kernels (channel_stats; bn_gelu_backward_reduce)
+    step fusion-bench 150 build/fusion_bench --only fprop+genstats,dgrad+bn-reduce --reps 10
     startup
     export PROFILE_RAW="$logs/ncu-airbench94.txt"
     step profile 120 dev/profile.sh 94 --data "$data" &&
@@ -299,6 +311,12 @@ case $phase in
     variants)
         refuse_while_sanitizing
         batch_sweep
+        ;;
+    fusion)
+        refuse_while_sanitizing
+        step fusion-bench 420 build/fusion_bench --save-device-json "$logs/device-props.json"
+        # the reductions with atomics: faster? (then the trainer's bit-reproducibility is the price)
+        step fusion-bench-atomic 120 build/fusion_bench --atomic --only "dgrad+bn-reduce,fprop+reduce"
         ;;
     profile)
         refuse_while_sanitizing

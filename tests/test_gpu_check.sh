@@ -34,6 +34,9 @@ make_lease_repo() {
     echo "$baseline_commit" >"$repo/.rev/790450e/.git-commit"
     write_stub "$repo/build" gpu_test_kernels 'echo "gpu_test_kernels: 223 passed, 0 failed"'
     write_stub "$repo/build" kernel_bench 'echo "kernel_bench: every kernel checked"'
+    # fusion_bench: a table, and the device properties where --save-device-json says
+    write_stub "$repo/build" fusion_bench 'while [ $# -gt 0 ]; do [ "$1" = --save-device-json ] && echo "{}" > "$2"; shift; done
+        echo "2.1 3x3x256>256 fprop engine 62"'
     write_stub "$repo/dev" profile.sh 'echo "| kernel | launches/step | us/step | share |"'
 }
 
@@ -57,7 +60,7 @@ test_whole_lease() {
     local file
     for file in 94-A.json 94-B.json 94-muon-A.json 94-muon-B.json airbench94-stats1024.json \
         airbench94-graphs.json airbench94-wgrad-stream.json airbench94-record.json build.log kernels.log profile.log kernel-bench.log \
-        startup-fresh-cache.json startup-filled-cache.json; do
+        startup-fresh-cache.json startup-filled-cache.json device-props.json fusion-bench.log; do
         check "lease.tgz holds $file" in_tgz "$file"
     done
     check "the profile's table comes back on its own" [ -s "$sandbox/out/profile-airbench94.txt" ]
@@ -79,6 +82,8 @@ test_whole_lease() {
     calls_contain "--stats-blocks 1024" && calls_contain "--graphs on" && calls_contain "--wgrad-stream on" && pass ||
         fail "the stats-blocks, graphs and wgrad-stream runs do not get their flags"
     grep -q "^trainer .*build/airbench94-record .*--runs 15" "$sandbox/calls" && pass || fail "94-record is not run"
+    calls_contain "fusion_bench --only fprop+genstats,dgrad+bn-reduce" && pass ||
+        fail "the fusion bench does not run the two fusions: $(grep '^fusion_bench' "$sandbox/calls")"
     local side
     side=$(tar -xzOf "$sandbox/out/lease.tgz" ./94-B.json | grep '"bench_side"')
     [[ $side == *"B: .rev/790450e ($baseline_commit)"* ]] && pass ||
