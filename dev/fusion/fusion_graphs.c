@@ -376,7 +376,8 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
     int n = heuristic_configs(p, g, device, CUDNN_HEUR_MODE_A, cfgs, 0);
     n += heuristic_configs(p, g, device, CUDNN_HEUR_MODE_FALLBACK, cfgs, n);
     p->n_configs = n;
-    for (int i = 0; i < n && !p->plan; i++) {
+    // Without a GPU, a config that compiled is as far as any gets: the first one answers.
+    for (int i = 0; i < n && !p->plan && !p->compiled_only; i++) {
         Desc plan = NULL;
         cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
         if (st == CUDNN_STATUS_SUCCESS)
