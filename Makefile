@@ -126,10 +126,10 @@ endif
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
 TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o \
-                $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o \
+                $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
                 $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o \
-              $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o \
+              $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
               $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o \
               $(OBJ)/tests/test_muon_calls.o
 
@@ -261,11 +261,11 @@ $(OBJ)/dev/%.o: dev/%.cu | check-cuda
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
 # The fusion bench (dev/fusion/): cuDNN graphs of conv + BatchNorm fusions, against the
 # trainer's conv (conv.c) and kernels.
-FUSION_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard dev/fusion/*.c))
+FUSION_OBJS := $(OBJ)/dev/fusion/fusion_bench.o $(OBJ)/airbench/fusion.o
 $(BUILD)/fusion_bench: $(FUSION_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 	$(GPU_LINK)
-$(FUSION_OBJS): CFLAGS += $(CUDA_INC) -Itests
-$(FUSION_OBJS): | check-cuda
+$(OBJ)/dev/fusion/fusion_bench.o: CFLAGS += $(CUDA_INC) -Itests
+$(OBJ)/dev/fusion/fusion_bench.o: | check-cuda
 # kernel_bench on the CPU: its harnesses and any v2 kernel of dev/*.cu checked against the
 # reference (the times it prints are the CPU's); dev/bench_spin.cu reads the GPU's timer, and
 # on the CPU there is nothing to wait for (cuda_host.c's launch_spin).

@@ -54,8 +54,10 @@ static inline int net_residual_splits(int depth, int j) { return depth == 3 && j
 
 // The activation after each BN of the ConvGroups (recipe.h's `activation`; the whitening
 // conv's stays GELU): exact GELU x Phi(x), or SiLU x sigmoid(x) (the 2025 record recipe).
-// Shared with the kernels, whose launch functions take it as an int.
-typedef enum { ACTIVATION_GELU = 0, ACTIVATION_SILU = 1 } Activation;
+// Shared with the kernels, whose launch functions take it as an int. The identity is for
+// the backward apply kernels alone (kernels.h): their d_out is then already the gradient
+// at the activation's input, which --fused-bn's dgrad computed (fusion.h).
+typedef enum { ACTIVATION_GELU = 0, ACTIVATION_SILU = 1, ACTIVATION_IDENTITY = 2 } Activation;
 
 // Input channels of conv j of group g.
 static inline int net_conv_in(const int widths[3], int g, int j) {

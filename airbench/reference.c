@@ -320,11 +320,13 @@ void ref_silu_backward(float *d_in, const float *d_out, const float *in, size_t 
 
 void ref_activation_forward(Activation activation, float *out, const float *in, size_t count) {
     if (activation == ACTIVATION_SILU) ref_silu_forward(out, in, count);
+    else if (activation == ACTIVATION_IDENTITY) memmove(out, in, count * sizeof(float));
     else ref_gelu_forward(out, in, count);
 }
 
 void ref_activation_backward(Activation activation, float *d_in, const float *d_out, const float *in, size_t count) {
     if (activation == ACTIVATION_SILU) ref_silu_backward(d_in, d_out, in, count);
+    else if (activation == ACTIVATION_IDENTITY) memmove(d_in, d_out, count * sizeof(float));
     else ref_gelu_backward(d_in, d_out, in, count);
 }
 

@@ -42,7 +42,7 @@ void ref_gelu_backward(float *d_in, const float *d_out, const float *in, size_t 
 // SiLU, x * sigmoid(x).
 void ref_silu_forward(float *out, const float *in, size_t count);
 void ref_silu_backward(float *d_in, const float *d_out, const float *in, size_t count);
-// The ConvGroups' activation (net.h): GELU or SiLU.
+// The ConvGroups' activation (net.h): GELU or SiLU (or the identity: a copy, in place allowed).
 void ref_activation_forward(Activation activation, float *out, const float *in, size_t count);
 void ref_activation_backward(Activation activation, float *d_in, const float *d_out, const float *in, size_t count);
 // out[n][c_out] = scale * in[n][c_in] . weight[c_out][c_in]   (no bias)

@@ -222,7 +222,8 @@ cudaError_t launch_bn_gelu_backward_apply(__half *d_in, __half *d_residual, cons
                                           const float *bias, const float *sums, int rows, int c, int activation,
                                           cudaStream_t stream) {
     auto kernel = kernel_for(activation, bn_gelu_backward_apply_kernel<ACTIVATION_GELU>,
-                             bn_gelu_backward_apply_kernel<ACTIVATION_SILU>);
+                             bn_gelu_backward_apply_kernel<ACTIVATION_SILU>,
+                             bn_gelu_backward_apply_kernel<ACTIVATION_IDENTITY>);
     if (!kernel) return cudaErrorInvalidValue;
     if (rows > 0)
         kernel<<<rows_grid(rows, c), BLOCK, 0, stream>>>(d_in, d_residual, d_out, in, residual, mean, rstd, bias,
@@ -235,7 +236,8 @@ cudaError_t launch_bn_gelu_backward_apply_pool(__half *d_prepool, const __half *
                                                const float *bias, const float *sums, int n, int h, int w, int c,
                                                int activation, cudaStream_t stream) {
     auto kernel = kernel_for(activation, bn_gelu_backward_apply_pool_kernel<ACTIVATION_GELU>,
-                             bn_gelu_backward_apply_pool_kernel<ACTIVATION_SILU>);
+                             bn_gelu_backward_apply_pool_kernel<ACTIVATION_SILU>,
+                             bn_gelu_backward_apply_pool_kernel<ACTIVATION_IDENTITY>);
     if (!kernel) return cudaErrorInvalidValue;
     int rows = n * (h / 2) * (w / 2);
     if (rows > 0)

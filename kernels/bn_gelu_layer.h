@@ -17,14 +17,17 @@ __device__ __forceinline__ void load_bn_params(BnParams *p, const float *mean, c
     load_param8(p->bias, bias + ch0);
 }
 
-// The activation A and its derivative, chosen at compile time.
+// The activation A and its derivative, chosen at compile time (identity: the backward apply
+// kernels' d_out is already the activation input's gradient, net.h).
 template <Activation A> __device__ __forceinline__ float activate(float z) {
     if constexpr (A == ACTIVATION_SILU) return silu(z);
+    else if constexpr (A == ACTIVATION_IDENTITY) return z;
     else return gelu(z);
 }
 
 template <Activation A> __device__ __forceinline__ float activate_grad(float z) {
     if constexpr (A == ACTIVATION_SILU) return silu_grad(z);
+    else if constexpr (A == ACTIVATION_IDENTITY) return 1.0f;
     else return gelu_grad(z);
 }
 
@@ -51,4 +54,9 @@ template <typename Kernel> static Kernel kernel_for(int activation, Kernel gelu_
     if (activation == ACTIVATION_GELU) return gelu_kernel;
     if (activation == ACTIVATION_SILU) return silu_kernel;
     return nullptr;
+}
+// The same for the backward apply kernels, which also take the identity.
+template <typename Kernel>
+static Kernel kernel_for(int activation, Kernel gelu_kernel, Kernel silu_kernel, Kernel identity_kernel) {
+    return activation == ACTIVATION_IDENTITY ? identity_kernel : kernel_for(activation, gelu_kernel, silu_kernel);
 }

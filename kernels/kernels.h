@@ -99,7 +99,9 @@ cudaError_t launch_bn_eval_params(float *mean, float *rstd, const float *running
 // ---- BatchNorm + activation --------------------------------------------------------
 // The bn_gelu kernels apply `activation`, net.h's Activation: ACTIVATION_GELU (exact GELU)
 // or ACTIVATION_SILU (x sigmoid(x)), written act below; the backward passes must get the
-// forward's. Any other value launches nothing and returns cudaErrorInvalidValue.
+// forward's, except that the two apply passes also take ACTIVATION_IDENTITY (act' = 1: d_out
+// is already dz, e.g. from a fused dgrad). Any other value launches nothing and returns
+// cudaErrorInvalidValue.
 // out = act((in - mean) * rstd + bias [+ residual]); residual may be NULL.
 cudaError_t launch_bn_gelu_forward(__half *out, const __half *in, const __half *residual,
                                    const float *mean, const float *rstd, const float *bias,

@@ -377,6 +377,33 @@ static void check_pool_argmax(const uint8_t *got, const int *want, const float *
                 }
 }
 
+// The apply passes with the identity (--fused-bn: a fused dgrad hands them dz, fusion.h):
+// fed the reference dz in fp16 and the layer's sums, they give the reference's d_in.
+static void check_apply_identity(const BnCase *t, const char *name, const float *dz, const float *d_bn_in,
+                                 const int *argmax, void *bn_in_d, uint8_t *argmax_d, float *mean_d, float *rstd_d,
+                                 float *bias_d, float *sums_d, int n) {
+    int h = t->h, c = t->c, side = t->pool ? h / 2 : h, hw = side * side;
+    size_t count = (size_t)n * hw * c, in_count = (size_t)n * h * h * c;
+    float *dz_nhwc = HOST_FLOATS(count);
+    uint16_t *dz_h = HOST_HALVES(count);
+    nchw_to_nhwc(dz_nhwc, dz, n, hw, c);
+    for (size_t i = 0; i < count; i++) dz_h[i] = float_to_half(dz_nhwc[i]);
+    void *dz_d = dev_upload(dz_h, count * 2), *d_in_d = dev_alloc((t->pool ? in_count : count) * 2);
+    if (t->pool) {
+        LAUNCH(launch_bn_gelu_backward_apply_pool(d_in_d, dz_d, bn_in_d, argmax_d, mean_d, rstd_d, bias_d, sums_d, n, h,
+                                                  h, c, ACTIVATION_IDENTITY, 0));
+        float *d_prepool = HOST_FLOATS(in_count);
+        ref_maxpool_backward(d_prepool, d_bn_in, argmax, n, c, h, h, 2);
+        check_error(rel_error(download_nchw(d_in_d, n, h * h, c), d_prepool, in_count), 2e-3,
+                    "%s: backward_apply_pool from dz, identity (fp16)", name);
+    } else {
+        LAUNCH(launch_bn_gelu_backward_apply(d_in_d, NULL, dz_d, bn_in_d, NULL, mean_d, rstd_d, bias_d, sums_d,
+                                             n * hw, c, ACTIVATION_IDENTITY, 0));
+        check_error(rel_error(download_nchw(d_in_d, n, hw, c), d_bn_in, count), 2e-3,
+                    "%s: backward_apply from dz, identity (fp16)", name);
+    }
+}
+
 static void test_bn_layer(const BnCase *t, int small) {
     const float eps = (float)RECIPE_94.bn_eps, keep = (float)RECIPE_94.bn_keep;
     int n = small ? t->small_n : t->n, h = t->h, c = t->c, side = t->pool ? h / 2 : h, hw = side * side;
@@ -541,22 +568,28 @@ static void test_bn_layer(const BnCase *t, int small) {
             check_error(rel_error(download_nchw(d_res_d, n, hw, c), d_pre, count), 2e-3,
                         "%s: backward_apply d_residual (fp16)", name);
     }
+    if (!t->residual) check_apply_identity(t, name, d_pre, d_bn_in, argmax, bn_in_d, argmax_d, mean_d, rstd_d, bias_d,
+                                           bwd_sums_d, n);
     free_all();
 }
 
 // An activation the kernels have no instance of: every bn_gelu launch refuses it without
-// launching (the buffers are never touched: NULL) and leaves no error behind.
+// launching (the buffers are never touched: NULL) and leaves no error behind; so do the
+// forward and the reduce the identity, which only the apply passes take.
 static void test_bn_unknown_activation(void) {
     printf("bn_gelu launches, unknown activation\n");
-    const int bad = ACTIVATION_SILU + 1, rows = 64, c = 8;
-    cudaError_t got[4] = {
+    const int bad = ACTIVATION_IDENTITY + 1, id = ACTIVATION_IDENTITY, rows = 64, c = 8;
+    cudaError_t got[6] = {
         launch_bn_gelu_forward(NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
         launch_bn_gelu_backward_reduce(NULL, NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
         launch_bn_gelu_backward_apply(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, rows, c, bad, 0),
         launch_bn_gelu_backward_apply_pool(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 4, 4, 4, c, bad, 0),
+        launch_bn_gelu_forward(NULL, NULL, NULL, NULL, NULL, NULL, rows, c, id, 0),
+        launch_bn_gelu_backward_reduce(NULL, NULL, NULL, NULL, NULL, NULL, NULL, rows, c, id, 0),
     };
-    for (int k = 0; k < 4; k++)
-        CHECK(got[k] == cudaErrorInvalidValue, "launch %d with activation %d: %s", k, bad, cudaGetErrorString(got[k]));
+    for (int k = 0; k < 6; k++)
+        CHECK(got[k] == cudaErrorInvalidValue, "launch %d with activation %d: %s", k, k < 4 ? bad : id,
+              cudaGetErrorString(got[k]));
     CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaGetLastError() == cudaSuccess,
           "an error left behind by the refused launches");
 }

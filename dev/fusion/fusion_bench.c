@@ -12,7 +12,7 @@
 // a plan is run on random inputs and compared with the trainer's way of computing the same
 // thing (cuDNN's legacy convolution with the trainer's algorithm choice, then the project's
 // kernels): the error of every output, whether two runs agree to the bit, and the median
-// time of each way. The fusions are listed in fusion_graphs.h.
+// time of each way. The fusions are listed in airbench/fusion.h.
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "conv.h"
-#include "fusion_graphs.h"
+#include "fusion.h"
 #include "gpu.h"
 #include "gpu_test.h"
 #include "reference.h"
@@ -133,6 +133,41 @@ static Options parse(int argc, char **argv) {
     }
     if (o.device_json && o.save_device_json) die(2, "--save-device-json needs the GPU, not --device-json");
     return o;
+}
+
+// ---------------------------------------------------------------------------------------
+// Device properties
+
+// A device-properties descriptor read from the JSON cuDNN writes (save_device) or from a
+// hand-written file with the same members; dies with the reason if cuDNN refuses it.
+static cudnnBackendDescriptor_t device_from_json(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die(2, "%s: cannot open the device-properties file", path);
+    char json[16384];
+    size_t length = fread(json, 1, sizeof json, f);
+    int too_long = !feof(f);
+    fclose(f);
+    if (too_long) die(2, "%s: longer than %zu bytes: not a device-properties file", path, sizeof json);
+    cudnnBackendDescriptor_t d = NULL;
+    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR, &d);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(d, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, (int64_t)length, json);
+    return fusion_device_finish(d, st, path, 2);
+}
+
+// Writes the descriptor's JSON to path (so that a machine without this GPU can ask cuDNN
+// about it later); dies on failure.
+static void save_device(cudnnBackendDescriptor_t device, const char *path) {
+    int64_t length = 0;
+    CUDNN_CHECK(cudnnBackendGetAttribute(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &length,
+                                         NULL));
+    char *json = host_alloc((size_t)length + 1);
+    CUDNN_CHECK(cudnnBackendGetAttribute(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, length,
+                                         &length, json));
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(json, 1, (size_t)length, f) != (size_t)length || fclose(f) != 0)
+        die(1, "%s: cannot write the device properties", path);
+    free(json);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -484,7 +519,7 @@ int main(int argc, char **argv) {
     Gpu gpu = {0};
     cudnnBackendDescriptor_t device;
     if (o.device_json) {
-        device = fusion_device_from_json(o.device_json);
+        device = device_from_json(o.device_json);
         printf("fusion_bench: plans only, for the GPU described by %s (cuDNN %zu)\n", o.device_json, cudnnGetVersion());
     } else {
         if (find_gpu("fusion_bench")) {
@@ -494,7 +529,7 @@ int main(int argc, char **argv) {
         make_gpu(&gpu, &o);
         device = fusion_device_from_handle(gpu.cudnn);
         if (o.save_device_json) {
-            fusion_device_save(device, o.save_device_json);
+            save_device(device, o.save_device_json);
             printf("fusion_bench: this GPU's properties written to %s\n", o.save_device_json);
         }
     }

@@ -1,6 +1,6 @@
-// fusion_graphs.c: the candidate fusions as cuDNN backend graphs, their plans, and device
-// properties (fusion_graphs.h).
-#include "fusion_graphs.h"
+// fusion.c: conv + BatchNorm fusions as cuDNN backend graphs, their plans, and the trainer's
+// fused dgrad (fusion.h).
+#include "fusion.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,7 +33,7 @@ static void note(FusionGraph *g, cudnnStatus_t status, const char *what) {
 
 static Desc make(FusionGraph *g, cudnnBackendDescriptorType_t type) {
     if (failed(g)) return NULL;
-    if (g->n_descs == FUSION_MAX_DESCS) die(1, "fusion_graphs.c: more than %d descriptors in one graph", FUSION_MAX_DESCS);
+    if (g->n_descs == FUSION_MAX_DESCS) die(1, "fusion.c: more than %d descriptors in one graph", FUSION_MAX_DESCS);
     Desc d = NULL;
     note(g, cudnnBackendCreateDescriptor(type, &d), "cudnnBackendCreateDescriptor");
     if (d) g->descs[g->n_descs++] = d;
@@ -66,7 +66,7 @@ static Desc tensor(FusionGraph *g, int64_t uid, cudnnDataType_t type, int64_t n,
     SET(g, d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual);
     finalize(g, d, "tensor descriptor");
     if (!is_virtual && !failed(g)) {
-        if (g->n_uids == FUSION_MAX_UIDS) die(1, "fusion_graphs.c: more than %d tensors in one graph", FUSION_MAX_UIDS);
+        if (g->n_uids == FUSION_MAX_UIDS) die(1, "fusion.c: more than %d tensors in one graph", FUSION_MAX_UIDS);
         g->uids[g->n_uids++] = uid;
     }
     return d;
@@ -423,8 +423,8 @@ void fusion_plan_free(FusionPlan *p) {
 // ---------------------------------------------------------------------------------------
 // Device properties
 
-// Finalizes a device-properties descriptor, or dies with `code` and cuDNN's reason.
-static cudnnBackendDescriptor_t device_finish(Desc d, cudnnStatus_t st, const char *what, int code) {
+cudnnBackendDescriptor_t fusion_device_finish(cudnnBackendDescriptor_t d, cudnnStatus_t st, const char *what,
+                                              int code) {
     if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(d);
     if (st != CUDNN_STATUS_SUCCESS) {
         char last[400];
@@ -437,38 +437,70 @@ static cudnnBackendDescriptor_t device_finish(Desc d, cudnnStatus_t st, const ch
     return d;
 }
 
-cudnnBackendDescriptor_t fusion_device_from_json(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) die(2, "%s: cannot open the device-properties file", path);
-    char json[16384];
-    size_t length = fread(json, 1, sizeof json, f);
-    int too_long = !feof(f);
-    fclose(f);
-    if (too_long) die(2, "%s: longer than %zu bytes: not a device-properties file", path, sizeof json);
-    Desc d = NULL;
-    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR, &d);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(d, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, (int64_t)length, json);
-    return device_finish(d, st, path, 2);
-}
-
 cudnnBackendDescriptor_t fusion_device_from_handle(cudnnHandle_t handle) {
     Desc d = NULL;
     cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR, &d);
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendSetAttribute(d, CUDNN_ATTR_DEVICEPROP_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-    return device_finish(d, st, "this GPU", 1);
+    return fusion_device_finish(d, st, "this GPU", 1);
 }
 
-void fusion_device_save(cudnnBackendDescriptor_t device, const char *path) {
-    int64_t length = 0;
-    CUDNN_CHECK(cudnnBackendGetAttribute(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &length,
-                                         NULL));
-    char *json = host_alloc((size_t)length + 1);
-    CUDNN_CHECK(cudnnBackendGetAttribute(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, length,
-                                         &length, json));
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(json, 1, (size_t)length, f) != (size_t)length || fclose(f) != 0)
-        die(1, "%s: cannot write the device properties", path);
-    free(json);
+// ---------------------------------------------------------------------------------------
+// The trainer's fused dgrad
+
+struct FusedDgrad {
+    FusionGraph graph;
+    FusionPlan plan;
+    cudnnBackendDescriptor_t pack;
+    void *workspace;
+};
+
+FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s, const FusedDgradBuffers *b) {
+    FusedDgrad *f = host_alloc(sizeof *f);
+    fusion_graph_build(&f->graph, FUSION_DGRAD_BN_REDUCE, s, 1);
+    fusion_plan_build(&f->plan, &f->graph, device);
+    if (!f->plan.plan)
+        die(1, "--fused-bn on: cuDNN has no plan for the dgrad of a %dx%d conv at %dx%d, batch %d, with the BatchNorm "
+            "backward's reduction: %s (run without --fused-bn; dev/fusion/fusion_bench tells which fusions this GPU "
+            "supports)",
+            s->c_out, s->c_in, s->side, s->side, s->batch, f->plan.why);
+    f->workspace = f->plan.workspace ? gpu_alloc((size_t)f->plan.workspace) : NULL;
+    // The variant pack, in the graph's order of its tensors.
+    void *pointers[FUSION_MAX_UIDS];
+    for (int i = 0; i < f->graph.n_uids; i++) {
+        switch (f->graph.uids[i]) {
+        case UID_DY: pointers[i] = (void *)b->dy; break;
+        case UID_W: pointers[i] = (void *)b->w; break;
+        case UID_IN: pointers[i] = (void *)b->in; break;
+        case UID_MEAN: pointers[i] = (void *)b->mean; break;
+        case UID_RSTD: pointers[i] = (void *)b->rstd; break;
+        case UID_BIAS: pointers[i] = (void *)b->bias; break;
+        case UID_DZ: pointers[i] = b->dz; break;
+        case UID_SUM_DZ: pointers[i] = b->sum_dz; break;
+        case UID_SUM_DZ_XHAT: pointers[i] = b->sum_dz_xhat; break;
+        default: die(1, "fusion.c: tensor %lld of the fused dgrad has no buffer", (long long)f->graph.uids[i]);
+        }
+    }
+    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &f->pack));
+    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, f->graph.n_uids,
+                                         f->graph.uids));
+    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+                                         f->graph.n_uids, pointers));
+    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
+                                         &f->workspace));
+    CUDNN_CHECK(cudnnBackendFinalize(f->pack));
+    return f;
+}
+
+void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle) {
+    CUDNN_CHECK(cudnnBackendExecute(handle, f->plan.plan, f->pack));
+}
+
+void fused_dgrad_free(FusedDgrad *f) {
+    if (!f) return;
+    cudnnBackendDestroyDescriptor(f->pack);
+    fusion_plan_free(&f->plan);
+    fusion_graph_free(&f->graph);
+    cudaFree(f->workspace);
+    free(f);
 }

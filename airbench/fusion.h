@@ -1,7 +1,8 @@
-// fusion_graphs.h: airbench's candidate convolution + BatchNorm fusions as cuDNN graphs
-// (the backend API), and the plans cuDNN makes of them. dev/fusion_bench.c asks which ones
-// cuDNN supports on a GPU (or on a GPU described by a device-properties file, no GPU needed)
-// and, on a GPU, times them against the trainer's separate conv and kernel launches.
+// fusion.h: conv + BatchNorm fusions as cuDNN graphs (the backend API), and the plans cuDNN
+// makes of them. The trainer takes one of them with --fused-bn on (fused_dgrad_* below);
+// dev/fusion/fusion_bench.c asks which ones cuDNN supports on a GPU (or on a GPU described by
+// a device-properties file, no GPU needed) and, on a GPU, times each against the trainer's
+// separate conv and kernel launches.
 //
 // The fusions, at one conv's shape (NHWC fp16 tensors, fp32 accumulation, 3x3, pad 1):
 //   fprop               y = conv(x, w): the unfused forward, as a graph (the sanity case)
@@ -115,11 +116,26 @@ typedef struct {
 void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device);
 void fusion_plan_free(FusionPlan *p);
 
-// A device-properties descriptor read from the JSON cuDNN writes (fusion_device_save) or
-// from a hand-written file with the same members; dies with the reason if cuDNN refuses it.
-cudnnBackendDescriptor_t fusion_device_from_json(const char *path);
-// The properties of the GPU a cuDNN handle runs on.
+// The properties of the GPU a cuDNN handle runs on (cuDNN 9.8 or newer), for heuristics and plans.
 cudnnBackendDescriptor_t fusion_device_from_handle(cudnnHandle_t handle);
-// Writes the descriptor's JSON to path (so that a machine without this GPU can ask cuDNN
-// about it later); dies on failure.
-void fusion_device_save(cudnnBackendDescriptor_t device, const char *path);
+// Finalizes a device-properties descriptor whose making returned st, or dies with `code`,
+// naming `what` and cuDNN's reason.
+cudnnBackendDescriptor_t fusion_device_finish(cudnnBackendDescriptor_t d, cudnnStatus_t st, const char *what,
+                                              int code);
+
+// ---- the trainer's fusion: a conv's dgrad with the BatchNorm backward's reduction ---------
+// (dgrad+bn-reduce above, deterministic reductions), planned once on fixed buffers.
+typedef struct {
+    const void *dy, *w;              // the conv's output gradient and its filters (fp16)
+    const void *in;                  // the input of the BatchNorm layer below (fp16, c_in channels)
+    const float *mean, *rstd, *bias;  // that layer's batch statistics and bias
+    void *dz;                        // out: the gradient at its activation's input (fp16)
+    float *sum_dz, *sum_dz_xhat;     // out: per channel sum dz and sum dz * xhat
+} FusedDgradBuffers;
+
+typedef struct FusedDgrad FusedDgrad;
+// Dies with cuDNN's reason if it has no plan for the shape.
+FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s, const FusedDgradBuffers *b);
+// Enqueues it on the handle's stream.
+void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle);
+void fused_dgrad_free(FusedDgrad *f);
