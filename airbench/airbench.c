@@ -181,24 +181,29 @@ static void forward_features(Trainer *t, int n, int train) {
 
 // Through the activation, BN (per BN group, each through its own statistics) and, for
 // j = 0, the pool: from d_act to d_conv, and the BN bias gradient (summed over the groups).
-// Where the residual joins, the activation-input gradient also goes to d_residual.
-static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act, __half *d_conv) {
+// Where the residual joins, the activation-input gradient also goes to d_residual. When the
+// dgrad above was fused (--fused-bn on, one group), d_act already holds the activation
+// input's gradient dz and fused_sums the reduction's sums: only the apply is left.
+static void bn_gelu_backward(Trainer *t, int g, int j, int n, const __half *d_act, __half *d_conv, int fused) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
     cudaStream_t s = t->stream;
     int c = l->widths[g], in_side = net_group_in_side(g), groups = bn_groups(t, n, 1), images = n / groups;
     size_t rows = group_rows(g, images), values = rows * c, pre_pool_values = pre_pool_rows(g, images) * c;
-    int joins = net_residual_joins(l->depth, j), activation = t->recipe.activation;
+    int joins = net_residual_joins(l->depth, j), activation = fused ? ACTIVATION_IDENTITY : t->recipe.activation;
     const float *bias = param_ptr(t, t->params, net_bn_id(l, g, j));
     float *d_bias = param_ptr(t, t->grads, net_bn_id(l, g, j));
+    const float *partials = fused ? t->fused_sums : t->partials;
+    int n_partials = fused ? 1 : stats_blocks((int)rows, c);
     for (int k = 0; k < groups; k++) {
         const __half *bn_in = (j == 0 ? a->pooled[g] : a->conv_out[g][j]) + k * values;
         const __half *residual = joins ? a->act[g][0] + k * values : NULL, *d_out = d_act + k * values;
         const float *mean = a->bn_mean[g][j] + k * c, *rstd = a->bn_rstd[g][j] + k * c;
-        CUDA_CHECK(launch_bn_gelu_backward_reduce(t->partials, d_out, bn_in, residual, mean, rstd, bias, (int)rows,
-                                                  c, activation, s));
-        CUDA_CHECK(launch_bn_backward_finalize(groups == 1 ? d_bias : t->bn_group_bias + k * c, t->bn_sums,
-                                               t->partials, stats_blocks((int)rows, c), c, (int)rows, s));
+        if (!fused)
+            CUDA_CHECK(launch_bn_gelu_backward_reduce(t->partials, d_out, bn_in, residual, mean, rstd, bias,
+                                                      (int)rows, c, activation, s));
+        CUDA_CHECK(launch_bn_backward_finalize(groups == 1 ? d_bias : t->bn_group_bias + k * c, t->bn_sums, partials,
+                                               n_partials, c, (int)rows, s));
         if (j == 0)
             CUDA_CHECK(launch_bn_gelu_backward_apply_pool(d_conv + k * pre_pool_values, d_out, bn_in,
                                                           a->pool_argmax[g] + k * values, mean, rstd, bias,
@@ -226,6 +231,25 @@ static void filter_gradient(Trainer *t, const ConvPlan *plan, const __half *inpu
     CUDA_CHECK(cudaEventRecord(t->filter_done[buffer], t->filter_stream));
 }
 
+// --fused-bn on: conv (g, j)'s input gradient from its output gradient d_conv, through the
+// activation of the BatchNorm layer below (BN (g, j - 1), or the last of group g - 1): dz
+// into d_act and that layer's sums into fused_sums, for bn_gelu_backward's apply.
+static void fused_dgrad(Trainer *t, int g, int j, const __half *d_conv, __half *d_act) {
+    const NetLayout *l = &t->layout;
+    Activations *a = &t->acts;
+    int gb = j > 0 ? g : g - 1, jb = j > 0 ? j - 1 : l->depth - 1;
+    FusedDgradBuffers b = {.dy = d_conv,
+                           .w = conv_half_ptr(t, t->conv_half, g, j),
+                           .in = jb == 0 ? a->pooled[gb] : a->conv_out[gb][jb],
+                           .mean = a->bn_mean[gb][jb],
+                           .rstd = a->bn_rstd[gb][jb],
+                           .bias = param_ptr(t, t->params, net_bn_id(l, gb, jb)),
+                           .dz = d_act,
+                           .sum_dz = t->fused_sums,
+                           .sum_dz_xhat = t->fused_sums + l->widths[gb]};
+    fused_dgrad_run(t->fused[g][j], t->fusion_cudnn, &b);
+}
+
 static void backward(Trainer *t, int n, int whiten_bias_grad) {
     const NetLayout *l = &t->layout;
     Activations *a = &t->acts;
@@ -244,19 +268,22 @@ static void backward(Trainer *t, int n, int whiten_bias_grad) {
     // gradient is written while the filter gradient of the layer before still reads the
     // other, and only after the one two layers before has read this one.
     __half *d_act = t->d_act;
-    int layer = 0;
+    int layer = 0, fused = 0;  // fused: the dgrad just run was (--fused-bn on)
     for (int g = 2; g >= 0; g--)
         for (int j = l->depth - 1; j >= 0; j--, layer++) {
             int buffer = t->filter_stream ? layer % 2 : 0;
             __half *d_conv = buffer ? t->d_conv_spare : t->d_conv;
             if (t->filter_stream && layer >= 2) CUDA_CHECK(cudaStreamWaitEvent(s, t->filter_done[buffer], 0));
-            bn_gelu_backward(t, g, j, n, d_act, d_conv);
+            bn_gelu_backward(t, g, j, n, d_act, d_conv, fused);
             const ConvPlan *plan = conv_plan(t->convs, n, g, j);
             const __half *input = j > 0 ? a->act[g][j - 1] : g > 0 ? a->act[g - 1][l->depth - 1] : a->whiten_out;
             filter_gradient(t, plan, input, d_conv, conv_half_ptr(t, t->conv_grads, g, j), buffer);
             int splits = net_residual_splits(l->depth, j);
             d_act = splits ? t->d_residual : t->d_act;
-            if (g > 0 || j > 0 || whiten_bias_grad)
+            fused = t->fused[g][j] != NULL;
+            if (fused)
+                fused_dgrad(t, g, j, d_conv, d_act);
+            else if (g > 0 || j > 0 || whiten_bias_grad)
                 conv_backward_data(t->convs, plan, conv_half_ptr(t, t->conv_half, g, j), d_conv, d_act, splits);
         }
     if (whiten_bias_grad) {
@@ -665,6 +692,7 @@ int main(int argc, char **argv) {
         if (t->proxy) t->proxy->graphs = step_graphs_create();
     }
     if (o.wgrad_stream) trainer_use_filter_stream(t);
+    if (o.fused_bn) trainer_use_fused_bn(t);
     if (o.json_path) {
         if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, trainer_deterministic(t)), err,
                                        sizeof err)))

@@ -24,7 +24,7 @@ static void usage(FILE *f, const Options *o) {
             "usage: %s [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]... [--runs N]\n"
             "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
-            "       [--graphs on|off] [--wgrad-stream on|off] [--stats-blocks N]\n"
+            "       [--graphs on|off] [--wgrad-stream on|off] [--fused-bn on|off] [--stats-blocks N]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "       [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
@@ -55,6 +55,10 @@ static void usage(FILE *f, const Options *o) {
             "  --wgrad-stream on|off  compute the convolutions' filter gradients on a second stream,\n"
             "                     beside the rest of the backward pass (default off): the same\n"
             "                     convolutions, ordered by events; recorded in the run file\n"
+            "  --fused-bn on|off  each conv's input gradient and the BatchNorm backward's reduction of\n"
+            "                     the layer below it as one cuDNN graph (default off; depth 2, one BN\n"
+            "                     group, no data filtering): one memory pass fewer a layer, kernels\n"
+            "                     compiled at start-up, other rounding; recorded in the run file\n"
             "  --stats-blocks N   at most N blocks in each per-channel reduction (BatchNorm statistics\n"
             "                     and their gradients; default 256, up to 2048): a kernel tuning\n"
             "                     knob for A/B timing, recorded in the run file\n"
@@ -130,6 +134,9 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
     } else if (!strcmp(flag, "--wgrad-stream")) {
         static const char *const on_off[] = {"off", "on", NULL};
         if (parse_choice(value, on_off, &o->wgrad_stream)) return bad_value(flag, value, "on or off");
+    } else if (!strcmp(flag, "--fused-bn")) {
+        static const char *const on_off[] = {"off", "on", NULL};
+        if (parse_choice(value, on_off, &o->fused_bn)) return bad_value(flag, value, "on or off");
     } else if (!strcmp(flag, "--stats-blocks")) {
         _Static_assert(STATS_MAX_BLOCKS == 2048 && STATS_DEFAULT_BLOCKS == 256, "--help and this message name them");
         if (parse_long(value, 1, STATS_MAX_BLOCKS, &v)) return bad_value(flag, value, "an integer in 1..2048");
@@ -228,6 +235,7 @@ void print_setup(const Options *o, const char *gpu_name, int major, int minor, i
            RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test,
            o->graphs ? ", training steps as CUDA graphs" : "");
     if (o->wgrad_stream) printf("filter gradients on a second stream\n");
+    if (o->fused_bn) printf("BatchNorm backward reductions fused into the input-gradient convolutions (cuDNN graphs)\n");
     if (o->stats_blocks != STATS_DEFAULT_BLOCKS)
         printf("per-channel reductions in at most %d blocks (default %d)\n", o->stats_blocks, STATS_DEFAULT_BLOCKS);
     if (r->filter_keep)
@@ -310,6 +318,7 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON_AddBoolToObject(config, "conv_deterministic", conv_deterministic);
     cJSON_AddBoolToObject(config, "graphs", o->graphs);
     cJSON_AddBoolToObject(config, "wgrad_stream", o->wgrad_stream);
+    cJSON_AddBoolToObject(config, "fused_bn", o->fused_bn);
     cJSON_AddNumberToObject(config, "stats_blocks", o->stats_blocks);
     return root;
 }

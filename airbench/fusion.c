@@ -136,17 +136,23 @@ static void conv_dgrad(FusionGraph *g, Ops *ops, Desc dy, Desc w, Desc dx) {
     add_op(g, ops, op, "convolution backward data operation");
 }
 
-// y = mode(x) or mode(x, b) elementwise (b broadcast along size-1 dims), fp32 math.
-static void pointwise(FusionGraph *g, Ops *ops, cudnnPointwiseMode_t mode, Desc x, Desc b, Desc y) {
+// A pointwise operation's mode, fp32 math.
+static Desc pointwise_descriptor(FusionGraph *g, cudnnPointwiseMode_t mode) {
     Desc pw = make(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
     cudnnDataType_t math = CUDNN_DATA_FLOAT;
     SET(g, pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
     SET(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &math);
-    if (mode == CUDNN_POINTWISE_SWISH_FWD) {
+    if (mode == CUDNN_POINTWISE_SWISH_FWD || mode == CUDNN_POINTWISE_SWISH_BWD) {
         double beta = 1.0;  // SiLU: x sigmoid(beta x) with beta 1
         SET(g, pw, CUDNN_ATTR_POINTWISE_SWISH_BETA, CUDNN_TYPE_DOUBLE, 1, &beta);
     }
     finalize(g, pw, "pointwise descriptor");
+    return pw;
+}
+
+// y = mode(x) or mode(x, b) elementwise (b broadcast along size-1 dims).
+static void pointwise(FusionGraph *g, Ops *ops, cudnnPointwiseMode_t mode, Desc x, Desc b, Desc y) {
+    Desc pw = pointwise_descriptor(g, mode);
     Desc op = make(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
@@ -157,16 +163,8 @@ static void pointwise(FusionGraph *g, Ops *ops, cudnnPointwiseMode_t mode, Desc 
 
 // dx = dy * act'(x): the activation's backward pointwise op (GELU_BWD or SWISH_BWD).
 static void activation_backward(FusionGraph *g, Ops *ops, int activation, Desc dy, Desc x, Desc dx) {
-    Desc pw = make(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-    cudnnPointwiseMode_t mode = activation == ACTIVATION_SILU ? CUDNN_POINTWISE_SWISH_BWD : CUDNN_POINTWISE_GELU_BWD;
-    cudnnDataType_t math = CUDNN_DATA_FLOAT;
-    SET(g, pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
-    SET(g, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &math);
-    if (mode == CUDNN_POINTWISE_SWISH_BWD) {
-        double beta = 1.0;
-        SET(g, pw, CUDNN_ATTR_POINTWISE_SWISH_BETA, CUDNN_TYPE_DOUBLE, 1, &beta);
-    }
-    finalize(g, pw, "pointwise descriptor");
+    Desc pw = pointwise_descriptor(g, activation == ACTIVATION_SILU ? CUDNN_POINTWISE_SWISH_BWD
+                                                                     : CUDNN_POINTWISE_GELU_BWD);
     Desc op = make(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_DYDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy);
@@ -451,11 +449,10 @@ cudnnBackendDescriptor_t fusion_device_from_handle(cudnnHandle_t handle) {
 struct FusedDgrad {
     FusionGraph graph;
     FusionPlan plan;
-    cudnnBackendDescriptor_t pack;
     void *workspace;
 };
 
-FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s, const FusedDgradBuffers *b) {
+FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s) {
     FusedDgrad *f = host_alloc(sizeof *f);
     fusion_graph_build(&f->graph, FUSION_DGRAD_BN_REDUCE, s, 1);
     fusion_plan_build(&f->plan, &f->graph, device);
@@ -465,7 +462,11 @@ FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShap
             "supports)",
             s->c_out, s->c_in, s->side, s->side, s->batch, f->plan.why);
     f->workspace = f->plan.workspace ? gpu_alloc((size_t)f->plan.workspace) : NULL;
-    // The variant pack, in the graph's order of its tensors.
+    return f;
+}
+
+// The variant pack (made per call: host work only, and the buffers may change between calls).
+void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle, const FusedDgradBuffers *b) {
     void *pointers[FUSION_MAX_UIDS];
     for (int i = 0; i < f->graph.n_uids; i++) {
         switch (f->graph.uids[i]) {
@@ -481,24 +482,21 @@ FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShap
         default: die(1, "fusion.c: tensor %lld of the fused dgrad has no buffer", (long long)f->graph.uids[i]);
         }
     }
-    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &f->pack));
-    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, f->graph.n_uids,
+    cudnnBackendDescriptor_t pack;
+    void *workspace = f->workspace;
+    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, f->graph.n_uids,
                                          f->graph.uids));
-    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
                                          f->graph.n_uids, pointers));
-    CUDNN_CHECK(cudnnBackendSetAttribute(f->pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
-                                         &f->workspace));
-    CUDNN_CHECK(cudnnBackendFinalize(f->pack));
-    return f;
-}
-
-void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle) {
-    CUDNN_CHECK(cudnnBackendExecute(handle, f->plan.plan, f->pack));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
+    CUDNN_CHECK(cudnnBackendFinalize(pack));
+    CUDNN_CHECK(cudnnBackendExecute(handle, f->plan.plan, pack));
+    CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
 }
 
 void fused_dgrad_free(FusedDgrad *f) {
     if (!f) return;
-    cudnnBackendDestroyDescriptor(f->pack);
     fusion_plan_free(&f->plan);
     fusion_graph_free(&f->graph);
     cudaFree(f->workspace);

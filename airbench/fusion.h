@@ -124,7 +124,7 @@ cudnnBackendDescriptor_t fusion_device_finish(cudnnBackendDescriptor_t d, cudnnS
                                               int code);
 
 // ---- the trainer's fusion: a conv's dgrad with the BatchNorm backward's reduction ---------
-// (dgrad+bn-reduce above, deterministic reductions), planned once on fixed buffers.
+// (dgrad+bn-reduce above, deterministic reductions), planned once per shape.
 typedef struct {
     const void *dy, *w;              // the conv's output gradient and its filters (fp16)
     const void *in;                  // the input of the BatchNorm layer below (fp16, c_in channels)
@@ -135,7 +135,7 @@ typedef struct {
 
 typedef struct FusedDgrad FusedDgrad;
 // Dies with cuDNN's reason if it has no plan for the shape.
-FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s, const FusedDgradBuffers *b);
-// Enqueues it on the handle's stream.
-void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle);
+FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s);
+// Enqueues it on the handle's stream, on buffers of the shape's sizes.
+void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle, const FusedDgradBuffers *b);
 void fused_dgrad_free(FusedDgrad *f);

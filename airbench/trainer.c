@@ -190,6 +190,27 @@ void trainer_use_filter_stream(Trainer *t) {
     convs_use_filter_stream(t->convs, t->filter_stream);
 }
 
+void trainer_use_fused_bn(Trainer *t) {
+    const NetLayout *l = &t->layout;
+    int n = recipe_train_batch(&t->recipe);
+    if (l->depth != 2 || bn_groups(t, n, 1) != 1 || t->proxy)
+        die(2, "--fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no data filtering "
+            "(airbench94, 94-muon, 94-record), not %s", t->recipe.name);
+    if (t->fusion_cudnn) return;
+    CUDNN_CHECK(cudnnCreate(&t->fusion_cudnn));
+    CUDNN_CHECK(cudnnSetStream(t->fusion_cudnn, t->stream));
+    cudnnBackendDescriptor_t device = fusion_device_from_handle(t->fusion_cudnn);
+    int widest = l->widths[0] > l->widths[1] ? l->widths[0] : l->widths[1];
+    t->fused_sums = gpu_alloc(2 * (size_t)(widest > l->widths[2] ? widest : l->widths[2]) * sizeof(float));
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < l->depth; j++) {
+            if (g == 0 && j == 0) continue;
+            FusionShape shape = {n, net_conv_in(l->widths, g, j), l->widths[g], net_conv_side(g, j), t->recipe.activation};
+            t->fused[g][j] = fused_dgrad_create(device, &shape);
+        }
+    CUDNN_CHECK(cudnnBackendDestroyDescriptor(device));
+}
+
 int trainer_deterministic(const Trainer *t) {
     return convs_deterministic(t->convs) && (!t->proxy || convs_deterministic(t->proxy->convs));
 }
@@ -204,8 +225,11 @@ static void free_network(Trainer *t) {
                        t->running, t->ema_running, t->d_act, t->d_conv, t->d_residual, t->d_logits,
                        t->d_features, t->partials, t->bn_sums, t->bn_group_bias, t->loss_sum, t->correct, t->ns_x, t->ns_next,
                        t->ns_gram, t->ns_poly, t->sum_sq, t->test_logits, t->top_probability, t->tta_indices,
-                       t->kept_rows, t->example_losses, t->loss_weights, t->ones, t->d_conv_spare};
+                       t->kept_rows, t->example_losses, t->loss_weights, t->ones, t->d_conv_spare, t->fused_sums};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < NET_MAX_DEPTH; j++) fused_dgrad_free(t->fused[g][j]);
+    if (t->fusion_cudnn) cudnnDestroy(t->fusion_cudnn);
     if (t->filter_stream) {
         cudaEventDestroy(t->d_conv_ready);
         for (int i = 0; i < 2; i++) cudaEventDestroy(t->filter_done[i]);

@@ -6,6 +6,7 @@
 
 #include "cifar10.h"
 #include "conv.h"
+#include "fusion.h"
 #include "gpu.h"
 #include "graph.h"
 #include "kernels.h"
@@ -86,6 +87,14 @@ typedef struct Trainer {
     cudaStream_t filter_stream;
     __half *d_conv_spare;
     cudaEvent_t d_conv_ready, filter_done[2];
+    // --fused-bn on (trainer_use_fused_bn; else all NULL): the plans of conv (g, j)'s dgrad as
+    // one cuDNN graph with the BatchNorm + activation backward's reduction of the layer below
+    // it (fusion.h; none for conv (0, 0), below which is the whitening); the layer's two sums
+    // go to fused_sums (sum dz, then sum dz * xhat: one block of bn_backward_finalize's
+    // partials); a cuDNN handle on the stream for them.
+    cudnnHandle_t fusion_cudnn;
+    FusedDgrad *fused[3][NET_MAX_DEPTH];
+    float *fused_sums;
 } Trainer;
 
 #define EVAL_BATCH 2000  // test images per evaluation forward pass
@@ -116,5 +125,9 @@ Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, 
 void trainer_free(Trainer *t);
 // Moves the network's filter gradients onto a second stream (the fields above).
 void trainer_use_filter_stream(Trainer *t);
+// Fuses each BatchNorm layer's backward reduction into the dgrad above it (the fields
+// above). Dies with exit code 2 for a network it does not fit: the residual (depth 3),
+// BatchNorm over groups of the batch, data filtering.
+void trainer_use_fused_bn(Trainer *t);
 // Whether every convolution algorithm chosen, the proxy's included, is deterministic.
 int trainer_deterministic(const Trainer *t);

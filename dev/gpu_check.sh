@@ -19,8 +19,8 @@
 #   lease     a 15-minute lease's one main call (dev/README.md), made after the data is
 #             staged; it builds (as above; GIT_COMMIT set) and runs, most important first:
 #             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 25 against the baseline tree;
-#             airbench94 with --stats-blocks 1024, with --graphs on and with --wgrad-stream
-#             on, and 94-record, 15 runs each, each compared with the tree's own 94 or
+#             airbench94 with --stats-blocks 1024, with --graphs on, with --wgrad-stream on
+#             and with --fused-bn on, and 94-record, 15 runs each, each compared with the tree's own 94 or
 #             94-muon file; the kernel
 #             bench (each v2 of dev/*.cu beside its v1); the fusion bench for fprop+genstats
 #             and dgrad+bn-reduce; the start-up; dev/profile.sh 94. A verdict table ends the
@@ -208,6 +208,7 @@ lease() {
     bench 94 15 airbench94-stats1024 --stats-blocks 1024 && compare airbench94-stats1024 "$logs/94-A.json"
     bench 94 15 airbench94-graphs --graphs on && compare airbench94-graphs "$logs/94-A.json"
     bench 94 15 airbench94-wgrad-stream --wgrad-stream on && compare airbench94-wgrad-stream "$logs/94-A.json"
+    bench 94 15 airbench94-fused-bn --fused-bn on && compare airbench94-fused-bn "$logs/94-A.json"
     bench 94-record 15 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
     step kernel-bench 90 build/kernel_bench
     # the two fusions that would replace kernels (channel_stats; bn_gelu_backward_reduce)

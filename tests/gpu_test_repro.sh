@@ -7,7 +7,9 @@
 # CUDA graphs replay the same kernels with the same arguments, so its numbers must be the
 # same bits too; so must a fourth's with --wgrad-stream on (the same convolutions on a second
 # stream, ordered by events: a missing event would read a buffer too early or too late).
-# Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
+# With --fused-bn on (other rounding, so other numbers) a fifth and a sixth process, the
+# sixth with graphs and the second stream, must agree with each other to the bit, for the
+# recipes it fits. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
 # graphs) and airbench96-filter (whose proxy network scores and selects on the GPU first);
 # TRAINERS names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
@@ -19,35 +21,42 @@ trap 'rm -rf "$tmp"' EXIT
 # Every number that training and evaluation produce (not times), one per line, in file order.
 numbers() { grep -E '"(accuracy|train_loss|train_acc|test_acc)":' "$1"; }
 
-# same_numbers K WHAT: process K's numbers must be process 1's, bit for bit.
+# same_numbers K WHAT [BASE]: process K's numbers must be process BASE's (default 1), bit for bit.
 same_numbers() {
-    if cmp -s "$tmp/numbers1" "$tmp/numbers$1"; then
+    base=${3:-1}
+    if cmp -s "$tmp/numbers$base" "$tmp/numbers$1"; then
         pass
-        echo "$2: $(grep -c . "$tmp/numbers1") numbers bit-identical"
+        echo "$2: $(grep -c . "$tmp/numbers$base") numbers bit-identical"
     else
         fail "$2: the numbers differ:"
-        diff "$tmp/numbers1" "$tmp/numbers$1" | head -n 20
+        diff "$tmp/numbers$base" "$tmp/numbers$1" | head -n 20
     fi
 }
 
 for trainer in $trainers; do
     rm -f "$tmp"/*
-    for k in 1 2 3 4; do
-        graphs=off wgrad_stream=off
+    processes="1 2 3 4"
+    case $trainer in *airbench94 | *airbench94-muon | *airbench94-record) processes="$processes 5 6" ;; esac
+    for k in $processes; do
+        graphs=off wgrad_stream=off fused_bn=off
         [ $k = 3 ] && graphs=on
         [ $k = 4 ] && wgrad_stream=on
+        [ $k -ge 5 ] && fused_bn=on
+        [ $k = 6 ] && graphs=on wgrad_stream=on
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
-            --graphs $graphs --wgrad-stream $wgrad_stream --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
+            --graphs $graphs --wgrad-stream $wgrad_stream --fused-bn $fused_bn --json "$tmp/run$k.json" \
+            > "$tmp/log$k" 2>&1
         rc=$?
         check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
     check "the first process of $trainer recorded no algorithms in the cache $tmp/algos.txt" \
         [ "$(grep -c '|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
-    for k in 1 2 3 4; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
+    for k in $processes; do numbers "$tmp/run$k.json" > "$tmp/numbers$k"; done
     check "the run file of $trainer holds too few numbers to compare" [ "$(grep -c . "$tmp/numbers1")" -ge 10 ]
     same_numbers 2 "$trainer, two processes, seeds 5 and 6"
     same_numbers 3 "$trainer with --graphs on against the run without graphs"
     same_numbers 4 "$trainer with --wgrad-stream on against the run without"
+    [ -f "$tmp/numbers6" ] && same_numbers 6 "$trainer --fused-bn on, with and without graphs and the second stream" 5
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done

@@ -132,17 +132,19 @@ static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *dat
 // Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits; with
 // bn_group > 0, BatchNorm statistics per group of that many images (simulated workers);
 // `activation` after the ConvGroups' BNs.
-static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activation) {
+static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activation, int fused_bn) {
     Recipe recipe = small_recipe(RECIPE_94);
     recipe.bn_group = bn_group;
     recipe.activation = activation;
     const uint64_t seed = 7;
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    if (fused_bn) trainer_use_fused_bn(t);
     RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
-    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s, %d steps compared\n", WIDTHS[0],
-           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation], STEPS);
+    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s%s, %d steps compared\n", WIDTHS[0],
+           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation],
+           fused_bn ? ", --fused-bn on" : "", STEPS);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
     init_reference(ref, &recipe, data, seed);
@@ -189,6 +191,34 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activat
     check_rel("TTA logits", gpu_logits, logits, (size_t)N_TEST * NET_CLASSES, 2e-2);
     printf("  TTA accuracy gpu %.4f\n", gpu_acc);
     ref_net_free(ref);
+    trainer_free(t);
+    free_all();
+}
+
+// --fused-bn on against off, one batch from the same state: only the dgrads and the
+// BatchNorm reductions differ, in where fp16 rounds (the fused dgrad keeps its output in
+// fp32 and writes dz in fp16; the unfused one writes d_out in fp16), so every gradient must
+// agree far more closely than either does with the fp32 reference.
+// Measured on the CPU (tests/host): at most 3.3e-3 (a BN bias; the convs' 4e-4 to 9e-4; the
+// layers above every fused dgrad 0), for GELU and SiLU alike; the fp32 reference is 4.6e-2
+// from either at the first conv.
+static void test_fused_gradients(const Cifar10 *data, Recipe recipe, double bound) {
+    recipe = small_recipe(recipe);
+    const uint64_t seed = 13;
+    Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    printf("%s recipe: one batch's gradients with --fused-bn on against off\n", recipe.name);
+    init_params(t, seed);
+    init_whitening(t);
+    float *grads[2];
+    for (int fused = 0; fused < 2; fused++) {
+        if (fused) trainer_use_fused_bn(t);
+        load_batch(t, 0, seed, NULL, recipe.batch_size);
+        CUDA_CHECK(cudaMemsetAsync(t->loss_sum, 0, sizeof(double), t->stream));
+        train_forward(t, recipe.batch_size);
+        backward(t, recipe.batch_size, 1);
+        grads[fused] = grads_as_reference(t);
+    }
+    check_tensors("fused against unfused: grad", t, grads[1], grads[0], bound, 1);
     trainer_free(t);
     free_all();
 }
@@ -443,8 +473,9 @@ static void set_run_mode(Trainer *t, int mode) {
 // accuracies must be identical to the bit. The recipe's schedule changes shape within the
 // run: the whitening bias freezes, lookahead fires, and (Muon) renormalization comes and
 // goes. On the CPU, HOST_STREAMS=late and early run the two streams in adversarial orders
-// (tests/host/cuda_host.c), so that a missing event changes the numbers.
-static void test_run_modes(const Cifar10 *data, Recipe recipe) {
+// (tests/host/cuda_host.c), so that a missing event changes the numbers. With fused_bn,
+// every mode runs with --fused-bn on.
+static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn) {
     enum { GRAPH_STEPS = 24, GRAPH_TEST_IMAGES = 200 };
     recipe = small_recipe(recipe);
     recipe.epochs = (double)GRAPH_STEPS * BATCH / data->train.n;
@@ -455,6 +486,7 @@ static void test_run_modes(const Cifar10 *data, Recipe recipe) {
         memcpy(recipe.proxy_widths, proxy_widths, sizeof proxy_widths);
     }
     Trainer *t = trainer_create(&recipe, data, data->train.n, GRAPH_TEST_IMAGES, CONV_ALGO_FIND, NULL);
+    if (fused_bn) trainer_use_fused_bn(t);
     Options o = {.seed = 3};
     size_t bytes[RUN_MODES], proxy_bytes[RUN_MODES] = {0};
     uint8_t *state[RUN_MODES], *proxy_state[RUN_MODES] = {NULL};
@@ -471,7 +503,8 @@ static void test_run_modes(const Cifar10 *data, Recipe recipe) {
         }
     }
     int total = recipe_total_steps(&recipe, data->train.n);
-    printf("%s recipe with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name, total, made, updated);
+    printf("%s recipe%s with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name,
+           fused_bn ? " (--fused-bn on)" : "", total, made, updated);
     if (t->proxy) printf("; proxy: %ld made, %ld updated", proxy_made, proxy_updated);
     printf("\n");
     for (int mode = 1; mode < RUN_MODES; mode++) {
@@ -503,15 +536,20 @@ int main(void) {
     char err[512];
     if (cifar10_load(&data, data_dir, err, sizeof err)) die(1, "%s", err);
     data.test.n = N_TEST;
-    test_sgd_steps(&data, 0, ACTIVATION_GELU);
-    test_sgd_steps(&data, BATCH / 4, ACTIVATION_GELU);
-    test_sgd_steps(&data, 0, ACTIVATION_SILU);
+    test_sgd_steps(&data, 0, ACTIVATION_GELU, 0);
+    test_sgd_steps(&data, BATCH / 4, ACTIVATION_GELU, 0);
+    test_sgd_steps(&data, 0, ACTIVATION_SILU, 0);
+    test_sgd_steps(&data, 0, ACTIVATION_GELU, 1);
+    test_sgd_steps(&data, 0, ACTIVATION_SILU, 1);
+    test_fused_gradients(&data, RECIPE_94, 1e-2);
+    test_fused_gradients(&data, RECIPE_94_RECORD, 1e-2);
     test_muon_step(&data);
     test_selective_tta(&data);
     test_filter_steps(&data);
-    test_run_modes(&data, RECIPE_94);
-    test_run_modes(&data, RECIPE_94_RECORD);
-    test_run_modes(&data, RECIPE_96_FILTER);
+    test_run_modes(&data, RECIPE_94, 0);
+    test_run_modes(&data, RECIPE_94_RECORD, 0);
+    test_run_modes(&data, RECIPE_96_FILTER, 0);
+    test_run_modes(&data, RECIPE_94_RECORD, 1);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }

@@ -9,7 +9,8 @@
 # few steps at small widths and writes its run file; three of them with --graphs on, whose
 # report must show one graph made per step shape and every other step only updating one;
 # the filter gradients on a second stream must give the same numbers, whatever order the
-# streams run in; and a 59-step run of airbench94 must learn (accuracy far above chance). Needs CIFAR-10 in
+# streams run in; --fused-bn on nearly the same, and its own to the bit with the second
+# stream and graphs; and a 59-step run of airbench94 must learn (accuracy far above chance). Needs CIFAR-10 in
 # $DATA_DIR; HOST_BUILD names the folder of the programs (default build; make host-sanitize
 # passes build/asan).
 cd "$(dirname "$0")/.." || exit 2
@@ -82,6 +83,31 @@ for variant in 94 94-record 96-filter; do
     done
     check "$variant: too few numbers to compare" [ "$(grep -c . "$tmp/streams-$variant.numbers")" -ge 4 ]
 done
+
+# --fused-bn on (the BatchNorm backward's reduction inside the dgrad graphs, run here by
+# tests/host/cudnn_graph_host.c): airbench94 trains 8 steps to nearly the unfused numbers
+# (other rounding: first-epoch loss within 1e-5, measured 2e-7; host_test_trainer compares
+# the gradients themselves); airbench94-record (Muon, SiLU) to the same bits with the filter
+# stream (HOST_STREAMS=late) and graphs as without; a recipe it does not fit is refused.
+loss() { sed -n 's/.*"train_loss":[[:space:]]*\([0-9.e+-]*\).*/\1/p' "$1" | head -n 1; }
+set -- --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 --no-warmup --set epochs=0.01
+"$bin/host_airbench" --variant 94 "$@" --fused-bn on --json "$tmp/fused-94.json" > "$tmp/fused-94.log" 2>&1
+CHECK_OUT=$tmp/fused-94.log check "host_airbench --variant 94 --fused-bn on" [ $? -eq 0 ]
+check "--fused-bn on: the first epoch's loss $(loss "$tmp/fused-94.json") not within 1e-5 of $(loss "$tmp/streams-94.json")" \
+    awk -v a="$(loss "$tmp/fused-94.json")" -v b="$(loss "$tmp/streams-94.json")" \
+    'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= 1e-5 * b) }'
+"$bin/host_airbench" --variant 94-record "$@" --fused-bn on --json "$tmp/fused.json" > "$tmp/fused.log" 2>&1
+CHECK_OUT=$tmp/fused.log check "host_airbench --variant 94-record --fused-bn on" [ $? -eq 0 ]
+HOST_STREAMS=late "$bin/host_airbench" --variant 94-record "$@" --fused-bn on --wgrad-stream on --graphs on \
+    --json "$tmp/fused-late.json" > "$tmp/fused-late.log" 2>&1
+CHECK_OUT=$tmp/fused-late.log check "HOST_STREAMS=late host_airbench --fused-bn on --wgrad-stream on --graphs on" [ $? -eq 0 ]
+numbers "$tmp/fused.json" > "$tmp/fused.numbers"
+numbers "$tmp/fused-late.json" > "$tmp/fused-late.numbers"
+check "--fused-bn on: the filter stream and graphs change the numbers" cmp -s "$tmp/fused.numbers" "$tmp/fused-late.numbers"
+check "--fused-bn on: too few numbers to compare" [ "$(grep -c . "$tmp/fused.numbers")" -ge 4 ]
+"$bin/host_airbench" --variant 96 "$@" --fused-bn on > "$tmp/fused-96.log" 2>&1
+CHECK_OUT=$tmp/fused-96.log check "--fused-bn on with airbench96 (depth 3) exits 2" [ $? -eq 2 ]
+CHECK_OUT=$tmp/fused-96.log check "--fused-bn on with airbench96 says why" grep -q "for the depth-2 networks" "$tmp/fused-96.log"
 
 # The trainer learns: airbench94's recipe at widths 16,32,32 and batch 256 for 0.3 epochs (59
 # steps, the whole schedule: warm-up, decay, the whitening bias's freeze, lookahead) with
