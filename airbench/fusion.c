@@ -413,6 +413,21 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
     p->build_ms = now_ms() - begin;
 }
 
+cudnnBackendDescriptor_t fusion_pack(const FusionGraph *g, void *const by_uid[N_UIDS], void *workspace) {
+    void *pointers[FUSION_MAX_UIDS];
+    for (int i = 0; i < g->n_uids; i++)
+        if (!(pointers[i] = by_uid[g->uids[i]]))
+            die(1, "fusion.c: tensor %lld of the graph has no buffer", (long long)g->uids[i]);
+    cudnnBackendDescriptor_t pack;
+    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, g->n_uids, g->uids));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, g->n_uids,
+                                         pointers));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
+    CUDNN_CHECK(cudnnBackendFinalize(pack));
+    return pack;
+}
+
 void fusion_plan_free(FusionPlan *p) {
     if (p->plan) cudnnBackendDestroyDescriptor(p->plan);
     memset(p, 0, sizeof *p);
@@ -465,32 +480,19 @@ FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShap
     return f;
 }
 
-// The variant pack (made per call: host work only, and the buffers may change between calls).
+// The variant pack is made per call: host work only, and the buffers may change between calls.
 void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle, const FusedDgradBuffers *b) {
-    void *pointers[FUSION_MAX_UIDS];
-    for (int i = 0; i < f->graph.n_uids; i++) {
-        switch (f->graph.uids[i]) {
-        case UID_DY: pointers[i] = (void *)b->dy; break;
-        case UID_W: pointers[i] = (void *)b->w; break;
-        case UID_IN: pointers[i] = (void *)b->in; break;
-        case UID_MEAN: pointers[i] = (void *)b->mean; break;
-        case UID_RSTD: pointers[i] = (void *)b->rstd; break;
-        case UID_BIAS: pointers[i] = (void *)b->bias; break;
-        case UID_DZ: pointers[i] = b->dz; break;
-        case UID_SUM_DZ: pointers[i] = b->sum_dz; break;
-        case UID_SUM_DZ_XHAT: pointers[i] = b->sum_dz_xhat; break;
-        default: die(1, "fusion.c: tensor %lld of the fused dgrad has no buffer", (long long)f->graph.uids[i]);
-        }
-    }
-    cudnnBackendDescriptor_t pack;
-    void *workspace = f->workspace;
-    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, f->graph.n_uids,
-                                         f->graph.uids));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-                                         f->graph.n_uids, pointers));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
-    CUDNN_CHECK(cudnnBackendFinalize(pack));
+    void *by_uid[N_UIDS] = {0};
+    by_uid[UID_DY] = (void *)b->dy;
+    by_uid[UID_W] = (void *)b->w;
+    by_uid[UID_IN] = (void *)b->in;
+    by_uid[UID_MEAN] = (void *)b->mean;
+    by_uid[UID_RSTD] = (void *)b->rstd;
+    by_uid[UID_BIAS] = (void *)b->bias;
+    by_uid[UID_DZ] = b->dz;
+    by_uid[UID_SUM_DZ] = b->sum_dz;
+    by_uid[UID_SUM_DZ_XHAT] = b->sum_dz_xhat;
+    cudnnBackendDescriptor_t pack = fusion_pack(&f->graph, by_uid, f->workspace);
     CUDNN_CHECK(cudnnBackendExecute(handle, f->plan.plan, pack));
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
 }

@@ -116,6 +116,11 @@ typedef struct {
 void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device);
 void fusion_plan_free(FusionPlan *p);
 
+// The variant pack of a graph's tensors: by_uid[uid] is each one's device pointer (entries
+// the graph does not use are ignored; one it uses must not be NULL). Destroy it with
+// cudnnBackendDestroyDescriptor.
+cudnnBackendDescriptor_t fusion_pack(const FusionGraph *g, void *const by_uid[N_UIDS], void *workspace);
+
 // The properties of the GPU a cuDNN handle runs on (cuDNN 9.8 or newer), for heuristics and plans.
 cudnnBackendDescriptor_t fusion_device_from_handle(cudnnHandle_t handle);
 // Finalizes a device-properties descriptor whose making returned st, or dies with `code`,

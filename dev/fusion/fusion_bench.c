@@ -3,8 +3,8 @@
 // launches (the speed issue's "fewer memory passes", chosen by measurement).
 //
 //   build/fusion_bench [--batch N] [--widths A,B,C] [--activation gelu|silu] [--reps N]
-//                      [--only FUSION] [--save-device-json FILE]
-//   build/fusion_bench --device-json FILE [same shape flags]
+//                      [--only FUSION,...] [--conv G.J,...] [--atomic] [--save-device-json FILE]
+//   build/fusion_bench --device-json FILE [the same but --reps and --save-device-json]
 //
 // With --device-json no GPU is needed: cuDNN builds each graph and its execution plan for the
 // GPU the file describes (deviceless plans, cuDNN 9.8 or newer), which answers "supported?"
@@ -296,17 +296,9 @@ static void *pack_pointer(const Buffers *b, int64_t uid) {
 // The variant pack of a graph's tensors on the case's buffers (made once per case, so that
 // the timed calls are the execution alone).
 static cudnnBackendDescriptor_t make_pack(const FusionGraph *g, const Buffers *b) {
-    void *pointers[FUSION_MAX_UIDS];
-    for (int i = 0; i < g->n_uids; i++) pointers[i] = pack_pointer(b, g->uids[i]);
-    cudnnBackendDescriptor_t pack;
-    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, g->n_uids, g->uids));
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, g->n_uids,
-                                         pointers));
-    void *workspace = b->workspace;
-    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
-    CUDNN_CHECK(cudnnBackendFinalize(pack));
-    return pack;
+    void *by_uid[N_UIDS] = {0};
+    for (int uid = 1; uid < N_UIDS; uid++) by_uid[uid] = pack_pointer(b, uid);
+    return fusion_pack(g, by_uid, b->workspace);
 }
 
 // The trainer's way: its conv (legacy API, its algorithm choice) and kernels.
