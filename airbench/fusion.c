@@ -342,12 +342,13 @@ static int heuristic_configs(FusionPlan *p, const FusionGraph *g, cudnnBackendDe
     return got;
 }
 
-// The engine of a config: its global index and whether it compiles at runtime.
+// The engine of a config: its global index, whether it compiles at runtime, and whether
+// cuDNN notes it as nondeterministic.
 static void describe_engine(FusionPlan *p, Desc cfg) {
     Desc engine = NULL;
     int64_t count = 0;
     p->engine = -1;
-    p->runtime_compiled = 0;
+    p->runtime_compiled = p->nondeterministic = 0;
     cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine);
     if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count, &engine) ==
         CUDNN_STATUS_SUCCESS) {
@@ -357,6 +358,11 @@ static void describe_engine(FusionPlan *p, Desc cfg) {
                                      CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &count, notes) == CUDNN_STATUS_SUCCESS)
             for (int i = 0; i < count; i++)
                 if (notes[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) p->runtime_compiled = 1;
+        cudnnBackendNumericalNote_t numerical[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+        if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                     CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, numerical) == CUDNN_STATUS_SUCCESS)
+            for (int i = 0; i < count; i++)
+                if (numerical[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) p->nondeterministic = 1;
     }
     cudnnBackendDestroyDescriptor(engine);
 }
@@ -496,6 +502,8 @@ void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle, const FusedDgrad
     CUDNN_CHECK(cudnnBackendExecute(handle, f->plan.plan, pack));
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
 }
+
+int fused_dgrad_deterministic(const FusedDgrad *f) { return !f->plan.nondeterministic; }
 
 void fused_dgrad_free(FusedDgrad *f) {
     if (!f) return;

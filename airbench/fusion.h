@@ -109,6 +109,7 @@ typedef struct {
     int config;            // the index of the one taken among them
     int64_t engine;        // its engine's global index
     int runtime_compiled;  // the engine compiles its kernel at plan time (a runtime fusion engine)
+    int nondeterministic;  // cuDNN notes the engine as nondeterministic
     int64_t workspace;     // bytes
     double build_ms;       // wall time of heuristics + plan finalization
 } FusionPlan;
@@ -143,4 +144,6 @@ typedef struct FusedDgrad FusedDgrad;
 FusedDgrad *fused_dgrad_create(cudnnBackendDescriptor_t device, const FusionShape *s);
 // Enqueues it on the handle's stream, on buffers of the shape's sizes.
 void fused_dgrad_run(const FusedDgrad *f, cudnnHandle_t handle, const FusedDgradBuffers *b);
+// Whether cuDNN notes its engine as deterministic (its reductions are asked to be).
+int fused_dgrad_deterministic(const FusedDgrad *f);
 void fused_dgrad_free(FusedDgrad *f);

@@ -212,6 +212,9 @@ void trainer_use_fused_bn(Trainer *t) {
 }
 
 int trainer_deterministic(const Trainer *t) {
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < NET_MAX_DEPTH; j++)
+            if (t->fused[g][j] && !fused_dgrad_deterministic(t->fused[g][j])) return 0;
     return convs_deterministic(t->convs) && (!t->proxy || convs_deterministic(t->proxy->convs));
 }
 

@@ -129,5 +129,6 @@ void trainer_use_filter_stream(Trainer *t);
 // above). Dies with exit code 2 for a network it does not fit: the residual (depth 3),
 // BatchNorm over groups of the batch, data filtering.
 void trainer_use_fused_bn(Trainer *t);
-// Whether every convolution algorithm chosen, the proxy's included, is deterministic.
+// Whether every convolution algorithm chosen, the proxy's and the fused dgrads' included, is
+// deterministic.
 int trainer_deterministic(const Trainer *t);

@@ -51,7 +51,7 @@ fi
 # A line of the plans: conv G.J, its shape, the fusion, then "engine N, ..." (planned) or
 # "engine N (runtime fusion) compiled its kernel; ..." (accepted).
 line() { awk -v conv="$1" -v fusion="$2" '$1 == conv && $3 == fusion' "$tmp/plans"; }
-planned() { line "$1" "$2" | grep -E -q '^[^ ]+ +[^ ]+ +[^ ]+ +engine [0-9]+( rtc)?,'; }
+planned() { line "$1" "$2" | grep -E -q '^[^ ]+ +[^ ]+ +[^ ]+ +engine [0-9]+( rtc)?( nondet)?,'; }
 accepted() { planned "$1" "$2" || line "$1" "$2" | grep -q 'engine [0-9]* (runtime fusion) compiled its kernel'; }
 
 "$bench" --device-json "$device" --conv 2.1 --only fprop,dgrad,fprop+genstats > "$tmp/plans" 2> "$tmp/err"

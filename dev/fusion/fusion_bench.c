@@ -472,8 +472,9 @@ static void print_result(int g, int j, const FusionShape *s, Fusion f, const Res
         printf("%-20s %-28s unsupported: %.150s\n", conv, fusion, p->why);
         return;
     }
-    snprintf(plan, sizeof plan, "engine %lld%s, %.0f ms, ws %lld", (long long)p->engine, p->runtime_compiled ? " rtc" : "",
-             p->build_ms, (long long)p->workspace);
+    snprintf(plan, sizeof plan, "engine %lld%s%s, %.0f ms, ws %lld", (long long)p->engine,
+             p->runtime_compiled ? " rtc" : "", p->nondeterministic ? " nondet" : "", p->build_ms,
+             (long long)p->workspace);
     printf("%-20s %-28s %-32s", conv, fusion, plan);
     if (r->failed[0]) printf(" did not run: %.120s", r->failed);
     if (r->ran)

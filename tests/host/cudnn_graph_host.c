@@ -361,6 +361,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor
         if (requested >= 1) memcpy(values, &zero, sizeof zero);
         return CUDNN_STATUS_SUCCESS;
     case CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE:
+    case CUDNN_ATTR_ENGINE_NUMERICAL_NOTE:
         *count = 0;
         return CUDNN_STATUS_SUCCESS;
     case CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION:
