@@ -193,6 +193,10 @@ static FusionShape conv_shape(const Options *o, int g, int j) {
     return (FusionShape){o->batch, net_conv_in(o->widths, g, j), o->widths[g], net_conv_side(g, j), o->activation};
 }
 
+// The largest relative error of a fused output against the unfused one: fp16 outputs and
+// another summation order give ~1e-3 (3e-4 on the CPU stand-in).
+#define ERROR_BOUND 1e-2
+
 // What one case found.
 typedef struct {
     FusionPlan plan;
@@ -200,7 +204,7 @@ typedef struct {
     char failed[200];  // why the plan's first execution failed ("" if it ran)
     int ran;
     double fused_us, unfused_us;
-    double error, bound;
+    double error;
     char worst[24];     // the output with the largest error
     int deterministic;  // two runs gave the same bits
 } Result;
@@ -377,7 +381,6 @@ static void check_outputs(Result *r, Fusion f, const Buffers *b) {
     const FusionShape *s = &b->s;
     int dgrad = fusion_is_dgrad(f), c = dgrad ? s->c_in : s->c_out;
     size_t count = dgrad ? b->in_count : b->out_count;
-    r->bound = 1e-2;  // fp16 outputs and a different summation order: ~1e-3 expected
     const float *fused_map = download_halves(b->fused[UID_Y], count), *unfused_map = download_halves(b->y, count);
     if (f == FUSION_FPROP || f == FUSION_BNACT_FPROP || f == FUSION_DGRAD) {
         keep_worst(r, dgrad ? "d_out" : "y", rel_error(fused_map, unfused_map, count));
@@ -479,7 +482,7 @@ static void print_result(int g, int j, const FusionShape *s, Fusion f, const Res
     if (r->failed[0]) printf(" did not run: %.120s", r->failed);
     if (r->ran)
         printf(" %8.1f %8.1f %8.1f  %.1e %-14s %s%s", r->fused_us, r->unfused_us, r->unfused_us - r->fused_us, r->error,
-               r->worst, r->deterministic ? "yes" : "no", r->error <= r->bound ? "" : "  <-- WRONG");
+               r->worst, r->deterministic ? "yes" : "no", r->error <= ERROR_BOUND ? "" : "  <-- WRONG");
     printf("\n");
 }
 
@@ -526,8 +529,8 @@ int main(int argc, char **argv) {
             printf("fusion_bench: this GPU's properties written to %s\n", o.save_device_json);
         }
     }
-    printf("batch %d, widths %d,%d,%d, %s; errors against the unfused way, bound 1e-2\n", o.batch, o.widths[0],
-           o.widths[1], o.widths[2], o.activation == ACTIVATION_SILU ? "SiLU" : "GELU");
+    printf("batch %d, widths %d,%d,%d, %s; errors against the unfused way, bound %.0e\n", o.batch, o.widths[0],
+           o.widths[1], o.widths[2], o.activation == ACTIVATION_SILU ? "SiLU" : "GELU", ERROR_BOUND);
     printf("%-20s %-28s %-32s %8s %8s %8s  %-22s %s\n", "conv g.j side,c>k", "fusion", "plan", "fused", "unfused",
            "saved", "error (worst output)", "same bits");
     int wrong = 0, broken = 0;
@@ -557,7 +560,7 @@ int main(int argc, char **argv) {
                 // The unfused graphs are what any conv needs: without their plans the tool
                 // (or the device description) is broken, not the fusion unsupported.
                 if (!r.plan.plan && (f == FUSION_FPROP || f == FUSION_DGRAD)) broken = 1;
-                if ((r.ran && !(r.error <= r.bound)) || r.failed[0]) wrong = 1;
+                if ((r.ran && !(r.error <= ERROR_BOUND)) || r.failed[0]) wrong = 1;
                 if (r.ran) saved[f] += r.unfused_us - r.fused_us;
                 fusion_plan_free(&r.plan);
                 fusion_graph_free(&graph);

@@ -96,34 +96,61 @@ typedef struct {
     int accumulate;
 } QueuedConv;
 
-static void forward(const ConvPlan *p, const __half *x, const __half *w, __half *y) {
-    int s = p->side, ci = p->c_in, co = p->c_out;
-    float *xf = floats_of("conv_forward", x, activation_size(p, ci)), *wf = floats_of("conv_forward", w, (size_t)co * 9 * ci);
+void host_conv3x3_forward(float *y, const float *x, const float *w, int n, int s, int ci, int co) {
     // The filters as [tap][in][out], so that the innermost loop runs over the outputs.
     float *taps = malloc((size_t)9 * ci * co * sizeof(float));
     if (!taps) die(1, "out of host memory");
     for (int o = 0; o < co; o++)
         for (int k = 0; k < 9; k++)
-            for (int i = 0; i < ci; i++) taps[((size_t)k * ci + i) * co + o] = wf[((size_t)o * 9 + k) * ci + i];
+            for (int i = 0; i < ci; i++) taps[((size_t)k * ci + i) * co + o] = w[((size_t)o * 9 + k) * ci + i];
 #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < p->batch; b++)
+    for (int b = 0; b < n; b++)
         for (int oy = 0; oy < s; oy++)
             for (int ox = 0; ox < s; ox++) {
-                float sum[co];
+                float *sum = y + (((size_t)b * s + oy) * s + ox) * co;
                 for (int o = 0; o < co; o++) sum[o] = 0.0f;
                 for (int k = 0; k < 9; k++) {
                     int iy = oy + k / 3 - 1, ix = ox + k % 3 - 1;
                     if (iy < 0 || iy >= s || ix < 0 || ix >= s) continue;
-                    const float *xv = xf + (((size_t)b * s + iy) * s + ix) * ci;
+                    const float *xv = x + (((size_t)b * s + iy) * s + ix) * ci;
                     for (int i = 0; i < ci; i++) {
                         const float *tap = taps + ((size_t)k * ci + i) * co;
                         for (int o = 0; o < co; o++) sum[o] += xv[i] * tap[o];
                     }
                 }
-                __half *out = y + (((size_t)b * s + oy) * s + ox) * co;
-                for (int o = 0; o < co; o++) out[o].x = float_to_half(sum[o]);
             }
     free(taps);
+}
+
+void host_conv3x3_backward_data(float *dx, const float *dy, const float *w, int n, int s, int ci, int co) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int iy = 0; iy < s; iy++)
+            for (int ix = 0; ix < s; ix++) {
+                float *sum = dx + (((size_t)b * s + iy) * s + ix) * ci;
+                for (int i = 0; i < ci; i++) sum[i] = 0.0f;
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 3; kx++) {
+                        int oy = iy - ky + 1, ox = ix - kx + 1;
+                        if (oy < 0 || oy >= s || ox < 0 || ox >= s) continue;
+                        const float *g = dy + (((size_t)b * s + oy) * s + ox) * co;
+                        for (int o = 0; o < co; o++) {
+                            const float *wv = w + ((size_t)(o * 3 + ky) * 3 + kx) * ci;
+                            for (int i = 0; i < ci; i++) sum[i] += g[o] * wv[i];
+                        }
+                    }
+            }
+}
+
+static void forward(const ConvPlan *p, const __half *x, const __half *w, __half *y) {
+    size_t count = activation_size(p, p->c_out);
+    float *xf = floats_of("conv_forward", x, activation_size(p, p->c_in));
+    float *wf = floats_of("conv_forward", w, (size_t)p->c_out * 9 * p->c_in);
+    float *yf = malloc(count * sizeof(float));
+    if (!yf) die(1, "out of host memory");
+    host_conv3x3_forward(yf, xf, wf, p->batch, p->side, p->c_in, p->c_out);
+    for (size_t i = 0; i < count; i++) y[i].x = float_to_half(yf[i]);
+    free(yf);
     free(xf);
     free(wf);
 }
@@ -154,29 +181,15 @@ static void backward_filter(const ConvPlan *p, const __half *x, const __half *dy
 }
 
 static void backward_data(const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
-    int s = p->side, ci = p->c_in, co = p->c_out;
-    float *wf = floats_of("conv_backward_data", w, (size_t)co * 9 * ci);
-    float *dyf = floats_of("conv_backward_data", dy, activation_size(p, co));
-    float *old = accumulate ? floats_of("conv_backward_data", dx, activation_size(p, ci)) : NULL;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < p->batch; b++)
-        for (int iy = 0; iy < s; iy++)
-            for (int ix = 0; ix < s; ix++) {
-                float sum[ci];
-                for (int i = 0; i < ci; i++) sum[i] = 0.0f;
-                for (int ky = 0; ky < 3; ky++)
-                    for (int kx = 0; kx < 3; kx++) {
-                        int oy = iy - ky + 1, ox = ix - kx + 1;
-                        if (oy < 0 || oy >= s || ox < 0 || ox >= s) continue;
-                        const float *g = dyf + (((size_t)b * s + oy) * s + ox) * co;
-                        for (int o = 0; o < co; o++) {
-                            const float *wv = wf + ((size_t)(o * 3 + ky) * 3 + kx) * ci;
-                            for (int i = 0; i < ci; i++) sum[i] += g[o] * wv[i];
-                        }
-                    }
-                size_t at = (((size_t)b * s + iy) * s + ix) * ci;
-                for (int i = 0; i < ci; i++) dx[at + i].x = float_to_half(sum[i] + (old ? old[at + i] : 0.0f));
-            }
+    size_t count = activation_size(p, p->c_in);
+    float *wf = floats_of("conv_backward_data", w, (size_t)p->c_out * 9 * p->c_in);
+    float *dyf = floats_of("conv_backward_data", dy, activation_size(p, p->c_out));
+    float *old = accumulate ? floats_of("conv_backward_data", dx, count) : NULL;
+    float *dxf = malloc(count * sizeof(float));
+    if (!dxf) die(1, "out of host memory");
+    host_conv3x3_backward_data(dxf, dyf, wf, p->batch, p->side, p->c_in, p->c_out);
+    for (size_t i = 0; i < count; i++) dx[i].x = float_to_half(dxf[i] + (old ? old[i] : 0.0f));
+    free(dxf);
     free(wf);
     free(dyf);
     free(old);

@@ -374,7 +374,8 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor
 
 // ---- execution ------------------------------------------------------------------------
 
-// A tensor's values as floats in logical [n][c][h][w] order.
+// A tensor's values as floats in logical order: dims n, h, w, c from the outermost (NHWC,
+// KRSC for filters), the order conv_host.c's convolutions take.
 typedef struct {
     int64_t uid;
     float *values;
@@ -395,11 +396,15 @@ static void *pack_pointer(const Job *job, int64_t uid) {
     die(1, "cuDNN graph (CPU stand-in): tensor %lld is not in the variant pack", (long long)uid);
 }
 
+// The dims (cuDNN's n, c, h, w order) from the innermost of the logical order to the outermost.
+static const int INNER_TO_OUTER[4] = {1, 3, 2, 0};
+
 static size_t memory_index(const Tensor *t, size_t logical) {
     size_t index = 0;
-    for (int i = 3; i >= 0; i--) {
-        index += (logical % (size_t)t->dims[i]) * (size_t)t->strides[i];
-        logical /= (size_t)t->dims[i];
+    for (int k = 0; k < 4; k++) {
+        int d = INNER_TO_OUTER[k];
+        index += (logical % (size_t)t->dims[d]) * (size_t)t->strides[d];
+        logical /= (size_t)t->dims[d];
     }
     return index;
 }
@@ -442,40 +447,26 @@ static void write_tensor(Job *job, const HostDesc *d, float *f) {
     }
 }
 
-// 3x3, pad 1 cross-correlation: y[n][k] = sum over c of x[n][c] * w[k][c]; or, transposed
-// (dgrad), dx[n][c] = sum over k of dy[n][k] * w[k][c] flipped.
-static float *convolve(const float *in, const float *w, const Tensor *t_in, const Tensor *t_w, int transposed) {
-    int64_t n = t_in->dims[0], c_in = t_in->dims[1], side = t_in->dims[2], k_dim = t_w->dims[0], c_dim = t_w->dims[1];
-    int64_t c_out = transposed ? c_dim : k_dim;
-    float *out = host_alloc((size_t)(n * c_out * side * side) * sizeof(float));
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t o = 0; o < c_out; o++)
-            for (int64_t y = 0; y < side; y++)
-                for (int64_t x = 0; x < side; x++) {
-                    double sum = 0.0;
-                    for (int64_t i = 0; i < c_in; i++)
-                        for (int r = 0; r < 3; r++)
-                            for (int s = 0; s < 3; s++) {
-                                // fprop reads in at (y + r - 1, x + s - 1); dgrad at (y - r + 1, x - s + 1)
-                                int64_t yy = transposed ? y - r + 1 : y + r - 1, xx = transposed ? x - s + 1 : x + s - 1;
-                                if (yy < 0 || yy >= side || xx < 0 || xx >= side) continue;
-                                float weight = transposed ? w[((i * c_dim + o) * 3 + r) * 3 + s]
-                                                          : w[((o * c_dim + i) * 3 + r) * 3 + s];
-                                sum += (double)in[((b * c_in + i) * side + yy) * side + xx] * weight;
-                            }
-                    out[((b * c_out + o) * side + y) * side + x] = (float)sum;
-                }
+// A 3x3 convolution forward (x, w -> y) or backward data (dy, w -> dx), by conv_host.c.
+static float *convolve(const float *in, const float *w, const Tensor *t_in, const Tensor *t_w, int backward_data) {
+    int n = (int)t_in->dims[0], side = (int)t_in->dims[2], co = (int)t_w->dims[0], ci = (int)t_w->dims[1];
+    float *out = host_alloc((size_t)n * side * side * (backward_data ? ci : co) * sizeof(float));
+    if (backward_data)
+        host_conv3x3_backward_data(out, in, w, n, side, ci, co);
+    else
+        host_conv3x3_forward(out, in, w, n, side, ci, co);
     return out;
 }
 
 // The logical index into a broadcast operand (its size-1 dims repeat).
 static size_t broadcast_index(const Tensor *full, const Tensor *b, size_t logical) {
     size_t index = 0, scale = 1;
-    for (int i = 3; i >= 0; i--) {
-        size_t coordinate = logical % (size_t)full->dims[i];
-        logical /= (size_t)full->dims[i];
-        if (b->dims[i] != 1) index += coordinate * scale;
-        scale *= (size_t)b->dims[i];
+    for (int k = 0; k < 4; k++) {
+        int d = INNER_TO_OUTER[k];
+        size_t coordinate = logical % (size_t)full->dims[d];
+        logical /= (size_t)full->dims[d];
+        if (b->dims[d] != 1) index += coordinate * scale;
+        scale *= (size_t)b->dims[d];
     }
     return index;
 }

@@ -30,3 +30,8 @@ int host_inside_allocation(const void *p, size_t bytes);
 void host_enqueue(cudaStream_t stream, void (*run)(void *), void *arg);
 // Runs every queued call (a synchronization).
 void host_synchronize(void);
+// conv_host.c's 3x3 convolutions (pad 1, cross-correlation, fp32 sums) on floats: NHWC
+// activations (n x s x s x channels) and KRSC filters (co x 3 x 3 x ci). Forward: y from x;
+// backward data: dx from dy. cudnn_graph_host.c runs its graphs' convolutions with them.
+void host_conv3x3_forward(float *y, const float *x, const float *w, int n, int s, int ci, int co);
+void host_conv3x3_backward_data(float *dx, const float *dy, const float *w, int n, int s, int ci, int co);
