@@ -8,32 +8,43 @@
 // filters of equal shape are neighbours (airbench94: 64x216, 64x576, 256x576, then three of
 // 256x2304), so each run of equal shapes is one Muon group, and Newton-Schulz runs as
 // strided-batched GEMMs over a group: three cuBLAS calls per iteration for the whole group.
+// The per-filter kernels (norms, scaling, the weight update) are one launch each for all
+// the filters (kernels.h's MuonMatrices), and each iteration copies all groups' operands
+// in one copy each, so a step's launches do not grow with the number of filters.
 #include "trainer.h"
 
-// The runs of equal (c_out, cols) among the conv filters, and the buffers they need.
+_Static_assert(3 * NET_MAX_DEPTH <= MUON_MAX_MATRICES, "every conv filter must fit one MuonMatrices");
+
+// The runs of equal (c_out, cols) among the conv filters, the filters as the Muon kernels
+// see them, and the buffers they need: every group's Gram matrices lie one after another.
 void muon_alloc(Trainer *t) {
     const NetLayout *l = &t->layout;
-    size_t largest_gram = 0, n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
+    size_t n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
     t->n_muon_groups = 0;
+    t->muon_gram_size = 0;
+    t->muon_matrices.n = 0;
     for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
         const TensorInfo *ti = &l->tensors[id];
-        int cols = (int)(ti->size / ti->c_out);
+        int cols = (int)(ti->size / ti->c_out), i = t->muon_matrices.n++;
+        size_t side = (size_t)(cols < ti->c_out ? cols : ti->c_out);
+        t->muon_matrices.offset[i] = ti->offset - t->pb.begin[SEG_CONV];
+        t->muon_matrices.count[i] = ti->size;
+        t->muon_matrices.c_out[i] = ti->c_out;
         MuonGroup *last = t->n_muon_groups ? &t->muon_groups[t->n_muon_groups - 1] : NULL;
         if (last && last->rows == ti->c_out && last->cols == cols) {
             last->count++;
         } else {
-            t->muon_groups[t->n_muon_groups++] =
-                (MuonGroup){.rows = ti->c_out, .cols = cols, .count = 1, .offset = ti->offset - t->pb.begin[SEG_CONV]};
-            last = &t->muon_groups[t->n_muon_groups - 1];
+            t->muon_groups[t->n_muon_groups++] = (MuonGroup){.rows = ti->c_out, .cols = cols, .count = 1,
+                                                             .offset = t->muon_matrices.offset[i],
+                                                             .gram_offset = t->muon_gram_size};
         }
-        size_t side = (size_t)(cols < ti->c_out ? cols : ti->c_out);
-        if (last->count * side * side > largest_gram) largest_gram = last->count * side * side;
+        t->muon_gram_size += side * side;
     }
     t->ns_x = gpu_alloc(n_conv * sizeof(__nv_bfloat16));
     t->ns_next = gpu_alloc(n_conv * sizeof(__nv_bfloat16));
-    t->ns_gram = gpu_alloc(largest_gram * sizeof(__nv_bfloat16));
-    t->ns_poly = gpu_alloc(largest_gram * sizeof(__nv_bfloat16));
-    t->sum_sq = gpu_alloc(2 * sizeof(float));
+    t->ns_gram = gpu_alloc(t->muon_gram_size * sizeof(__nv_bfloat16));
+    t->ns_poly = gpu_alloc(t->muon_gram_size * sizeof(__nv_bfloat16));
+    t->sum_sq = gpu_alloc(2 * MUON_MAX_MATRICES * sizeof(float));
 }
 
 // count bf16 GEMMs through cuBLAS with fp32 accumulation (column-major, as cuBLAS sees
@@ -47,67 +58,87 @@ static void gemm_bf16_batched(Trainer *t, cublasOperation_t op_a, cublasOperatio
                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// Newton-Schulz on a group's row-major rows x cols matrices (already divided by their
+// Newton-Schulz on each group's row-major rows x cols matrices (already divided by their
 // norms), on their wide orientation: A = X X^T; B = b A + c A A; X = a X + B X. cuBLAS sees
 // a row-major X as the column-major M = X^T (cols x rows). Wide X: A = M^T M and
-// M <- M B + a M. Tall X (work on X^T = M): A = M M^T and M <- B M + a M. Iterate i reads
-// buffer x and writes buffer `next`, then they swap: the result ends in ns_x after an even
-// number of iterations and in ns_next after an odd one, for every group alike.
-static void newton_schulz_group(Trainer *t, const MuonGroup *grp) {
-    const Recipe *r = &t->recipe;
-    const float a = (float)r->ns_a, b = (float)r->ns_b, c = (float)r->ns_c;
-    int rows = grp->rows, cols = grp->cols, wide = rows <= cols, p = wide ? rows : cols, n = grp->count;
+// M <- M B + a M. Tall X (work on X^T = M): A = M M^T and M <- B M + a M. cuBLAS writes
+// each product over its C operand, so B's starts as a copy of A and the new X's as a copy
+// of X: one copy of all groups' Gram matrices and one of all filters per iteration. An
+// iteration reads buffer x and writes buffer `next`, then they swap: the result ends in
+// ns_x after an even number of iterations and in ns_next after an odd one.
+static void gram_gemm(Trainer *t, const MuonGroup *grp, const __nv_bfloat16 *x) {
+    int rows = grp->rows, cols = grp->cols, p = rows <= cols ? rows : cols;
     long long size = (long long)rows * cols, gram = (long long)p * p;
-    __nv_bfloat16 *x = t->ns_x + grp->offset, *next = t->ns_next + grp->offset;
-    for (int step = 0; step < r->muon_ns_steps; step++) {
-        if (wide)
-            gemm_bf16_batched(t, CUBLAS_OP_T, CUBLAS_OP_N, p, p, cols, 1.0f, x, cols, size, x, cols, size, 0.0f,
-                              t->ns_gram, p, gram, n);
-        else
-            gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_T, p, p, rows, 1.0f, x, cols, size, x, cols, size, 0.0f,
-                              t->ns_gram, p, gram, n);
-        CUDA_CHECK(cudaMemcpyAsync(t->ns_poly, t->ns_gram, gram * n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice,
-                                   t->stream));
-        gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, p, p, p, c, t->ns_gram, p, gram, t->ns_gram, p, gram, b,
-                          t->ns_poly, p, gram, n);
-        CUDA_CHECK(cudaMemcpyAsync(next, x, size * n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, t->stream));
-        if (wide)
-            gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, rows, 1.0f, x, cols, size, t->ns_poly, p, gram,
-                              a, next, cols, size, n);
-        else
-            gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, cols, 1.0f, t->ns_poly, p, gram, x, cols, size,
-                              a, next, cols, size, n);
+    __nv_bfloat16 *a = t->ns_gram + grp->gram_offset;
+    if (rows <= cols)
+        gemm_bf16_batched(t, CUBLAS_OP_T, CUBLAS_OP_N, p, p, cols, 1.0f, x, cols, size, x, cols, size, 0.0f, a, p,
+                          gram, grp->count);
+    else
+        gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_T, p, p, rows, 1.0f, x, cols, size, x, cols, size, 0.0f, a, p,
+                          gram, grp->count);
+}
+
+// B = c A A + b B, with B a copy of A.
+static void polynomial_gemm(Trainer *t, const MuonGroup *grp) {
+    const Recipe *r = &t->recipe;
+    int p = grp->rows <= grp->cols ? grp->rows : grp->cols;
+    long long gram = (long long)p * p;
+    const __nv_bfloat16 *a = t->ns_gram + grp->gram_offset;
+    gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, p, p, p, (float)r->ns_c, a, p, gram, a, p, gram, (float)r->ns_b,
+                      t->ns_poly + grp->gram_offset, p, gram, grp->count);
+}
+
+// next = B X + a next, with next a copy of X (M B or B M as cuBLAS sees it).
+static void update_gemm(Trainer *t, const MuonGroup *grp, const __nv_bfloat16 *x, __nv_bfloat16 *next) {
+    int rows = grp->rows, cols = grp->cols, p = rows <= cols ? rows : cols;
+    long long size = (long long)rows * cols, gram = (long long)p * p;
+    const float a = (float)t->recipe.ns_a;
+    const __nv_bfloat16 *b = t->ns_poly + grp->gram_offset;
+    if (rows <= cols)
+        gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, rows, 1.0f, x, cols, size, b, p, gram, a, next,
+                          cols, size, grp->count);
+    else
+        gemm_bf16_batched(t, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, cols, 1.0f, b, p, gram, x, cols, size, a, next,
+                          cols, size, grp->count);
+}
+
+static void newton_schulz(Trainer *t) {
+    size_t n_conv = t->pb.end[SEG_CONV] - t->pb.begin[SEG_CONV];
+    __nv_bfloat16 *x = t->ns_x, *next = t->ns_next;
+    for (int step = 0; step < t->recipe.muon_ns_steps; step++) {
+        for (int k = 0; k < t->n_muon_groups; k++) gram_gemm(t, &t->muon_groups[k], x + t->muon_groups[k].offset);
+        CUDA_CHECK(cudaMemcpyAsync(t->ns_poly, t->ns_gram, t->muon_gram_size * sizeof(__nv_bfloat16),
+                                   cudaMemcpyDeviceToDevice, t->stream));
+        for (int k = 0; k < t->n_muon_groups; k++) polynomial_gemm(t, &t->muon_groups[k]);
+        CUDA_CHECK(cudaMemcpyAsync(next, x, n_conv * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, t->stream));
+        for (int k = 0; k < t->n_muon_groups; k++) {
+            const MuonGroup *grp = &t->muon_groups[k];
+            update_gemm(t, grp, x + grp->offset, next + grp->offset);
+        }
         __nv_bfloat16 *done = next;
         next = x;
         x = done;
     }
 }
 
-// Muon for the conv filters: Nesterov momentum (one launch over all of them), each update
-// divided by its norm, Newton-Schulz per group of equal shapes, then each weight rescaled
-// to Frobenius norm sqrt(c_out) before its step when the plan says so, and the decoupled
-// decay after it.
+// Muon for the conv filters: Nesterov momentum, each update divided by its norm,
+// Newton-Schulz per group of equal shapes, then each weight rescaled to Frobenius norm
+// sqrt(c_out) before its step when the plan says so, and the decoupled decay after it.
+// Each of these is one launch (or two) for all the filters. sum_sq holds the updates'
+// sums of squares, then from MUON_MAX_MATRICES on the weights'.
 void muon_step(Trainer *t, const StepPlan *plan) {
     const Recipe *r = &t->recipe;
-    const NetLayout *l = &t->layout;
+    const MuonMatrices *filters = &t->muon_matrices;
     size_t begin = t->pb.begin[SEG_CONV];
+    float *update_sums = t->sum_sq, *weight_sums = t->sum_sq + MUON_MAX_MATRICES;
     CUDA_CHECK(launch_muon_momentum(t->ns_x, t->momentum + begin, t->conv_grads, t->pb.end[SEG_CONV] - begin,
                                     (float)r->muon_momentum, t->stream));
-    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
-        const TensorInfo *ti = &l->tensors[id];
-        __nv_bfloat16 *update = t->ns_x + (ti->offset - begin);
-        CUDA_CHECK(launch_sum_squares_bf16(t->sum_sq, update, ti->size, t->stream));
-        CUDA_CHECK(launch_scale_by_inverse_norm(update, ti->size, t->sum_sq, (float)r->ns_eps, t->stream));
-    }
-    for (int k = 0; k < t->n_muon_groups; k++) newton_schulz_group(t, &t->muon_groups[k]);
+    CUDA_CHECK(launch_sum_squares_bf16(update_sums, t->ns_x, filters, t->stream));
+    CUDA_CHECK(launch_scale_by_inverse_norm(t->ns_x, filters, update_sums, (float)r->ns_eps, t->stream));
+    newton_schulz(t);
     const __nv_bfloat16 *orthogonal = r->muon_ns_steps % 2 ? t->ns_next : t->ns_x;
-    for (int id = l->first_conv; id < l->first_conv + l->n_convs; id++) {
-        const TensorInfo *ti = &l->tensors[id];
-        size_t conv_index = ti->offset - begin;
-        if (plan->muon_normalize)
-            CUDA_CHECK(launch_sum_squares(t->sum_sq + 1, t->params + ti->offset, ti->size, t->stream));
-        CUDA_CHECK(launch_muon_apply(t->params + ti->offset, t->conv_half + conv_index, orthogonal + conv_index,
-                                     ti->size, ti->c_out, plan->muon_normalize ? t->sum_sq + 1 : NULL,
-                                     (float)plan->group[GROUP_CONV].lr, (float)plan->muon_decay, t->stream));
-    }
+    if (plan->muon_normalize) CUDA_CHECK(launch_sum_squares(weight_sums, t->params + begin, filters, t->stream));
+    CUDA_CHECK(launch_muon_apply(t->params + begin, t->conv_half, orthogonal, filters,
+                                 plan->muon_normalize ? weight_sums : NULL, (float)plan->group[GROUP_CONV].lr,
+                                 (float)plan->muon_decay, t->stream));
 }

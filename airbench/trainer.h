@@ -26,10 +26,11 @@ typedef struct {
 } Activations;
 
 // A run of conv filters of equal shape (rows = c_out, cols = 9 c_in), count of them from
-// element `offset` of the conv segment: one batched Newton-Schulz (muon.c).
+// element `offset` of the conv segment, their Gram matrices from element gram_offset of
+// ns_gram and ns_poly: one batched Newton-Schulz (muon.c).
 typedef struct {
     int rows, cols, count;
-    size_t offset;
+    size_t offset, gram_offset;
 } MuonGroup;
 
 typedef struct Trainer {
@@ -51,11 +52,14 @@ typedef struct Trainer {
     float *d_logits, *d_features, *partials, *bn_sums, *bn_group_bias;  // the last: per BN group
     double *loss_sum;
     int *correct;
-    // Muon (muon recipes only): the groups of equal-shape filters; the update matrices and
-    // their Newton-Schulz iterates (bf16, laid out as the conv segment), a group's Gram
-    // matrices and polynomials (bf16), and two sums of squares.
+    // Muon (muon recipes only): the groups of equal-shape filters and every filter as the
+    // Muon kernels see it; the update matrices and their Newton-Schulz iterates (bf16, laid
+    // out as the conv segment), every group's Gram matrices and polynomials (bf16,
+    // muon_gram_size values), and each filter's two sums of squares (update, weight).
     MuonGroup muon_groups[3 * NET_MAX_DEPTH];
     int n_muon_groups;
+    MuonMatrices muon_matrices;
+    size_t muon_gram_size;
     __nv_bfloat16 *ns_x, *ns_next, *ns_gram, *ns_poly;
     float *sum_sq;
     // Selective TTA (tta_select_frac < 1): every test image's logits, the plain view's top

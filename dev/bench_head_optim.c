@@ -453,16 +453,18 @@ static void check_lookahead(const Case *c, Check *result) {
 const Harness LOOKAHEAD = {0, prepare_lookahead, run_lookahead, check_lookahead, free_all};
 
 // ---- Muon ---------------------------------------------------------------------------------
-// On the largest conv weight of the bench's net (airbench94: 256 x 9 x 256). The host
-// copies hold the values before the launch; each check works out what one launch makes.
+// On the conv weights of the bench's net, one launch for all of them as the trainer makes
+// it (airbench94: six filters, 1.97M values). The host copies hold the values before the
+// launch; each check works out what one launch makes.
 
 static const float MUON_M = 0.6f, MUON_LR = 0.024f, MUON_EPS = 1e-7f, MUON_DECAY = 0.9995f;
 
 typedef struct {
-    size_t count;
-    int c_out;
+    size_t count;                          // all the filters' values
+    MuonMatrices filters;
     float *grad, *momentum, *w, *x;        // host: fp16 grad, fp32 momentum and weight, bf16 x (as floats)
-    float *x32_d, *momentum_d, *w_d, *sum_sq_d;
+    float *sums;                           // host: each filter's sum of squares (of w or x)
+    float *x32_d, *momentum_d, *w_d, *sums_d;
     void *grad_d, *x_d, *w_half_d;         // x: bf16 (the update)
 } Muon;
 
@@ -485,14 +487,25 @@ static Muon *make_muon(Case *c, const Shape *s) {
     Muon *m = host_buffer(sizeof *m);
     NetLayout layout;
     net_layout_init(&layout, s->widths, s->depth);
-    for (int id = layout.first_conv; id < layout.first_conv + layout.n_convs; id++)
-        if (layout.tensors[id].size > m->count) {
-            m->count = layout.tensors[id].size;
-            m->c_out = layout.tensors[id].c_out;
-        }
-    snprintf(c->shape, sizeof c->shape, "%dx9x%zu", m->c_out, m->count / 9 / m->c_out);
+    const size_t begin = layout.tensors[layout.first_conv].offset;
+    for (int id = layout.first_conv; id < layout.first_conv + layout.n_convs; id++) {
+        const TensorInfo *ti = &layout.tensors[id];
+        int i = m->filters.n++;
+        m->filters.offset[i] = ti->offset - begin;
+        m->filters.count[i] = ti->size;
+        m->filters.c_out[i] = ti->c_out;
+        m->count = m->filters.offset[i] + ti->size;
+    }
+    snprintf(c->shape, sizeof c->shape, "%d filters, %zu", m->filters.n, m->count);
     c->state = m;
     return m;
+}
+
+// Each filter's sum of squares of x, as floats (what the sum launch leaves).
+static float *filter_sums(const float *x, const MuonMatrices *filters) {
+    float *sums = HOST_FLOATS(filters->n);
+    for (int i = 0; i < filters->n; i++) sums[i] = (float)sum_of_squares(x + filters->offset[i], filters->count[i]);
+    return sums;
 }
 
 static void prepare_muon_momentum(Case *c, const Shape *s, int group) {
@@ -531,7 +544,7 @@ static void prepare_sum_squares(Case *c, const Shape *s, int group) {
     (void)group;
     Muon *m = make_muon(c, s);
     m->x32_d = random_floats_d(&m->w, m->count, 0.0, 0.05);
-    m->sum_sq_d = dev_alloc(sizeof(float));
+    m->sums_d = dev_alloc(MUON_MAX_MATRICES * sizeof(float));
     c->bytes = (double)m->count * 4;
 }
 
@@ -539,83 +552,92 @@ static void prepare_sum_squares_bf16(Case *c, const Shape *s, int group) {
     (void)group;
     Muon *m = make_muon(c, s);
     m->x_d = random_bf16s_d(&m->x, m->count);
-    m->sum_sq_d = dev_alloc(sizeof(float));
+    m->sums_d = dev_alloc(MUON_MAX_MATRICES * sizeof(float));
     c->bytes = (double)m->count * 2;
 }
 
 static cudaError_t run_sum_squares(const Case *c, KernelFn launch, cudaStream_t stream) {
     const Muon *m = c->state;
-    return CALL_AS(launch_sum_squares, launch)(m->sum_sq_d, m->x32_d, m->count, stream);
+    return CALL_AS(launch_sum_squares, launch)(m->sums_d, m->x32_d, &m->filters, stream);
 }
 
 static cudaError_t run_sum_squares_bf16(const Case *c, KernelFn launch, cudaStream_t stream) {
     const Muon *m = c->state;
-    return CALL_AS(launch_sum_squares_bf16, launch)(m->sum_sq_d, m->x_d, m->count, stream);
+    return CALL_AS(launch_sum_squares_bf16, launch)(m->sums_d, m->x_d, &m->filters, stream);
 }
 
-// The sum of squares of whichever input the harness made (fp32 w or bf16 x).
+// Each filter's sum of squares of whichever input the harness made (fp32 w or bf16 x).
 static void check_sum_squares(const Case *c, Check *result) {
     const Muon *m = c->state;
-    double want = sum_of_squares(m->x32_d ? m->w : m->x, m->count);
-    float got;
-    download(&got, m->sum_sq_d, sizeof got);
-    compare(result, "sum", fabs(got - want) / want, 3e-5);
+    const float *x = m->x32_d ? m->w : m->x;
+    float *got = download_floats(m->sums_d, m->filters.n);
+    double worst = 0.0;
+    for (int i = 0; i < m->filters.n; i++) {
+        double want = sum_of_squares(x + m->filters.offset[i], m->filters.count[i]);
+        worst = fmax(worst, fabs(got[i] - want) / want);
+    }
+    compare(result, "sums", worst, 3e-5);
 }
 
 const Harness SUM_SQUARES = {0, prepare_sum_squares, run_sum_squares, check_sum_squares, free_all};
 const Harness SUM_SQUARES_BF16 = {0, prepare_sum_squares_bf16, run_sum_squares_bf16, check_sum_squares, free_all};
 
-// sum_sq_d holds the input's true sum of squares: the scale is 1 / its norm.
+// sums_d holds each filter's true sum of squares: its scale is 1 / its norm.
 static void prepare_scale_by_inverse_norm(Case *c, const Shape *s, int group) {
     (void)group;
     Muon *m = make_muon(c, s);
     m->x_d = random_bf16s_d(&m->x, m->count);
-    float sum_sq = (float)sum_of_squares(m->x, m->count);
-    m->sum_sq_d = dev_upload(&sum_sq, sizeof sum_sq);
+    m->sums = filter_sums(m->x, &m->filters);
+    m->sums_d = dev_upload(m->sums, m->filters.n * sizeof(float));
     c->bytes = (double)m->count * 2 * 2;
 }
 
 static cudaError_t run_scale_by_inverse_norm(const Case *c, KernelFn launch, cudaStream_t stream) {
     const Muon *m = c->state;
-    return CALL_AS(launch_scale_by_inverse_norm, launch)(m->x_d, m->count, m->sum_sq_d, MUON_EPS, stream);
+    return CALL_AS(launch_scale_by_inverse_norm, launch)(m->x_d, &m->filters, m->sums_d, MUON_EPS, stream);
 }
 
 static void check_scale_by_inverse_norm(const Case *c, Check *result) {
     const Muon *m = c->state;
     float *want = HOST_FLOATS(m->count);
-    double scale = 1.0 / (sqrt((double)(float)sum_of_squares(m->x, m->count)) + MUON_EPS);
-    for (size_t i = 0; i < m->count; i++) want[i] = (float)(m->x[i] * scale);
+    for (int i = 0; i < m->filters.n; i++) {
+        double scale = 1.0 / (sqrt((double)m->sums[i]) + MUON_EPS);
+        for (size_t k = m->filters.offset[i]; k < m->filters.offset[i] + m->filters.count[i]; k++)
+            want[k] = (float)(m->x[k] * scale);
+    }
     compare(result, "x", rel_error(download_bf16s(m->x_d, m->count), want, m->count), 4e-3);
 }
 
 const Harness SCALE_BY_INVERSE_NORM = {0, prepare_scale_by_inverse_norm, run_scale_by_inverse_norm,
                                        check_scale_by_inverse_norm, free_all};
 
-// w (std 0.05) with its true sum of squares, a bf16 update.
+// w (std 0.05) with each filter's true sum of squares, a bf16 update.
 static void prepare_muon_apply(Case *c, const Shape *s, int group) {
     (void)group;
     Muon *m = make_muon(c, s);
     m->w_d = random_floats_d(&m->w, m->count, 0.0, 0.05);
     m->x_d = random_bf16s_d(&m->x, m->count);
-    float sum_sq = (float)sum_of_squares(m->w, m->count);
-    m->sum_sq_d = dev_upload(&sum_sq, sizeof sum_sq);
+    m->sums = filter_sums(m->w, &m->filters);
+    m->sums_d = dev_upload(m->sums, m->filters.n * sizeof(float));
     m->w_half_d = dev_alloc(m->count * sizeof(uint16_t));
     c->bytes = (double)m->count * (4 + 4 + 2 + 2);
 }
 
 static cudaError_t run_muon_apply(const Case *c, KernelFn launch, cudaStream_t stream) {
     const Muon *m = c->state;
-    return CALL_AS(launch_muon_apply, launch)(m->w_d, m->w_half_d, m->x_d, m->count, m->c_out, m->sum_sq_d, MUON_LR,
+    return CALL_AS(launch_muon_apply, launch)(m->w_d, m->w_half_d, m->x_d, &m->filters, m->sums_d, MUON_LR,
                                               MUON_DECAY, stream);
 }
 
-// w = (w * sqrt(c_out) / ||w|| - lr * update) * decay, and its fp16 copy.
+// w = (w * sqrt(c_out) / ||w|| - lr * update) * decay per filter, and its fp16 copy.
 static void check_muon_apply(const Case *c, Check *result) {
     const Muon *m = c->state;
     float *want = HOST_FLOATS(m->count);
-    double scale = sqrt((double)m->c_out) / sqrt((double)(float)sum_of_squares(m->w, m->count));
-    for (size_t i = 0; i < m->count; i++)
-        want[i] = (float)((m->w[i] * scale - MUON_LR * (double)m->x[i]) * MUON_DECAY);
+    for (int i = 0; i < m->filters.n; i++) {
+        double scale = sqrt((double)m->filters.c_out[i]) / sqrt((double)m->sums[i]);
+        for (size_t k = m->filters.offset[i]; k < m->filters.offset[i] + m->filters.count[i]; k++)
+            want[k] = (float)((m->w[k] * scale - MUON_LR * (double)m->x[k]) * MUON_DECAY);
+    }
     compare(result, "w", rel_error(download_floats(m->w_d, m->count), want, m->count), 1e-6);
     compare(result, "w_half", rel_error(download_halves(m->w_half_d, m->count), want, m->count), 1e-3);
 }

@@ -213,17 +213,30 @@ cudaError_t launch_init_uniform(float *values, size_t count, int tensor_id, int 
 // buf = m*buf + g; update = bf16(g + m*buf), g the fp16 conv gradient.
 cudaError_t launch_muon_momentum(__nv_bfloat16 *update, float *momentum, const __half *grad, size_t count,
                                  float m, cudaStream_t stream);
-// *sum_sq = sum of x^2 (many blocks, then their partials in order: deterministic), for
-// fp32 or bf16 x. Calls on one stream only (the partials are shared).
-cudaError_t launch_sum_squares(float *sum_sq, const float *x, size_t count, cudaStream_t stream);
-cudaError_t launch_sum_squares_bf16(float *sum_sq, const __nv_bfloat16 *x, size_t count, cudaStream_t stream);
-// x *= 1 / (sqrt(*sum_sq) + eps), in bf16.
-cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps,
+// The conv filters as the Muon kernels below see them: matrix i is the c_out[i] x
+// (count[i] / c_out[i]) row-major matrix of count[i] values from element offset[i] of each
+// buffer a launch is given. One launch covers every matrix (a step's 6 to 10 filters), so
+// that the per-filter work costs a launch or two, not a few launches per filter.
+#define MUON_MAX_MATRICES 16
+typedef struct {
+    int n;
+    size_t offset[MUON_MAX_MATRICES], count[MUON_MAX_MATRICES];
+    int c_out[MUON_MAX_MATRICES];
+} MuonMatrices;
+// sums[i] = sum of matrix i's x^2, for fp32 or bf16 x. Deterministic: each matrix's values
+// are summed by a fixed number of blocks (it depends on count[i] only), whose partials are
+// then added in order. Calls on one stream only (the partials are shared).
+cudaError_t launch_sum_squares(float *sums, const float *x, const MuonMatrices *m, cudaStream_t stream);
+cudaError_t launch_sum_squares_bf16(float *sums, const __nv_bfloat16 *x, const MuonMatrices *m,
+                                    cudaStream_t stream);
+// Matrix i of x *= 1 / (sqrt(sums[i]) + eps), in bf16.
+cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, const MuonMatrices *m, const float *sums, float eps,
                                          cudaStream_t stream);
-// w = (w * scale - lr * update) * decay with scale = sqrt(c_out) / sqrt(*w_sum_sq), or 1
-// when w_sum_sq is NULL (a step that does not renormalize); refreshes w_half.
-cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                              const float *w_sum_sq, float lr, float decay, cudaStream_t stream);
+// Matrix i: w = (w * scale - lr * update) * decay with scale = sqrt(c_out[i]) /
+// sqrt(w_sums[i]), or 1 when w_sums is NULL (a step that does not renormalize); refreshes
+// w_half.
+cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, const MuonMatrices *m,
+                              const float *w_sums, float lr, float decay, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -19,21 +19,52 @@ __global__ void muon_momentum_kernel(__nv_bfloat16 *update, float *momentum, con
     }
 }
 
-// The sum of squares in two deterministic passes: block b of a fixed grid (it depends on
-// count only) sums a strided slice, thread by thread and then as a tree in shared memory,
-// into sum_partials[b]; one warp then adds the partials in a fixed order. The partials
-// live in device memory of this file, so the launches keep their one-buffer signature;
-// they are reused by every call (one stream: calls never overlap).
+// Each kernel below runs over every matrix of a MuonMatrices at once: the grid is split
+// into runs of blocks, run i working on matrix i alone. first[i] is the first block of
+// matrix i's run, first[n] the grid's size.
+typedef struct {
+    int first[MUON_MAX_MATRICES + 1];
+} BlockRuns;
+
+static BlockRuns block_runs(const MuonMatrices *m, int (*blocks_for)(size_t count)) {
+    BlockRuns runs = {{0}};
+    for (int i = 0; i < m->n; i++) runs.first[i + 1] = runs.first[i] + blocks_for(m->count[i]);
+    return runs;
+}
+
+// The matrix whose run holds block b.
+__device__ int matrix_of_block(const BlockRuns &runs, int b) {
+    int i = 0;
+    while (b >= runs.first[i + 1]) i++;
+    return i;
+}
+
+static bool matrices_ok(const MuonMatrices *m) {
+    if (m->n < 1 || m->n > MUON_MAX_MATRICES) return false;
+    for (int i = 0; i < m->n; i++)
+        if (m->count[i] == 0 || m->c_out[i] < 1) return false;
+    return true;
+}
+
+// The sum of squares in two deterministic passes: block b of matrix i's run (its length
+// depends on count[i] only) sums a strided slice of the matrix, thread by thread and then
+// as a tree in shared memory, into sum_partials[b]; then one warp per matrix adds its
+// run's partials in a fixed order. The partials live in device memory of this file, so the
+// launches keep their one-buffer signature; they are reused by every call (one stream:
+// calls never overlap).
 #define SUM_THREADS 512
-#define SUM_MAX_BLOCKS 256
-__device__ float sum_partials[SUM_MAX_BLOCKS];
+#define SUM_MAX_BLOCKS 256  // per matrix
+__device__ float sum_partials[SUM_MAX_BLOCKS * MUON_MAX_MATRICES];
 
 template <typename T>
-__global__ void sum_squares_partials_kernel(const T *x, size_t count) {
+__global__ void sum_squares_partials_kernel(const T *x, MuonMatrices m, BlockRuns runs) {
     __shared__ float partial[SUM_THREADS];
+    const int i = matrix_of_block(runs, blockIdx.x);
+    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const T *values = x + m.offset[i];
     float acc = 0.0f;
-    for (size_t i = blockIdx.x * (size_t)SUM_THREADS + threadIdx.x; i < count; i += (size_t)gridDim.x * SUM_THREADS) {
-        float v = (float)x[i];
+    for (size_t k = block * (size_t)SUM_THREADS + threadIdx.x; k < m.count[i]; k += (size_t)blocks * SUM_THREADS) {
+        float v = (float)values[k];
         acc += v * v;
     }
     partial[threadIdx.x] = acc;
@@ -45,12 +76,14 @@ __global__ void sum_squares_partials_kernel(const T *x, size_t count) {
     if (threadIdx.x == 0) sum_partials[blockIdx.x] = partial[0];
 }
 
-// One warp: lane l adds partials l, l + 32, ..., then the lanes' sums meet in a fixed tree.
-__global__ void sum_partials_kernel(float *sum_sq, int n_blocks) {
+// Block i, one warp: lane l adds matrix i's partials l, l + 32, ..., then the lanes' sums
+// meet in a fixed tree.
+__global__ void sum_partials_kernel(float *sums, BlockRuns runs) {
+    const int first = runs.first[blockIdx.x], blocks = runs.first[blockIdx.x + 1] - first;
     float sum = 0.0f;
-    for (int b = threadIdx.x; b < n_blocks; b += 32) sum += sum_partials[b];
+    for (int b = threadIdx.x; b < blocks; b += 32) sum += sum_partials[first + b];
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-    if (threadIdx.x == 0) *sum_sq = sum;
+    if (threadIdx.x == 0) sums[blockIdx.x] = sum;
 }
 
 static int sum_blocks(size_t count) {
@@ -59,26 +92,34 @@ static int sum_blocks(size_t count) {
 }
 
 template <typename T>
-static cudaError_t sum_squares(float *sum_sq, const T *x, size_t count, cudaStream_t stream) {
-    int blocks = sum_blocks(count);
-    sum_squares_partials_kernel<T><<<blocks, SUM_THREADS, 0, stream>>>(x, count);
-    sum_partials_kernel<<<1, 32, 0, stream>>>(sum_sq, blocks);
+static cudaError_t sum_squares(float *sums, const T *x, const MuonMatrices *m, cudaStream_t stream) {
+    if (!matrices_ok(m)) return cudaErrorInvalidValue;
+    BlockRuns runs = block_runs(m, sum_blocks);
+    sum_squares_partials_kernel<T><<<runs.first[m->n], SUM_THREADS, 0, stream>>>(x, *m, runs);
+    sum_partials_kernel<<<m->n, 32, 0, stream>>>(sums, runs);
     return cudaGetLastError();
 }
 
-__global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps) {
-    float scale = 1.0f / (sqrtf(*sum_sq) + eps);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
-        x[i] = __float2bfloat16(__bfloat162float(x[i]) * scale);
+__global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, MuonMatrices m, BlockRuns runs, const float *sums,
+                                             float eps) {
+    const int i = matrix_of_block(runs, blockIdx.x);
+    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const float scale = 1.0f / (sqrtf(sums[i]) + eps);
+    __nv_bfloat16 *values = x + m.offset[i];
+    for (size_t k = block * (size_t)blockDim.x + threadIdx.x; k < m.count[i]; k += (size_t)blocks * blockDim.x)
+        values[k] = __float2bfloat16(__bfloat162float(values[k]) * scale);
 }
 
-__global__ void muon_apply_kernel(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                                  const float *w_sum_sq, float lr, float decay) {
-    float scale = w_sum_sq ? sqrtf((float)c_out) / sqrtf(*w_sum_sq) : 1.0f;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-        float v = (w[i] * scale - lr * __bfloat162float(update[i])) * decay;
-        w[i] = v;
-        w_half[i] = __float2half(v);
+__global__ void muon_apply_kernel(float *w, __half *w_half, const __nv_bfloat16 *update, MuonMatrices m,
+                                  BlockRuns runs, const float *w_sums, float lr, float decay) {
+    const int i = matrix_of_block(runs, blockIdx.x);
+    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const float scale = w_sums ? sqrtf((float)m.c_out[i]) / sqrtf(w_sums[i]) : 1.0f;
+    const size_t at = m.offset[i];
+    for (size_t k = block * (size_t)blockDim.x + threadIdx.x; k < m.count[i]; k += (size_t)blocks * blockDim.x) {
+        float v = (w[at + k] * scale - lr * __bfloat162float(update[at + k])) * decay;
+        w[at + k] = v;
+        w_half[at + k] = __float2half(v);
     }
 }
 
@@ -90,24 +131,29 @@ cudaError_t launch_muon_momentum(__nv_bfloat16 *update, float *momentum, const _
     return cudaGetLastError();
 }
 
-cudaError_t launch_sum_squares(float *sum_sq, const float *x, size_t count, cudaStream_t stream) {
-    return sum_squares<float>(sum_sq, x, count, stream);
+cudaError_t launch_sum_squares(float *sums, const float *x, const MuonMatrices *m, cudaStream_t stream) {
+    return sum_squares<float>(sums, x, m, stream);
 }
 
-cudaError_t launch_sum_squares_bf16(float *sum_sq, const __nv_bfloat16 *x, size_t count, cudaStream_t stream) {
-    return sum_squares<__nv_bfloat16>(sum_sq, x, count, stream);
+cudaError_t launch_sum_squares_bf16(float *sums, const __nv_bfloat16 *x, const MuonMatrices *m,
+                                    cudaStream_t stream) {
+    return sum_squares<__nv_bfloat16>(sums, x, m, stream);
 }
 
-cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, size_t count, const float *sum_sq, float eps,
+cudaError_t launch_scale_by_inverse_norm(__nv_bfloat16 *x, const MuonMatrices *m, const float *sums, float eps,
                                          cudaStream_t stream) {
-    scale_by_inverse_norm_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(x, count, sum_sq, eps);
+    if (!matrices_ok(m)) return cudaErrorInvalidValue;
+    BlockRuns runs = block_runs(m, muon_blocks);
+    scale_by_inverse_norm_kernel<<<runs.first[m->n], MUON_THREADS, 0, stream>>>(x, *m, runs, sums, eps);
     return cudaGetLastError();
 }
 
-cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, size_t count, int c_out,
-                              const float *w_sum_sq, float lr, float decay, cudaStream_t stream) {
-    muon_apply_kernel<<<muon_blocks(count), MUON_THREADS, 0, stream>>>(w, w_half, update, count, c_out, w_sum_sq, lr,
-                                                                      decay);
+cudaError_t launch_muon_apply(float *w, __half *w_half, const __nv_bfloat16 *update, const MuonMatrices *m,
+                              const float *w_sums, float lr, float decay, cudaStream_t stream) {
+    if (!matrices_ok(m)) return cudaErrorInvalidValue;
+    BlockRuns runs = block_runs(m, muon_blocks);
+    muon_apply_kernel<<<runs.first[m->n], MUON_THREADS, 0, stream>>>(w, w_half, update, *m, runs, w_sums, lr,
+                                                                    decay);
     return cudaGetLastError();
 }
 

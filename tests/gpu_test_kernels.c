@@ -948,14 +948,43 @@ static double sum_of_squares(const float *x, size_t count) {
     return sum;
 }
 
+// The bf16 update's sum of squares per matrix: got (the kernel's) against double sums.
+static void check_matrix_sums(const float *got, const float *values, const MuonMatrices *m, const char *what) {
+    for (int i = 0; i < m->n; i++) {
+        double want = sum_of_squares(values + m->offset[i], m->count[i]);
+        check_error(fabs(got[i] - want) / want, 3e-5, "%s: matrix %d (%zu values)", what, i, m->count[i]);
+    }
+}
+
+// got equals before bit for bit outside every matrix (in the gaps the launches skip).
+static void check_gaps_untouched(const float *got, const float *before, size_t count, const MuonMatrices *m,
+                                 const char *what) {
+    size_t changed = 0;
+    for (size_t k = 0, i = 0; k < count; k++) {
+        while (i < (size_t)m->n && k >= m->offset[i] + m->count[i]) i++;
+        int inside = i < (size_t)m->n && k >= m->offset[i];
+        if (!inside && memcmp(&got[k], &before[k], sizeof got[k])) changed++;
+    }
+    CHECK(changed == 0, "%s: %zu values outside the matrices changed", what, changed);
+}
+
 // Muon's elementwise kernels and reductions (the Newton-Schulz GEMMs are cuBLAS's; the
-// trainer test checks a whole Muon step) on a c_out x 9 x 512 conv weight: c_out = 512 is
-// airbench96's largest conv, and with c_out >= 256 the 1.2M+ elements need more than the
-// 4096 x 256 threads the launches cap their grids at, so the grid-stride loops run twice.
+// trainer test checks a whole Muon step), each one launch over three matrices of one
+// buffer, with gaps between them that must stay untouched: airbench94's first filter (64 x
+// 216), a c_out x 9 x 512 conv weight, and a 3 x 5 matrix smaller than one block. c_out =
+// 512 is airbench96's largest conv, and with c_out >= 256 the 1.2M+ values need more than
+// the 4096 x 256 threads the launches give a matrix, so the grid-stride loops run twice.
 static void test_muon(int c_out) {
-    printf("muon kernels (%d x 9 x 512 conv weight)\n", c_out);
-    const size_t count = (size_t)c_out * 9 * 512;
-    const float m = 0.6f, lr = 0.024f, eps = 1e-7f;
+    printf("muon kernels (64 x 216, %d x 9 x 512 and 3 x 5 matrices, one launch each)\n", c_out);
+    MuonMatrices m = {.n = 3, .c_out = {64, c_out, 3}};
+    const size_t sizes[3] = {64 * 216, (size_t)c_out * 9 * 512, 15}, gap = 100;
+    size_t count = gap;
+    for (int i = 0; i < m.n; i++) {
+        m.offset[i] = count;
+        m.count[i] = sizes[i];
+        count += sizes[i] + gap;
+    }
+    const float mom = 0.6f, lr = 0.024f, eps = 1e-7f;
     uint16_t *grad_h = HOST_HALVES(count);
     float *grad = HOST_FLOATS(count), *momentum = HOST_FLOATS(count), *w = HOST_FLOATS(count);
     random_activation(grad_h, grad, count, 1, NULL, NULL, 0);
@@ -963,50 +992,76 @@ static void test_muon(int c_out) {
     random_floats(w, count, 0.0, 0.05);
     void *grad_d = dev_upload(grad_h, count * sizeof(uint16_t)), *update_d = dev_alloc(count * sizeof(uint16_t));
     float *momentum_d = dev_upload(momentum, count * sizeof(float)), *w_d = dev_upload(w, count * sizeof(float));
-    float *sum_sq_d = dev_alloc(2 * sizeof(float));
+    float *sums_d = dev_alloc(2 * MUON_MAX_MATRICES * sizeof(float)), *w_sums_d = sums_d + MUON_MAX_MATRICES;
     void *w_half_d = dev_alloc(count * sizeof(uint16_t));
 
-    LAUNCH(launch_muon_momentum(update_d, momentum_d, grad_d, count, m, 0));
+    LAUNCH(launch_muon_momentum(update_d, momentum_d, grad_d, count, mom, 0));
     float *want_buf = HOST_FLOATS(count), *want_update = HOST_FLOATS(count);
     for (size_t i = 0; i < count; i++) {
-        want_buf[i] = m * momentum[i] + grad[i];
-        want_update[i] = grad[i] + m * want_buf[i];
+        want_buf[i] = mom * momentum[i] + grad[i];
+        want_update[i] = grad[i] + mom * want_buf[i];
     }
     check_error(rel_error(download_floats(momentum_d, count), want_buf, count), 1e-6, "muon_momentum: momentum");
     float *update = download_bf16s(update_d, count);  // bf16 rounding: about 1.7e-3 relative (numpy)
     check_error(rel_error(update, want_update, count), 4e-3, "muon_momentum: bf16 update");
 
-    LAUNCH(launch_sum_squares_bf16(sum_sq_d, update_d, count, 0));
-    LAUNCH(launch_sum_squares(sum_sq_d + 1, w_d, count, 0));
-    float got_sums[2];
-    download(got_sums, sum_sq_d, sizeof got_sums);
-    double update_sum = sum_of_squares(update, count), w_sum = sum_of_squares(w, count);
-    check_error(fabs(got_sums[0] - update_sum) / update_sum, 3e-5, "sum_squares_bf16");
-    check_error(fabs(got_sums[1] - w_sum) / w_sum, 3e-5, "sum_squares (fp32)");
+    LAUNCH(launch_sum_squares_bf16(sums_d, update_d, &m, 0));
+    LAUNCH(launch_sum_squares(w_sums_d, w_d, &m, 0));
+    float *update_sums = download_floats(sums_d, m.n), *w_sums = download_floats(w_sums_d, m.n);
+    check_matrix_sums(update_sums, update, &m, "sum_squares_bf16");
+    check_matrix_sums(w_sums, w, &m, "sum_squares (fp32)");
 
-    LAUNCH(launch_scale_by_inverse_norm(update_d, count, sum_sq_d, eps, 0));
+    LAUNCH(launch_scale_by_inverse_norm(update_d, &m, sums_d, eps, 0));
     float *want_scaled = HOST_FLOATS(count);
-    for (size_t i = 0; i < count; i++) want_scaled[i] = (float)(update[i] / (sqrt((double)got_sums[0]) + eps));
+    memcpy(want_scaled, update, count * sizeof(float));
+    for (int i = 0; i < m.n; i++)
+        for (size_t k = m.offset[i]; k < m.offset[i] + m.count[i]; k++)
+            want_scaled[k] = (float)(update[k] / (sqrt((double)update_sums[i]) + eps));
     float *scaled = download_bf16s(update_d, count);
     check_error(rel_error(scaled, want_scaled, count), 4e-3, "scale_by_inverse_norm (bf16)");
+    check_gaps_untouched(scaled, update, count, &m, "scale_by_inverse_norm");
 
-    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, sum_sq_d + 1, lr, 1.0f, 0));
+    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, &m, w_sums_d, lr, 1.0f, 0));
     float *want_w = HOST_FLOATS(count);
-    double scale = sqrt((double)c_out) / sqrt((double)got_sums[1]);
-    for (size_t i = 0; i < count; i++) want_w[i] = (float)(w[i] * scale - lr * (double)scaled[i]);
-    check_error(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: weight");
-    uint16_t *w_half = HOST_HALVES(count);
-    float *got_half = HOST_FLOATS(count);
-    download(w_half, w_half_d, count * sizeof(uint16_t));
-    halves_to_floats(got_half, w_half, count);
-    check_error(rel_error(got_half, want_w, count), 1e-3, "muon_apply: fp16 copy");
+    memcpy(want_w, w, count * sizeof(float));
+    for (int i = 0; i < m.n; i++) {
+        double scale = sqrt((double)m.c_out[i]) / sqrt((double)w_sums[i]);
+        for (size_t k = m.offset[i]; k < m.offset[i] + m.count[i]; k++)
+            want_w[k] = (float)(w[k] * scale - lr * (double)scaled[k]);
+    }
+    float *got_w = download_floats(w_d, count);
+    check_error(rel_error(got_w, want_w, count), 1e-6, "muon_apply: weight");
+    check_gaps_untouched(got_w, w, count, &m, "muon_apply");
+    float *got_half = download_halves(w_half_d, count);  // its gaps were never written
+    for (int i = 0; i < m.n; i++)
+        check_error(rel_error(got_half + m.offset[i], want_w + m.offset[i], m.count[i]), 1e-3,
+                    "muon_apply: fp16 copy, matrix %d", i);
 
-    // a step that does not renormalize (no sum of squares) and decays after the update
+    // a step that does not renormalize (no sums of squares) and decays after the update
     const float decay = 0.9995f;
-    float *before = download_floats(w_d, count);
-    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, count, c_out, NULL, lr, decay, 0));
-    for (size_t i = 0; i < count; i++) want_w[i] = (float)((before[i] - lr * (double)scaled[i]) * decay);
-    check_error(rel_error(download_floats(w_d, count), want_w, count), 1e-6, "muon_apply: no rescale, decay");
+    LAUNCH(launch_muon_apply(w_d, w_half_d, update_d, &m, NULL, lr, decay, 0));
+    float *want_decayed = HOST_FLOATS(count);
+    memcpy(want_decayed, got_w, count * sizeof(float));
+    for (int i = 0; i < m.n; i++)
+        for (size_t k = m.offset[i]; k < m.offset[i] + m.count[i]; k++)
+            want_decayed[k] = (float)((got_w[k] - lr * (double)scaled[k]) * decay);
+    check_error(rel_error(download_floats(w_d, count), want_decayed, count), 1e-6, "muon_apply: no rescale, decay");
+
+    // lists the launches cannot take: refused without launching, no error left behind
+    MuonMatrices none = {.n = 0}, too_many = m, empty = m;
+    too_many.n = MUON_MAX_MATRICES + 1;
+    empty.count[1] = 0;
+    const MuonMatrices *bad[3] = {&none, &too_many, &empty};
+    for (int k = 0; k < 3; k++) {
+        cudaError_t got[4] = {launch_sum_squares(NULL, NULL, bad[k], 0), launch_sum_squares_bf16(NULL, NULL, bad[k], 0),
+                              launch_scale_by_inverse_norm(NULL, bad[k], NULL, eps, 0),
+                              launch_muon_apply(NULL, NULL, NULL, bad[k], NULL, lr, decay, 0)};
+        for (int j = 0; j < 4; j++)
+            CHECK(got[j] == cudaErrorInvalidValue, "muon launch %d, bad matrix list %d: %s", j, k,
+                  cudaGetErrorString(got[j]));
+    }
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaGetLastError() == cudaSuccess,
+          "an error left behind by the refused muon launches");
     free_all();
 }
 
