@@ -10,7 +10,7 @@
 // strided-batched GEMMs over a group: three cuBLAS calls per iteration for the whole group.
 // The per-filter kernels (norms, scaling, the weight update) are one launch each for all
 // the filters (kernels.h's MuonMatrices), and each iteration copies all groups' operands
-// in one copy each, so a step's launches do not grow with the number of filters.
+// in one copy each: only the GEMMs' launches grow with the number of groups.
 #include "trainer.h"
 
 _Static_assert(3 * NET_MAX_DEPTH <= MUON_MAX_MATRICES, "every conv filter must fit one MuonMatrices");
