@@ -13,7 +13,7 @@
 
 const char *const FUSION_NAMES[N_FUSIONS] = {
     "fprop", "fprop+sum", "fprop+genstats", "fprop+reduce", "bnact+fprop", "bnact+fprop+genstats",
-    "dgrad", "dgrad+act'", "dgrad+act'+sum", "dgrad+bn-reduce"};
+    "dgrad", "dgrad+act'", "dgrad+act'+sum", "dgrad+bn-reduce", "wgrad"};
 
 // ---------------------------------------------------------------------------------------
 // Building descriptors. The first cuDNN call that fails is remembered in the graph (status
@@ -134,6 +134,19 @@ static void conv_dgrad(FusionGraph *g, Ops *ops, Desc dy, Desc w, Desc dx) {
     SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
     SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
     add_op(g, ops, op, "convolution backward data operation");
+}
+
+static void conv_wgrad(FusionGraph *g, Ops *ops, Desc x, Desc dy, Desc dw) {
+    Desc op = make(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
+    Desc conv = conv_descriptor(g);
+    float alpha = 1.0f, beta = 0.0f;
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy);
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw);
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+    add_op(g, ops, op, "convolution backward filter operation");
 }
 
 // A pointwise operation's mode, fp32 math.
@@ -269,6 +282,12 @@ static void build_dgrad(FusionGraph *g, Ops *ops, Fusion f, const FusionShape *s
     channel_sum(g, ops, dz_xhat, per_channel(g, UID_SUM_DZ_XHAT, c), deterministic);
 }
 
+static void build_wgrad(FusionGraph *g, Ops *ops, const FusionShape *s) {
+    Desc x = tensor(g, UID_X, CUDNN_DATA_HALF, s->batch, s->c_in, s->side, s->side, false);
+    Desc dy = activation_map(g, s, UID_DY, CUDNN_DATA_HALF, false);
+    conv_wgrad(g, ops, x, dy, tensor(g, UID_DW, CUDNN_DATA_HALF, s->c_out, s->c_in, 3, 3, false));
+}
+
 int fusion_reduces(Fusion f) {
     return f == FUSION_FPROP_SUM || f == FUSION_FPROP_REDUCE || f == FUSION_DGRAD_ACT_SUM || f == FUSION_DGRAD_BN_REDUCE;
 }
@@ -276,7 +295,9 @@ int fusion_reduces(Fusion f) {
 void fusion_graph_build(FusionGraph *g, Fusion f, const FusionShape *s, int deterministic) {
     memset(g, 0, sizeof *g);
     Ops ops = {.n = 0};
-    if (fusion_is_dgrad(f))
+    if (f == FUSION_WGRAD)
+        build_wgrad(g, &ops, s);
+    else if (fusion_is_dgrad(f))
         build_dgrad(g, &ops, f, s, deterministic);
     else
         build_fprop(g, &ops, f, s, deterministic);
@@ -368,6 +389,10 @@ static void describe_engine(FusionPlan *p, Desc cfg) {
 }
 
 void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device) {
+    fusion_plan_build_from(p, g, device, 0);
+}
+
+void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first) {
     memset(p, 0, sizeof *p);
     p->config = p->engine = -1;
     if (!g->graph) {
@@ -381,7 +406,7 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
     n += heuristic_configs(p, g, device, CUDNN_HEUR_MODE_FALLBACK, cfgs, n);
     p->n_configs = n;
     // Without a GPU, a config that compiled is as far as any gets: the first one answers.
-    for (int i = 0; i < n && !p->plan && !p->compiled_only; i++) {
+    for (int i = first; i < n && !p->plan && !p->compiled_only; i++) {
         Desc plan = NULL;
         cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
         if (st == CUDNN_STATUS_SUCCESS)
@@ -396,7 +421,10 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
             int compiled = st == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER;
             if (p->status == CUDNN_STATUS_SUCCESS || (compiled && !p->compiled_only)) {
                 plan_failure(p, st, compiled ? "compiled, but not loaded (no GPU)" : "execution plan");
-                if (compiled) describe_engine(p, cfgs[i]);
+                if (compiled) {
+                    describe_engine(p, cfgs[i]);
+                    p->config = i;
+                }
             }
             p->compiled_only |= compiled;
             if (plan) cudnnBackendDestroyDescriptor(plan);
@@ -411,9 +439,10 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
         p->status = CUDNN_STATUS_SUCCESS;
         p->why[0] = 0;
     }
-    if (!p->plan && n == 0 && p->status == CUDNN_STATUS_SUCCESS) {
+    if (!p->plan && n <= first && p->status == CUDNN_STATUS_SUCCESS) {
         p->status = CUDNN_STATUS_NOT_SUPPORTED;
-        snprintf(p->why, sizeof p->why, "the heuristics offered no engine config");
+        snprintf(p->why, sizeof p->why, n ? "no engine config after the %d tried" : "the heuristics offered no engine config",
+                 first);
     }
     for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
     p->build_ms = now_ms() - begin;

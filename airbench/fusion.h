@@ -18,6 +18,8 @@
 //   dgrad+act'+sum      dz, and per channel sum dz * xhat (xhat = (in - mean) * rstd): one reduction
 //   dgrad+bn-reduce     dz, sum dz and sum dz * xhat: everything bn_gelu_backward_reduce
 //                       computes, in the dgrad's epilogue (two reductions)
+//   wgrad               dw = the filter gradient of a conv: no fusion, but which engines the
+//                       graph API has for it (the first conv's took 7% of a step at 790450e)
 // Each output tensor and per-channel input has a fixed unique id (FusionUid) for the variant
 // pack. Per-channel tensors are fp32 [1, C, 1, 1].
 #pragma once
@@ -35,18 +37,19 @@ typedef enum {
     FUSION_DGRAD_ACT,
     FUSION_DGRAD_ACT_SUM,
     FUSION_DGRAD_BN_REDUCE,
+    FUSION_WGRAD,
     N_FUSIONS
 } Fusion;
 
 extern const char *const FUSION_NAMES[N_FUSIONS];
 
-static inline int fusion_is_dgrad(Fusion f) { return f >= FUSION_DGRAD; }
+static inline int fusion_is_dgrad(Fusion f) { return f >= FUSION_DGRAD && f <= FUSION_DGRAD_BN_REDUCE; }
 
 // The variant pack's tensors. For fprop fusions: X (the conv input, or for bnact+fprop the
 // BatchNorm input IN), W, Y, SUM, SQSUM, and MEAN, RSTD, BIAS for the prologue. For dgrad
 // fusions: DY (the conv's output gradient), W, IN (the forward input of the BatchNorm layer
 // below, conv output side), MEAN, RSTD, BIAS, then DOUT (plain dgrad) or DZ, SUM_DZ,
-// SUM_DZ_XHAT.
+// SUM_DZ_XHAT. For wgrad: X, DY and DW (the filter gradient, fp16 like the filters).
 typedef enum {
     UID_X = 1,
     UID_W,
@@ -62,6 +65,7 @@ typedef enum {
     UID_DZ,
     UID_SUM_DZ,
     UID_SUM_DZ_XHAT,
+    UID_DW,
     N_UIDS
 } FusionUid;
 
@@ -115,6 +119,10 @@ typedef struct {
 } FusionPlan;
 
 void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device);
+// The same from config `first` of the heuristics' list on: fusion_plan_build_from(p, g,
+// device, q.config + 1) gives the plan of the next config that finalizes after q's, so that
+// a loop can try every engine the heuristics offer (p->config is -1 when none is left).
+void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first);
 void fusion_plan_free(FusionPlan *p);
 
 // The variant pack of a graph's tensors: by_uid[uid] is each one's device pointer (entries

@@ -57,9 +57,11 @@
 #             minutes before the first run)
 #   fusion    build/fusion_bench: every conv + BatchNorm fusion of dev/fusion/ at every conv
 #             of airbench94, its plan, error, determinism and time against the unfused
-#             launches (minutes: each runtime-fusion graph compiles for seconds), then the two
-#             statistics fusions with atomic reductions; and the GPU's properties in
-#             device-props.json
+#             launches (minutes: each runtime-fusion graph compiles for seconds); then every
+#             engine config cuDNN's graph API offers for the filter gradients of the first
+#             three convs (--all-engines: the first conv's took 7% of a step at 790450e) against
+#             the trainer's legacy choice; then the two statistics fusions with atomic
+#             reductions; and the GPU's properties in device-props.json
 #   profile   dev/profile.sh 94: ncu's GPU time per kernel and training step over 1,500
 #             launches of airbench94's training, to see where a step's time goes
 # Every timing phase refuses to run while the sanitizers do.
@@ -315,7 +317,9 @@ case $phase in
         ;;
     fusion)
         refuse_while_sanitizing
-        step fusion-bench 420 build/fusion_bench --save-device-json "$logs/device-props.json"
+        step fusion-bench 300 build/fusion_bench --save-device-json "$logs/device-props.json"
+        # every wgrad engine where the 790450e profile saw small grids (conv 0.0: 155 TFLOP/s)
+        step wgrad-engines 180 build/fusion_bench --only wgrad --all-engines --conv 0.0,0.1,1.0 --reps 10
         # the reductions with atomics: faster? (then the trainer's bit-reproducibility is the price)
         step fusion-bench-atomic 120 build/fusion_bench --atomic --only "dgrad+bn-reduce,fprop+reduce"
         ;;

@@ -48,16 +48,20 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
     export LD_LIBRARY_PATH
 fi
 
-# A line of the plans: conv G.J, its shape, the fusion, then "engine N, ..." (planned) or
-# "engine N (runtime fusion) compiled its kernel; ..." (accepted).
+# A line of the plans: conv G.J, its shape, the fusion, then "engine N/C, ..." (planned by
+# engine N, the heuristics' config C) or "engine N (config C) (runtime fusion) compiled its
+# kernel; ..." (accepted).
 line() { awk -v conv="$1" -v fusion="$2" '$1 == conv && $3 == fusion' "$tmp/plans"; }
-planned() { line "$1" "$2" | grep -E -q '^[^ ]+ +[^ ]+ +[^ ]+ +engine [0-9]+( rtc)?( nondet)?,'; }
-accepted() { planned "$1" "$2" || line "$1" "$2" | grep -q 'engine [0-9]* (runtime fusion) compiled its kernel'; }
+planned() { line "$1" "$2" | grep -E -q '^[^ ]+ +[^ ]+ +[^ ]+ +engine [0-9]+/[0-9]+( rtc)?( nondet)?,'; }
+accepted() {
+    planned "$1" "$2" || line "$1" "$2" | grep -q 'engine [0-9]* (config [0-9]*) (runtime fusion) compiled its kernel'
+}
 
-"$bench" --device-json "$device" --conv 2.1 --only fprop,dgrad,fprop+genstats > "$tmp/plans" 2> "$tmp/err"
+"$bench" --device-json "$device" --conv 2.1 --only fprop,dgrad,wgrad,fprop+genstats > "$tmp/plans" 2> "$tmp/err"
 check "precompiled plans: exit 0" [ $? -eq 0 ]
 check "the H100 description accepted" grep -q "plans only, for the GPU described by $device" "$tmp/plans"
 check "unfused fprop planned" planned 2.1 "fprop"
+check "unfused wgrad planned" planned 2.1 "wgrad"
 check "unfused dgrad planned" planned 2.1 "dgrad"
 check "fprop+genstats planned" planned 2.1 "fprop+genstats"
 
@@ -68,15 +72,28 @@ check "dgrad + GELU' + both BatchNorm sums, deterministic: accepted" accepted 1.
 check "BatchNorm + GELU prologue before fprop: accepted" accepted 1.0 "bnact+fprop"
 check "no fusion fell back to atomics" sh -c "! grep -q atomic '$tmp/plans'"
 
+# Every engine config of the first conv's filter gradient (7% of a step at 790450e): one
+# line each, the configs in the heuristics' order, more than one engine among them.
+"$bench" --device-json "$device" --conv 0.0 --only wgrad --all-engines > "$tmp/plans" 2> "$tmp/err"
+check "--all-engines: exit 0" [ $? -eq 0 ]
+check "--all-engines: several wgrad configs planned" [ "$(line 0.0 wgrad | grep -c ' engine ')" -gt 5 ]
+configs_in_order() {
+    line 0.0 wgrad | awk '{ split($5, e, "/"); c = e[2] + 0; if (seen && c <= last) bad = 1; seen = 1; last = c }
+                          END { exit bad }'
+}
+check "--all-engines: configs in order, none twice" configs_in_order
+check "--all-engines: more than one engine" [ "$(line 0.0 wgrad | awk '{ split($5, e, "/"); print e[1] }' | sort -u | wc -l)" -gt 1 ]
+
 # The GPU way on the CPU, at a small batch and widths.
 small="--batch 8 --widths 16,32,32 --reps 1"
 # shellcheck disable=SC2086 # $small is a list of flags
 build/host_fusion_bench $small > "$tmp/run" 2> "$tmp/err"
 check "on the CPU: exit 0" [ $? -eq 0 ]
-# 43 = fprop at 0.0; 10 at each second conv (0.1, 1.1, 2.1: fprop, its three statistics
-# fusions, the two prologues, the four dgrads); 6 at 1.0 and 2.0 (no statistics after a pool)
-check "on the CPU: every fusion at every conv where it fits ran and repeats its bits (43)" \
-    [ "$(grep -c ' yes$' "$tmp/run")" -eq 43 ]
+# 49 = fprop and wgrad at 0.0; 11 at each second conv (0.1, 1.1, 2.1: fprop, its three
+# statistics fusions, the two prologues, the four dgrads, wgrad); 7 at 1.0 and 2.0 (no
+# statistics after a pool)
+check "on the CPU: every fusion at every conv where it fits ran and repeats its bits (49)" \
+    [ "$(grep -c ' yes$' "$tmp/run")" -eq 49 ]
 check "on the CPU: no result beyond its bound" sh -c "! grep -q WRONG '$tmp/run'"
 # shellcheck disable=SC2086
 HOST_CUDNN_REDUCE=accumulate build/host_fusion_bench $small --conv 2.1 > "$tmp/run" 2> "$tmp/err"

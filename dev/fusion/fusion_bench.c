@@ -3,7 +3,8 @@
 // launches (the speed issue's "fewer memory passes", chosen by measurement).
 //
 //   build/fusion_bench [--batch N] [--widths A,B,C] [--activation gelu|silu] [--reps N]
-//                      [--only FUSION,...] [--conv G.J,...] [--atomic] [--save-device-json FILE]
+//                      [--only FUSION,...] [--conv G.J,...] [--atomic] [--all-engines]
+//                      [--save-device-json FILE]
 //   build/fusion_bench --device-json FILE [the same but --reps and --save-device-json]
 //
 // With --device-json no GPU is needed: cuDNN builds each graph and its execution plan for the
@@ -12,7 +13,9 @@
 // a plan is run on random inputs and compared with the trainer's way of computing the same
 // thing (cuDNN's legacy convolution with the trainer's algorithm choice, then the project's
 // kernels): the error of every output, whether two runs agree to the bit, and the median
-// time of each way. The fusions are listed in airbench/fusion.h.
+// time of each way. The fusions are listed in airbench/fusion.h. --all-engines does this for
+// every engine config the heuristics offer, not only the first that plans: whether the graph
+// API has a faster (or deterministic) engine for a conv than the trainer's legacy choice.
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,6 +31,7 @@
 typedef struct {
     int batch, widths[3], activation, reps;
     int atomic;              // reductions with atomics from the start (else only when no deterministic plan)
+    int all_engines;         // every engine config that plans, not the first
     int fusions[N_FUSIONS];  // the fusions asked for (all by default)
     int convs[3][2];         // the convs asked for (all by default)
     const char *device_json, *save_device_json;
@@ -36,15 +40,17 @@ typedef struct {
 static void usage(FILE *to) {
     fprintf(to,
             "usage: build/fusion_bench [--batch N] [--widths A,B,C] [--activation gelu|silu] [--reps N]\n"
-            "                          [--only FUSION,...] [--conv G.J,...] [--atomic] [--save-device-json FILE]\n"
+            "                          [--only FUSION,...] [--conv G.J,...] [--atomic] [--all-engines]\n"
+            "                          [--save-device-json FILE]\n"
             "       build/fusion_bench --device-json FILE [--batch N] [--widths A,B,C] [--activation A]\n"
-            "                          [--only FUSION,...] [--conv G.J,...] [--atomic]\n"
+            "                          [--only FUSION,...] [--conv G.J,...] [--atomic] [--all-engines]\n"
             "On a GPU: each candidate fusion at each of airbench94's convs (G.J: conv J of layer group G),\n"
             "its plan, its error against the trainer's unfused launches, and both times. With\n"
             "--device-json: plans only, for the GPU the file describes (no GPU needed; a runtime-fusion\n"
             "engine then needs a libcuda.so.1, the CUDA toolkit's stub will do). Reductions are\n"
             "deterministic (the trainer's runs are bit-reproducible) unless cuDNN has no such plan or\n"
-            "--atomic asks for atomics. FUSION is one of:");
+            "--atomic asks for atomics. --all-engines: every engine config cuDNN's heuristics offer,\n"
+            "one line each (default: the first that plans). FUSION is one of:");
     for (int f = 0; f < N_FUSIONS; f++) fprintf(to, " %s", FUSION_NAMES[f]);
     fprintf(to, "\n");
 }
@@ -94,6 +100,10 @@ static Options parse(int argc, char **argv) {
         }
         if (!strcmp(flag, "--atomic")) {
             o.atomic = 1;
+            continue;
+        }
+        if (!strcmp(flag, "--all-engines")) {
+            o.all_engines = 1;
             continue;
         }
         if (i + 1 == argc) {
@@ -185,6 +195,7 @@ static int fusion_fits(Fusion f, int g, int j) {
     case FUSION_FPROP_REDUCE: return j > 0;
     case FUSION_BNACT_FPROP: return after_bn;
     case FUSION_BNACT_FPROP_GENSTATS: return after_bn && j > 0;
+    case FUSION_WGRAD: return 1;
     default: return after_bn;  // the dgrad fusions
     }
 }
@@ -222,14 +233,14 @@ typedef struct {
 // The inputs of a case (device, and host copies the checks need) and every output of both ways.
 typedef struct {
     FusionShape s;
-    size_t in_count, out_count;  // conv input and output elements
+    size_t in_count, out_count, w_count;  // conv input, output and filter elements
     uint16_t *h_x;
     float *f_x, *mean, *rstd, *bias;
     void *x, *w, *dy, *d_mean, *d_rstd, *d_bias;
     // The fused way's outputs, by FusionUid.
     void *fused[N_UIDS];
     void *workspace;
-    // The unfused way's: the conv output (y, or d_out), the activation (bnact), stats partials.
+    // The unfused way's: the conv output (y, d_out or dw), the activation (bnact), stats partials.
     void *y, *act, *partials;
     int stats_blocks;
 } Buffers;
@@ -257,10 +268,10 @@ static void make_buffers(Buffers *b, const FusionShape *s, Fusion f, const Fusio
     b->f_x = HOST_FLOATS(b->in_count);
     random_activation(b->h_x, b->f_x, b->in_count / c_in, c_in, b->mean, spread, 0);
     b->x = dev_upload(b->h_x, b->in_count * 2);
-    size_t w_count = (size_t)c_out * c_in * 9;
-    uint16_t *h_w = HOST_HALVES(w_count);
-    for (size_t i = 0; i < w_count; i++) h_w[i] = float_to_half((float)(uniform(-1.0, 1.0) / sqrt(9.0 * c_in)));
-    b->w = dev_upload(h_w, w_count * 2);
+    b->w_count = (size_t)c_out * c_in * 9;
+    uint16_t *h_w = HOST_HALVES(b->w_count);
+    for (size_t i = 0; i < b->w_count; i++) h_w[i] = float_to_half((float)(uniform(-1.0, 1.0) / sqrt(9.0 * c_in)));
+    b->w = dev_upload(h_w, b->w_count * 2);
     uint16_t *h_dy = HOST_HALVES(b->out_count);
     float *f_dy = HOST_FLOATS(b->out_count);
     random_activation(h_dy, f_dy, b->out_count / c_out, c_out, NULL, NULL, 0);
@@ -271,9 +282,9 @@ static void make_buffers(Buffers *b, const FusionShape *s, Fusion f, const Fusio
     // Outputs start as NaN (dev_alloc), so an output the fused way leaves unwritten, or adds
     // to instead of writing, fails its check.
     int dgrad = fusion_is_dgrad(f);
-    size_t map_bytes = (dgrad ? b->in_count : b->out_count) * 2;
+    size_t map_bytes = (f == FUSION_WGRAD ? b->w_count : dgrad ? b->in_count : b->out_count) * 2;
     int c_stats = dgrad ? c_in : c_out;
-    b->fused[UID_Y] = b->fused[UID_DOUT] = b->fused[UID_DZ] = dev_alloc(map_bytes);
+    b->fused[UID_Y] = b->fused[UID_DOUT] = b->fused[UID_DZ] = b->fused[UID_DW] = dev_alloc(map_bytes);
     for (int uid = UID_SUM; uid <= UID_SQSUM; uid++) b->fused[uid] = dev_alloc(c_stats * sizeof(float));
     for (int uid = UID_SUM_DZ; uid <= UID_SUM_DZ_XHAT; uid++) b->fused[uid] = dev_alloc(c_stats * sizeof(float));
     b->workspace = dev_alloc(p->workspace ? (size_t)p->workspace : 1);
@@ -310,6 +321,10 @@ static void run_unfused(const Gpu *gpu, Fusion f, const ConvPlan *conv, const Bu
     const FusionShape *s = &b->s;
     int rows = s->batch * s->side * s->side;
     const float *mean = b->d_mean, *rstd = b->d_rstd, *bias = b->d_bias;
+    if (f == FUSION_WGRAD) {
+        conv_backward_filter(gpu->convs, conv, b->x, b->dy, b->y);
+        return;
+    }
     if (fusion_is_dgrad(f)) {
         conv_backward_data(gpu->convs, conv, b->w, b->dy, b->y, 0);
         if (f != FUSION_DGRAD)
@@ -380,10 +395,10 @@ static void keep_worst(Result *r, const char *what, double error) {
 static void check_outputs(Result *r, Fusion f, const Buffers *b) {
     const FusionShape *s = &b->s;
     int dgrad = fusion_is_dgrad(f), c = dgrad ? s->c_in : s->c_out;
-    size_t count = dgrad ? b->in_count : b->out_count;
+    size_t count = f == FUSION_WGRAD ? b->w_count : dgrad ? b->in_count : b->out_count;
     const float *fused_map = download_halves(b->fused[UID_Y], count), *unfused_map = download_halves(b->y, count);
-    if (f == FUSION_FPROP || f == FUSION_BNACT_FPROP || f == FUSION_DGRAD) {
-        keep_worst(r, dgrad ? "d_out" : "y", rel_error(fused_map, unfused_map, count));
+    if (f == FUSION_FPROP || f == FUSION_BNACT_FPROP || f == FUSION_DGRAD || f == FUSION_WGRAD) {
+        keep_worst(r, f == FUSION_WGRAD ? "dw" : dgrad ? "d_out" : "y", rel_error(fused_map, unfused_map, count));
         return;
     }
     const float *sums = sum_partials(b->partials, b->stats_blocks, 2 * c);  // [0, c) and [c, 2c)
@@ -412,9 +427,9 @@ static int same_bits_again(const Way *fused, const FusionGraph *g, const Buffers
     unsigned char *first[FUSION_MAX_UIDS];
     for (int i = 0; i < g->n_uids; i++) {
         int64_t uid = g->uids[i];
-        int map = uid == UID_Y || uid == UID_DOUT || uid == UID_DZ;
+        int map = uid == UID_Y || uid == UID_DOUT || uid == UID_DZ || uid == UID_DW;
         int stats = uid == UID_SUM || uid == UID_SQSUM || uid == UID_SUM_DZ || uid == UID_SUM_DZ_XHAT;
-        size_t count = uid == UID_Y ? b->out_count : b->in_count;
+        size_t count = uid == UID_Y ? b->out_count : uid == UID_DW ? b->w_count : b->in_count;
         int c = uid == UID_SUM || uid == UID_SQSUM ? b->s.c_out : b->s.c_in;
         bytes[i] = map ? count * 2 : stats ? c * sizeof(float) : 0;
         first[i] = bytes[i] ? host_buffer(bytes[i]) : NULL;
@@ -467,15 +482,15 @@ static void print_result(int g, int j, const FusionShape *s, Fusion f, const Res
     snprintf(fusion, sizeof fusion, "%s%s", FUSION_NAMES[f], r->atomic ? " atomic" : "");
     const FusionPlan *p = &r->plan;
     if (p->compiled_only) {
-        printf("%-20s %-28s engine %lld%s compiled its kernel; loading it needs the GPU\n", conv, fusion,
-               (long long)p->engine, p->runtime_compiled ? " (runtime fusion)" : "");
+        printf("%-20s %-28s engine %lld (config %d)%s compiled its kernel; loading it needs the GPU\n", conv, fusion,
+               (long long)p->engine, p->config, p->runtime_compiled ? " (runtime fusion)" : "");
         return;
     }
     if (!p->plan) {
         printf("%-20s %-28s unsupported: %.150s\n", conv, fusion, p->why);
         return;
     }
-    snprintf(plan, sizeof plan, "engine %lld%s%s, %.0f ms, ws %lld", (long long)p->engine,
+    snprintf(plan, sizeof plan, "engine %lld/%d%s%s, %.0f ms, ws %lld", (long long)p->engine, p->config,
              p->runtime_compiled ? " rtc" : "", p->nondeterministic ? " nondet" : "", p->build_ms,
              (long long)p->workspace);
     printf("%-20s %-28s %-32s", conv, fusion, plan);
@@ -484,6 +499,57 @@ static void print_result(int g, int j, const FusionShape *s, Fusion f, const Res
         printf(" %8.1f %8.1f %8.1f  %.1e %-14s %s%s", r->fused_us, r->unfused_us, r->unfused_us - r->fused_us, r->error,
                r->worst, r->deterministic ? "yes" : "no", r->error <= ERROR_BOUND ? "" : "  <-- WRONG");
     printf("\n");
+}
+
+// What the whole run found: any plan wrong or not running, a missing plan for an unfused
+// conv graph (the tool or the device description broken), and per fusion the time saved
+// per training step by the best engine of each conv where it fits.
+typedef struct {
+    int wrong, broken;
+    double saved[N_FUSIONS];
+} Tally;
+
+// One fusion at one conv: its first plan (deterministic reductions, else atomics), then
+// with --all-engines every later engine config that plans, each run on the GPU if there is one.
+static void bench_case(Tally *tally, const Gpu *gpu, const Options *o, Fusion f, int g, int j,
+                       cudnnBackendDescriptor_t device) {
+    FusionShape s = conv_shape(o, g, j);
+    FusionGraph graph;
+    Result r = {0};
+    r.atomic = o->atomic && fusion_reduces(f);
+    fusion_graph_build(&graph, f, &s, !r.atomic);
+    fusion_plan_build(&r.plan, &graph, device);
+    if (!r.plan.plan && !r.plan.compiled_only && fusion_reduces(f) && !r.atomic) {
+        // No deterministic plan: would atomics do? (Not for the trainer as it is, whose runs
+        // are bit-reproducible, but worth knowing.)
+        fusion_plan_free(&r.plan);
+        fusion_graph_free(&graph);
+        fusion_graph_build(&graph, f, &s, 0);
+        fusion_plan_build(&r.plan, &graph, device);
+        r.atomic = 1;
+    }
+    // The unfused graphs are what any conv needs: without their plans the tool (or the
+    // device description) is broken, not the fusion unsupported.
+    if (!r.plan.plan && !r.plan.compiled_only && (f == FUSION_FPROP || f == FUSION_DGRAD || f == FUSION_WGRAD))
+        tally->broken = 1;
+    double best_saving = 0.0;
+    int any_ran = 0;
+    for (;;) {
+        if (r.plan.plan && gpu->convs) run_case(&r, gpu, f, &graph, conv_plan(gpu->convs, o->batch, g, j), o);
+        print_result(g, j, &s, f, &r);
+        fflush(stdout);
+        if ((r.ran && !(r.error <= ERROR_BOUND)) || r.failed[0]) tally->wrong = 1;
+        if (r.ran && (!any_ran || r.unfused_us - r.fused_us > best_saving)) best_saving = r.unfused_us - r.fused_us;
+        any_ran |= r.ran;
+        int next = r.plan.config + 1, atomic = r.atomic;
+        fusion_plan_free(&r.plan);
+        if (!o->all_engines || next == 0) break;
+        r = (Result){.atomic = atomic};
+        fusion_plan_build_from(&r.plan, &graph, device, next);
+        if (!r.plan.plan && !r.plan.compiled_only) break;  // no config after the last one planned
+    }
+    if (any_ran) tally->saved[f] += best_saving;
+    fusion_graph_free(&graph);
 }
 
 static void make_gpu(Gpu *gpu, const Options *o) {
@@ -533,44 +599,19 @@ int main(int argc, char **argv) {
            o.widths[1], o.widths[2], o.activation == ACTIVATION_SILU ? "SiLU" : "GELU", ERROR_BOUND);
     printf("%-20s %-28s %-32s %8s %8s %8s  %-22s %s\n", "conv g.j side,c>k", "fusion", "plan", "fused", "unfused",
            "saved", "error (worst output)", "same bits");
-    int wrong = 0, broken = 0;
-    double saved[N_FUSIONS] = {0};
+    Tally tally = {0};
     for (int g = 0; g < 3; g++)
         for (int j = 0; j < 2; j++)
-            for (int f = 0; f < N_FUSIONS; f++) {
-                if (!o.fusions[f] || !o.convs[g][j] || !fusion_fits((Fusion)f, g, j)) continue;
-                FusionShape s = conv_shape(&o, g, j);
-                FusionGraph graph;
-                Result r = {0};
-                r.atomic = o.atomic && fusion_reduces((Fusion)f);
-                fusion_graph_build(&graph, (Fusion)f, &s, !r.atomic);
-                fusion_plan_build(&r.plan, &graph, device);
-                if (!r.plan.plan && !r.plan.compiled_only && fusion_reduces((Fusion)f) && !r.atomic) {
-                    // No deterministic plan: would atomics do? (Not for the trainer as it is,
-                    // whose runs are bit-reproducible, but worth knowing.)
-                    fusion_plan_free(&r.plan);
-                    fusion_graph_free(&graph);
-                    fusion_graph_build(&graph, (Fusion)f, &s, 0);
-                    fusion_plan_build(&r.plan, &graph, device);
-                    r.atomic = 1;
-                }
-                if (r.plan.plan && gpu.convs) run_case(&r, &gpu, (Fusion)f, &graph, conv_plan(gpu.convs, o.batch, g, j), &o);
-                print_result(g, j, &s, (Fusion)f, &r);
-                fflush(stdout);
-                // The unfused graphs are what any conv needs: without their plans the tool
-                // (or the device description) is broken, not the fusion unsupported.
-                if (!r.plan.plan && (f == FUSION_FPROP || f == FUSION_DGRAD)) broken = 1;
-                if ((r.ran && !(r.error <= ERROR_BOUND)) || r.failed[0]) wrong = 1;
-                if (r.ran) saved[f] += r.unfused_us - r.fused_us;
-                fusion_plan_free(&r.plan);
-                fusion_graph_free(&graph);
-            }
+            for (int f = 0; f < N_FUSIONS; f++)
+                if (o.fusions[f] && o.convs[g][j] && fusion_fits((Fusion)f, g, j))
+                    bench_case(&tally, &gpu, &o, (Fusion)f, g, j, device);
     if (gpu.convs) {
-        printf("\nsaved per training step (us), if every conv where the fusion fits took it:\n");
+        printf("\nsaved per training step (us), if every conv where the fusion fits took it%s:\n",
+               o.all_engines ? " (its best engine)" : "");
         for (int f = 0; f < N_FUSIONS; f++)
-            if (saved[f] != 0) printf("  %-21s %8.1f\n", FUSION_NAMES[f], saved[f]);
+            if (tally.saved[f] != 0) printf("  %-21s %8.1f\n", FUSION_NAMES[f], tally.saved[f]);
     }
-    if (broken) fprintf(stderr, "fusion_bench: cuDNN made no plan for an unfused conv graph: see the lines above\n");
-    if (wrong) fprintf(stderr, "fusion_bench: a fused plan did not run, or its result differs from the unfused one\n");
-    return broken || wrong ? 1 : 0;
+    if (tally.broken) fprintf(stderr, "fusion_bench: cuDNN made no plan for an unfused conv graph: see the lines above\n");
+    if (tally.wrong) fprintf(stderr, "fusion_bench: a fused plan did not run, or its result differs from the unfused one\n");
+    return tally.broken || tally.wrong ? 1 : 0;
 }

@@ -155,27 +155,34 @@ static void forward(const ConvPlan *p, const __half *x, const __half *w, __half 
     free(wf);
 }
 
-static void backward_filter(const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
-    int s = p->side, ci = p->c_in, co = p->c_out;
-    float *xf = floats_of("conv_backward_filter", x, activation_size(p, ci));
-    float *dyf = floats_of("conv_backward_filter", dy, activation_size(p, co));
+void host_conv3x3_backward_filter(float *dw, const float *x, const float *dy, int n, int s, int ci, int co) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int o = 0; o < co; o++)
         for (int k = 0; k < 9; k++) {
             int ky = k / 3, kx = k % 3;
-            float *sum = calloc(ci, sizeof(float));
-            for (int b = 0; b < p->batch; b++)
+            float *sum = dw + ((size_t)o * 9 + k) * ci;
+            for (int i = 0; i < ci; i++) sum[i] = 0.0f;
+            for (int b = 0; b < n; b++)
                 for (int oy = 0; oy < s; oy++)
                     for (int ox = 0; ox < s; ox++) {
                         int iy = oy + ky - 1, ix = ox + kx - 1;
                         if (iy < 0 || iy >= s || ix < 0 || ix >= s) continue;
-                        float g = dyf[(((size_t)b * s + oy) * s + ox) * co + o];
-                        const float *xv = xf + (((size_t)b * s + iy) * s + ix) * ci;
+                        float g = dy[(((size_t)b * s + oy) * s + ox) * co + o];
+                        const float *xv = x + (((size_t)b * s + iy) * s + ix) * ci;
                         for (int i = 0; i < ci; i++) sum[i] += g * xv[i];
                     }
-            for (int i = 0; i < ci; i++) dw[((size_t)o * 9 + k) * ci + i].x = float_to_half(sum[i]);
-            free(sum);
         }
+}
+
+static void backward_filter(const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
+    size_t count = (size_t)p->c_out * 9 * p->c_in;
+    float *xf = floats_of("conv_backward_filter", x, activation_size(p, p->c_in));
+    float *dyf = floats_of("conv_backward_filter", dy, activation_size(p, p->c_out));
+    float *dwf = malloc(count * sizeof(float));
+    if (!dwf) die(1, "out of host memory");
+    host_conv3x3_backward_filter(dwf, xf, dyf, p->batch, p->side, p->c_in, p->c_out);
+    for (size_t i = 0; i < count; i++) dw[i].x = float_to_half(dwf[i]);
+    free(dwf);
     free(xf);
     free(dyf);
 }

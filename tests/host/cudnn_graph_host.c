@@ -196,7 +196,7 @@ static cudnnStatus_t finalize_tensor(const HostDesc *d) {
 // The operation's tensors and what it does, read from its attributes.
 typedef struct {
     HostDesc *in[2], *out[2];  // inputs (the second may be NULL) and outputs
-    enum { OP_CONV_FPROP, OP_CONV_DGRAD, OP_POINTWISE, OP_REDUCTION, OP_GENSTATS } kind;
+    enum { OP_CONV_FPROP, OP_CONV_DGRAD, OP_CONV_WGRAD, OP_POINTWISE, OP_REDUCTION, OP_GENSTATS } kind;
     cudnnPointwiseMode_t mode;
     double swish_beta;
 } Op;
@@ -215,6 +215,12 @@ static int describe_op(const HostDesc *d, Op *op) {
                           get_desc(d, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W)},
                    .out = {get_desc(d, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX)},
                    .kind = OP_CONV_DGRAD};
+        return 1;
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR:
+        *op = (Op){.in = {get_desc(d, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X),
+                          get_desc(d, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY)},
+                   .out = {get_desc(d, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW)},
+                   .kind = OP_CONV_WGRAD};
         return 1;
     case CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR: {
         const HostDesc *pw = get_desc(d, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR);
@@ -259,20 +265,25 @@ static cudnnStatus_t finalize_op(const HostDesc *d) {
     if (op.kind == OP_POINTWISE && !(binary(op.mode) || op.mode == CUDNN_POINTWISE_GELU_FWD ||
                                      op.mode == CUDNN_POINTWISE_SWISH_FWD))
         return fail(CUDNN_STATUS_NOT_SUPPORTED, "pointwise mode not emulated");
-    int n_in = op.kind == OP_CONV_FPROP || op.kind == OP_CONV_DGRAD || (op.kind == OP_POINTWISE && binary(op.mode)) ? 2 : 1;
+    int conv = op.kind == OP_CONV_FPROP || op.kind == OP_CONV_DGRAD || op.kind == OP_CONV_WGRAD;
+    int n_in = conv || (op.kind == OP_POINTWISE && binary(op.mode)) ? 2 : 1;
     int n_out = op.kind == OP_GENSTATS ? 2 : 1;
     for (int i = 0; i < n_in; i++)
         if (!op.in[i] || !op.in[i]->finalized) return fail(CUDNN_STATUS_BAD_PARAM, "an input tensor is missing");
     for (int i = 0; i < n_out; i++)
         if (!op.out[i] || !op.out[i]->finalized) return fail(CUDNN_STATUS_BAD_PARAM, "an output tensor is missing");
-    if (op.kind == OP_CONV_FPROP || op.kind == OP_CONV_DGRAD) {
-        const Attr *alpha = find(d, op.kind == OP_CONV_FPROP ? CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA
-                                                             : CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA);
-        const Attr *beta = find(d, op.kind == OP_CONV_FPROP ? CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA
-                                                            : CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA);
+    if (conv) {
+        // indexed by the conv kinds, in their order
+        static const cudnnBackendAttributeName_t ALPHA[] = {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+                                                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA};
+        static const cudnnBackendAttributeName_t BETA[] = {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
+                                                           CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA,
+                                                           CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
+        const Attr *alpha = find(d, ALPHA[op.kind]), *beta = find(d, BETA[op.kind]);
         if (!alpha || !beta || *(const float *)alpha->values != 1.0f || *(const float *)beta->values != 0.0f)
             return fail(CUDNN_STATUS_NOT_SUPPORTED, "only alpha 1 and beta 0 are emulated");
-        Tensor w = tensor_of(op.in[1]);
+        Tensor w = tensor_of(op.kind == OP_CONV_WGRAD ? op.out[0] : op.in[1]);
         if (w.dims[2] != 3 || w.dims[3] != 3) return fail(CUDNN_STATUS_NOT_SUPPORTED, "only 3x3 convolutions");
     }
     return CUDNN_STATUS_SUCCESS;
@@ -447,14 +458,17 @@ static void write_tensor(Job *job, const HostDesc *d, float *f) {
     }
 }
 
-// A 3x3 convolution forward (x, w -> y) or backward data (dy, w -> dx), by conv_host.c.
-static float *convolve(const float *in, const float *w, const Tensor *t_in, const Tensor *t_w, int backward_data) {
-    int n = (int)t_in->dims[0], side = (int)t_in->dims[2], co = (int)t_w->dims[0], ci = (int)t_w->dims[1];
-    float *out = host_alloc((size_t)n * side * side * (backward_data ? ci : co) * sizeof(float));
-    if (backward_data)
-        host_conv3x3_backward_data(out, in, w, n, side, ci, co);
-    else
-        host_conv3x3_forward(out, in, w, n, side, ci, co);
+// A 3x3 convolution by conv_host.c: forward (x, w -> y), backward data (dy, w -> dx) or
+// backward filter (x, dy -> dw). t_x is the activation-side input with the batch and side,
+// t_w the filter (an input, or the output of backward filter).
+static float *convolve(int kind, const float *a, const float *b, const Tensor *t_x, const Tensor *t_w) {
+    int n = (int)t_x->dims[0], side = (int)t_x->dims[2], co = (int)t_w->dims[0], ci = (int)t_w->dims[1];
+    size_t map = (size_t)n * side * side;
+    float *out = host_alloc((kind == OP_CONV_WGRAD ? (size_t)co * 9 * ci : map * (kind == OP_CONV_DGRAD ? ci : co)) *
+                            sizeof(float));
+    if (kind == OP_CONV_FPROP) host_conv3x3_forward(out, a, b, n, side, ci, co);
+    if (kind == OP_CONV_DGRAD) host_conv3x3_backward_data(out, a, b, n, side, ci, co);
+    if (kind == OP_CONV_WGRAD) host_conv3x3_backward_filter(out, a, b, n, side, ci, co);
     return out;
 }
 
@@ -522,9 +536,10 @@ static void run_job(void *arg) {
         const float *in = read_tensor(job, op.in[0]);
         switch (op.kind) {
         case OP_CONV_FPROP:
-        case OP_CONV_DGRAD: {
-            Tensor t_w = tensor_of(op.in[1]);
-            write_tensor(job, op.out[0], convolve(in, read_tensor(job, op.in[1]), &t_in, &t_w, op.kind == OP_CONV_DGRAD));
+        case OP_CONV_DGRAD:
+        case OP_CONV_WGRAD: {
+            Tensor t_w = tensor_of(op.kind == OP_CONV_WGRAD ? op.out[0] : op.in[1]);
+            write_tensor(job, op.out[0], convolve(op.kind, in, read_tensor(job, op.in[1]), &t_in, &t_w));
             break;
         }
         case OP_POINTWISE: write_tensor(job, op.out[0], pointwise(job, &op)); break;

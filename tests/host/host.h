@@ -32,6 +32,8 @@ void host_enqueue(cudaStream_t stream, void (*run)(void *), void *arg);
 void host_synchronize(void);
 // conv_host.c's 3x3 convolutions (pad 1, cross-correlation, fp32 sums) on floats: NHWC
 // activations (n x s x s x channels) and KRSC filters (co x 3 x 3 x ci). Forward: y from x;
-// backward data: dx from dy. cudnn_graph_host.c runs its graphs' convolutions with them.
+// backward data: dx from dy; backward filter: dw from x and dy. cudnn_graph_host.c runs its
+// graphs' convolutions with them.
 void host_conv3x3_forward(float *y, const float *x, const float *w, int n, int s, int ci, int co);
 void host_conv3x3_backward_data(float *dx, const float *dy, const float *w, int n, int s, int ci, int co);
+void host_conv3x3_backward_filter(float *dw, const float *x, const float *dy, int n, int s, int ci, int co);
