@@ -4,7 +4,8 @@
 # deviceless plans): the unfused graphs get plans, and the fusions the speed work counts on
 # are accepted, their kernels compiled (loading them needs the GPU; cuDNN's runtime-fusion
 # engines load libcuda.so.1 even to compile, so a machine without a driver gets the CUDA
-# toolkit's stub); and the GPU way on the CPU (build/host_fusion_bench: the graphs run by
+# toolkit's stub), and --all-engines lists every engine config of the first conv's filter
+# gradient; and the GPU way on the CPU (build/host_fusion_bench: the graphs run by
 # tests/host/cudnn_graph_host.c, the unfused way by the project's kernels on tests/emu/):
 # every fusion agrees with the kernels, and outputs a reduction adds to instead of writing
 # are caught. Ends with the RESULT line of tests/run.sh.
@@ -95,6 +96,13 @@ check "on the CPU: exit 0" [ $? -eq 0 ]
 check "on the CPU: every fusion at every conv where it fits ran and repeats its bits (49)" \
     [ "$(grep -c ' yes$' "$tmp/run")" -eq 49 ]
 check "on the CPU: no result beyond its bound" sh -c "! grep -q WRONG '$tmp/run'"
+# --all-engines runs each config the heuristics offer: the stand-in's two (mode A's and the
+# fallback's), each checked
+# shellcheck disable=SC2086
+build/host_fusion_bench $small --conv 1.0 --only wgrad --all-engines > "$tmp/run" 2> "$tmp/err"
+check "on the CPU, --all-engines: exit 0" [ $? -eq 0 ]
+check "on the CPU, --all-engines: configs 0 and 1 ran and agree" \
+    [ "$(grep -cE '^1\.0 .* wgrad +engine 0/[01], .* yes$' "$tmp/run")" -eq 2 ]
 # shellcheck disable=SC2086
 HOST_CUDNN_REDUCE=accumulate build/host_fusion_bench $small --conv 2.1 > "$tmp/run" 2> "$tmp/err"
 check "reductions that accumulate: exit 1" [ $? -eq 1 ]
