@@ -227,6 +227,7 @@ typedef struct {
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     Convs *convs;
+    __half *scratch[3];  // the conv plans' scratch buffers (input, filter, output)
     cudaEvent_t start, stop;
 } Gpu;
 
@@ -571,8 +572,20 @@ static void make_gpu(Gpu *gpu, const Options *o) {
             if (plane * s.c_out > most_out) most_out = plane * s.c_out;
             if ((size_t)s.c_out * s.c_in * 9 > most_w) most_w = (size_t)s.c_out * s.c_in * 9;
         }
-    __half *scratch_x = gpu_alloc(most_in * 2), *scratch_w = gpu_alloc(most_w * 2), *scratch_y = gpu_alloc(most_out * 2);
-    gpu->convs = convs_create(gpu->stream, CONV_ALGO_FIND, NULL, &layout, &o->batch, 1, scratch_x, scratch_w, scratch_y);
+    gpu->scratch[0] = gpu_alloc(most_in * 2);
+    gpu->scratch[1] = gpu_alloc(most_w * 2);
+    gpu->scratch[2] = gpu_alloc(most_out * 2);
+    gpu->convs = convs_create(gpu->stream, CONV_ALGO_FIND, NULL, &layout, &o->batch, 1, gpu->scratch[0],
+                              gpu->scratch[1], gpu->scratch[2]);
+}
+
+static void free_gpu(Gpu *gpu) {
+    convs_free(gpu->convs);
+    for (int i = 0; i < 3; i++) CUDA_CHECK(cudaFree(gpu->scratch[i]));
+    CUDA_CHECK(cudaEventDestroy(gpu->start));
+    CUDA_CHECK(cudaEventDestroy(gpu->stop));
+    CUDNN_CHECK(cudnnDestroy(gpu->cudnn));
+    CUDA_CHECK(cudaStreamDestroy(gpu->stream));
 }
 
 int main(int argc, char **argv) {
@@ -611,6 +624,8 @@ int main(int argc, char **argv) {
         for (int f = 0; f < N_FUSIONS; f++)
             if (tally.saved[f] != 0) printf("  %-21s %8.1f\n", FUSION_NAMES[f], tally.saved[f]);
     }
+    CUDNN_CHECK(cudnnBackendDestroyDescriptor(device));
+    if (gpu.convs) free_gpu(&gpu);
     if (tally.broken) fprintf(stderr, "fusion_bench: cuDNN made no plan for an unfused conv graph: see the lines above\n");
     if (tally.wrong) fprintf(stderr, "fusion_bench: a fused plan did not run, or its result differs from the unfused one\n");
     return tally.broken || tally.wrong ? 1 : 0;
