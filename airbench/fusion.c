@@ -110,43 +110,49 @@ static void add_op(FusionGraph *g, Ops *ops, Desc op, const char *what) {
     if (!failed(g)) ops->ops[ops->n++] = op;
 }
 
-static void conv_fprop(FusionGraph *g, Ops *ops, Desc x, Desc w, Desc y) {
-    Desc op = make(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-    Desc conv = conv_descriptor(g);
-    float alpha = 1.0f, beta = 0.0f;
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-    add_op(g, ops, op, "convolution forward operation");
-}
+// A convolution operation of the graph API: its descriptor type and attribute names (its
+// three tensors: two in, one out), alpha 1 and beta 0 (the output written, not added to).
+typedef struct {
+    cudnnBackendDescriptorType_t type;
+    cudnnBackendAttributeName_t tensors[3], conv, alpha, beta;
+    const char *what;
+} ConvOp;
 
-static void conv_dgrad(FusionGraph *g, Ops *ops, Desc dy, Desc w, Desc dx) {
-    Desc op = make(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-    Desc conv = conv_descriptor(g);
-    float alpha = 1.0f, beta = 0.0f;
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-    add_op(g, ops, op, "convolution backward data operation");
-}
+static const ConvOp CONV_FPROP = {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
+                                  {CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y},
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA,
+                                  "convolution forward operation"};
+static const ConvOp CONV_DGRAD = {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+                                  {CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX},
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA,
+                                  "convolution backward data operation"};
+static const ConvOp CONV_WGRAD = {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+                                  {CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+                                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW},
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA,
+                                  "convolution backward filter operation"};
 
-static void conv_wgrad(FusionGraph *g, Ops *ops, Desc x, Desc dy, Desc dw) {
-    Desc op = make(g, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-    Desc conv = conv_descriptor(g);
+// fprop: x, w -> y; dgrad: dy, w -> dx; wgrad: x, dy -> dw.
+static void convolution(FusionGraph *g, Ops *ops, const ConvOp *kind, Desc in0, Desc in1, Desc out) {
+    Desc op = make(g, kind->type);
+    Desc conv = conv_descriptor(g), tensors[3] = {in0, in1, out};
     float alpha = 1.0f, beta = 0.0f;
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-    SET(g, op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-    add_op(g, ops, op, "convolution backward filter operation");
+    for (int i = 0; i < 3; i++) set(g, op, kind->tensors[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tensors[i], kind->what);
+    set(g, op, kind->conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv, kind->what);
+    set(g, op, kind->alpha, CUDNN_TYPE_FLOAT, 1, &alpha, kind->what);
+    set(g, op, kind->beta, CUDNN_TYPE_FLOAT, 1, &beta, kind->what);
+    add_op(g, ops, op, kind->what);
 }
 
 // A pointwise operation's mode, fp32 math.
@@ -241,7 +247,7 @@ static void build_fprop(FusionGraph *g, Ops *ops, Fusion f, const FusionShape *s
     }
     Desc w = tensor(g, UID_W, CUDNN_DATA_HALF, s->c_out, s->c_in, 3, 3, false);
     Desc y = activation_map(g, s, UID_Y, CUDNN_DATA_HALF, false);
-    conv_fprop(g, ops, x, w, y);
+    convolution(g, ops, &CONV_FPROP, x, w, y);
     if (f == FUSION_FPROP || f == FUSION_BNACT_FPROP) return;
     Desc sum = per_channel(g, UID_SUM, s->c_out);
     if (f == FUSION_FPROP_SUM) {
@@ -266,11 +272,12 @@ static void build_dgrad(FusionGraph *g, Ops *ops, Fusion f, const FusionShape *s
     Desc dy = activation_map(g, s, UID_DY, CUDNN_DATA_HALF, false);
     Desc w = tensor(g, UID_W, CUDNN_DATA_HALF, s->c_out, c, 3, 3, false);
     if (f == FUSION_DGRAD) {
-        conv_dgrad(g, ops, dy, w, tensor(g, UID_DOUT, CUDNN_DATA_HALF, s->batch, c, s->side, s->side, false));
+        Desc d_out = tensor(g, UID_DOUT, CUDNN_DATA_HALF, s->batch, c, s->side, s->side, false);
+        convolution(g, ops, &CONV_DGRAD, dy, w, d_out);
         return;
     }
     Desc d_out = tensor(g, next_virtual_uid(g), CUDNN_DATA_FLOAT, s->batch, c, s->side, s->side, true);
-    conv_dgrad(g, ops, dy, w, d_out);
+    convolution(g, ops, &CONV_DGRAD, dy, w, d_out);
     Desc in = tensor(g, UID_IN, CUDNN_DATA_HALF, s->batch, c, s->side, s->side, false), xhat, z;
     batchnorm_apply(g, ops, s, c, CUDNN_DATA_FLOAT, in, &xhat, &z);
     Desc dz = tensor(g, UID_DZ, CUDNN_DATA_HALF, s->batch, c, s->side, s->side, false);
@@ -285,7 +292,7 @@ static void build_dgrad(FusionGraph *g, Ops *ops, Fusion f, const FusionShape *s
 static void build_wgrad(FusionGraph *g, Ops *ops, const FusionShape *s) {
     Desc x = tensor(g, UID_X, CUDNN_DATA_HALF, s->batch, s->c_in, s->side, s->side, false);
     Desc dy = activation_map(g, s, UID_DY, CUDNN_DATA_HALF, false);
-    conv_wgrad(g, ops, x, dy, tensor(g, UID_DW, CUDNN_DATA_HALF, s->c_out, s->c_in, 3, 3, false));
+    convolution(g, ops, &CONV_WGRAD, x, dy, tensor(g, UID_DW, CUDNN_DATA_HALF, s->c_out, s->c_in, 3, 3, false));
 }
 
 int fusion_reduces(Fusion f) {
@@ -441,8 +448,10 @@ void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDes
     }
     if (!p->plan && n <= first && p->status == CUDNN_STATUS_SUCCESS) {
         p->status = CUDNN_STATUS_NOT_SUPPORTED;
-        snprintf(p->why, sizeof p->why, n ? "no engine config after the %d tried" : "the heuristics offered no engine config",
-                 first);
+        if (n)
+            snprintf(p->why, sizeof p->why, "no engine config after the %d tried", first);
+        else
+            snprintf(p->why, sizeof p->why, "the heuristics offered no engine config");
     }
     for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
     p->build_ms = now_ms() - begin;
