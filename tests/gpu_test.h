@@ -95,11 +95,22 @@ static inline void *host_buffer(size_t bytes) {
 #define HOST_FLOATS(count) ((float *)host_buffer((size_t)(count) * sizeof(float)))
 #define HOST_HALVES(count) ((uint16_t *)host_buffer((size_t)(count) * sizeof(uint16_t)))
 
-static inline void free_all(void) {
-    for (int i = 0; i < n_tracked_device; i++) CUDA_CHECK(cudaFree(tracked_device[i]));
-    for (int i = 0; i < n_tracked_host; i++) free(tracked_host[i]);
-    n_tracked_device = n_tracked_host = 0;
+// A point in the tracked allocations: free_since(mark) releases what was handed out after
+// it (say one engine's buffers, in a bench case whose inputs the next engine reuses).
+typedef struct {
+    int device, host;
+} TrackedMark;
+
+static inline TrackedMark tracked_mark(void) { return (TrackedMark){n_tracked_device, n_tracked_host}; }
+
+static inline void free_since(TrackedMark mark) {
+    for (int i = mark.device; i < n_tracked_device; i++) CUDA_CHECK(cudaFree(tracked_device[i]));
+    for (int i = mark.host; i < n_tracked_host; i++) free(tracked_host[i]);
+    n_tracked_device = mark.device;
+    n_tracked_host = mark.host;
 }
+
+static inline void free_all(void) { free_since((TrackedMark){0, 0}); }
 
 static inline void download(void *host, const void *dev, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));

@@ -238,15 +238,15 @@ typedef struct {
     uint16_t *h_x;
     float *f_x, *mean, *rstd, *bias;
     void *x, *w, *dy, *d_mean, *d_rstd, *d_bias;
-    // The fused way's outputs, by FusionUid.
+    // The fused way's outputs, by FusionUid, and their bytes.
     void *fused[N_UIDS];
-    void *workspace;
+    size_t fused_bytes[N_UIDS];
     // The unfused way's: the conv output (y, d_out or dw), the activation (bnact), stats partials.
     void *y, *act, *partials;
     int stats_blocks;
 } Buffers;
 
-static void make_buffers(Buffers *b, const FusionShape *s, Fusion f, const FusionPlan *p) {
+static void make_buffers(Buffers *b, const FusionShape *s, Fusion f) {
     memset(b, 0, sizeof *b);
     b->s = *s;
     int c_in = s->c_in, c_out = s->c_out;
@@ -280,15 +280,18 @@ static void make_buffers(Buffers *b, const FusionShape *s, Fusion f, const Fusio
     b->d_mean = dev_upload(b->mean, c_in * sizeof(float));
     b->d_rstd = dev_upload(b->rstd, c_in * sizeof(float));
     b->d_bias = dev_upload(b->bias, c_in * sizeof(float));
-    // Outputs start as NaN (dev_alloc), so an output the fused way leaves unwritten, or adds
-    // to instead of writing, fails its check.
+    // The fused way's outputs (one map buffer serves whichever the fusion writes).
     int dgrad = fusion_is_dgrad(f);
     size_t map_bytes = (f == FUSION_WGRAD ? b->w_count : dgrad ? b->in_count : b->out_count) * 2;
     int c_stats = dgrad ? c_in : c_out;
-    b->fused[UID_Y] = b->fused[UID_DOUT] = b->fused[UID_DZ] = b->fused[UID_DW] = dev_alloc(map_bytes);
-    for (int uid = UID_SUM; uid <= UID_SQSUM; uid++) b->fused[uid] = dev_alloc(c_stats * sizeof(float));
-    for (int uid = UID_SUM_DZ; uid <= UID_SUM_DZ_XHAT; uid++) b->fused[uid] = dev_alloc(c_stats * sizeof(float));
-    b->workspace = dev_alloc(p->workspace ? (size_t)p->workspace : 1);
+    void *map = dev_alloc(map_bytes);
+    for (int uid = UID_Y; uid <= UID_DW; uid++) {
+        int is_map = uid == UID_Y || uid == UID_DOUT || uid == UID_DZ || uid == UID_DW;
+        int is_stats = uid == UID_SUM || uid == UID_SQSUM || uid == UID_SUM_DZ || uid == UID_SUM_DZ_XHAT;
+        if (!is_map && !is_stats) continue;
+        b->fused_bytes[uid] = is_map ? map_bytes : c_stats * sizeof(float);
+        b->fused[uid] = is_map ? map : dev_alloc(b->fused_bytes[uid]);
+    }
     b->y = dev_alloc(map_bytes);
     b->act = dev_alloc(b->in_count * 2);
     b->stats_blocks = stats_blocks((int)(map_bytes / 2 / c_stats), c_stats);
@@ -309,12 +312,19 @@ static void *pack_pointer(const Buffers *b, int64_t uid) {
     }
 }
 
-// The variant pack of a graph's tensors on the case's buffers (made once per case, so that
+// The variant pack of a graph's tensors on the case's buffers (made once per plan, so that
 // the timed calls are the execution alone).
-static cudnnBackendDescriptor_t make_pack(const FusionGraph *g, const Buffers *b) {
+static cudnnBackendDescriptor_t make_pack(const FusionGraph *g, const Buffers *b, void *workspace) {
     void *by_uid[N_UIDS] = {0};
     for (int uid = 1; uid < N_UIDS; uid++) by_uid[uid] = pack_pointer(b, uid);
-    return fusion_pack(g, by_uid, b->workspace);
+    return fusion_pack(g, by_uid, workspace);
+}
+
+// Every output of the fused way to NaN, so that one a plan leaves unwritten, or adds to
+// instead of writing, fails its check (also when an earlier engine wrote it).
+static void reset_outputs(const Buffers *b) {
+    for (int uid = 0; uid < N_UIDS; uid++)
+        if (b->fused[uid]) CUDA_CHECK(cudaMemset(b->fused[uid], 0xff, b->fused_bytes[uid]));
 }
 
 // The trainer's way: its conv (legacy API, its algorithm choice) and kernels.
@@ -447,10 +457,13 @@ static int same_bits_again(const Way *fused, const FusionGraph *g, const Buffers
     return 1;
 }
 
-static void run_case(Result *r, const Gpu *gpu, Fusion f, const FusionGraph *g, const ConvPlan *conv, const Options *o) {
-    Buffers b;
-    make_buffers(&b, &(FusionShape){conv->batch, conv->c_in, conv->c_out, conv->side, o->activation}, f, &r->plan);
-    Way fused = {gpu, f, &r->plan, make_pack(g, &b), conv, &b, 1}, unfused = fused;
+// Runs r's plan on the case's buffers (made by make_buffers) against the unfused way.
+// Everything it allocates is tracked (the caller frees it).
+static void run_case(Result *r, const Gpu *gpu, Fusion f, const FusionGraph *g, const ConvPlan *conv, const Buffers *b,
+                     const Options *o) {
+    reset_outputs(b);
+    void *workspace = dev_alloc(r->plan.workspace ? (size_t)r->plan.workspace : 1);
+    Way fused = {gpu, f, &r->plan, make_pack(g, b, workspace), conv, b, 1}, unfused = fused;
     unfused.fused = 0;
     // A plan that does not run is a finding like an unsupported graph, not the end of the run.
     cudnnStatus_t status = cudnnBackendExecute(gpu->cudnn, r->plan.plan, fused.pack);
@@ -460,18 +473,16 @@ static void run_case(Result *r, const Gpu *gpu, Fusion f, const FusionGraph *g, 
         snprintf(r->failed, sizeof r->failed, "%s %s", cudnnGetErrorString(status), last);
         CUDA_CHECK(cudaGetLastError());  // dies if the error is sticky (then nothing else could run)
         CUDNN_CHECK(cudnnBackendDestroyDescriptor(fused.pack));
-        free_all();
         return;
     }
     run_way(&unfused);
     CUDA_CHECK(cudaStreamSynchronize(gpu->stream));
-    check_outputs(r, f, &b);
-    r->deterministic = same_bits_again(&fused, g, &b);
+    check_outputs(r, f, b);
+    r->deterministic = same_bits_again(&fused, g, b);
     r->fused_us = median_us(&fused, o->reps);
     r->unfused_us = median_us(&unfused, o->reps);
     r->ran = 1;
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(fused.pack));
-    free_all();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -534,9 +545,17 @@ static void bench_case(Tally *tally, const Gpu *gpu, const Options *o, Fusion f,
     if (!r.plan.plan && !r.plan.compiled_only && (f == FUSION_FPROP || f == FUSION_DGRAD || f == FUSION_WGRAD))
         tally->broken = 1;
     double best_saving = 0.0;
-    int any_ran = 0;
+    int any_ran = 0, have_buffers = 0;
+    Buffers b;  // the case's inputs and outputs, made once for all its engines
+    TrackedMark before_case = tracked_mark();
     for (;;) {
-        if (r.plan.plan && gpu->convs) run_case(&r, gpu, f, &graph, conv_plan(gpu->convs, o->batch, g, j), o);
+        if (r.plan.plan && gpu->convs) {
+            if (!have_buffers) make_buffers(&b, &s, f);
+            have_buffers = 1;
+            TrackedMark before_engine = tracked_mark();
+            run_case(&r, gpu, f, &graph, conv_plan(gpu->convs, o->batch, g, j), &b, o);
+            free_since(before_engine);
+        }
         print_result(g, j, &s, f, &r);
         fflush(stdout);
         if ((r.ran && !(r.error <= ERROR_BOUND)) || r.failed[0]) tally->wrong = 1;
@@ -550,6 +569,7 @@ static void bench_case(Tally *tally, const Gpu *gpu, const Options *o, Fusion f,
         if (!r.plan.plan && !r.plan.compiled_only) break;  // no config after the last one planned
     }
     if (any_ran) tally->saved[f] += best_saving;
+    free_since(before_case);
     fusion_graph_free(&graph);
 }
 
