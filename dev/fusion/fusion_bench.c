@@ -438,11 +438,7 @@ static int same_bits_again(const Way *fused, const FusionGraph *g, const Buffers
     unsigned char *first[FUSION_MAX_UIDS];
     for (int i = 0; i < g->n_uids; i++) {
         int64_t uid = g->uids[i];
-        int map = uid == UID_Y || uid == UID_DOUT || uid == UID_DZ || uid == UID_DW;
-        int stats = uid == UID_SUM || uid == UID_SQSUM || uid == UID_SUM_DZ || uid == UID_SUM_DZ_XHAT;
-        size_t count = uid == UID_Y ? b->out_count : uid == UID_DW ? b->w_count : b->in_count;
-        int c = uid == UID_SUM || uid == UID_SQSUM ? b->s.c_out : b->s.c_in;
-        bytes[i] = map ? count * 2 : stats ? c * sizeof(float) : 0;
+        bytes[i] = b->fused_bytes[uid];  // 0 for the inputs
         first[i] = bytes[i] ? host_buffer(bytes[i]) : NULL;
         if (bytes[i]) download(first[i], pack_pointer(b, uid), bytes[i]);
     }
