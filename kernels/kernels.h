@@ -215,7 +215,7 @@ cudaError_t launch_muon_momentum(__nv_bfloat16 *update, float *momentum, const _
                                  float m, cudaStream_t stream);
 // The conv filters as the Muon kernels below see them: matrix i is the c_out[i] x
 // (count[i] / c_out[i]) row-major matrix of count[i] values from element offset[i] of each
-// buffer a launch is given. One launch covers every matrix (a step's 6 to 10 filters), so
+// buffer a launch is given. One launch covers every matrix (a step's 6 to 9 filters), so
 // that the per-filter work costs a launch or two, not a few launches per filter.
 #define MUON_MAX_MATRICES 16
 typedef struct {
