@@ -32,11 +32,15 @@ static BlockRuns block_runs(const MuonMatrices *m, int (*blocks_for)(size_t coun
     return runs;
 }
 
-// The matrix whose run holds block b.
-__device__ int matrix_of_block(const BlockRuns &runs, int b) {
+// This block's place: the matrix whose run holds it, its index in that run, the run's length.
+typedef struct {
+    int matrix, block, blocks;
+} RunPlace;
+
+__device__ RunPlace run_place(const BlockRuns &runs) {
     int i = 0;
-    while (b >= runs.first[i + 1]) i++;
-    return i;
+    while ((int)blockIdx.x >= runs.first[i + 1]) i++;
+    return {i, (int)blockIdx.x - runs.first[i], runs.first[i + 1] - runs.first[i]};
 }
 
 static bool matrices_ok(const MuonMatrices *m) {
@@ -59,8 +63,8 @@ __device__ float sum_partials[SUM_MAX_BLOCKS * MUON_MAX_MATRICES];
 template <typename T>
 __global__ void sum_squares_partials_kernel(const T *x, MuonMatrices m, BlockRuns runs) {
     __shared__ float partial[SUM_THREADS];
-    const int i = matrix_of_block(runs, blockIdx.x);
-    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const RunPlace place = run_place(runs);
+    const int i = place.matrix, block = place.block, blocks = place.blocks;
     const T *values = x + m.offset[i];
     float acc = 0.0f;
     for (size_t k = block * (size_t)SUM_THREADS + threadIdx.x; k < m.count[i]; k += (size_t)blocks * SUM_THREADS) {
@@ -102,8 +106,8 @@ static cudaError_t sum_squares(float *sums, const T *x, const MuonMatrices *m, c
 
 __global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, MuonMatrices m, BlockRuns runs, const float *sums,
                                              float eps) {
-    const int i = matrix_of_block(runs, blockIdx.x);
-    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const RunPlace place = run_place(runs);
+    const int i = place.matrix, block = place.block, blocks = place.blocks;
     const float scale = 1.0f / (sqrtf(sums[i]) + eps);
     __nv_bfloat16 *values = x + m.offset[i];
     for (size_t k = block * (size_t)blockDim.x + threadIdx.x; k < m.count[i]; k += (size_t)blocks * blockDim.x)
@@ -112,8 +116,8 @@ __global__ void scale_by_inverse_norm_kernel(__nv_bfloat16 *x, MuonMatrices m, B
 
 __global__ void muon_apply_kernel(float *w, __half *w_half, const __nv_bfloat16 *update, MuonMatrices m,
                                   BlockRuns runs, const float *w_sums, float lr, float decay) {
-    const int i = matrix_of_block(runs, blockIdx.x);
-    const int block = blockIdx.x - runs.first[i], blocks = runs.first[i + 1] - runs.first[i];
+    const RunPlace place = run_place(runs);
+    const int i = place.matrix, block = place.block, blocks = place.blocks;
     const float scale = w_sums ? sqrtf((float)m.c_out[i]) / sqrtf(w_sums[i]) : 1.0f;
     const size_t at = m.offset[i];
     for (size_t k = block * (size_t)blockDim.x + threadIdx.x; k < m.count[i]; k += (size_t)blocks * blockDim.x) {

@@ -254,6 +254,9 @@ static int describe_op(const HostDesc *d, Op *op) {
     }
 }
 
+// A convolution's filter tensor: an input, or backward filter's output.
+static const HostDesc *filter_of(const Op *op) { return op->kind == OP_CONV_WGRAD ? op->out[0] : op->in[1]; }
+
 static int binary(cudnnPointwiseMode_t mode) {
     return mode == CUDNN_POINTWISE_ADD || mode == CUDNN_POINTWISE_SUB || mode == CUDNN_POINTWISE_MUL ||
            mode == CUDNN_POINTWISE_GELU_BWD || mode == CUDNN_POINTWISE_SWISH_BWD;
@@ -283,7 +286,7 @@ static cudnnStatus_t finalize_op(const HostDesc *d) {
         const Attr *alpha = find(d, ALPHA[op.kind]), *beta = find(d, BETA[op.kind]);
         if (!alpha || !beta || *(const float *)alpha->values != 1.0f || *(const float *)beta->values != 0.0f)
             return fail(CUDNN_STATUS_NOT_SUPPORTED, "only alpha 1 and beta 0 are emulated");
-        Tensor w = tensor_of(op.kind == OP_CONV_WGRAD ? op.out[0] : op.in[1]);
+        Tensor w = tensor_of(filter_of(&op));
         if (w.dims[2] != 3 || w.dims[3] != 3) return fail(CUDNN_STATUS_NOT_SUPPORTED, "only 3x3 convolutions");
     }
     return CUDNN_STATUS_SUCCESS;
@@ -538,7 +541,7 @@ static void run_job(void *arg) {
         case OP_CONV_FPROP:
         case OP_CONV_DGRAD:
         case OP_CONV_WGRAD: {
-            Tensor t_w = tensor_of(op.kind == OP_CONV_WGRAD ? op.out[0] : op.in[1]);
+            Tensor t_w = tensor_of(filter_of(&op));
             write_tensor(job, op.out[0], convolve(op.kind, in, read_tensor(job, op.in[1]), &t_in, &t_w));
             break;
         }
