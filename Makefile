@@ -125,11 +125,11 @@ endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
-TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o \
-                $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
+TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_graph.o $(OBJ)/airbench/gpu.o \
+                $(OBJ)/airbench/graph.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
                 $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
-GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o \
-              $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
+GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_graph.o \
+              $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
               $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o \
               $(OBJ)/tests/test_muon_calls.o
 
@@ -203,7 +203,9 @@ $(OBJ)/emu/emu.o: tests/emu/emu.cc tests/emu/emu.h | check-cuda
 HOST_C_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard tests/host/*.c))
 $(HOST_C_OBJS): CFLAGS += $(CUDA_INC) -Itests -Itests/host
 $(HOST_C_OBJS): | check-cuda
-HOST_OBJS := $(HOST_C_OBJS) $(EMU_OBJS)
+# conv_host.c's --conv-graph runs the real graph code (conv_graph.c, fusion.c).
+GRAPH_OBJS := $(OBJ)/airbench/fusion.o $(OBJ)/airbench/conv_graph.o
+HOST_OBJS := $(HOST_C_OBJS) $(EMU_OBJS) $(GRAPH_OBJS)
 HOST_LINK = $(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS) -lstdc++ -lpthread
 $(BUILD)/test_muon_calls: $(OBJ)/tests/test_muon_calls.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) \
                           $(REFERENCE_LIB)
@@ -212,7 +214,7 @@ $(BUILD)/test_emu: $(OBJ)/emu/tests/emu/test_emu.o $(OBJ)/emu/emu.o $(OBJ)/tests
 	$(HOST_LINK)
 $(BUILD)/host_test_kernels: $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/airbench/gpu.o $(HOST_OBJS) $(REFERENCE_LIB)
 	$(HOST_LINK)
-HOST_TRAINER_OBJS := $(filter-out $(OBJ)/airbench/conv.o $(KERNEL_OBJS),$(TRAINER_OBJS)) $(HOST_OBJS)
+HOST_TRAINER_OBJS := $(filter-out $(OBJ)/airbench/conv.o $(GRAPH_OBJS) $(KERNEL_OBJS),$(TRAINER_OBJS)) $(HOST_OBJS)
 $(BUILD)/host_test_trainer: $(OBJ)/tests/gpu_test_trainer.o $(HOST_TRAINER_OBJS)
 	$(HOST_LINK)
 # The trainer program itself on the CPU (slow: for small runs in tests/test_host.sh).
@@ -261,8 +263,9 @@ $(OBJ)/dev/%.o: dev/%.cu | check-cuda
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
 # The fusion bench (dev/fusion/): cuDNN graphs of conv + BatchNorm fusions, against the
 # trainer's conv (conv.c) and kernels.
-FUSION_OBJS := $(OBJ)/dev/fusion/fusion_bench.o $(OBJ)/airbench/fusion.o
-$(BUILD)/fusion_bench: $(FUSION_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(KERNEL_OBJS)
+FUSION_OBJS := $(OBJ)/dev/fusion/fusion_bench.o
+$(BUILD)/fusion_bench: $(FUSION_OBJS) $(GRAPH_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) \
+                       $(KERNEL_OBJS)
 	$(GPU_LINK)
 $(OBJ)/dev/fusion/fusion_bench.o: CFLAGS += $(CUDA_INC) -Itests
 $(OBJ)/dev/fusion/fusion_bench.o: | check-cuda

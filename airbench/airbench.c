@@ -687,6 +687,7 @@ int main(int argc, char **argv) {
     runfile_watch_signals();
     Trainer *t = trainer_create(r, &data, data.train.n, n_test, o.conv_algo, o.conv_cache);
     cifar10_free(&data);
+    trainer_use_conv_graph(t, (ConvGraphChoice)o.conv_graph, o.quiet ? NULL : stdout);
     if (o.graphs) {
         t->graphs = step_graphs_create();
         if (t->proxy) t->proxy->graphs = step_graphs_create();

@@ -24,7 +24,8 @@ static void usage(FILE *f, const Options *o) {
             "usage: %s [--variant 94|95|96|94-muon|94-record|96-filter] [--set NAME=VALUE]... [--runs N]\n"
             "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
-            "       [--graphs on|off] [--wgrad-stream on|off] [--fused-bn on|off] [--stats-blocks N]\n"
+            "       [--conv-graph off|on|always] [--graphs on|off] [--wgrad-stream on|off]\n"
+            "       [--fused-bn on|off] [--stats-blocks N]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "       [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
@@ -50,6 +51,12 @@ static void usage(FILE *f, const Options *o) {
             "                     shapes it lacks; find: time every cuDNN algorithm now and record it;\n"
             "                     heuristic: cuDNN's heuristic pick, no timing, no cache\n"
             "  --conv-cache FILE  the algorithm cache (default: conv_algos.txt beside the program)\n"
+            "  --conv-graph C     off (default); on: each training conv's forward, input and filter\n"
+            "                     gradient as the fastest of its legacy algorithm and cuDNN's graph-API\n"
+            "                     engines that compute the same to fp16 rounding (timed at start-up,\n"
+            "                     cached like the algorithms; other rounding); always: the fastest\n"
+            "                     graph engine even where the legacy call is faster (to measure them);\n"
+            "                     not with --conv-algo heuristic; recorded in the run file\n"
             "  --graphs on|off    replay each training step as a CUDA graph (default off): the same\n"
             "                     kernels and arguments, fewer launch gaps; recorded in the run file\n"
             "  --wgrad-stream on|off  compute the convolutions' filter gradients on a second stream,\n"
@@ -128,6 +135,8 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
         int choice;
         if (parse_choice(value, CONV_ALGO_CHOICES, &choice)) return bad_value(flag, value, "cached, find or heuristic");
         o->conv_algo = (ConvAlgoChoice)choice;
+    } else if (!strcmp(flag, "--conv-graph")) {
+        if (parse_choice(value, CONV_GRAPH_CHOICES, &o->conv_graph)) return bad_value(flag, value, "off, on or always");
     } else if (!strcmp(flag, "--graphs")) {
         static const char *const on_off[] = {"off", "on", NULL};
         if (parse_choice(value, on_off, &o->graphs)) return bad_value(flag, value, "on or off");
@@ -224,6 +233,11 @@ int parse_args(int argc, char **argv, Options *o) {
         if (applied < 0 || (!applied && parse_flag(o, flag, value))) return -1;
         i++;  // every other flag takes one value
     }
+    if (o->conv_graph && o->conv_algo == CONV_ALGO_HEURISTIC) {
+        fprintf(stderr, "%s: --conv-graph %s times cuDNN's engines, --conv-algo heuristic times nothing: use one "
+                "(see --help)\n", program_name(), CONV_GRAPH_CHOICES[o->conv_graph]);
+        return -1;
+    }
     return check_kernel_shapes(&o->recipe);
 }
 
@@ -236,6 +250,9 @@ void print_setup(const Options *o, const char *gpu_name, int major, int minor, i
            o->graphs ? ", training steps as CUDA graphs" : "");
     if (o->wgrad_stream) printf("filter gradients on a second stream\n");
     if (o->fused_bn) printf("BatchNorm backward reductions fused into the input-gradient convolutions (cuDNN graphs)\n");
+    if (o->conv_graph)
+        printf("convolutions: cuDNN's graph-API engines timed beside the legacy algorithms (--conv-graph %s)\n",
+               CONV_GRAPH_CHOICES[o->conv_graph]);
     if (o->stats_blocks != STATS_DEFAULT_BLOCKS)
         printf("per-channel reductions in at most %d blocks (default %d)\n", o->stats_blocks, STATS_DEFAULT_BLOCKS);
     if (r->filter_keep)
@@ -319,6 +336,7 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON_AddBoolToObject(config, "graphs", o->graphs);
     cJSON_AddBoolToObject(config, "wgrad_stream", o->wgrad_stream);
     cJSON_AddBoolToObject(config, "fused_bn", o->fused_bn);
+    cJSON_AddStringToObject(config, "conv_graph", CONV_GRAPH_CHOICES[o->conv_graph]);
     cJSON_AddNumberToObject(config, "stats_blocks", o->stats_blocks);
     return root;
 }

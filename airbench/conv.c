@@ -11,15 +11,18 @@
 #include "gpu.h"
 
 const char *const CONV_ALGO_CHOICES[] = {"cached", "find", "heuristic", NULL};
+const char *const CONV_GRAPH_CHOICES[] = {"off", "on", "always", NULL};
 
 enum { MAX_BATCHES = 4, MAX_CACHE_ENTRIES = 256, N_CANDIDATES = 16 };
 #define WORKSPACE_BYTES ((size_t)512 << 20)
 
-// One line of the cache file: a shape on a device and its three algorithms.
+// One line of the cache file: a shape on a device and its three directions' choices, as
+// written: a legacy algorithm's number, or under a "/graph" key "-" (the legacy call) or
+// "g<config>.<engine>" (conv_graph.h's config of the heuristics' list, and its engine).
 typedef struct {
-    char device[320];
+    char device[328];
     int batch, c_in, c_out, side;
-    int fwd, bwd_data, bwd_filter;
+    char choice[N_CONV_DIRECTIONS][24];
 } CacheEntry;
 
 typedef struct {
@@ -35,6 +38,7 @@ struct Convs {
     ConvAlgoChoice choice;
     const NetLayout *layout;
     __half *scratch_x, *scratch_w, *scratch_y;
+    cudnnBackendDescriptor_t device_props;  // the GPU's, for graph plans (NULL until needed)
     PlanSet plan_sets[MAX_BATCHES];
     int n_plan_sets, all_deterministic;
     // The cache: its path ("" for none), this device's key, and every entry of the file.
@@ -126,6 +130,7 @@ static void heuristic_algos(Convs *c, ConvPlan *p) {
 // The cache file: one line per device and shape,
 //   <GPU name>/sm<cc>/cudnn<version>|<batch> <c_in> <c_out> <side>|<fwd> <bwd_data> <bwd_filter>
 // read whole at start, rewritten whole (temporary file + rename) when a shape is added.
+// --conv-graph on's lines have "/graph" after the device and CacheEntry's graph choices.
 
 static void load_cache(Convs *c) {
     FILE *f = c->cache_path[0] ? fopen(c->cache_path, "r") : NULL;
@@ -136,8 +141,8 @@ static void load_cache(Convs *c) {
         char *bar = strchr(line, '|');
         if (line[0] == '#' || !bar || (size_t)(bar - line) >= sizeof e->device) continue;
         snprintf(e->device, sizeof e->device, "%.*s", (int)(bar - line), line);
-        if (sscanf(bar, "|%d %d %d %d|%d %d %d", &e->batch, &e->c_in, &e->c_out, &e->side, &e->fwd, &e->bwd_data,
-                   &e->bwd_filter) == 7)
+        if (sscanf(bar, "|%d %d %d %d|%23s %23s %23s", &e->batch, &e->c_in, &e->c_out, &e->side, e->choice[0],
+                   e->choice[1], e->choice[2]) == 7)
             c->n_cache++;
     }
     fclose(f);
@@ -150,8 +155,8 @@ static void save_cache(const Convs *c) {
     int ok = f != NULL && fprintf(f, "# airbench.c cuDNN algorithm cache (airbench/conv.c); delete it to re-time\n") > 0;
     for (int i = 0; ok && i < c->n_cache; i++) {
         const CacheEntry *e = &c->cache[i];
-        ok = fprintf(f, "%s|%d %d %d %d|%d %d %d\n", e->device, e->batch, e->c_in, e->c_out, e->side, e->fwd,
-                     e->bwd_data, e->bwd_filter) > 0;
+        ok = fprintf(f, "%s|%d %d %d %d|%s %s %s\n", e->device, e->batch, e->c_in, e->c_out, e->side, e->choice[0],
+                     e->choice[1], e->choice[2]) > 0;
     }
     if (f && fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, c->cache_path) != 0) {  // the cache only saves time: warn and go on
@@ -160,50 +165,72 @@ static void save_cache(const Convs *c) {
     }
 }
 
-static CacheEntry *cache_lookup(Convs *c, const ConvPlan *p) {
+// The entry of a shape under device key `device` (c->device, or it with "/graph").
+static CacheEntry *cache_lookup(Convs *c, const char *device, const ConvPlan *p) {
     for (int i = 0; i < c->n_cache; i++) {
         CacheEntry *e = &c->cache[i];
-        if (!strcmp(e->device, c->device) && e->batch == p->batch && e->c_in == p->c_in && e->c_out == p->c_out &&
+        if (!strcmp(e->device, device) && e->batch == p->batch && e->c_in == p->c_in && e->c_out == p->c_out &&
             e->side == p->side)
             return e;
     }
     return NULL;
 }
 
+// Records the plan's choices under key `device` (replacing an older entry) and rewrites the file.
+static void cache_record(Convs *c, const char *device, const ConvPlan *p, char choice[N_CONV_DIRECTIONS][24]) {
+    if (!c->cache_path[0]) return;
+    CacheEntry *e = cache_lookup(c, device, p);
+    if (!e && c->n_cache == MAX_CACHE_ENTRIES) return;
+    if (!e) e = &c->cache[c->n_cache++];
+    *e = (CacheEntry){.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
+    snprintf(e->device, sizeof e->device, "%s", device);
+    memcpy(e->choice, choice, sizeof e->choice);
+    save_cache(c);
+}
+
+// The legacy algorithms of an entry; 0 if one is not a number.
+static int legacy_algos_of(const CacheEntry *e, int algo[N_CONV_DIRECTIONS]) {
+    for (int d = 0; d < N_CONV_DIRECTIONS; d++) {
+        char *end;
+        long v = strtol(e->choice[d], &end, 10);
+        if (end == e->choice[d] || *end || v < 0 || v > 64) return 0;
+        algo[d] = (int)v;
+    }
+    return 1;
+}
+
 // Whether the cached algorithms still work for the plan (e.g. after a cuDNN downgrade
 // under the same version string they might not): each must report a workspace size that fits.
-static int cached_algos_usable(Convs *c, const ConvPlan *p, const CacheEntry *e) {
+static int cached_algos_usable(Convs *c, const ConvPlan *p, const int algo[N_CONV_DIRECTIONS]) {
     size_t bytes[3];
     int ok = cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
-                                                     (cudnnConvolutionFwdAlgo_t)e->fwd, &bytes[0]) == CUDNN_STATUS_SUCCESS &&
+                                                     (cudnnConvolutionFwdAlgo_t)algo[0], &bytes[0]) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
-                                                          (cudnnConvolutionBwdDataAlgo_t)e->bwd_data,
+                                                          (cudnnConvolutionBwdDataAlgo_t)algo[1],
                                                           &bytes[1]) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionBackwardFilterWorkspaceSize(c->cudnn, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
-                                                            (cudnnConvolutionBwdFilterAlgo_t)e->bwd_filter,
+                                                            (cudnnConvolutionBwdFilterAlgo_t)algo[2],
                                                             &bytes[2]) == CUDNN_STATUS_SUCCESS;
     return ok && bytes[0] <= WORKSPACE_BYTES && bytes[1] <= WORKSPACE_BYTES && bytes[2] <= WORKSPACE_BYTES;
 }
 
-// Times the plan's algorithms and records them in the cache (replacing an older entry).
+// Times the plan's algorithms and records them in the cache.
 static void find_and_record(Convs *c, ConvPlan *p) {
     find_algos(c, p);
-    if (!c->cache_path[0]) return;
-    CacheEntry *e = cache_lookup(c, p);
-    if (!e && c->n_cache == MAX_CACHE_ENTRIES) return;
-    if (!e) e = &c->cache[c->n_cache++];
-    *e = (CacheEntry){.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side, .fwd = p->fwd_algo,
-                      .bwd_data = p->bwd_data_algo, .bwd_filter = p->bwd_filter_algo};
-    snprintf(e->device, sizeof e->device, "%s", c->device);
-    save_cache(c);
+    char choice[N_CONV_DIRECTIONS][24];
+    snprintf(choice[0], sizeof choice[0], "%d", (int)p->fwd_algo);
+    snprintf(choice[1], sizeof choice[1], "%d", (int)p->bwd_data_algo);
+    snprintf(choice[2], sizeof choice[2], "%d", (int)p->bwd_filter_algo);
+    cache_record(c, c->device, p, choice);
 }
 
 static void choose_algos(Convs *c, ConvPlan *p) {
-    const CacheEntry *e = c->choice == CONV_ALGO_CACHED ? cache_lookup(c, p) : NULL;
-    if (e && cached_algos_usable(c, p, e)) {
-        p->fwd_algo = (cudnnConvolutionFwdAlgo_t)e->fwd;
-        p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)e->bwd_data;
-        p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)e->bwd_filter;
+    const CacheEntry *e = c->choice == CONV_ALGO_CACHED ? cache_lookup(c, c->device, p) : NULL;
+    int algo[N_CONV_DIRECTIONS];
+    if (e && legacy_algos_of(e, algo) && cached_algos_usable(c, p, algo)) {
+        p->fwd_algo = (cudnnConvolutionFwdAlgo_t)algo[0];
+        p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)algo[1];
+        p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)algo[2];
     } else if (c->choice == CONV_ALGO_HEURISTIC) {
         heuristic_algos(c, p);
     } else {
@@ -240,6 +267,7 @@ static ConvPlan make_plan(Convs *c, int batch, int c_in, int c_out, int side) {
 }
 
 static void destroy_plan(ConvPlan *p) {
+    for (int d = 0; d < N_CONV_DIRECTIONS; d++) conv_graph_free(p->graph[d]);
     cudnnDestroyTensorDescriptor(p->x_desc);
     cudnnDestroyTensorDescriptor(p->y_desc);
     cudnnDestroyFilterDescriptor(p->w_desc);
@@ -280,6 +308,7 @@ void convs_free(Convs *c) {
     for (int i = 0; i < c->n_plan_sets; i++)
         for (int g = 0; g < 3; g++)
             for (int j = 0; j < c->layout->depth; j++) destroy_plan(&c->plan_sets[i].conv[g][j]);
+    if (c->device_props) cudnnBackendDestroyDescriptor(c->device_props);
     cudaFree(c->workspace);
     cudnnDestroy(c->cudnn);
     if (c->filter_cudnn) {
@@ -297,16 +326,89 @@ const ConvPlan *conv_plan(Convs *c, int batch, int g, int j) {
 
 int convs_deterministic(const Convs *c) { return c->all_deterministic; }
 
+// ---------------------------------------------------------------------------------------
+// Graph-API engines (--conv-graph)
+
+// The handle conv_backward_filter runs on (the filter stream's, once there is one) and its workspace.
+static cudnnHandle_t filter_handle(const Convs *c, void **workspace) {
+    *workspace = c->filter_cudnn ? c->filter_workspace : c->workspace;
+    return c->filter_cudnn ? c->filter_cudnn : c->cudnn;
+}
+
+// The plan's graph choices from a cache entry; 0 (and none set) unless each one plans
+// with the engine recorded.
+static int cached_graphs(Convs *c, ConvPlan *p, const CacheEntry *e) {
+    FusionShape s = {.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
+    int ok = 1;
+    for (int d = 0; d < N_CONV_DIRECTIONS && ok; d++) {
+        int config, used = 0;
+        long long engine;
+        if (!strcmp(e->choice[d], "-")) continue;
+        ok = sscanf(e->choice[d], "g%d.%lld%n", &config, &engine, &used) == 2 && !e->choice[d][used];
+        if (ok) p->graph[d] = conv_graph_create(c->device_props, (ConvDirection)d, &s, config, WORKSPACE_BYTES);
+        ok = ok && p->graph[d] && conv_graph_engine(p->graph[d]) == engine;
+    }
+    for (int d = 0; !ok && d < N_CONV_DIRECTIONS; d++) {
+        conv_graph_free(p->graph[d]);
+        p->graph[d] = NULL;
+    }
+    return ok;
+}
+
+void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
+    if (choice == CONV_GRAPH_OFF) return;
+    if (c->choice == CONV_ALGO_HEURISTIC)
+        die(2, "--conv-graph %s times cuDNN's engines: it cannot go with --conv-algo heuristic, which times nothing",
+            CONV_GRAPH_CHOICES[choice]);
+    if (!c->device_props) c->device_props = fusion_device_from_handle(c->cudnn);
+    char key[sizeof c->device + 8];
+    snprintf(key, sizeof key, "%s/graph", c->device);
+    PlanSet *set = &c->plan_sets[0];
+    ConvGraphSite site = {.workspace_bytes = WORKSPACE_BYTES, .x = c->scratch_x, .w = c->scratch_w,
+                          .y = c->scratch_y, .device = c->device_props};
+    for (int d = 0; d < N_CONV_DIRECTIONS; d++) site.handle[d] = c->cudnn, site.workspace[d] = c->workspace;
+    site.handle[CONV_BACKWARD_FILTER] = filter_handle(c, &site.workspace[CONV_BACKWARD_FILTER]);
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < c->layout->depth; j++) {
+            ConvPlan *p = &set->conv[g][j];
+            int cached = choice == CONV_GRAPH_ON && c->choice == CONV_ALGO_CACHED;
+            const CacheEntry *e = cached ? cache_lookup(c, key, p) : NULL;
+            if (p->graph[0] || p->graph[1] || p->graph[2] || (e && cached_graphs(c, p, e))) continue;
+            if (!site.pattern) site.pattern = conv_graph_pattern(conv_largest_operand(c->layout, set->batch) + 1);
+            char made[N_CONV_DIRECTIONS][24];
+            conv_choose_graphs(c, p, &site, choice == CONV_GRAPH_ALWAYS, log, made);
+            if (choice == CONV_GRAPH_ON) cache_record(c, key, p, made);
+        }
+    free((void *)site.pattern);
+}
+
+int convs_graph_count(const Convs *c, int *total) {
+    int used = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < c->layout->depth; j++)
+            for (int d = 0; d < N_CONV_DIRECTIONS; d++) used += c->plan_sets[0].conv[g][j].graph[d] != NULL;
+    *total = 3 * c->layout->depth * N_CONV_DIRECTIONS;
+    return used;
+}
+
 void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y) {
+    if (p->graph[CONV_FORWARD]) {
+        conv_graph_run(p->graph[CONV_FORWARD], c->cudnn, x, w, y, c->workspace);
+        return;
+    }
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnConvolutionForward(c->cudnn, &one, p->x_desc, x, p->w_desc, w, p->conv_desc, p->fwd_algo,
                                         c->workspace, WORKSPACE_BYTES, &zero, p->y_desc, y));
 }
 
 void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
+    void *workspace;
+    cudnnHandle_t handle = filter_handle(c, &workspace);
+    if (p->graph[CONV_BACKWARD_FILTER]) {
+        conv_graph_run(p->graph[CONV_BACKWARD_FILTER], handle, x, dy, dw, workspace);
+        return;
+    }
     const float one = 1.0f, zero = 0.0f;
-    cudnnHandle_t handle = c->filter_cudnn ? c->filter_cudnn : c->cudnn;
-    void *workspace = c->filter_cudnn ? c->filter_workspace : c->workspace;
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle, &one, p->x_desc, x, p->y_desc, dy, p->conv_desc,
                                                p->bwd_filter_algo, workspace, WORKSPACE_BYTES, &zero, p->w_desc, dw));
 }
@@ -320,6 +422,10 @@ void convs_use_filter_stream(Convs *c, cudaStream_t stream) {
 }
 
 void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
+    if (p->graph[CONV_BACKWARD_DATA] && !accumulate) {
+        conv_graph_run(p->graph[CONV_BACKWARD_DATA], c->cudnn, w, dy, dx, c->workspace);
+        return;
+    }
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnConvolutionBackwardData(c->cudnn, &one, p->w_desc, w, p->y_desc, dy, p->conv_desc,
                                              p->bwd_data_algo, c->workspace, WORKSPACE_BYTES,

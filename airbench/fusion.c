@@ -399,60 +399,97 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
     fusion_plan_build_from(p, g, device, 0);
 }
 
-void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first) {
+// Finalizes config i (cfg) into p's plan. A failure is noted in p unless an earlier one
+// is already (the first failure says why), or this one got further: compiled its kernel,
+// which without a GPU is as far as any config gets.
+static void try_config(FusionPlan *p, Desc cfg, cudnnBackendDescriptor_t device, int i) {
+    Desc plan = NULL;
+    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                      &cfg);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                      &device);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(plan);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        int compiled = st == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER;
+        if (p->status == CUDNN_STATUS_SUCCESS || (compiled && !p->compiled_only)) {
+            plan_failure(p, st, compiled ? "compiled, but not loaded (no GPU)" : "execution plan");
+            if (compiled) {
+                describe_engine(p, cfg);
+                p->config = i;
+            }
+        }
+        p->compiled_only |= compiled;
+        if (plan) cudnnBackendDestroyDescriptor(plan);
+        return;
+    }
+    int64_t count = 0;
+    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count, &p->workspace);
+    describe_engine(p, cfg);
+    p->plan = plan;
+    p->compiled_only = 0;
+    p->config = i;
+    p->status = CUDNN_STATUS_SUCCESS;
+    p->why[0] = 0;
+}
+
+// Starts p for graph g: 0 if the graph was refused (p says why), else the heuristics'
+// configs (mode A, then the fallback list) in cfgs and their number in p->n_configs.
+static int offered_configs(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device,
+                           Desc cfgs[MAX_CONFIGS]) {
     memset(p, 0, sizeof *p);
     p->config = p->engine = -1;
     if (!g->graph) {
         p->status = g->status;
         snprintf(p->why, sizeof p->why, "%s", g->why);
-        return;
+        return 0;
     }
-    double begin = now_ms();
-    Desc cfgs[MAX_CONFIGS];
     int n = heuristic_configs(p, g, device, CUDNN_HEUR_MODE_A, cfgs, 0);
     n += heuristic_configs(p, g, device, CUDNN_HEUR_MODE_FALLBACK, cfgs, n);
     p->n_configs = n;
+    return n;
+}
+
+static void no_config_left(FusionPlan *p, int first) {
+    if (p->plan || p->status != CUDNN_STATUS_SUCCESS) return;
+    p->status = CUDNN_STATUS_NOT_SUPPORTED;
+    if (p->n_configs)
+        snprintf(p->why, sizeof p->why, "no engine config from %d of the %d offered", first, p->n_configs);
+    else
+        snprintf(p->why, sizeof p->why, "the heuristics offered no engine config");
+}
+
+void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first) {
+    double begin = now_ms();
+    Desc cfgs[MAX_CONFIGS];
+    int n = offered_configs(p, g, device, cfgs);
+    if (!g->graph) return;
     // Without a GPU, a config that compiled is as far as any gets: the first one answers.
-    for (int i = first; i < n && !p->plan && !p->compiled_only; i++) {
-        Desc plan = NULL;
-        cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
-        if (st == CUDNN_STATUS_SUCCESS)
-            st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &cfgs[i]);
-        if (st == CUDNN_STATUS_SUCCESS)
-            st = cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                          &device);
-        if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(plan);
-        if (st != CUDNN_STATUS_SUCCESS) {
-            // The first failure says why, unless a later config got further (compiled).
-            int compiled = st == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER;
-            if (p->status == CUDNN_STATUS_SUCCESS || (compiled && !p->compiled_only)) {
-                plan_failure(p, st, compiled ? "compiled, but not loaded (no GPU)" : "execution plan");
-                if (compiled) {
-                    describe_engine(p, cfgs[i]);
-                    p->config = i;
-                }
-            }
-            p->compiled_only |= compiled;
-            if (plan) cudnnBackendDestroyDescriptor(plan);
-            continue;
+    for (int i = first; i < n && !p->plan && !p->compiled_only; i++) try_config(p, cfgs[i], device, i);
+    no_config_left(p, first);
+    for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
+    p->build_ms = now_ms() - begin;
+}
+
+void fusion_plan_build_config(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int config,
+                              int only_ready) {
+    double begin = now_ms();
+    Desc cfgs[MAX_CONFIGS];
+    int n = offered_configs(p, g, device, cfgs);
+    if (!g->graph) return;
+    if (config < n) {
+        describe_engine(p, cfgs[config]);
+        if (only_ready && (p->nondeterministic || p->runtime_compiled)) {
+            p->status = CUDNN_STATUS_NOT_SUPPORTED;
+            snprintf(p->why, sizeof p->why, "engine %lld %s", (long long)p->engine,
+                     p->nondeterministic ? "is nondeterministic" : "compiles its kernel at run time");
+        } else {
+            try_config(p, cfgs[config], device, config);
         }
-        int64_t count = 0;
-        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count, &p->workspace);
-        describe_engine(p, cfgs[i]);
-        p->plan = plan;
-        p->compiled_only = 0;
-        p->config = i;
-        p->status = CUDNN_STATUS_SUCCESS;
-        p->why[0] = 0;
     }
-    if (!p->plan && n <= first && p->status == CUDNN_STATUS_SUCCESS) {
-        p->status = CUDNN_STATUS_NOT_SUPPORTED;
-        if (n)
-            snprintf(p->why, sizeof p->why, "no engine config after the %d tried", first);
-        else
-            snprintf(p->why, sizeof p->why, "the heuristics offered no engine config");
-    }
+    no_config_left(p, config);
     for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
     p->build_ms = now_ms() - begin;
 }

@@ -123,6 +123,11 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
 // device, q.config + 1) gives the plan of the next config that finalizes after q's, so that
 // a loop can try every engine the heuristics offer (p->config is -1 when none is left).
 void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first);
+// Config `config` of the heuristics' list only (p->config == config when it finalized). With
+// only_ready, a config whose engine is noted nondeterministic or compiles its kernel at run
+// time is refused before it is finalized (which, for the latter, takes seconds).
+void fusion_plan_build_config(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int config,
+                              int only_ready);
 void fusion_plan_free(FusionPlan *p);
 
 // The variant pack of a graph's tensors: by_uid[uid] is each one's device pointer (entries

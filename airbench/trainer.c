@@ -190,6 +190,15 @@ void trainer_use_filter_stream(Trainer *t) {
     convs_use_filter_stream(t->convs, t->filter_stream);
 }
 
+void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log) {
+    convs_use_graph_engines(t->convs, choice, log);
+    if (t->proxy) convs_use_graph_engines(t->proxy->convs, choice, log);
+    int total, used = convs_graph_count(t->convs, &total);
+    if (log && choice != CONV_GRAPH_OFF)
+        fprintf(log, "--conv-graph %s: %d of the %d conv directions at the training batch run graph-API engines\n",
+                CONV_GRAPH_CHOICES[choice], used, total);
+}
+
 void trainer_use_fused_bn(Trainer *t) {
     const NetLayout *l = &t->layout;
     int n = recipe_train_batch(&t->recipe);

@@ -129,6 +129,10 @@ Trainer *trainer_create(const Recipe *recipe, const Cifar10 *data, int n_train, 
 void trainer_free(Trainer *t);
 // Moves the network's filter gradients onto a second stream (the fields above).
 void trainer_use_filter_stream(Trainer *t);
+// --conv-graph: the training batch's convolutions (the proxy's too) through cuDNN's graph-API
+// engines where they are faster (convs_use_graph_engines, its timings written to log or
+// NULL). Overwrites the weights' buffers: before a run initializes them.
+void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log);
 // Fuses each BatchNorm layer's backward reduction into the dgrad above it (the fields
 // above). Dies with exit code 2 for a network it does not fit: the residual (depth 3),
 // BatchNorm over groups of the batch, data filtering.

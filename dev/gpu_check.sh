@@ -19,9 +19,9 @@
 #   lease     a 15-minute lease's one main call (dev/README.md), made after the data is
 #             staged; it builds (as above; GIT_COMMIT set) and runs, most important first:
 #             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 25 against the baseline tree;
-#             airbench94 with --stats-blocks 1024, with --graphs on, with --wgrad-stream on
-#             and with --fused-bn on, and 94-record, 15 runs each, each compared with the tree's own 94 or
-#             94-muon file; the kernel
+#             airbench94 with --stats-blocks 1024, with --graphs on, with --wgrad-stream on,
+#             with --fused-bn on and with --conv-graph on, and 94-record, 15 runs each, each
+#             compared with the tree's own 94 or 94-muon file; the kernel
 #             bench (each v2 of dev/*.cu beside its v1); the fusion bench for fprop+genstats
 #             and dgrad+bn-reduce; the start-up; dev/profile.sh 94. A verdict table ends the
 #             output. Early on it saves the GPU's properties (device-props.json, for
@@ -60,7 +60,9 @@
 #             launches (minutes: each runtime-fusion graph compiles for seconds); then every
 #             engine config cuDNN's graph API offers for the filter gradients of the first
 #             three convs (--all-engines: the first conv's took 7% of a step at 790450e) against
-#             the trainer's legacy choice; then the two statistics fusions with atomic
+#             the trainer's legacy choice; airbench94 with --conv-graph always (every conv
+#             direction on its fastest graph engine; its log times each against the legacy
+#             call), 3 runs; then the two statistics fusions with atomic
 #             reductions; and the GPU's properties in device-props.json
 #   profile   dev/profile.sh 94: ncu's GPU time per kernel and training step over 1,500
 #             launches of airbench94's training, to see where a step's time goes
@@ -211,6 +213,8 @@ lease() {
     bench 94 15 airbench94-graphs --graphs on && compare airbench94-graphs "$logs/94-A.json"
     bench 94 15 airbench94-wgrad-stream --wgrad-stream on && compare airbench94-wgrad-stream "$logs/94-A.json"
     bench 94 15 airbench94-fused-bn --fused-bn on && compare airbench94-fused-bn "$logs/94-A.json"
+    # its log also holds each conv direction's legacy and graph-engine times
+    bench 94 15 airbench94-conv-graph --conv-graph on && compare airbench94-conv-graph "$logs/94-A.json"
     bench 94-record 15 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
     step kernel-bench 90 build/kernel_bench
     # the two fusions that would replace kernels (channel_stats; bn_gelu_backward_reduce)
@@ -320,6 +324,9 @@ case $phase in
         step fusion-bench 300 build/fusion_bench --save-device-json "$logs/device-props.json"
         # every wgrad engine where the 790450e profile saw small grids (conv 0.0: 155 TFLOP/s)
         step wgrad-engines 180 build/fusion_bench --only wgrad --all-engines --conv 0.0,0.1,1.0 --reps 10
+        # the trainer's own choice: each conv direction's legacy time against its graph engines'
+        step conv-graph-always 150 build/airbench94 --data "$data" --runs 3 --conv-algo find --conv-graph always \
+            --json "$logs/airbench94-conv-graph-always.json"
         # the reductions with atomics: faster? (then the trainer's bit-reproducibility is the price)
         step fusion-bench-atomic 120 build/fusion_bench --atomic --only "dgrad+bn-reduce,fprop+reduce"
         ;;

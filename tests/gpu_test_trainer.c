@@ -129,22 +129,116 @@ static void init_reference(RefNet *ref, const Recipe *recipe, const Cifar10 *dat
     ref_net_init(ref, recipe, seed, whiten_images, n);
 }
 
+// --conv-graph's choice (conv_graph.c) at two of airbench94's conv shapes, batch 8: with
+// `always`, every direction gets a graph plan that agrees with the legacy call; against a
+// legacy call that computes something else (other filters) every config is refused; and
+// against one five times as slow (it runs five times), a graph plan wins without `always`.
+typedef struct {
+    Convs *convs;
+    const ConvPlan *plan;
+    const ConvTrial *trial;
+    const void *other_w;  // NULL: the trial's filters
+    int repeats;
+} TestLegacy;
+
+static void test_legacy_forward(void *ctx) {
+    const TestLegacy *l = ctx;
+    for (int i = 0; i < l->repeats; i++)
+        conv_forward(l->convs, l->plan, l->trial->in0, l->other_w ? l->other_w : l->trial->in1, l->trial->out);
+}
+
+static void test_conv_graph_choice(void) {
+    enum { CHOICE_BATCH = 8 };
+    static const int widths[3] = {64, 256, 256};
+    NetLayout layout;
+    net_layout_init(&layout, widths, 2);
+    int batch = CHOICE_BATCH;
+    size_t largest = conv_largest_operand(&layout, batch);
+    void *x = dev_alloc(largest * 2), *w = dev_alloc(largest * 2), *y = dev_alloc(largest * 2);
+    void *other_w = dev_alloc(largest * 2), *workspace = dev_alloc((size_t)64 << 20);
+    cudaStream_t stream;
+    CUDA_CHECK(cudaStreamCreate(&stream));
+    Convs *c = convs_create(stream, CONV_ALGO_FIND, NULL, &layout, &batch, 1, x, w, y);
+    cudnnHandle_t handle;
+    CUDNN_CHECK(cudnnCreate(&handle));
+    CUDNN_CHECK(cudnnSetStream(handle, stream));
+    uint16_t *pattern = conv_graph_pattern(largest + 2);
+    CUDA_CHECK(cudaMemcpy(other_w, pattern + 2, largest * 2, cudaMemcpyHostToDevice));  // other filters
+    ConvGraphSite site = {.handle = {handle, handle, handle}, .workspace = {workspace, workspace, workspace},
+                          .workspace_bytes = (int64_t)64 << 20, .x = x, .w = w, .y = y,
+                          .device = fusion_device_from_handle(handle), .pattern = pattern};
+    const int convs[2][2] = {{0, 0}, {1, 0}};
+    for (int k = 0; k < 2; k++) {
+        ConvPlan p = *conv_plan(c, batch, convs[k][0], convs[k][1]);  // a copy: its graphs are freed here
+        printf("--conv-graph at conv %d.%d (%d>%d at %dx%d, batch %d):", convs[k][0], convs[k][1], p.c_in, p.c_out,
+               p.side, p.side, batch);
+        char choice[N_CONV_DIRECTIONS][24];
+        conv_choose_graphs(c, &p, &site, 1, NULL, choice);
+        for (int d = 0; d < N_CONV_DIRECTIONS; d++) {
+            printf(" %s %s", CONV_DIRECTION_NAMES[d], choice[d]);
+            CHECK(p.graph[d] && choice[d][0] == 'g', "always: conv %d.%d's %s got no graph plan", convs[k][0],
+                  convs[k][1], CONV_DIRECTION_NAMES[d]);
+            conv_graph_free(p.graph[d]);
+            p.graph[d] = NULL;
+        }
+        printf("\n");
+        FusionShape shape = {.batch = batch, .c_in = p.c_in, .c_out = p.c_out, .side = p.side};
+        CHECK(!conv_graph_create(site.device, CONV_FORWARD, &shape, 1000, site.workspace_bytes),
+              "a plan was made of config 1000 of the heuristics' list");
+        size_t pixels = (size_t)batch * p.side * p.side;
+        ConvTrial trial = {.handle = handle, .stream = stream, .workspace = workspace,
+                           .workspace_bytes = site.workspace_bytes, .in0 = x, .in1 = w,
+                           .in_count = {pixels * p.c_in, (size_t)p.c_out * p.c_in * 9}, .pattern = pattern, .out = y,
+                           .out_count = pixels * p.c_out, .legacy = test_legacy_forward};
+        TestLegacy wrong = {c, &p, &trial, other_w, 1}, slow = {c, &p, &trial, NULL, 5};
+        ConvChoiceReport r;
+        trial.legacy_ctx = &wrong;
+        ConvGraph *g = conv_graph_choose(site.device, CONV_FORWARD, &shape, &trial, 1, &r);
+        CHECK(!g && r.usable >= 1 && r.refused == r.usable,
+              "against other numbers: %s, %d configs timed, %d refused", g ? "a graph plan kept" : "none kept",
+              r.usable, r.refused);
+        conv_graph_free(g);
+        trial.legacy_ctx = &slow;
+        g = conv_graph_choose(site.device, CONV_FORWARD, &shape, &trial, 0, &r);
+        printf("  forward against a legacy call run 5 times (%.1f us): %s %.1f us, largest difference %.2g\n",
+               r.legacy_us, g ? "graph plan" : "legacy", r.chosen_us, r.difference);
+        CHECK(g && r.chosen_us < r.legacy_us && r.difference <= 1e-2 && r.refused == 0,
+              "against a slow legacy call: %s at %.1f us (legacy %.1f us), difference %.2g, %d refused",
+              g ? "a graph plan" : "none", r.chosen_us, r.legacy_us, r.difference, r.refused);
+        conv_graph_free(g);
+    }
+    free(pattern);
+    cudnnBackendDestroyDescriptor(site.device);
+    CUDNN_CHECK(cudnnDestroy(handle));
+    convs_free(c);
+    CUDA_CHECK(cudaStreamDestroy(stream));
+    free_all();
+}
+
 // Nesterov SGD with lookahead for STEPS steps on both sides, then TTA logits; with
 // bn_group > 0, BatchNorm statistics per group of that many images (simulated workers);
 // `activation` after the ConvGroups' BNs.
-static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activation, int fused_bn) {
+static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activation, int fused_bn,
+                           ConvGraphChoice conv_graph) {
     Recipe recipe = small_recipe(RECIPE_94);
     recipe.bn_group = bn_group;
     recipe.activation = activation;
     const uint64_t seed = 7;
     Trainer *t = trainer_create(&recipe, data, data->train.n, N_TEST, CONV_ALGO_FIND, NULL);
+    trainer_use_conv_graph(t, conv_graph, NULL);
     if (fused_bn) trainer_use_fused_bn(t);
     RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
-    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s%s, %d steps compared\n", WIDTHS[0],
-           WIDTHS[1], WIDTHS[2], BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation],
-           fused_bn ? ", --fused-bn on" : "", STEPS);
+    int total_directions, graph_directions = convs_graph_count(t->convs, &total_directions);
+    printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s%s", WIDTHS[0], WIDTHS[1], WIDTHS[2],
+           BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation], fused_bn ? ", --fused-bn on" : "");
+    if (conv_graph)
+        printf(", --conv-graph %s (%d of %d conv directions)", CONV_GRAPH_CHOICES[conv_graph], graph_directions,
+               total_directions);
+    printf(", %d steps compared\n", STEPS);
+    CHECK(conv_graph != CONV_GRAPH_ALWAYS || graph_directions == total_directions,
+          "--conv-graph always: only %d of the %d conv directions run graph plans", graph_directions, total_directions);
 
     // Initialization: identical weights from the shared RNG; whitening from the patches.
     init_reference(ref, &recipe, data, seed);
@@ -474,8 +568,8 @@ static void set_run_mode(Trainer *t, int mode) {
 // run: the whitening bias freezes, lookahead fires, and (Muon) renormalization comes and
 // goes. On the CPU, HOST_STREAMS=late and early run the two streams in adversarial orders
 // (tests/host/cuda_host.c), so that a missing event changes the numbers. With fused_bn,
-// every mode runs with --fused-bn on.
-static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn) {
+// every mode runs with --fused-bn on; with conv_graph, with --conv-graph so.
+static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn, ConvGraphChoice conv_graph) {
     enum { GRAPH_STEPS = 24, GRAPH_TEST_IMAGES = 200 };
     recipe = small_recipe(recipe);
     recipe.epochs = (double)GRAPH_STEPS * BATCH / data->train.n;
@@ -486,6 +580,7 @@ static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn) {
         memcpy(recipe.proxy_widths, proxy_widths, sizeof proxy_widths);
     }
     Trainer *t = trainer_create(&recipe, data, data->train.n, GRAPH_TEST_IMAGES, CONV_ALGO_FIND, NULL);
+    trainer_use_conv_graph(t, conv_graph, NULL);
     if (fused_bn) trainer_use_fused_bn(t);
     Options o = {.seed = 3};
     size_t bytes[RUN_MODES], proxy_bytes[RUN_MODES] = {0};
@@ -503,8 +598,8 @@ static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn) {
         }
     }
     int total = recipe_total_steps(&recipe, data->train.n);
-    printf("%s recipe%s with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name,
-           fused_bn ? " (--fused-bn on)" : "", total, made, updated);
+    printf("%s recipe%s%s with CUDA graphs: %d steps, %ld graphs made, %ld updated", recipe.name,
+           fused_bn ? " (--fused-bn on)" : "", conv_graph ? " (--conv-graph always)" : "", total, made, updated);
     if (t->proxy) printf("; proxy: %ld made, %ld updated", proxy_made, proxy_updated);
     printf("\n");
     for (int mode = 1; mode < RUN_MODES; mode++) {
@@ -536,20 +631,23 @@ int main(void) {
     char err[512];
     if (cifar10_load(&data, data_dir, err, sizeof err)) die(1, "%s", err);
     data.test.n = N_TEST;
-    test_sgd_steps(&data, 0, ACTIVATION_GELU, 0);
-    test_sgd_steps(&data, BATCH / 4, ACTIVATION_GELU, 0);
-    test_sgd_steps(&data, 0, ACTIVATION_SILU, 0);
-    test_sgd_steps(&data, 0, ACTIVATION_GELU, 1);
-    test_sgd_steps(&data, 0, ACTIVATION_SILU, 1);
+    test_conv_graph_choice();
+    test_sgd_steps(&data, 0, ACTIVATION_GELU, 0, CONV_GRAPH_OFF);
+    test_sgd_steps(&data, BATCH / 4, ACTIVATION_GELU, 0, CONV_GRAPH_OFF);
+    test_sgd_steps(&data, 0, ACTIVATION_SILU, 0, CONV_GRAPH_OFF);
+    test_sgd_steps(&data, 0, ACTIVATION_GELU, 1, CONV_GRAPH_OFF);
+    test_sgd_steps(&data, 0, ACTIVATION_SILU, 1, CONV_GRAPH_OFF);
+    test_sgd_steps(&data, 0, ACTIVATION_GELU, 0, CONV_GRAPH_ALWAYS);
     test_fused_gradients(&data, RECIPE_94, 1e-2);
     test_fused_gradients(&data, RECIPE_94_RECORD, 1e-2);
     test_muon_step(&data);
     test_selective_tta(&data);
     test_filter_steps(&data);
-    test_run_modes(&data, RECIPE_94, 0);
-    test_run_modes(&data, RECIPE_94_RECORD, 0);
-    test_run_modes(&data, RECIPE_96_FILTER, 0);
-    test_run_modes(&data, RECIPE_94_RECORD, 1);
+    test_run_modes(&data, RECIPE_94, 0, CONV_GRAPH_OFF);
+    test_run_modes(&data, RECIPE_94_RECORD, 0, CONV_GRAPH_OFF);
+    test_run_modes(&data, RECIPE_96_FILTER, 0, CONV_GRAPH_OFF);
+    test_run_modes(&data, RECIPE_94_RECORD, 1, CONV_GRAPH_OFF);
+    test_run_modes(&data, RECIPE_96_FILTER, 0, CONV_GRAPH_ALWAYS);
     cifar10_free(&data);
     return test_finish("gpu_test_trainer");
 }

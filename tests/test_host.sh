@@ -10,9 +10,9 @@
 # report must show one graph made per step shape and every other step only updating one;
 # the filter gradients on a second stream must give the same numbers, whatever order the
 # streams run in; --fused-bn on nearly the same, and its own to the bit with the second
-# stream and graphs; and a 59-step run of airbench94 must learn (accuracy far above chance). Needs CIFAR-10 in
-# $DATA_DIR; HOST_BUILD names the folder of the programs (default build; make host-sanitize
-# passes build/asan).
+# stream and graphs; --conv-graph always the same; and a 59-step run of airbench94 must
+# learn (accuracy far above chance). Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the
+# folder of the programs (default build; make host-sanitize passes build/asan).
 cd "$(dirname "$0")/.." || exit 2
 . tests/check.sh
 
@@ -108,6 +108,29 @@ check "--fused-bn on: too few numbers to compare" [ "$(grep -c . "$tmp/fused.num
 "$bin/host_airbench" --variant 96 "$@" --fused-bn on > "$tmp/fused-96.log" 2>&1
 CHECK_OUT=$tmp/fused-96.log check "--fused-bn on with airbench96 (depth 3) exits 2" [ $? -eq 2 ]
 CHECK_OUT=$tmp/fused-96.log check "--fused-bn on with airbench96 says why" grep -q "for the depth-2 networks" "$tmp/fused-96.log"
+
+# --conv-graph always: every conv direction at the training batch through a graph plan, chosen
+# by conv_graph.c's timing and checks and run by tests/host/cudnn_graph_host.c, whose
+# convolutions sum as conv_host.c's do: the same numbers to the bit here (on a GPU, other
+# engines round otherwise). airbench94 with graphs and the filter stream (HOST_STREAMS=late),
+# and 96-filter: depth 3, where the residual's accumulating input gradient keeps the legacy
+# call, and the proxy's convs.
+for variant in 94 96-filter; do
+    set -- --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 --no-warmup \
+        --set epochs=0.01
+    directions=18
+    [ $variant = 96-filter ] && set -- "$@" --set filter_keep=32 --set proxy_widths=8,16,16 && directions=27
+    HOST_STREAMS=late "$bin/host_airbench" "$@" --conv-graph always --wgrad-stream on --graphs on \
+        --json "$tmp/conv-graph-$variant.json" > "$tmp/conv-graph-$variant.log" 2>&1
+    CHECK_OUT=$tmp/conv-graph-$variant.log check "host_airbench --variant $variant --conv-graph always" [ $? -eq 0 ]
+    CHECK_OUT=$tmp/conv-graph-$variant.log check "$variant --conv-graph always: not all $directions directions" \
+        grep -q "^--conv-graph always: $directions of the $directions conv directions" "$tmp/conv-graph-$variant.log"
+    numbers "$tmp/conv-graph-$variant.json" > "$tmp/conv-graph-$variant.numbers"
+    check "$variant --conv-graph always: the numbers differ from the legacy calls'" \
+        cmp -s "$tmp/streams-$variant.numbers" "$tmp/conv-graph-$variant.numbers"
+    check "$variant: the run file's config does not record conv_graph always" \
+        grep -Eq '"conv_graph":[[:space:]]*"always"' "$tmp/conv-graph-$variant.json"
+done
 
 # The trainer learns: airbench94's recipe at widths 16,32,32 and batch 256 for 0.3 epochs (59
 # steps, the whole schedule: warm-up, decay, the whitening bias's freeze, lookahead) with

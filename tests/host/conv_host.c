@@ -1,7 +1,9 @@
 // conv_host.c: conv.h's convolutions on the CPU (host.h): 3x3, pad 1, stride 1, cross-
 // correlation as cuDNN's CUDNN_CROSS_CORRELATION, NHWC fp16 activations, KRSC fp16
 // filters, fp32 sums rounded to fp16 once. Plans hold only their shapes; the algorithm
-// choice and its cache are the real conv.c's business and are not emulated.
+// choice and its cache are the real conv.c's business and are not emulated. --conv-graph's
+// choice is conv.c's (conv_choose_graphs, timed here on the CPU, no cache), and the graph
+// plans it keeps run through cudnn_graph_host.c.
 #include <stdlib.h>
 
 #include "conv.h"
@@ -10,6 +12,7 @@
 #include "test_helpers.h"
 
 const char *const CONV_ALGO_CHOICES[] = {"cached", "find", "heuristic", NULL};
+const char *const CONV_GRAPH_CHOICES[] = {"off", "on", "always", NULL};
 
 enum { MAX_BATCHES = 4 };
 
@@ -20,18 +23,27 @@ typedef struct {
 
 struct Convs {
     const NetLayout *layout;
+    ConvAlgoChoice choice;
     PlanSet plan_sets[MAX_BATCHES];
     int n_plan_sets;
     cudaStream_t stream;         // where the convolutions run (host_enqueue)
     cudaStream_t filter_stream;  // conv_backward_filter's, once set (else stream)
+    __half *scratch_x, *scratch_w, *scratch_y;
+    // The graph plans' handles (on stream, and on the filter stream) and device properties.
+    cudnnHandle_t cudnn, filter_cudnn;
+    cudnnBackendDescriptor_t device_props;
 };
 
 Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cache_path, const NetLayout *layout,
                     const int *batches, int n_batches, __half *scratch_x, __half *scratch_w, __half *scratch_y) {
-    (void)choice, (void)cache_path, (void)scratch_x, (void)scratch_w, (void)scratch_y;
+    (void)cache_path;
     Convs *c = host_alloc(sizeof(Convs));
-    c->layout = layout;
-    c->stream = stream;
+    *c = (Convs){.layout = layout, .choice = choice, .stream = stream, .scratch_x = scratch_x, .scratch_w = scratch_w,
+                 .scratch_y = scratch_y};
+    CUDNN_CHECK(cudnnCreate(&c->cudnn));
+    CUDNN_CHECK(cudnnCreate(&c->filter_cudnn));
+    CUDNN_CHECK(cudnnSetStream(c->cudnn, stream));
+    CUDNN_CHECK(cudnnSetStream(c->filter_cudnn, stream));
     for (int i = 0; i < n_batches; i++) {
         int known = 0;
         for (int k = 0; k < c->n_plan_sets; k++) known |= c->plan_sets[k].batch == batches[i];
@@ -47,7 +59,16 @@ Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cach
     return c;
 }
 
-void convs_free(Convs *c) { free(c); }
+void convs_free(Convs *c) {
+    for (int i = 0; i < c->n_plan_sets; i++)
+        for (int g = 0; g < 3; g++)
+            for (int j = 0; j < c->layout->depth; j++)
+                for (int d = 0; d < N_CONV_DIRECTIONS; d++) conv_graph_free(c->plan_sets[i].conv[g][j].graph[d]);
+    if (c->device_props) cudnnBackendDestroyDescriptor(c->device_props);
+    cudnnDestroy(c->cudnn);
+    cudnnDestroy(c->filter_cudnn);
+    free(c);
+}
 
 const ConvPlan *conv_plan(Convs *c, int batch, int g, int j) {
     for (int i = 0; i < c->n_plan_sets; i++)
@@ -58,6 +79,35 @@ const ConvPlan *conv_plan(Convs *c, int batch, int g, int j) {
 int convs_deterministic(const Convs *c) {
     (void)c;
     return 1;
+}
+
+void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
+    if (choice == CONV_GRAPH_OFF) return;
+    if (c->choice == CONV_ALGO_HEURISTIC)
+        die(2, "--conv-graph %s times cuDNN's engines: it cannot go with --conv-algo heuristic, which times nothing",
+            CONV_GRAPH_CHOICES[choice]);
+    if (!c->device_props) c->device_props = fusion_device_from_handle(c->cudnn);
+    PlanSet *set = &c->plan_sets[0];
+    ConvGraphSite site = {.handle = {c->cudnn, c->cudnn, c->filter_cudnn}, .x = c->scratch_x, .w = c->scratch_w,
+                          .y = c->scratch_y, .device = c->device_props,
+                          .pattern = conv_graph_pattern(conv_largest_operand(c->layout, set->batch) + 1)};
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < c->layout->depth; j++) {
+            char made[N_CONV_DIRECTIONS][24];
+            ConvPlan *p = &set->conv[g][j];
+            if (!p->graph[0] && !p->graph[1] && !p->graph[2])
+                conv_choose_graphs(c, p, &site, choice == CONV_GRAPH_ALWAYS, log, made);
+        }
+    free((void *)site.pattern);
+}
+
+int convs_graph_count(const Convs *c, int *total) {
+    int used = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < c->layout->depth; j++)
+            for (int d = 0; d < N_CONV_DIRECTIONS; d++) used += c->plan_sets[0].conv[g][j].graph[d] != NULL;
+    *total = 3 * c->layout->depth * N_CONV_DIRECTIONS;
+    return used;
 }
 
 // Dies (as a failed cuDNN call would) when count fp16 values at p are not inside one
@@ -87,9 +137,8 @@ static size_t activation_size(const ConvPlan *p, int channels) {
 }
 
 // A convolution as queued on its stream: the plan (by value), its operands, its kind.
-typedef enum { CONV_FORWARD, CONV_BACKWARD_FILTER, CONV_BACKWARD_DATA } ConvKind;
 typedef struct {
-    ConvKind kind;
+    ConvDirection kind;
     ConvPlan plan;
     const __half *a, *b;  // forward: x, w; filter: x, dy; data: w, dy
     __half *out;
@@ -223,7 +272,10 @@ void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w,
     check_operand(__func__, x, activation_size(p, p->c_in));
     check_operand(__func__, w, (size_t)p->c_out * 9 * p->c_in);
     check_output(__func__, y, activation_size(p, p->c_out));
-    submit(c->stream, (QueuedConv){CONV_FORWARD, *p, x, w, y, 0});
+    if (p->graph[CONV_FORWARD])
+        conv_graph_run(p->graph[CONV_FORWARD], c->cudnn, x, w, y, NULL);
+    else
+        submit(c->stream, (QueuedConv){CONV_FORWARD, *p, x, w, y, 0});
 }
 
 void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __half *dy, __half *dw) {
@@ -231,15 +283,24 @@ void conv_backward_filter(Convs *c, const ConvPlan *p, const __half *x, const __
     check_operand(__func__, x, activation_size(p, p->c_in));
     check_operand(__func__, dy, activation_size(p, p->c_out));
     check_output(__func__, dw, (size_t)p->c_out * 9 * p->c_in);
-    submit(c->filter_stream ? c->filter_stream : c->stream, (QueuedConv){CONV_BACKWARD_FILTER, *p, x, dy, dw, 0});
+    if (p->graph[CONV_BACKWARD_FILTER])
+        conv_graph_run(p->graph[CONV_BACKWARD_FILTER], c->filter_cudnn, x, dy, dw, NULL);
+    else
+        submit(c->filter_stream ? c->filter_stream : c->stream, (QueuedConv){CONV_BACKWARD_FILTER, *p, x, dy, dw, 0});
 }
 
-void convs_use_filter_stream(Convs *c, cudaStream_t stream) { c->filter_stream = stream; }
+void convs_use_filter_stream(Convs *c, cudaStream_t stream) {
+    c->filter_stream = stream;
+    CUDNN_CHECK(cudnnSetStream(c->filter_cudnn, stream));
+}
 
 void conv_backward_data(Convs *c, const ConvPlan *p, const __half *w, const __half *dy, __half *dx, int accumulate) {
     host_note("conv_backward_data");
     check_operand(__func__, w, (size_t)p->c_out * 9 * p->c_in);
     check_operand(__func__, dy, activation_size(p, p->c_out));
     check_output(__func__, dx, activation_size(p, p->c_in));
-    submit(c->stream, (QueuedConv){CONV_BACKWARD_DATA, *p, w, dy, dx, accumulate});
+    if (p->graph[CONV_BACKWARD_DATA] && !accumulate)
+        conv_graph_run(p->graph[CONV_BACKWARD_DATA], c->cudnn, w, dy, dx, NULL);
+    else
+        submit(c->stream, (QueuedConv){CONV_BACKWARD_DATA, *p, w, dy, dx, accumulate});
 }

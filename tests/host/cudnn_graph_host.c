@@ -41,6 +41,11 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
     return CUDNN_STATUS_SUCCESS;
 }
 
+cudnnStatus_t cudnnGetStream(cudnnHandle_t handle, cudaStream_t *stream) {
+    *stream = handle->stream;
+    return CUDNN_STATUS_SUCCESS;
+}
+
 static char last_error[400];
 
 void cudnnGetLastErrorString(char *message, size_t max_size) {
