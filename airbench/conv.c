@@ -382,15 +382,6 @@ void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
     free((void *)site.pattern);
 }
 
-int convs_graph_count(const Convs *c, int *total) {
-    int used = 0;
-    for (int g = 0; g < 3; g++)
-        for (int j = 0; j < c->layout->depth; j++)
-            for (int d = 0; d < N_CONV_DIRECTIONS; d++) used += c->plan_sets[0].conv[g][j].graph[d] != NULL;
-    *total = 3 * c->layout->depth * N_CONV_DIRECTIONS;
-    return used;
-}
-
 void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y) {
     if (p->graph[CONV_FORWARD]) {
         conv_graph_run(p->graph[CONV_FORWARD], c->cudnn, x, w, y, c->workspace);

@@ -62,8 +62,6 @@ extern const char *const CONV_GRAPH_CHOICES[];  // "off", "on", "always", NULL-t
 // timed is written to log, one line a direction (NULL: nothing). Dies with exit code 2
 // under --conv-algo heuristic, which times nothing.
 void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log);
-// How many directions of the plans at the first batch size run graph plans; *total: of how many.
-int convs_graph_count(const Convs *c, int *total);
 
 // ---- the graph choice's plumbing, shared with the CPU stand-in (in conv_graph.c) --------
 // Where the choice runs a plan's directions: each one's legacy handle (its stream) and
@@ -78,6 +76,9 @@ typedef struct {
     cudnnBackendDescriptor_t device;
     const uint16_t *pattern;
 } ConvGraphSite;
+// How many directions of the network's convs at a batch size (conv_plan) run graph plans;
+// *total: of how many.
+int convs_graph_count(Convs *c, const NetLayout *l, int batch, int *total);
 // The largest operand, in values, of the network's convs at a batch size.
 size_t conv_largest_operand(const NetLayout *l, int batch);
 // Sets p->graph[d] of each direction to conv_graph_choose's choice against the legacy call

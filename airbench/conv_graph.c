@@ -231,6 +231,15 @@ static ConvTrial trial_of(const ConvPlan *p, ConvDirection d, const ConvGraphSit
     return t;
 }
 
+int convs_graph_count(Convs *c, const NetLayout *l, int batch, int *total) {
+    int used = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < l->depth; j++)
+            for (int d = 0; d < N_CONV_DIRECTIONS; d++) used += conv_plan(c, batch, g, j)->graph[d] != NULL;
+    *total = 3 * l->depth * N_CONV_DIRECTIONS;
+    return used;
+}
+
 size_t conv_largest_operand(const NetLayout *l, int batch) {
     size_t largest = 0;
     for (int g = 0; g < 3; g++)

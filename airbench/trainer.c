@@ -193,7 +193,7 @@ void trainer_use_filter_stream(Trainer *t) {
 void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log) {
     convs_use_graph_engines(t->convs, choice, log);
     if (t->proxy) convs_use_graph_engines(t->proxy->convs, choice, log);
-    int total, used = convs_graph_count(t->convs, &total);
+    int total, used = convs_graph_count(t->convs, &t->layout, recipe_train_batch(&t->recipe), &total);
     if (log && choice != CONV_GRAPH_OFF)
         fprintf(log, "--conv-graph %s: %d of the %d conv directions at the training batch run graph-API engines\n",
                 CONV_GRAPH_CHOICES[choice], used, total);

@@ -230,7 +230,7 @@ static void test_sgd_steps(const Cifar10 *data, int bn_group, Activation activat
     RefNet *ref = ref_net_create(&recipe);
     const NetLayout *l = &t->layout;
     int total = recipe_total_steps(&recipe, data->train.n), spe = recipe_steps_per_epoch(&recipe, data->train.n);
-    int total_directions, graph_directions = convs_graph_count(t->convs, &total_directions);
+    int total_directions, graph_directions = convs_graph_count(t->convs, l, BATCH, &total_directions);
     printf("airbench94 recipe: widths %d,%d,%d, batch %d, BN groups of %d, %s%s", WIDTHS[0], WIDTHS[1], WIDTHS[2],
            BATCH, bn_group ? bn_group : BATCH, RECIPE_ACTIVATIONS[activation], fused_bn ? ", --fused-bn on" : "");
     if (conv_graph)

@@ -101,15 +101,6 @@ void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
     free((void *)site.pattern);
 }
 
-int convs_graph_count(const Convs *c, int *total) {
-    int used = 0;
-    for (int g = 0; g < 3; g++)
-        for (int j = 0; j < c->layout->depth; j++)
-            for (int d = 0; d < N_CONV_DIRECTIONS; d++) used += c->plan_sets[0].conv[g][j].graph[d] != NULL;
-    *total = 3 * c->layout->depth * N_CONV_DIRECTIONS;
-    return used;
-}
-
 // Dies (as a failed cuDNN call would) when count fp16 values at p are not inside one
 // allocation; checked when a convolution is called, before it is queued.
 static void check_operand(const char *call, const __half *p, size_t count) {
