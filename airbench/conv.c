@@ -204,7 +204,8 @@ static int legacy_algos_of(const CacheEntry *e, int algo[N_CONV_DIRECTIONS]) {
 static int cached_algos_usable(Convs *c, const ConvPlan *p, const int algo[N_CONV_DIRECTIONS]) {
     size_t bytes[3];
     int ok = cudnnGetConvolutionForwardWorkspaceSize(c->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
-                                                     (cudnnConvolutionFwdAlgo_t)algo[0], &bytes[0]) == CUDNN_STATUS_SUCCESS &&
+                                                     (cudnnConvolutionFwdAlgo_t)algo[0],
+                                                     &bytes[0]) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionBackwardDataWorkspaceSize(c->cudnn, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
                                                           (cudnnConvolutionBwdDataAlgo_t)algo[1],
                                                           &bytes[1]) == CUDNN_STATUS_SUCCESS &&

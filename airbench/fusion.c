@@ -426,7 +426,8 @@ static void try_config(FusionPlan *p, Desc cfg, cudnnBackendDescriptor_t device,
         return;
     }
     int64_t count = 0;
-    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count, &p->workspace);
+    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count,
+                             &p->workspace);
     describe_engine(p, cfg);
     p->plan = plan;
     p->compiled_only = 0;

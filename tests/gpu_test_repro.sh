@@ -9,7 +9,9 @@
 # stream, ordered by events: a missing event would read a buffer too early or too late).
 # With --fused-bn on (other rounding, so other numbers) a fifth and a sixth process, the
 # sixth with graphs and the second stream, must agree with each other to the bit, for the
-# recipes it fits. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
+# recipes it fits. With --conv-graph on (graph-API engines where faster, other rounding) a
+# seventh process times and records its choice under the cache's "/graph" key and an eighth,
+# with graphs and the second stream, reads it: the same bits again. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
 # graphs) and airbench96-filter (whose proxy network scores and selects on the GPU first);
 # TRAINERS names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
@@ -37,15 +39,20 @@ for trainer in $trainers; do
     rm -f "$tmp"/*
     processes="1 2 3 4"
     case $trainer in *airbench94 | *airbench94-muon | *airbench94-record) processes="$processes 5 6" ;; esac
+    processes="$processes 7 8"
     for k in $processes; do
-        graphs=off wgrad_stream=off fused_bn=off
-        [ $k = 3 ] && graphs=on
-        [ $k = 4 ] && wgrad_stream=on
-        [ $k -ge 5 ] && fused_bn=on
-        [ $k = 6 ] && graphs=on wgrad_stream=on
+        graphs=off wgrad_stream=off fused_bn=off conv_graph=off
+        case $k in
+            3) graphs=on ;;
+            4) wgrad_stream=on ;;
+            5) fused_bn=on ;;
+            6) fused_bn=on graphs=on wgrad_stream=on ;;
+            7) conv_graph=on ;;
+            8) conv_graph=on graphs=on wgrad_stream=on ;;
+        esac
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
-            --graphs $graphs --wgrad-stream $wgrad_stream --fused-bn $fused_bn --json "$tmp/run$k.json" \
-            > "$tmp/log$k" 2>&1
+            --graphs $graphs --wgrad-stream $wgrad_stream --fused-bn $fused_bn --conv-graph $conv_graph \
+            --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
         rc=$?
         check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
@@ -57,6 +64,9 @@ for trainer in $trainers; do
     same_numbers 3 "$trainer with --graphs on against the run without graphs"
     same_numbers 4 "$trainer with --wgrad-stream on against the run without"
     [ -f "$tmp/numbers6" ] && same_numbers 6 "$trainer --fused-bn on, with and without graphs and the second stream" 5
+    check "the --conv-graph on process of $trainer recorded no choice in the cache $tmp/algos.txt" \
+        [ "$(grep -c '/graph|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
+    same_numbers 8 "$trainer --conv-graph on, timed and then from the cache with graphs and the second stream" 7
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done
