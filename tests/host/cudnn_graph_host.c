@@ -4,13 +4,15 @@
 // GEN_STATS; operation graphs, one engine config per graph, plans, variant packs, execution
 // on the handle's stream; device properties. It checks the calling code: every tensor a
 // graph reads is written earlier or comes from the variant pack, every pointer of the pack
-// lies inside an allocation large enough for its tensor's strides. Which graphs cuDNN
+// lies inside an allocation large enough for its tensor's strides and is as aligned as its
+// tensor's descriptor says. Which graphs cuDNN
 // supports on a GPU, and its numbers, only a GPU (or a deviceless plan) can tell: this
 // accepts every graph made of the operations above. HOST_CUDNN_REDUCE=accumulate makes the
 // reductions add to their outputs' memory instead of writing it (how a caller that forgets
 // to zero them would see an accumulating engine), for the tests of dev/fusion's checks.
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,12 +159,14 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t descriptor, cudn
 
 typedef struct {
     int64_t uid, dims[4], strides[4];
+    int64_t alignment;  // the bytes its pointer is promised to be a multiple of
     cudnnDataType_t type;
     int is_virtual;
 } Tensor;
 
 static Tensor tensor_of(const HostDesc *d) {
     Tensor t = {.uid = get_i64(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, -1),
+                .alignment = get_i64(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 1),
                 .type = (cudnnDataType_t)get_enum(d, CUDNN_ATTR_TENSOR_DATA_TYPE, -1)};
     const Attr *dims = find(d, CUDNN_ATTR_TENSOR_DIMENSIONS), *strides = find(d, CUDNN_ATTR_TENSOR_STRIDES);
     for (int i = 0; i < 4; i++) {
@@ -190,6 +194,8 @@ static cudnnStatus_t finalize_tensor(const HostDesc *d) {
     if (dims->count != 4 || strides->count != 4) return fail(CUDNN_STATUS_NOT_SUPPORTED, "only 4-d tensors");
     int type = get_enum(d, CUDNN_ATTR_TENSOR_DATA_TYPE, -1);
     if (type != CUDNN_DATA_HALF && type != CUDNN_DATA_FLOAT) return fail(CUDNN_STATUS_NOT_SUPPORTED, "fp16 or fp32 only");
+    if (get_i64(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 0) < 1)
+        return fail(CUDNN_STATUS_BAD_PARAM, "a tensor needs its byte alignment");
     for (int i = 0; i < 4; i++)
         if (((const int64_t *)dims->values)[i] < 1 || ((const int64_t *)strides->values)[i] < 1)
             return fail(CUDNN_STATUS_BAD_PARAM, "dimensions and strides must be positive");
@@ -428,6 +434,19 @@ static size_t memory_index(const Tensor *t, size_t logical) {
     return index;
 }
 
+// The pack's pointer of tensor t, which must lie inside an allocation large enough for it
+// and be as aligned as the tensor says (a GPU engine may read it in 16-byte loads).
+static void *checked_pointer(const Job *job, const Tensor *t, const char *what) {
+    void *p = pack_pointer(job, t->uid);
+    if (!host_inside_allocation(p, tensor_bytes(t)))
+        die(1, "cuDNN graph (CPU stand-in): %s %lld's pointer is not inside an allocation of its size", what,
+            (long long)t->uid);
+    if ((uintptr_t)p % (uintptr_t)t->alignment)
+        die(1, "cuDNN graph (CPU stand-in): %s %lld's pointer %p is not aligned to the %lld bytes its descriptor says",
+            what, (long long)t->uid, p, (long long)t->alignment);
+    return p;
+}
+
 static const float *read_tensor(Job *job, const HostDesc *d) {
     Tensor t = tensor_of(d);
     for (int i = 0; i < job->n_values; i++)
@@ -435,10 +454,7 @@ static const float *read_tensor(Job *job, const HostDesc *d) {
     if (job->n_values == 32) die(1, "cuDNN graph (CPU stand-in): more than 32 tensors in one graph");
     size_t n = elements(t.dims);
     float *f = host_alloc(n * sizeof(float));
-    const void *p = pack_pointer(job, t.uid);
-    if (!host_inside_allocation(p, tensor_bytes(&t)))
-        die(1, "cuDNN graph (CPU stand-in): tensor %lld's pointer is not inside an allocation of its size",
-            (long long)t.uid);
+    const void *p = checked_pointer(job, &t, "tensor");
     for (size_t i = 0; i < n; i++)
         f[i] = t.type == CUDNN_DATA_HALF ? half_to_float(((const uint16_t *)p)[memory_index(&t, i)])
                                          : ((const float *)p)[memory_index(&t, i)];
@@ -452,10 +468,7 @@ static void write_tensor(Job *job, const HostDesc *d, float *f) {
     if (job->n_values == 32) die(1, "cuDNN graph (CPU stand-in): more than 32 tensors in one graph");
     job->values[job->n_values++] = (Value){t.uid, f};
     if (t.is_virtual) return;
-    void *p = pack_pointer(job, t.uid);
-    if (!host_inside_allocation(p, tensor_bytes(&t)))
-        die(1, "cuDNN graph (CPU stand-in): output %lld's pointer is not inside an allocation of its size",
-            (long long)t.uid);
+    void *p = checked_pointer(job, &t, "output");
     for (size_t i = 0; i < elements(t.dims); i++) {
         if (t.type == CUDNN_DATA_HALF) {
             ((uint16_t *)p)[memory_index(&t, i)] = float_to_half(f[i]);
