@@ -46,16 +46,23 @@ ConvGraph *conv_graph_create(cudnnBackendDescriptor_t device, ConvDirection d, c
 int conv_graph_config(const ConvGraph *g) { return g->plan.config; }
 int64_t conv_graph_engine(const ConvGraph *g) { return g->plan.engine; }
 
-void conv_graph_run(const ConvGraph *g, cudnnHandle_t handle, const void *in0, const void *in1, void *out,
-                    void *workspace) {
+// Enqueues the conv; cuDNN's status (an engine may refuse at execution what it planned).
+static cudnnStatus_t execute(const ConvGraph *g, cudnnHandle_t handle, const void *in0, const void *in1, void *out,
+                             void *workspace) {
     void *by_uid[N_UIDS] = {0};
     const FusionUid *uid = OPERAND_UIDS[g->direction];
     by_uid[uid[0]] = (void *)in0;
     by_uid[uid[1]] = (void *)in1;
     by_uid[uid[2]] = out;
     cudnnBackendDescriptor_t pack = fusion_pack(&g->graph, by_uid, workspace);
-    CUDNN_CHECK(cudnnBackendExecute(handle, g->plan.plan, pack));
+    cudnnStatus_t status = cudnnBackendExecute(handle, g->plan.plan, pack);
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
+    return status;
+}
+
+void conv_graph_run(const ConvGraph *g, cudnnHandle_t handle, const void *in0, const void *in1, void *out,
+                    void *workspace) {
+    CUDNN_CHECK(execute(g, handle, in0, in1, out, workspace));
 }
 
 void conv_graph_free(ConvGraph *g) {
@@ -163,6 +170,11 @@ ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, c
     for (int config = 0; config < n_configs && n < MAX_CANDIDATES; config++) {
         ConvGraph *g = create(device, d, s, config, trial->workspace_bytes, &n_configs);
         if (!g) continue;
+        if (execute(g, trial->handle, trial->in0, trial->in1, trial->out, trial->workspace) != CUDNN_STATUS_SUCCESS) {
+            report->failed++;
+            conv_graph_free(g);
+            continue;
+        }
         GraphRun run = {g, trial};
         us[n] = time_us(trial->stream, run_graph, &run);
         candidates[n++] = g;
@@ -268,6 +280,7 @@ void conv_choose_graphs(Convs *c, ConvPlan *p, const ConvGraphSite *site, int al
                 CONV_DIRECTION_NAMES[d]);
         fprintf(log, "legacy %.1f us, fastest of %d graph configs %.1f us (engine %lld); ", r.legacy_us, r.usable,
                 r.fastest_us, (long long)r.fastest_engine);
+        if (r.failed) fprintf(log, "%d more failed to run; ", r.failed);
         if (g)
             fprintf(log, "kept engine %lld (config %d), %.1f us", (long long)conv_graph_engine(g), conv_graph_config(g),
                     r.chosen_us);

@@ -57,6 +57,7 @@ typedef struct {
 
 typedef struct {
     int usable;              // configs timed (of the heuristics' list)
+    int failed;              // configs that planned but whose first run cuDNN refused (left out)
     int refused;             // of those, checked (the fastest left) and found to give other numbers
     float legacy_us;         // the legacy call, a run
     float fastest_us;        // the fastest usable config (0: none), checked or not
@@ -69,5 +70,7 @@ typedef struct {
 // the plan of the fastest one whose output agrees with the legacy call's (largest
 // difference at most 1e-2 of the legacy output's largest value, all finite), if it is
 // faster than the legacy call; with `always`, even if it is not. NULL: keep the legacy call.
+// A config whose first run cuDNN refuses (an engine may refuse at execution what it
+// planned) is left out, not fatal.
 ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, const FusionShape *s,
                              const ConvTrial *trial, int always, ConvChoiceReport *report);

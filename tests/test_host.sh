@@ -131,6 +131,14 @@ for variant in 94 96-filter; do
     check "$variant: the run file's config does not record conv_graph always" \
         grep -Eq '"conv_graph":[[:space:]]*"always"' "$tmp/conv-graph-$variant.json"
 done
+# An engine config that plans but refuses to run (the stand-in's fallback configs with
+# HOST_CUDNN_EXECUTE=refuse-fallback) is left out of the choice, not fatal.
+HOST_CUDNN_EXECUTE=refuse-fallback "$bin/host_airbench" --variant 94 --data "$data" --widths 16,32,32 --batch 64 \
+    --test-images 64 --runs 1 --no-warmup --set epochs=0.005 --conv-graph always > "$tmp/conv-graph-refused.log" 2>&1
+CHECK_OUT=$tmp/conv-graph-refused.log check "--conv-graph always with configs that refuse to run" [ $? -eq 0 ]
+CHECK_OUT=$tmp/conv-graph-refused.log check "--conv-graph always: a config that refused to run was kept or not counted" \
+    awk '/^conv .*: legacy/ { n++; if (!/1 more failed to run/ || !/kept engine 0 \(config 0\)/) bad = 1 }
+         END { exit !(n == 18 && !bad) }' "$tmp/conv-graph-refused.log"
 
 # The trainer learns: airbench94's recipe at widths 16,32,32 and batch 256 for 0.3 epochs (59
 # steps, the whole schedule: warm-up, decay, the whitening bias's freeze, lookahead) with

@@ -10,6 +10,9 @@
 // accepts every graph made of the operations above. HOST_CUDNN_REDUCE=accumulate makes the
 // reductions add to their outputs' memory instead of writing it (how a caller that forgets
 // to zero them would see an accumulating engine), for the tests of dev/fusion's checks.
+// HOST_CUDNN_EXECUTE=refuse-fallback makes the plans of the heuristics' fallback configs
+// fail at execution (as an engine that finalizes but then refuses the pointers it gets
+// might), for the tests of --conv-graph's choice.
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,6 +82,7 @@ struct HostDesc {
     Attr attrs[MAX_ATTRS];
     int n_attrs;
     HostDesc *graph;  // an engine config's, engine's or plan's operation graph
+    int fallback;     // an engine config's or plan's: from the heuristics' fallback list
 };
 
 static size_t attr_size(cudnnBackendAttributeType_t type) {
@@ -343,6 +347,7 @@ cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t descriptor) {
     } else if (d->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR) {
         const HostDesc *cfg = get_desc(d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG);
         d->graph = cfg ? cfg->graph : NULL;
+        d->fallback = cfg && cfg->fallback;
         if (!d->graph) status = fail(CUDNN_STATUS_BAD_PARAM, "a plan needs an engine config from the heuristics");
     } else if (d->type == CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR) {
         if (!find(d, CUDNN_ATTR_DEVICEPROP_HANDLE) && !find(d, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION))
@@ -370,6 +375,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor
         if (requested >= 1 && values) {
             HostDesc *cfg = *(HostDesc **)values;
             cfg->graph = d->graph;
+            cfg->fallback = get_enum(d, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_HEUR_MODE_A) == CUDNN_HEUR_MODE_FALLBACK;
             cfg->finalized = 1;
         }
         return CUDNN_STATUS_SUCCESS;
@@ -583,6 +589,9 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t
     const Attr *uids = find(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS), *pointers = find(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS);
     if (!uids || !pointers || uids->count != pointers->count || uids->count > 16)
         return fail(CUDNN_STATUS_BAD_PARAM, "a variant pack needs as many pointers as unique ids (16 at most)");
+    const char *refuse = getenv("HOST_CUDNN_EXECUTE");
+    if (plan->fallback && refuse && !strcmp(refuse, "refuse-fallback"))
+        return fail(CUDNN_STATUS_NOT_SUPPORTED, "HOST_CUDNN_EXECUTE=refuse-fallback: this engine config refuses to run");
     Job *job = calloc(1, sizeof *job);
     job->graph = plan->graph;
     job->n_pack = (int)uids->count;
