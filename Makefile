@@ -95,7 +95,7 @@ $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VE
 VARIANTS := 94 95 96 94-muon 94-record 96-filter
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
-             $(BUILD)/test_benchstat $(BUILD)/test_runfile
+             $(BUILD)/test_benchstat $(BUILD)/test_runfile $(BUILD)/test_conv_cache
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh tests/test_run_peer.sh \
                tests/test_get_cifar10.sh tests/test_profile.sh tests/test_gpu_check.sh
 TRAINER := $(BUILD)/airbench
@@ -125,9 +125,9 @@ endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
 REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
-TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_graph.o $(OBJ)/airbench/gpu.o \
-                $(OBJ)/airbench/graph.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
-                $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
+TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_cache.o $(OBJ)/airbench/conv_graph.o \
+                $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o \
+                $(OBJ)/airbench/fusion.o $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 GPU_C_OBJS := $(OBJ)/airbench/airbench.o $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_graph.o \
               $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o $(OBJ)/airbench/trainer.o $(OBJ)/airbench/fusion.o \
               $(OBJ)/airbench/muon.o $(OBJ)/tests/gpu_test_kernels.o $(OBJ)/tests/gpu_test_trainer.o \
@@ -222,6 +222,8 @@ $(BUILD)/host_airbench: $(OBJ)/airbench/airbench.o $(HOST_TRAINER_OBJS)
 	$(HOST_LINK)
 $(BUILD)/test_runfile: $(OBJ)/tests/test_runfile.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
+$(BUILD)/test_conv_cache: $(OBJ)/tests/test_conv_cache.o $(OBJ)/airbench/conv_cache.o
+	$(CC) $^ -o $@ $(LDLIBS)
 # A trainer without a GPU, on the real run-file writer, for bench.sh's tests.
 $(BUILD)/fake_trainer: $(OBJ)/tests/fake_trainer.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
@@ -264,8 +266,8 @@ $(OBJ)/dev/%.o: dev/%.cu | check-cuda
 # The fusion bench (dev/fusion/): cuDNN graphs of conv + BatchNorm fusions, against the
 # trainer's conv (conv.c) and kernels.
 FUSION_OBJS := $(OBJ)/dev/fusion/fusion_bench.o
-$(BUILD)/fusion_bench: $(FUSION_OBJS) $(GRAPH_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) \
-                       $(KERNEL_OBJS)
+$(BUILD)/fusion_bench: $(FUSION_OBJS) $(GRAPH_OBJS) $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_cache.o \
+                       $(OBJ)/airbench/gpu.o $(REFERENCE_LIB) $(KERNEL_OBJS)
 	$(GPU_LINK)
 $(OBJ)/dev/fusion/fusion_bench.o: CFLAGS += $(CUDA_INC) -Itests
 $(OBJ)/dev/fusion/fusion_bench.o: | check-cuda

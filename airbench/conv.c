@@ -1,29 +1,21 @@
-// conv.c: cuDNN plans for the network's 3x3 convolutions, their algorithm choice and the
-// algorithm cache file (conv.h).
+// conv.c: cuDNN plans for the network's 3x3 convolutions and their algorithm choice, kept
+// in the algorithm cache file (conv_cache.h) (conv.h).
 #include "conv.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "conv_cache.h"
 #include "gpu.h"
 
 const char *const CONV_ALGO_CHOICES[] = {"cached", "find", "heuristic", NULL};
 const char *const CONV_GRAPH_CHOICES[] = {"off", "on", "always", NULL};
 
-enum { MAX_BATCHES = 4, MAX_CACHE_ENTRIES = 256, N_CANDIDATES = 16 };
+enum { MAX_BATCHES = 4, N_CANDIDATES = 16 };
 #define WORKSPACE_BYTES ((size_t)512 << 20)
-
-// One line of the cache file: a shape on a device and its three directions' choices, as
-// written: a legacy algorithm's number, or under a "/graph" key "-" (the legacy call) or
-// "g<config>.<engine>" (conv_graph.h's config of the heuristics' list, and its engine).
-typedef struct {
-    char device[328];
-    int batch, c_in, c_out, side;
-    char choice[N_CONV_DIRECTIONS][24];
-} CacheEntry;
+_Static_assert((int)CONV_CACHE_CHOICES == (int)N_CONV_DIRECTIONS, "a cache entry holds one choice per conv direction");
 
 typedef struct {
     int batch;
@@ -41,10 +33,8 @@ struct Convs {
     cudnnBackendDescriptor_t device_props;  // the GPU's, for graph plans (NULL until needed)
     PlanSet plan_sets[MAX_BATCHES];
     int n_plan_sets, all_deterministic;
-    // The cache: its path ("" for none), this device's key, and every entry of the file.
-    char cache_path[4096], device[320];
-    CacheEntry cache[MAX_CACHE_ENTRIES];
-    int n_cache;
+    char device[320];  // this device's cache key
+    ConvCache cache;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -127,76 +117,18 @@ static void heuristic_algos(Convs *c, ConvPlan *p) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The cache file: one line per device and shape,
-//   <GPU name>/sm<cc>/cudnn<version>|<batch> <c_in> <c_out> <side>|<fwd> <bwd_data> <bwd_filter>
-// read whole at start, rewritten whole (temporary file + rename) when a shape is added.
-// --conv-graph on's lines have "/graph" after the device and CacheEntry's graph choices.
+// The cache file's entries (conv_cache.h)
 
-static void load_cache(Convs *c) {
-    FILE *f = c->cache_path[0] ? fopen(c->cache_path, "r") : NULL;
-    if (!f) return;
-    char line[512];
-    while (c->n_cache < MAX_CACHE_ENTRIES && fgets(line, sizeof line, f)) {
-        CacheEntry *e = &c->cache[c->n_cache];
-        char *bar = strchr(line, '|');
-        if (line[0] == '#' || !bar || (size_t)(bar - line) >= sizeof e->device) continue;
-        snprintf(e->device, sizeof e->device, "%.*s", (int)(bar - line), line);
-        if (sscanf(bar, "|%d %d %d %d|%23s %23s %23s", &e->batch, &e->c_in, &e->c_out, &e->side, e->choice[0],
-                   e->choice[1], e->choice[2]) == 7)
-            c->n_cache++;
-    }
-    fclose(f);
+static const ConvCacheEntry *cache_lookup(const Convs *c, const char *device, const ConvPlan *p) {
+    return conv_cache_lookup(&c->cache, device, p->batch, p->c_in, p->c_out, p->side);
 }
 
-static void save_cache(const Convs *c) {
-    char tmp[sizeof c->cache_path + 16];
-    snprintf(tmp, sizeof tmp, "%s.tmp", c->cache_path);
-    FILE *f = fopen(tmp, "w");
-    int ok = f != NULL && fprintf(f, "# airbench.c cuDNN algorithm cache (airbench/conv.c); delete it to re-time\n") > 0;
-    for (int i = 0; ok && i < c->n_cache; i++) {
-        const CacheEntry *e = &c->cache[i];
-        ok = fprintf(f, "%s|%d %d %d %d|%s %s %s\n", e->device, e->batch, e->c_in, e->c_out, e->side, e->choice[0],
-                     e->choice[1], e->choice[2]) > 0;
-    }
-    if (f && fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, c->cache_path) != 0) {  // the cache only saves time: warn and go on
-        fprintf(stderr, "warning: cannot write the conv algorithm cache %s: %s\n", c->cache_path, strerror(errno));
-        remove(tmp);
-    }
-}
-
-// The entry of a shape under device key `device` (c->device, or it with "/graph").
-static CacheEntry *cache_lookup(Convs *c, const char *device, const ConvPlan *p) {
-    for (int i = 0; i < c->n_cache; i++) {
-        CacheEntry *e = &c->cache[i];
-        if (!strcmp(e->device, device) && e->batch == p->batch && e->c_in == p->c_in && e->c_out == p->c_out &&
-            e->side == p->side)
-            return e;
-    }
-    return NULL;
-}
-
-// Records the plan's choices under key `device` (replacing an older entry) and rewrites the file.
-static void cache_record(Convs *c, const char *device, const ConvPlan *p, char choice[N_CONV_DIRECTIONS][24]) {
-    if (!c->cache_path[0]) return;
-    CacheEntry *e = cache_lookup(c, device, p);
-    if (!e && c->n_cache == MAX_CACHE_ENTRIES) return;
-    if (!e) e = &c->cache[c->n_cache++];
-    *e = (CacheEntry){.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
-    snprintf(e->device, sizeof e->device, "%s", device);
-    memcpy(e->choice, choice, sizeof e->choice);
-    save_cache(c);
-}
-
-// The legacy algorithms of an entry; 0 if one is not a number.
-static int legacy_algos_of(const CacheEntry *e, int algo[N_CONV_DIRECTIONS]) {
-    for (int d = 0; d < N_CONV_DIRECTIONS; d++) {
-        char *end;
-        long v = strtol(e->choice[d], &end, 10);
-        if (end == e->choice[d] || *end || v < 0 || v > 64) return 0;
-        algo[d] = (int)v;
-    }
-    return 1;
+static void cache_record(Convs *c, const char *device, const ConvPlan *p,
+                         char choice[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN]) {
+    ConvCacheEntry e = {.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
+    snprintf(e.device, sizeof e.device, "%s", device);
+    memcpy(e.choice, choice, sizeof e.choice);
+    conv_cache_record(&c->cache, &e);
 }
 
 // Whether the cached algorithms still work for the plan (e.g. after a cuDNN downgrade
@@ -218,7 +150,7 @@ static int cached_algos_usable(Convs *c, const ConvPlan *p, const int algo[N_CON
 // Times the plan's algorithms and records them in the cache.
 static void find_and_record(Convs *c, ConvPlan *p) {
     find_algos(c, p);
-    char choice[N_CONV_DIRECTIONS][24];
+    char choice[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN];
     snprintf(choice[0], sizeof choice[0], "%d", (int)p->fwd_algo);
     snprintf(choice[1], sizeof choice[1], "%d", (int)p->bwd_data_algo);
     snprintf(choice[2], sizeof choice[2], "%d", (int)p->bwd_filter_algo);
@@ -226,9 +158,9 @@ static void find_and_record(Convs *c, ConvPlan *p) {
 }
 
 static void choose_algos(Convs *c, ConvPlan *p) {
-    const CacheEntry *e = c->choice == CONV_ALGO_CACHED ? cache_lookup(c, c->device, p) : NULL;
+    const ConvCacheEntry *e = c->choice == CONV_ALGO_CACHED ? cache_lookup(c, c->device, p) : NULL;
     int algo[N_CONV_DIRECTIONS];
-    if (e && legacy_algos_of(e, algo) && cached_algos_usable(c, p, algo)) {
+    if (e && conv_cache_legacy_algos(e, algo) && cached_algos_usable(c, p, algo)) {
         p->fwd_algo = (cudnnConvolutionFwdAlgo_t)algo[0];
         p->bwd_data_algo = (cudnnConvolutionBwdDataAlgo_t)algo[1];
         p->bwd_filter_algo = (cudnnConvolutionBwdFilterAlgo_t)algo[2];
@@ -292,9 +224,8 @@ Convs *convs_create(cudaStream_t stream, ConvAlgoChoice choice, const char *cach
     CUDNN_CHECK(cudnnCreate(&c->cudnn));
     CUDNN_CHECK(cudnnSetStream(c->cudnn, stream));
     c->workspace = gpu_alloc(WORKSPACE_BYTES);
-    if (cache_path && choice != CONV_ALGO_HEURISTIC) snprintf(c->cache_path, sizeof c->cache_path, "%s", cache_path);
     describe_device(c->device, sizeof c->device);
-    load_cache(c);
+    conv_cache_load(&c->cache, choice == CONV_ALGO_HEURISTIC ? NULL : cache_path);
     for (int i = 0; i < n_batches; i++) {
         int known = 0;
         for (int k = 0; k < c->n_plan_sets; k++) known |= c->plan_sets[k].batch == batches[i];
@@ -338,16 +269,18 @@ static cudnnHandle_t filter_handle(const Convs *c, void **workspace) {
 
 // The plan's graph choices from a cache entry; 0 (and none set) unless each one plans
 // with the engine recorded.
-static int cached_graphs(Convs *c, ConvPlan *p, const CacheEntry *e) {
+static int cached_graphs(Convs *c, ConvPlan *p, const ConvCacheEntry *e) {
     FusionShape s = {.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
     int ok = 1;
     for (int d = 0; d < N_CONV_DIRECTIONS && ok; d++) {
-        int config, used = 0;
+        int config;
         long long engine;
-        if (!strcmp(e->choice[d], "-")) continue;
-        ok = sscanf(e->choice[d], "g%d.%lld%n", &config, &engine, &used) == 2 && !e->choice[d][used];
-        if (ok) p->graph[d] = conv_graph_create(c->device_props, (ConvDirection)d, &s, config, WORKSPACE_BYTES);
-        ok = ok && p->graph[d] && conv_graph_engine(p->graph[d]) == engine;
+        int kind = conv_cache_graph_token(e->choice[d], &config, &engine);
+        ok = kind >= 0;
+        if (kind == 1) {
+            p->graph[d] = conv_graph_create(c->device_props, (ConvDirection)d, &s, config, WORKSPACE_BYTES);
+            ok = p->graph[d] && conv_graph_engine(p->graph[d]) == engine;
+        }
     }
     for (int d = 0; !ok && d < N_CONV_DIRECTIONS; d++) {
         conv_graph_free(p->graph[d]);
@@ -373,10 +306,10 @@ void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
         for (int j = 0; j < c->layout->depth; j++) {
             ConvPlan *p = &set->conv[g][j];
             int cached = choice == CONV_GRAPH_ON && c->choice == CONV_ALGO_CACHED;
-            const CacheEntry *e = cached ? cache_lookup(c, key, p) : NULL;
+            const ConvCacheEntry *e = cached ? cache_lookup(c, key, p) : NULL;
             if (p->graph[0] || p->graph[1] || p->graph[2] || (e && cached_graphs(c, p, e))) continue;
             if (!site.pattern) site.pattern = conv_graph_pattern(conv_largest_operand(c->layout, set->batch) + 1);
-            char made[N_CONV_DIRECTIONS][24];
+            char made[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN];
             conv_choose_graphs(c, p, &site, choice == CONV_GRAPH_ALWAYS, log, made);
             if (choice == CONV_GRAPH_ON) cache_record(c, key, p, made);
         }

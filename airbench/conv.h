@@ -3,7 +3,7 @@
 // A plan holds the descriptors and the three algorithms (forward, backward data, backward
 // filter) of one conv shape at one batch size. The algorithms are chosen once per shape:
 // by timing every candidate (cudnnFind), by cuDNN's heuristics, or from the algorithm
-// cache file, which remembers the timed choice per GPU model, cuDNN version and shape, so
+// cache file (conv_cache.h), which remembers the timed choice per GPU model, cuDNN version and shape, so
 // that later processes start faster and make the same choice (the same choice is what
 // makes two processes' runs bit-identical). Only deterministic algorithms are taken when
 // cuDNN offers one. With --conv-graph (convs_use_graph_engines), a direction may instead
@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "conv_cache.h"
 #include "conv_graph.h"
 #include "kernels.h"
 #include "net.h"
@@ -83,9 +84,9 @@ int convs_graph_count(Convs *c, const NetLayout *l, int batch, int *total);
 size_t conv_largest_operand(const NetLayout *l, int batch);
 // Sets p->graph[d] of each direction to conv_graph_choose's choice against the legacy call
 // (conv_forward, ... while p->graph[d] is unset), its cache token in choice[d] ("-", or
-// "g<config>.<engine>"), and writes what was timed to log (NULL: nothing).
+// "g<config>.<engine>": conv_cache.h), and writes what was timed to log (NULL: nothing).
 void conv_choose_graphs(Convs *c, ConvPlan *p, const ConvGraphSite *site, int always, FILE *log,
-                        char choice[N_CONV_DIRECTIONS][24]);
+                        char choice[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN]);
 
 // y = conv(x, w).
 void conv_forward(Convs *c, const ConvPlan *p, const __half *x, const __half *w, __half *y);

@@ -265,7 +265,7 @@ size_t conv_largest_operand(const NetLayout *l, int batch) {
 }
 
 void conv_choose_graphs(Convs *c, ConvPlan *p, const ConvGraphSite *site, int always, FILE *log,
-                        char choice[N_CONV_DIRECTIONS][24]) {
+                        char choice[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN]) {
     FusionShape s = {.batch = p->batch, .c_in = p->c_in, .c_out = p->c_out, .side = p->side};
     for (int d = 0; d < N_CONV_DIRECTIONS; d++) {
         LegacyRun run = {.c = c, .p = p, .d = (ConvDirection)d, .trial = trial_of(p, (ConvDirection)d, site)};

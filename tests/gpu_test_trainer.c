@@ -172,7 +172,7 @@ static void test_conv_graph_choice(void) {
         ConvPlan p = *conv_plan(c, batch, convs[k][0], convs[k][1]);  // a copy: its graphs are freed here
         printf("--conv-graph at conv %d.%d (%d>%d at %dx%d, batch %d):", convs[k][0], convs[k][1], p.c_in, p.c_out,
                p.side, p.side, batch);
-        char choice[N_CONV_DIRECTIONS][24];
+        char choice[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN];
         conv_choose_graphs(c, &p, &site, 1, NULL, choice);
         for (int d = 0; d < N_CONV_DIRECTIONS; d++) {
             printf(" %s %s", CONV_DIRECTION_NAMES[d], choice[d]);

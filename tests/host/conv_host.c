@@ -93,7 +93,7 @@ void convs_use_graph_engines(Convs *c, ConvGraphChoice choice, FILE *log) {
                           .pattern = conv_graph_pattern(conv_largest_operand(c->layout, set->batch) + 1)};
     for (int g = 0; g < 3; g++)
         for (int j = 0; j < c->layout->depth; j++) {
-            char made[N_CONV_DIRECTIONS][24];
+            char made[N_CONV_DIRECTIONS][CONV_CACHE_TOKEN];
             ConvPlan *p = &set->conv[g][j];
             if (!p->graph[0] && !p->graph[1] && !p->graph[2])
                 conv_choose_graphs(c, p, &site, choice == CONV_GRAPH_ALWAYS, log, made);
