@@ -17,20 +17,27 @@ static const FusionUid OPERAND_UIDS[N_CONV_DIRECTIONS][3] = {
 
 enum { MAX_CANDIDATES = 64, TIMED_RUNS = 5 };
 
+// A plan and its graph, which the candidates of one choice share (owns_graph: this one
+// frees it).
 struct ConvGraph {
     ConvDirection direction;
-    FusionGraph graph;
+    FusionGraph *graph;
+    int owns_graph;
     FusionPlan plan;
 };
 
-// conv_graph_create, also giving the number of configs the heuristics offer.
-static ConvGraph *create(cudnnBackendDescriptor_t device, ConvDirection d, const FusionShape *s, int config,
-                         int64_t max_workspace, int *n_configs) {
+static FusionGraph *new_graph(ConvDirection d, const FusionShape *s) {
+    FusionGraph *graph = host_alloc(sizeof *graph);
+    fusion_graph_build(graph, DIRECTION_GRAPHS[d], s, 1);
+    return graph;
+}
+
+// A plan of graph from list's config (NULL if it is not usable).
+static ConvGraph *listed(ConvDirection d, FusionGraph *graph, const FusionConfigs *list,
+                         cudnnBackendDescriptor_t device, int config, int64_t max_workspace) {
     ConvGraph *g = host_alloc(sizeof *g);
-    g->direction = d;
-    fusion_graph_build(&g->graph, DIRECTION_GRAPHS[d], s, 1);
-    fusion_plan_build_config(&g->plan, &g->graph, device, config, 1);
-    if (n_configs) *n_configs = g->plan.n_configs;
+    *g = (ConvGraph){.direction = d, .graph = graph};
+    fusion_plan_build_listed(&g->plan, list, device, config, 1);
     if (!g->plan.plan || g->plan.workspace > max_workspace) {
         conv_graph_free(g);
         return NULL;
@@ -40,7 +47,19 @@ static ConvGraph *create(cudnnBackendDescriptor_t device, ConvDirection d, const
 
 ConvGraph *conv_graph_create(cudnnBackendDescriptor_t device, ConvDirection d, const FusionShape *s, int config,
                              int64_t max_workspace) {
-    return create(device, d, s, config, max_workspace, NULL);
+    FusionGraph *graph = new_graph(d, s);
+    FusionConfigs list;
+    FusionPlan status;
+    fusion_configs_list(&list, &status, graph, device);
+    ConvGraph *g = listed(d, graph, &list, device, config, max_workspace);
+    fusion_configs_free(&list);
+    if (g) {
+        g->owns_graph = 1;
+    } else {
+        fusion_graph_free(graph);
+        free(graph);
+    }
+    return g;
 }
 
 int conv_graph_config(const ConvGraph *g) { return g->plan.config; }
@@ -54,7 +73,7 @@ static cudnnStatus_t execute(const ConvGraph *g, cudnnHandle_t handle, const voi
     by_uid[uid[0]] = (void *)in0;
     by_uid[uid[1]] = (void *)in1;
     by_uid[uid[2]] = out;
-    cudnnBackendDescriptor_t pack = fusion_pack(&g->graph, by_uid, workspace);
+    cudnnBackendDescriptor_t pack = fusion_pack(g->graph, by_uid, workspace);
     cudnnStatus_t status = cudnnBackendExecute(handle, g->plan.plan, pack);
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
     return status;
@@ -68,7 +87,10 @@ void conv_graph_run(const ConvGraph *g, cudnnHandle_t handle, const void *in0, c
 void conv_graph_free(ConvGraph *g) {
     if (!g) return;
     fusion_plan_free(&g->plan);
-    fusion_graph_free(&g->graph);
+    if (g->owns_graph) {
+        fusion_graph_free(g->graph);
+        free(g->graph);
+    }
     free(g);
 }
 
@@ -164,11 +186,17 @@ ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, c
                           cudaMemcpyHostToDevice));
     *report = (ConvChoiceReport){.legacy_us = time_us(trial->stream, trial->legacy, trial->legacy_ctx)};
     float *reference = output_values(trial);
+    // Every candidate plans from one list of configs, of one graph (the heuristics take far
+    // longer than planning a config); the kept one frees the graph.
+    FusionGraph *graph = new_graph(d, s);
+    FusionConfigs list;
+    FusionPlan status;
+    fusion_configs_list(&list, &status, graph, device);
     ConvGraph *candidates[MAX_CANDIDATES];
     float us[MAX_CANDIDATES];
-    int n = 0, n_configs = 1;
-    for (int config = 0; config < n_configs && n < MAX_CANDIDATES; config++) {
-        ConvGraph *g = create(device, d, s, config, trial->workspace_bytes, &n_configs);
+    int n = 0;
+    for (int config = 0; config < list.n && n < MAX_CANDIDATES; config++) {
+        ConvGraph *g = listed(d, graph, &list, device, config, trial->workspace_bytes);
         if (!g) continue;
         if (execute(g, trial->handle, trial->in0, trial->in1, trial->out, trial->workspace) != CUDNN_STATUS_SUCCESS) {
             report->failed++;
@@ -179,6 +207,7 @@ ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, c
         us[n] = time_us(trial->stream, run_graph, &run);
         candidates[n++] = g;
     }
+    fusion_configs_free(&list);
     report->usable = n;
     int first = fastest(candidates, us, n);
     if (first >= 0) report->fastest_us = us[first], report->fastest_engine = conv_graph_engine(candidates[first]);
@@ -201,7 +230,13 @@ ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, c
     }
     for (int i = 0; i < n; i++) conv_graph_free(candidates[i]);
     free(reference);
-    if (!kept) report->chosen_us = report->legacy_us;
+    if (kept) {
+        kept->owns_graph = 1;
+    } else {
+        report->chosen_us = report->legacy_us;
+        fusion_graph_free(graph);
+        free(graph);
+    }
     return kept;
 }
 

@@ -335,7 +335,6 @@ static void plan_failure(FusionPlan *p, cudnnStatus_t status, const char *what) 
     snprintf(p->why, sizeof p->why, "%s: %s%s%s", what, cudnnGetErrorString(status), last[0] ? ": " : "", last);
 }
 
-enum { MAX_CONFIGS = 64 };
 
 // The engine configs heuristics mode `mode` offers for the graph, appended to cfgs.
 static int heuristic_configs(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device,
@@ -352,7 +351,7 @@ static int heuristic_configs(FusionPlan *p, const FusionGraph *g, cudnnBackendDe
     int64_t n = 0;
     if (st == CUDNN_STATUS_SUCCESS)
         st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n, NULL);
-    int room = MAX_CONFIGS - n_have, got = 0;
+    int room = FUSION_MAX_CONFIGS - n_have, got = 0;
     if (st == CUDNN_STATUS_SUCCESS && n > 0 && room > 0) {
         int want = 0;
         while (want < n && want < room && st == CUDNN_STATUS_SUCCESS)
@@ -436,21 +435,29 @@ static void try_config(FusionPlan *p, Desc cfg, cudnnBackendDescriptor_t device,
     p->why[0] = 0;
 }
 
-// Starts p for graph g: 0 if the graph was refused (p says why), else the heuristics'
-// configs (mode A, then the fallback list) in cfgs and their number in p->n_configs.
-static int offered_configs(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device,
-                           Desc cfgs[MAX_CONFIGS]) {
+static void plan_reset(FusionPlan *p, int n_configs) {
     memset(p, 0, sizeof *p);
     p->config = p->engine = -1;
+    p->n_configs = n_configs;
+}
+
+void fusion_configs_list(FusionConfigs *list, FusionPlan *p, const FusionGraph *g,
+                         cudnnBackendDescriptor_t device) {
+    plan_reset(p, 0);
+    list->n = 0;
     if (!g->graph) {
         p->status = g->status;
         snprintf(p->why, sizeof p->why, "%s", g->why);
-        return 0;
+        return;
     }
-    int n = heuristic_configs(p, g, device, CUDNN_HEUR_MODE_A, cfgs, 0);
-    n += heuristic_configs(p, g, device, CUDNN_HEUR_MODE_FALLBACK, cfgs, n);
-    p->n_configs = n;
-    return n;
+    list->n = heuristic_configs(p, g, device, CUDNN_HEUR_MODE_A, list->cfgs, 0);
+    list->n += heuristic_configs(p, g, device, CUDNN_HEUR_MODE_FALLBACK, list->cfgs, list->n);
+    p->n_configs = list->n;
+}
+
+void fusion_configs_free(FusionConfigs *list) {
+    for (int i = 0; i < list->n; i++) cudnnBackendDestroyDescriptor(list->cfgs[i]);
+    list->n = 0;
 }
 
 static void no_config_left(FusionPlan *p, int first) {
@@ -464,34 +471,42 @@ static void no_config_left(FusionPlan *p, int first) {
 
 void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first) {
     double begin = now_ms();
-    Desc cfgs[MAX_CONFIGS];
-    int n = offered_configs(p, g, device, cfgs);
+    FusionConfigs list;
+    fusion_configs_list(&list, p, g, device);
     if (!g->graph) return;
     // Without a GPU, a config that compiled is as far as any gets: the first one answers.
-    for (int i = first; i < n && !p->plan && !p->compiled_only; i++) try_config(p, cfgs[i], device, i);
+    for (int i = first; i < list.n && !p->plan && !p->compiled_only; i++) try_config(p, list.cfgs[i], device, i);
     no_config_left(p, first);
-    for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
+    fusion_configs_free(&list);
+    p->build_ms = now_ms() - begin;
+}
+
+void fusion_plan_build_listed(FusionPlan *p, const FusionConfigs *list, cudnnBackendDescriptor_t device, int config,
+                              int only_ready) {
+    double begin = now_ms();
+    plan_reset(p, list->n);
+    if (config < list->n) {
+        describe_engine(p, list->cfgs[config]);
+        if (only_ready && (p->nondeterministic || p->runtime_compiled)) {
+            p->status = CUDNN_STATUS_NOT_SUPPORTED;
+            snprintf(p->why, sizeof p->why, "engine %lld %s", (long long)p->engine,
+                     p->nondeterministic ? "is nondeterministic" : "compiles its kernel at run time");
+        } else {
+            try_config(p, list->cfgs[config], device, config);
+        }
+    }
+    no_config_left(p, config);
     p->build_ms = now_ms() - begin;
 }
 
 void fusion_plan_build_config(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int config,
                               int only_ready) {
     double begin = now_ms();
-    Desc cfgs[MAX_CONFIGS];
-    int n = offered_configs(p, g, device, cfgs);
+    FusionConfigs list;
+    fusion_configs_list(&list, p, g, device);
     if (!g->graph) return;
-    if (config < n) {
-        describe_engine(p, cfgs[config]);
-        if (only_ready && (p->nondeterministic || p->runtime_compiled)) {
-            p->status = CUDNN_STATUS_NOT_SUPPORTED;
-            snprintf(p->why, sizeof p->why, "engine %lld %s", (long long)p->engine,
-                     p->nondeterministic ? "is nondeterministic" : "compiles its kernel at run time");
-        } else {
-            try_config(p, cfgs[config], device, config);
-        }
-    }
-    no_config_left(p, config);
-    for (int i = 0; i < n; i++) cudnnBackendDestroyDescriptor(cfgs[i]);
+    fusion_plan_build_listed(p, &list, device, config, only_ready);
+    fusion_configs_free(&list);
     p->build_ms = now_ms() - begin;
 }
 
