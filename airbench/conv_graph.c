@@ -32,6 +32,11 @@ static FusionGraph *new_graph(ConvDirection d, const FusionShape *s) {
     return graph;
 }
 
+static void free_graph(FusionGraph *graph) {
+    fusion_graph_free(graph);
+    free(graph);
+}
+
 // A plan of graph from list's config (NULL if it is not usable).
 static ConvGraph *listed(ConvDirection d, FusionGraph *graph, const FusionConfigs *list,
                          cudnnBackendDescriptor_t device, int config, int64_t max_workspace) {
@@ -53,12 +58,10 @@ ConvGraph *conv_graph_create(cudnnBackendDescriptor_t device, ConvDirection d, c
     fusion_configs_list(&list, &status, graph, device);
     ConvGraph *g = listed(d, graph, &list, device, config, max_workspace);
     fusion_configs_free(&list);
-    if (g) {
+    if (g)
         g->owns_graph = 1;
-    } else {
-        fusion_graph_free(graph);
-        free(graph);
-    }
+    else
+        free_graph(graph);
     return g;
 }
 
@@ -87,10 +90,7 @@ void conv_graph_run(const ConvGraph *g, cudnnHandle_t handle, const void *in0, c
 void conv_graph_free(ConvGraph *g) {
     if (!g) return;
     fusion_plan_free(&g->plan);
-    if (g->owns_graph) {
-        fusion_graph_free(g->graph);
-        free(g->graph);
-    }
+    if (g->owns_graph) free_graph(g->graph);
     free(g);
 }
 
@@ -234,8 +234,7 @@ ConvGraph *conv_graph_choose(cudnnBackendDescriptor_t device, ConvDirection d, c
         kept->owns_graph = 1;
     } else {
         report->chosen_us = report->legacy_us;
-        fusion_graph_free(graph);
-        free(graph);
+        free_graph(graph);
     }
     return kept;
 }

@@ -499,16 +499,6 @@ void fusion_plan_build_listed(FusionPlan *p, const FusionConfigs *list, cudnnBac
     p->build_ms = now_ms() - begin;
 }
 
-void fusion_plan_build_config(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int config,
-                              int only_ready) {
-    double begin = now_ms();
-    FusionConfigs list;
-    fusion_configs_list(&list, p, g, device);
-    if (!g->graph) return;
-    fusion_plan_build_listed(p, &list, device, config, only_ready);
-    fusion_configs_free(&list);
-    p->build_ms = now_ms() - begin;
-}
 
 cudnnBackendDescriptor_t fusion_pack(const FusionGraph *g, void *const by_uid[N_UIDS], void *workspace) {
     void *pointers[FUSION_MAX_UIDS];

@@ -123,16 +123,11 @@ void fusion_plan_build(FusionPlan *p, const FusionGraph *g, cudnnBackendDescript
 // device, q.config + 1) gives the plan of the next config that finalizes after q's, so that
 // a loop can try every engine the heuristics offer (p->config is -1 when none is left).
 void fusion_plan_build_from(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int first);
-// Config `config` of the heuristics' list only (p->config == config when it finalized). With
-// only_ready, a config whose engine is noted nondeterministic or compiles its kernel at run
-// time is refused before it is finalized (which, for the latter, takes seconds).
-void fusion_plan_build_config(FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device, int config,
-                              int only_ready);
-// The same for several configs of one graph without asking the heuristics each time: list
-// them once, plan any of them (p->n_configs is list->n), free the list (the plans made from
-// it live on, and need the graph). Deviceless (H100 JSON, 2-core CPU), the 390 configs of
-// 9 of airbench94's conv directions took 5.4 s planned one by one (the heuristics asked
-// each time), 0.29 s from one list per direction.
+// Several configs of one graph without asking the heuristics each time: list them once,
+// plan any of them, free the list (the plans made from it live on, and need the graph).
+// Deviceless (H100 JSON, 2-core CPU), the 390 configs of 9 of airbench94's conv directions
+// took 5.4 s planned one by one, the heuristics asked each time (as fusion_plan_build_from
+// does), and 0.29 s from one list per direction.
 enum { FUSION_MAX_CONFIGS = 64 };
 typedef struct {
     cudnnBackendDescriptor_t cfgs[FUSION_MAX_CONFIGS];
@@ -141,6 +136,9 @@ typedef struct {
 // Lists the configs for g (none if g was refused, p then says why; a heuristics failure is
 // noted in p too, which is otherwise reset).
 void fusion_configs_list(FusionConfigs *list, FusionPlan *p, const FusionGraph *g, cudnnBackendDescriptor_t device);
+// Config `config` of the list only (p->config == config when it finalized; p->n_configs is
+// list->n). With only_ready, a config whose engine is noted nondeterministic or compiles its
+// kernel at run time is refused before it is finalized (which, for the latter, takes seconds).
 void fusion_plan_build_listed(FusionPlan *p, const FusionConfigs *list, cudnnBackendDescriptor_t device, int config,
                               int only_ready);
 void fusion_configs_free(FusionConfigs *list);
