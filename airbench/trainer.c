@@ -2,6 +2,7 @@
 // parameters, activations and backward scratch, the data uploaded once, the stream, the
 // cuBLAS handle and the convolution plans, and with data filtering the proxy network.
 #include <stdlib.h>
+#include <time.h>
 
 #include "trainer.h"
 
@@ -191,12 +192,16 @@ void trainer_use_filter_stream(Trainer *t) {
 }
 
 void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log) {
+    struct timespec begin, end;
+    clock_gettime(CLOCK_MONOTONIC, &begin);
     convs_use_graph_engines(t->convs, choice, log);
     if (t->proxy) convs_use_graph_engines(t->proxy->convs, choice, log);
+    clock_gettime(CLOCK_MONOTONIC, &end);
     int total, used = convs_graph_count(t->convs, &t->layout, recipe_train_batch(&t->recipe), &total);
     if (log && choice != CONV_GRAPH_OFF)
-        fprintf(log, "--conv-graph %s: %d of the %d conv directions at the training batch run graph-API engines\n",
-                CONV_GRAPH_CHOICES[choice], used, total);
+        fprintf(log, "--conv-graph %s: %d of the %d conv directions at the training batch run graph-API engines "
+                "(chosen in %.1f s)\n", CONV_GRAPH_CHOICES[choice], used, total,
+                (double)(end.tv_sec - begin.tv_sec) + 1e-9 * (double)(end.tv_nsec - begin.tv_nsec));
 }
 
 void trainer_use_fused_bn(Trainer *t) {
