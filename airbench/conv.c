@@ -5,9 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "conv_cache.h"
 #include "gpu.h"
 
 const char *const CONV_ALGO_CHOICES[] = {"cached", "find", "heuristic", NULL};

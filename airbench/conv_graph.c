@@ -3,6 +3,7 @@
 #include "conv_graph.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "conv.h"
