@@ -124,7 +124,8 @@ SHELL_TESTS += tests/test_host.sh tests/test_fusion.sh
 endif
 
 KERNEL_OBJS := $(patsubst kernels/%.cu,$(OBJ)/kernels/%.o,$(wildcard kernels/*.cu))
-REFERENCE_LIB := $(OBJ)/reference_lib.o $(OBJ)/airbench/recipe.o $(OBJ)/data/cifar10.o
+REFERENCE_LIB := $(OBJ)/airbench/reference.o $(OBJ)/airbench/reference_layers.o $(OBJ)/airbench/recipe.o \
+                 $(OBJ)/data/cifar10.o
 TRAINER_OBJS := $(OBJ)/airbench/cli.o $(OBJ)/airbench/conv.o $(OBJ)/airbench/conv_cache.o $(OBJ)/airbench/conv_graph.o \
                 $(OBJ)/airbench/gpu.o $(OBJ)/airbench/graph.o $(OBJ)/airbench/muon.o $(OBJ)/airbench/trainer.o \
                 $(OBJ)/airbench/fusion.o $(OBJ)/airbench/runfile.o $(REFERENCE_LIB) $(KERNEL_OBJS)
@@ -159,14 +160,11 @@ $(OBJ)/kernels/%.o: kernels/%.cu | check-cuda
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
 
-# The CPU reference, as a program and as a library for the tests and the trainer (no main).
-$(BUILD)/airbench-ref: $(OBJ)/airbench/reference.o $(OBJ)/airbench/recipe.o $(OBJ)/airbench/runfile.o \
-                       $(OBJ)/data/cifar10.o
+# The CPU reference (REFERENCE_LIB, for the tests and the trainer) and its training program.
+$(BUILD)/airbench-ref: $(OBJ)/airbench/airbench_ref.o $(OBJ)/airbench/runfile.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
-$(OBJ)/reference_lib.o: airbench/reference.c
-	$(CC) $(CFLAGS) $(DEPFLAGS) -DREFERENCE_NO_MAIN -c $< -o $@
 
-$(BUILD)/benchstat: $(OBJ)/tools/benchstat.o $(OBJ)/tools/plot.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
+$(BUILD)/benchstat: $(OBJ)/tools/benchstat.o $(OBJ)/tools/stats.o $(OBJ)/tools/plot.o $(OBJ)/airbench/runfile.o $(OBJ)/airbench/recipe.o
 	$(CC) $^ -o $@ $(LDLIBS) $(CJSON_LIBS)
 
 $(BUILD)/test_augment: $(OBJ)/tests/test_augment.o
@@ -177,7 +175,7 @@ $(BUILD)/test_recipe: $(OBJ)/tests/test_recipe.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
-$(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o
+$(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o $(OBJ)/tools/stats.o
 	$(CC) $^ -o $@ $(LDLIBS)
 # The kernels themselves on the CPU (tests/emu/): each kernels/*.cu with its launches
 # rewritten, kernel<<<config>>>(args) -> emu_launch(EmuConfig(config), "kernel", kernel)(args),

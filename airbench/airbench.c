@@ -79,7 +79,7 @@ static void init_params(Trainer *t, uint64_t seed) {
 }
 
 // Patch covariance on the GPU; the 12x12 eigendecomposition and the filters
-// k = v_k / sqrt(lambda_k + whiten_eps) and their negations on the host (reference.c).
+// k = v_k / sqrt(lambda_k + whiten_eps) and their negations on the host (reference_layers.c).
 // Then the lookahead state starts from the initialized network.
 static void init_whitening(Trainer *t) {
     int n = t->n_train < t->recipe.whiten_images ? t->n_train : t->recipe.whiten_images;

@@ -11,7 +11,14 @@
 #include "net.h"
 #include "recipe.h"
 
-// ---- layers ----
+// calloc that exits with a message when memory runs out: every allocation of the reference.
+void *ref_calloc(size_t count, size_t size);
+
+// ---- layers (reference_layers.c) ----
+// out (m x n) = x (m x k) * y (k x n), row-major.
+void ref_matmul(float *out, const float *x, const float *y, int m, int k, int n);
+// out (cols x rows) = x (rows x cols) transposed.
+void ref_transpose(float *out, const float *x, int rows, int cols);
 // Convolution, stride 1, square kernel, zero padding `pad`; bias may be NULL.
 void ref_conv_forward(float *out, const float *in, const float *weight, const float *bias,
                       int n, int c_in, int h, int w, int c_out, int kernel, int pad);
@@ -61,7 +68,7 @@ double ref_loss_forward_backward(float *d_logits, int *n_correct, const float *l
 void ref_example_losses(float *losses, const float *logits, const uint8_t *labels, int n, int n_classes,
                         float smoothing);
 
-// ---- whitening ----
+// ---- whitening (reference_layers.c) ----
 // Eigen-decomposition of a symmetric n x n matrix (row-major, destroyed) by cyclic Jacobi
 // rotations: eigenvalues in descending order, eigenvector k in row k of eigvecs.
 void ref_symmetric_eigen(double *matrix, int n, double *eigvals, double *eigvecs);
@@ -74,7 +81,7 @@ void ref_whitening_from_covariance(float *whiten_w, double *cov, double eps);
 // their negations. Writes WHITEN_WIDTH x 3 x 2 x 2 values.
 void ref_whitening_weights(float *whiten_w, const float *images, int n, double eps);
 
-// ---- the network ----
+// ---- the network (reference.c) ----
 typedef struct RefActs RefActs;
 
 typedef struct {

@@ -1,4 +1,4 @@
-// test_benchstat: the statistics of tools/benchstat.c against independently computed values,
+// test_benchstat: the statistics of tools/stats.c against independently computed values,
 // and build/benchstat itself (run as a subprocess, under `timeout`) on the hand-made run
 // files in tests/fixtures/runs/: numbers, messages for broken and hostile files (a FIFO,
 // /dev/zero, a directory, a file over the size cap), incomplete files and diverged runs,
@@ -19,13 +19,16 @@
 //   the time ratio's CI by the same formula on va = ta.var(ddof=1) / (na ta.mean()^2):
 //     R exp(+-t.ppf(0.975, df) sqrt(va + vb)), R = ta.mean() / tb.mean();
 //   times: numpy mean, std(ddof=1), median, min, max.
-#define BENCHSTAT_STATS_ONLY
-#include "../tools/benchstat.c"
-
+#include <errno.h>
 #include <glob.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../tools/stats.h"
 #include "test.h"
 
 #define FIXTURES "tests/fixtures/runs/"

@@ -1,4 +1,4 @@
-// test_reference.c: the CPU reference (airbench/reference.c) against PyTorch and against
+// test_reference.c: the CPU reference (airbench/reference.c, reference_layers.c) against PyTorch and against
 // finite differences.
 //
 // 1. PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
@@ -519,7 +519,7 @@ static void test_ns_bf16_order_noise(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1d. BatchNorm per group of images (bn_group_d2.bin): the grouped forward, backward and
+// 1c. BatchNorm per group of images (bn_group_d2.bin): the grouped forward, backward and
 // SGD step equal PyTorch's separate workers with a summed loss.
 
 static void test_bn_group_fixture(void) {
@@ -583,7 +583,7 @@ static void test_bn_group_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1e. selective test-time augmentation (selective_tta.bin): the plain view's least sure
+// 1d. selective test-time augmentation (selective_tta.bin): the plain view's least sure
 // images chosen as PyTorch's topk chooses them, and their logits replaced by the TTA
 // views' (uniform and airbench weights).
 
@@ -635,7 +635,7 @@ static void test_selective_tta_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1f. data filtering (filter.bin): the proxy's per-example losses, the examples it keeps
+// 1e. data filtering (filter.bin): the proxy's per-example losses, the examples it keeps
 // and its step on their summed loss (through BN statistics over the whole batch), the main
 // network's step on the kept examples alone, and the loader's stream of epochs.
 
@@ -831,7 +831,7 @@ static void test_filter_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1c. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
+// 1f. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
 
 // Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
 // exactly the negations of the first 12.
@@ -930,7 +930,7 @@ static void test_whiten_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1d. the augmented training batches (augment.bin, augment_jitter.bin)
+// 1g. the augmented training batches (augment.bin, augment_jitter.bin)
 
 // The uint8 images and labels of an augmentation fixture; n = 0 if they are missing.
 static Cifar10Split fixture_split(const Fixture *f) {
