@@ -693,6 +693,7 @@ int main(int argc, char **argv) {
         if (t->proxy) t->proxy->graphs = step_graphs_create();
     }
     if (o.wgrad_stream) trainer_use_filter_stream(t);
+    if (o.muon_streams) muon_use_streams(t);
     if (o.fused_bn) trainer_use_fused_bn(t);
     if (o.json_path) {
         if (!(run_file = runfile_begin(o.json_path, run_file_header(&o, trainer_deterministic(t)), err,

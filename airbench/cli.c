@@ -25,7 +25,7 @@ static void usage(FILE *f, const Options *o) {
             "       [--seed S] [--data DIR] [--json FILE] [--env KEY=VALUE]... [--quiet] [--no-warmup]\n"
             "       [--test-images N] [--conv-algo cached|find|heuristic] [--conv-cache FILE]\n"
             "       [--conv-graph off|on|always] [--graphs on|off] [--wgrad-stream on|off]\n"
-            "       [--fused-bn on|off] [--stats-blocks N]\n"
+            "       [--muon-streams on|off] [--fused-bn on|off] [--stats-blocks N]\n"
             "       [--widths A,B,C] [--depth D] [--epochs E] [--batch B] [--tta 0|1|2]\n"
             "       [--translate-mode random|derandomized] [--warmup-epochs E]\n"
             "       [--lr-scaling linear|sqrt|none] [--bn-group N] [--bn-wd 0|1]\n"
@@ -62,6 +62,9 @@ static void usage(FILE *f, const Options *o) {
             "  --wgrad-stream on|off  compute the convolutions' filter gradients on a second stream,\n"
             "                     beside the rest of the backward pass (default off): the same\n"
             "                     convolutions, ordered by events; recorded in the run file\n"
+            "  --muon-streams on|off  run each Muon group's Newton-Schulz on a stream of its own\n"
+            "                     (default off; Muon recipes only): the same products side by side,\n"
+            "                     ordered by events; recorded in the run file\n"
             "  --fused-bn on|off  each conv's input gradient and the BatchNorm backward's reduction of\n"
             "                     the layer below it as one cuDNN graph (default off; depth 2, one BN\n"
             "                     group, no data filtering): one memory pass fewer a layer, kernels\n"
@@ -143,6 +146,9 @@ static int parse_flag(Options *o, const char *flag, const char *value) {
     } else if (!strcmp(flag, "--wgrad-stream")) {
         static const char *const on_off[] = {"off", "on", NULL};
         if (parse_choice(value, on_off, &o->wgrad_stream)) return bad_value(flag, value, "on or off");
+    } else if (!strcmp(flag, "--muon-streams")) {
+        static const char *const on_off[] = {"off", "on", NULL};
+        if (parse_choice(value, on_off, &o->muon_streams)) return bad_value(flag, value, "on or off");
     } else if (!strcmp(flag, "--fused-bn")) {
         static const char *const on_off[] = {"off", "on", NULL};
         if (parse_choice(value, on_off, &o->fused_bn)) return bad_value(flag, value, "on or off");
@@ -249,6 +255,7 @@ void print_setup(const Options *o, const char *gpu_name, int major, int minor, i
            RECIPE_TRANSLATE_MODES[r->translate_mode], CONV_ALGO_CHOICES[o->conv_algo], n_test,
            o->graphs ? ", training steps as CUDA graphs" : "");
     if (o->wgrad_stream) printf("filter gradients on a second stream\n");
+    if (o->muon_streams) printf("each Muon group's Newton-Schulz on a stream of its own\n");
     if (o->fused_bn) printf("BatchNorm backward reductions fused into the input-gradient convolutions (cuDNN graphs)\n");
     if (o->conv_graph)
         printf("convolutions: cuDNN's graph-API engines timed beside the legacy algorithms (--conv-graph %s)\n",
@@ -335,6 +342,7 @@ cJSON *run_file_header(const Options *o, int conv_deterministic) {
     cJSON_AddBoolToObject(config, "conv_deterministic", conv_deterministic);
     cJSON_AddBoolToObject(config, "graphs", o->graphs);
     cJSON_AddBoolToObject(config, "wgrad_stream", o->wgrad_stream);
+    cJSON_AddBoolToObject(config, "muon_streams", o->muon_streams);
     cJSON_AddBoolToObject(config, "fused_bn", o->fused_bn);
     cJSON_AddStringToObject(config, "conv_graph", CONV_GRAPH_CHOICES[o->conv_graph]);
     cJSON_AddNumberToObject(config, "stats_blocks", o->stats_blocks);

@@ -17,6 +17,7 @@ typedef struct {
     int runs, quiet, warmup, test_images;  // test_images 0: all
     int graphs;                            // training steps as CUDA graphs (graph.h)
     int wgrad_stream;                      // the filter gradients on their own stream (trainer.h)
+    int muon_streams;                      // each Muon group's Newton-Schulz on its own stream (trainer.h)
     int fused_bn;                          // BatchNorm backward reductions in the dgrads (trainer.h)
     int conv_graph;                        // ConvGraphChoice: graph-API engines for the convs (conv.h)
     int stats_blocks;                      // the per-channel reductions' block cap (kernels.h)

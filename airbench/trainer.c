@@ -6,8 +6,6 @@
 
 #include "trainer.h"
 
-#define CUBLAS_WORKSPACE_BYTES (32u << 20)  // cuBLAS's own default on Hopper
-
 // Activations for batches of up to n images, BN statistics for up to bn_groups groups.
 static void alloc_activations(Activations *a, const NetLayout *l, int n, int bn_groups) {
     size_t b = (size_t)n;
@@ -252,6 +250,7 @@ static void free_network(Trainer *t) {
         for (int i = 0; i < 2; i++) cudaEventDestroy(t->filter_done[i]);
         cudaStreamDestroy(t->filter_stream);
     }
+    muon_free_streams(t);
 }
 
 void trainer_free(Trainer *t) {

@@ -91,6 +91,15 @@ typedef struct Trainer {
     cudaStream_t filter_stream;
     __half *d_conv_spare;
     cudaEvent_t d_conv_ready, filter_done[2];
+    // --muon-streams on (muon_use_streams; else n_muon_streams 0): each Muon group's
+    // Newton-Schulz on a stream of its own, with its own cuBLAS handle and workspace (the
+    // main handle's size, so that cuBLAS picks the same kernels); an event for "the updates
+    // are scaled" and one per group for "its orthogonal updates are written".
+    int n_muon_streams;
+    cudaStream_t muon_stream[3 * NET_MAX_DEPTH];
+    cublasHandle_t muon_cublas[3 * NET_MAX_DEPTH];
+    void *muon_workspace[3 * NET_MAX_DEPTH];
+    cudaEvent_t muon_fork, muon_done[3 * NET_MAX_DEPTH];
     // --fused-bn on (trainer_use_fused_bn; else all NULL): the plans of conv (g, j)'s dgrad as
     // one cuDNN graph with the BatchNorm + activation backward's reduction of the layer below
     // it (fusion.h; none for conv (0, 0), below which is the whitening); the layer's two sums
@@ -102,6 +111,7 @@ typedef struct Trainer {
 } Trainer;
 
 #define EVAL_BATCH 2000  // test images per evaluation forward pass
+#define CUBLAS_WORKSPACE_BYTES (32u << 20)  // each cuBLAS handle's: cuBLAS's own default on Hopper
 
 // Training batches normalize each group of recipe.bn_group images with its own statistics
 // (simulated workers); evaluation uses the running stats, in one group. A group's images
@@ -120,6 +130,10 @@ static inline __half *conv_half_ptr(const Trainer *t, __half *base, int g, int j
 // Muon (muon.c): its scratch buffers, and the conv weights' step of a Muon recipe.
 void muon_alloc(Trainer *t);
 void muon_step(Trainer *t, const StepPlan *plan);
+// --muon-streams on: each group's Newton-Schulz on its own stream (the fields above); exits
+// with status 2 for a recipe without Muon. muon_free_streams releases them.
+void muon_use_streams(Trainer *t);
+void muon_free_streams(Trainer *t);
 
 // Everything for training `recipe` on the first n_train / n_test images of data (and, with
 // data filtering, the proxy network), with the convolution algorithms chosen as conv_algo

@@ -20,12 +20,12 @@
 #             staged; it builds (as above; GIT_COMMIT set) and runs, most important first:
 #             gpu_test_kernels; ./bench.sh 94 and 94-muon -n 25 against the baseline tree;
 #             airbench94 with --stats-blocks 1024, with --graphs on, with --wgrad-stream on,
-#             with --fused-bn on and with --conv-graph on, and 94-record, 15 runs each, each
-#             compared with the tree's own 94 or 94-muon file; the kernel
-#             bench (each v2 of dev/*.cu beside its v1); the fusion bench for fprop+genstats
-#             and dgrad+bn-reduce; the start-up; dev/profile.sh 94. A verdict table ends the
-#             output. Early on it saves the GPU's properties (device-props.json, for
-#             deviceless cuDNN plans here: dev/fusion/)
+#             with --fused-bn on and with --conv-graph on, 94-muon with --muon-streams on,
+#             and 94-record, 15 runs each, each compared with the tree's own 94 or 94-muon
+#             file; the kernel bench (each v2 of dev/*.cu beside its v1); the fusion bench
+#             for fprop+genstats and dgrad+bn-reduce; the start-up; dev/profile.sh 94. A
+#             verdict table ends the output. Early on it saves the GPU's properties
+#             (device-props.json, for deviceless cuDNN plans here: dev/fusion/)
 #   tests     build/gpu_test_kernels (full and --small), build/gpu_test_trainer and
 #             tests/gpu_test_repro.sh, while dev/gpu_sanitize.sh (compute-sanitizer's four
 #             tools over gpu_test_kernels --small and a short airbench94 run) goes on in the
@@ -215,6 +215,8 @@ lease() {
     bench 94 15 airbench94-fused-bn --fused-bn on && compare airbench94-fused-bn "$logs/94-A.json"
     # its log also holds each conv direction's legacy and graph-engine times
     bench 94 15 airbench94-conv-graph --conv-graph on && compare airbench94-conv-graph "$logs/94-A.json"
+    bench 94-muon 15 airbench94-muon-streams --muon-streams on &&
+        compare airbench94-muon-streams "$logs/94-muon-A.json"
     bench 94-record 15 airbench94-record && compare airbench94-record "$logs/94-muon-A.json"
     step kernel-bench 90 build/kernel_bench
     # the two fusions that would replace kernels (channel_stats; bn_gelu_backward_reduce)

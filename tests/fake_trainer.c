@@ -77,8 +77,8 @@ static Options parse_args(int argc, char **argv) {
     Options o = {.runs = 1, .warmup = 1};
     const char *ignored[] = {"--data", "--tta", "--batch", "--epochs", "--conv-algo", "--set",
                              "--test-images", "--widths", "--translate-mode", "--variant",
-                             "--stats-blocks", "--graphs", "--wgrad-stream", "--fused-bn", "--conv-cache",
-                             "--conv-graph"};
+                             "--stats-blocks", "--graphs", "--wgrad-stream", "--muon-streams", "--fused-bn",
+                             "--conv-cache", "--conv-graph"};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(flag, "--quiet")) continue;

@@ -11,8 +11,11 @@
 # sixth with graphs and the second stream, must agree with each other to the bit, for the
 # recipes it fits. With --conv-graph on (graph-API engines where faster, other rounding) a
 # seventh process times and records its choice under the cache's "/graph" key and an eighth,
-# with graphs and the second stream, reads it: the same bits again. Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the
-# graphs) and airbench96-filter (whose proxy network scores and selects on the GPU first);
+# with graphs and the second stream, reads it: the same bits again. For the Muon recipes a
+# ninth process runs with --muon-streams on and graphs (each group's Newton-Schulz on a
+# stream and cuBLAS handle of its own: the same GEMMs) and must give the first one's bits.
+# Checked for airbench94, airbench94-record (Muon's cuBLAS calls inside the graphs) and
+# airbench96-filter (whose proxy network scores and selects on the GPU first);
 # TRAINERS names others. Needs a GPU and CIFAR-10 in $DATA_DIR.
 data=${DATA_DIR:-data/cifar10}
 trainers=${TRAINERS:-build/airbench94 build/airbench94-record build/airbench96-filter}
@@ -40,8 +43,9 @@ for trainer in $trainers; do
     processes="1 2 3 4"
     case $trainer in *airbench94 | *airbench94-muon | *airbench94-record) processes="$processes 5 6" ;; esac
     processes="$processes 7 8"
+    case $trainer in *airbench94-muon | *airbench94-record) processes="$processes 9" ;; esac
     for k in $processes; do
-        graphs=off wgrad_stream=off fused_bn=off conv_graph=off
+        graphs=off wgrad_stream=off fused_bn=off conv_graph=off muon_streams=off
         case $k in
             3) graphs=on ;;
             4) wgrad_stream=on ;;
@@ -49,10 +53,11 @@ for trainer in $trainers; do
             6) fused_bn=on graphs=on wgrad_stream=on ;;
             7) conv_graph=on ;;
             8) conv_graph=on graphs=on wgrad_stream=on ;;
+            9) muon_streams=on graphs=on ;;
         esac
         "$trainer" --data "$data" --runs 2 --seed 5 --set epochs=2 --quiet --conv-cache "$tmp/algos.txt" \
             --graphs $graphs --wgrad-stream $wgrad_stream --fused-bn $fused_bn --conv-graph $conv_graph \
-            --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
+            --muon-streams $muon_streams --json "$tmp/run$k.json" > "$tmp/log$k" 2>&1
         rc=$?
         check "process $k: $trainer exited with $rc ($(tail -n 3 "$tmp/log$k"))" [ "$rc" -eq 0 ]
     done
@@ -67,6 +72,7 @@ for trainer in $trainers; do
     check "the --conv-graph on process of $trainer recorded no choice in the cache $tmp/algos.txt" \
         [ "$(grep -c '/graph|' "$tmp/algos.txt" 2>/dev/null)" -ge 1 ]
     same_numbers 8 "$trainer --conv-graph on, timed and then from the cache with graphs and the second stream" 7
+    [ -f "$tmp/numbers9" ] && same_numbers 9 "$trainer with --muon-streams on and graphs against the run without"
     check "$trainer: cuDNN offered a nondeterministic algorithm only for some conv (conv_deterministic is false)" \
         grep -q '"conv_deterministic":[[:space:]]*true' "$tmp/run1.json"
 done

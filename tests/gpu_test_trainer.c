@@ -546,28 +546,33 @@ static uint8_t *network_state(const Trainer *t, size_t *bytes) {
 }
 
 // The ways test_run_modes runs the same short run.
-enum { RUN_PLAIN, RUN_GRAPHS, RUN_FILTER_STREAM, RUN_BOTH, RUN_MODES };
+enum { RUN_PLAIN, RUN_GRAPHS, RUN_STREAMS, RUN_BOTH, RUN_MODES };
 static const char *const RUN_MODE_NAMES[RUN_MODES] = {"as it is", "with CUDA graphs",
-                                                      "with the filter gradients on their own stream",
+                                                      "with the filter gradients (and each Muon group) on "
+                                                      "streams of their own",
                                                       "with both"};
 
-// Sets t (and its proxy) up for `mode`: graphs made anew or dropped; the filter stream, once
-// set, stays (only the main network has one).
+// Sets t (and its proxy) up for `mode`: graphs made anew or dropped; the filter stream and a
+// Muon recipe's group streams, once set, stay (only the main network has them).
 static void set_run_mode(Trainer *t, int mode) {
     for (Trainer *net = t; net; net = net == t ? t->proxy : NULL) {
         step_graphs_free(net->graphs);
         net->graphs = mode == RUN_GRAPHS || mode == RUN_BOTH ? step_graphs_create() : NULL;
     }
-    if (mode == RUN_FILTER_STREAM) trainer_use_filter_stream(t);
+    if (mode == RUN_STREAMS) {
+        trainer_use_filter_stream(t);
+        if (t->recipe.muon) muon_use_streams(t);
+    }
 }
 
 // A whole short run (init, whitening, proxy training, steps, evaluation) in each mode: the
-// graphs replay the same kernels with the same arguments, and the filter stream runs the
-// same convolutions on the same buffers, ordered by events, so the final states, losses and
-// accuracies must be identical to the bit. The recipe's schedule changes shape within the
-// run: the whitening bias freezes, lookahead fires, and (Muon) renormalization comes and
-// goes. On the CPU, HOST_STREAMS=late and early run the two streams in adversarial orders
-// (tests/host/cuda_host.c), so that a missing event changes the numbers. With fused_bn,
+// graphs replay the same kernels with the same arguments, the filter stream runs the same
+// convolutions on the same buffers and the Muon group streams the same GEMMs, ordered by
+// events, so the final states, losses and accuracies must be identical to the bit. The
+// recipe's schedule changes shape within the run: the whitening bias freezes, lookahead
+// fires, and (Muon) renormalization comes and goes. On the CPU, HOST_STREAMS=late and early
+// run the streams in adversarial orders (tests/host/cuda_host.c), so that a missing event
+// changes the numbers. With fused_bn,
 // every mode runs with --fused-bn on; with conv_graph, with --conv-graph so.
 static void test_run_modes(const Cifar10 *data, Recipe recipe, int fused_bn, ConvGraphChoice conv_graph) {
     enum { GRAPH_STEPS = 24, GRAPH_TEST_IMAGES = 200 };

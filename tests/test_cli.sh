@@ -82,6 +82,7 @@ else
     expect 2 "for --conv-algo" $gpu --conv-algo fastest
     expect 2 "for --graphs" $gpu --graphs yes
     expect 2 "for --wgrad-stream" $gpu --wgrad-stream 2
+    expect 2 "for --muon-streams" $gpu --muon-streams yes
     expect 2 "for --fused-bn" $gpu --fused-bn yes
     expect 2 "for --conv-graph" $gpu --conv-graph yes
     expect 2 "conv-algo heuristic times nothing" $gpu --conv-graph on --conv-algo heuristic
@@ -97,7 +98,8 @@ else
     # every kind of valid flag gets through parsing to the GPU check
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
         --tta 1 --epochs 0.5 --batch 512 --set lr=11.0 --set label_smoothing=0.15 --variant 95 --no-warmup \
-        --test-images 1000 --conv-cache "$tmp/cache.txt" --graphs on --wgrad-stream on --fused-bn on --stats-blocks 1024
+        --test-images 1000 --conv-cache "$tmp/cache.txt" --graphs on --wgrad-stream on --muon-streams on --fused-bn on \
+        --stats-blocks 1024
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo find --conv-graph always
     for program in airbench airbench94 airbench95 airbench96 airbench94-muon airbench94-record airbench96-filter; do
         want=$program

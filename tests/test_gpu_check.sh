@@ -60,7 +60,7 @@ test_whole_lease() {
     local file
     for file in 94-A.json 94-B.json 94-muon-A.json 94-muon-B.json airbench94-stats1024.json \
         airbench94-graphs.json airbench94-wgrad-stream.json airbench94-fused-bn.json airbench94-conv-graph.json \
-        airbench94-record.json build.log kernels.log profile.log kernel-bench.log \
+        airbench94-muon-streams.json airbench94-record.json build.log kernels.log profile.log kernel-bench.log \
         startup-fresh-cache.json startup-filled-cache.json device-props.json fusion-bench.log; do
         check "lease.tgz holds $file" in_tgz "$file"
     done
@@ -68,7 +68,7 @@ test_whole_lease() {
     local comparison
     for comparison in against-94 against-94-muon airbench94-stats1024-vs-baseline \
         airbench94-graphs-vs-baseline airbench94-wgrad-stream-vs-baseline airbench94-fused-bn-vs-baseline \
-        airbench94-conv-graph-vs-baseline airbench94-record-vs-baseline; do
+        airbench94-conv-graph-vs-baseline airbench94-muon-streams-vs-baseline airbench94-record-vs-baseline; do
         [[ $out =~ $comparison\ +(faster|slower|no\ detectable|time\ unchanged)[^$'\n']* ]] && pass ||
             fail "the verdict table has no verdict for $comparison:"$'\n'"$out"
     done
@@ -84,6 +84,8 @@ test_whole_lease() {
     calls_contain "--stats-blocks 1024" && calls_contain "--graphs on" && calls_contain "--wgrad-stream on" &&
         calls_contain "--fused-bn on" && calls_contain "--conv-graph on" && pass ||
         fail "the stats-blocks, graphs, wgrad-stream, fused-bn and conv-graph runs do not get their flags"
+    grep -q "^trainer .*build/airbench94-muon .*--muon-streams on" "$sandbox/calls" && pass ||
+        fail "94-muon is not run with --muon-streams on"
     grep -q "^trainer .*build/airbench94-record .*--runs 15" "$sandbox/calls" && pass || fail "94-record is not run"
     calls_contain "fusion_bench --only fprop+genstats,dgrad+bn-reduce" && pass ||
         fail "the fusion bench does not run the two fusions: $(grep '^fusion_bench' "$sandbox/calls")"

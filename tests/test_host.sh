@@ -9,7 +9,8 @@
 # few steps at small widths and writes its run file; three of them with --graphs on, whose
 # report must show one graph made per step shape and every other step only updating one;
 # the filter gradients on a second stream must give the same numbers, whatever order the
-# streams run in; --fused-bn on nearly the same, and its own to the bit with the second
+# streams run in, and so must each Muon group on a stream of its own; --fused-bn on nearly
+# the same, and its own to the bit with the second
 # stream and graphs; --conv-graph always the same; and a 59-step run of airbench94 must
 # learn (accuracy far above chance). Needs CIFAR-10 in $DATA_DIR; HOST_BUILD names the
 # folder of the programs (default build; make host-sanitize passes build/asan).
@@ -83,6 +84,39 @@ for variant in 94 94-record 96-filter; do
     done
     check "$variant: too few numbers to compare" [ "$(grep -c . "$tmp/streams-$variant.numbers")" -ge 4 ]
 done
+
+# Each Muon group's Newton-Schulz on a stream of its own (--muon-streams on): the same
+# numbers to the bit as one stream, also with the group streams run as late as their events
+# allow (a missing join would let the weights' step read unfinished products) or as early (a
+# missing fork would let a group read updates not yet scaled), and with graphs, whose capture
+# must take every group's stream in and join it back; with the filter stream beside them.
+# airbench94-muon and 94-record: four groups each at widths 16/32/32. A recipe without Muon
+# is refused.
+for variant in 94-muon 94-record; do
+    set -- --variant $variant --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 --no-warmup \
+        --set epochs=0.01
+    "$bin/host_airbench" "$@" --json "$tmp/muon-$variant.json" > "$tmp/muon-$variant.log" 2>&1
+    CHECK_OUT=$tmp/muon-$variant.log check "host_airbench --variant $variant (one stream)" [ $? -eq 0 ]
+    numbers "$tmp/muon-$variant.json" > "$tmp/muon-$variant.numbers"
+    for how in now:off late:off early:off late:on; do
+        mode=${how%:*} graphs=${how#*:} name=muon-$variant-$mode-$graphs
+        HOST_STREAMS=$mode "$bin/host_airbench" "$@" --muon-streams on --wgrad-stream on --graphs $graphs \
+            --json "$tmp/$name.json" > "$tmp/$name.log" 2>&1
+        CHECK_OUT=$tmp/$name.log check "HOST_STREAMS=$mode host_airbench --variant $variant --muon-streams on" \
+            [ $? -eq 0 ]
+        numbers "$tmp/$name.json" > "$tmp/$name.numbers"
+        check "$variant --muon-streams on --graphs $graphs, HOST_STREAMS=$mode: the numbers differ from one stream's" \
+            cmp -s "$tmp/muon-$variant.numbers" "$tmp/$name.numbers"
+    done
+    check "$variant: too few numbers to compare" [ "$(grep -c . "$tmp/muon-$variant.numbers")" -ge 4 ]
+    check "$variant: the run file's config does not record muon_streams" \
+        grep -Eq '"muon_streams":[[:space:]]*true' "$tmp/muon-$variant-late-on.json"
+done
+"$bin/host_airbench" --variant 94 --data "$data" --widths 16,32,32 --batch 64 --test-images 64 --runs 1 \
+    --no-warmup --set epochs=0.01 --muon-streams on > "$tmp/muon-94.log" 2>&1
+CHECK_OUT=$tmp/muon-94.log check "--muon-streams on with airbench94 (no Muon) exits 2" [ $? -eq 2 ]
+CHECK_OUT=$tmp/muon-94.log check "--muon-streams on with airbench94 says why" grep -q "for the Muon recipes" \
+    "$tmp/muon-94.log"
 
 # --fused-bn on (the BatchNorm backward's reduction inside the dgrad graphs, run here by
 # tests/host/cudnn_graph_host.c): airbench94 trains 8 steps to nearly the unfused numbers

@@ -7,7 +7,9 @@
 // shapes, the transposes, leading dimensions and strides of each call, the wide and tall
 // orientations, the buffer that holds the result after an even or odd number of iterations,
 // and the renormalization and decay. A wrong operand gives an error of order 1; the bound
-// below leaves room only for the order of the sums and the bf16 roundings it moves.
+// below leaves room only for the order of the sums and the bf16 roundings it moves. Each
+// step also runs with every group on a stream of its own (--muon-streams on), which must
+// give the same bits.
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +40,9 @@ static void check_muon_step(const int widths[3], int ns_steps, int normalize) {
     t->momentum = gpu_alloc(n * sizeof(float));
     t->conv_half = gpu_alloc(n_conv * sizeof(__half));
     t->conv_grads = gpu_alloc(n_conv * sizeof(__half));
+    CUDA_CHECK(cudaStreamCreate(&t->stream));
+    CUBLAS_CHECK(cublasCreate(&t->cublas));
+    CUBLAS_CHECK(cublasSetStream(t->cublas, t->stream));
     muon_alloc(t);
 
     RefNet *ref = ref_net_create(&recipe);
@@ -53,12 +58,27 @@ static void check_muon_step(const int widths[3], int ns_steps, int normalize) {
         t->conv_grads[i].x = float_to_half(grads[i]);
         ref->grads[conv_begin + i] = half_to_float(t->conv_grads[i].x);
     }
-    float *before = malloc(n * sizeof(float));
+    float *before = malloc(n * sizeof(float)), *momentum_before = malloc(n * sizeof(float));
     memcpy(before, t->params, n * sizeof(float));
+    memcpy(momentum_before, t->momentum, n * sizeof(float));
 
     StepPlan plan = {.muon_normalize = normalize, .muon_decay = 0.995};
     plan.group[GROUP_CONV] = (GroupStep){.lr = 0.08, .enabled = 1};
+    // Each group on its own stream (--muon-streams on) first: the same GEMMs on the same
+    // operands, so the same bits as one stream; then the step as it runs by default.
+    muon_use_streams(t);
     muon_step(t, &plan);
+    CUDA_CHECK(cudaStreamSynchronize(t->stream));
+    float *by_group = malloc(n * sizeof(float));
+    memcpy(by_group, t->params, n * sizeof(float));
+    muon_free_streams(t);
+    memcpy(t->params, before, n * sizeof(float));
+    memcpy(t->momentum, momentum_before, n * sizeof(float));
+    muon_step(t, &plan);
+    CUDA_CHECK(cudaStreamSynchronize(t->stream));
+    CHECK(!memcmp(by_group, t->params, n * sizeof(float)),
+          "widths %d,%d,%d: the step with each group on its own stream differs from one stream's", widths[0],
+          widths[1], widths[2]);
     ref_muon_step(ref, &recipe, &plan);
 
     printf("widths %d,%d,%d: %d Muon groups, %d Newton-Schulz steps, %s\n", widths[0], widths[1], widths[2],
@@ -83,10 +103,14 @@ static void check_muon_step(const int widths[3], int ns_steps, int normalize) {
     }
     ref_net_free(ref);
     free(before);
+    free(momentum_before);
+    free(by_group);
     free(grads);
     void *buffers[] = {t->params, t->momentum, t->conv_half, t->conv_grads, t->ns_x, t->ns_next, t->ns_gram,
                        t->ns_poly, t->sum_sq};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) cudaFree(buffers[i]);
+    cublasDestroy(t->cublas);
+    cudaStreamDestroy(t->stream);
     free(t);
 }
 

@@ -528,28 +528,68 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 
 // ---- cuBLAS ----------------------------------------------------------------------------------
 
-static int the_cublas;
-static cudaStream_t cublas_stream;  // the one handle's
+// A handle: its stream and its workspace. Two live handles may not share workspace bytes:
+// on a GPU their streams would race in them.
+typedef struct {
+    cudaStream_t stream;
+    const char *workspace;
+    size_t workspace_bytes;
+} HostCublas;
+
+enum { MAX_CUBLAS = 64 };
+static HostCublas *cublas_handles[MAX_CUBLAS];  // the live ones
 
 cublasStatus_t cublasCreate(cublasHandle_t *handle) {
-    *handle = (cublasHandle_t)&the_cublas;
-    return CUBLAS_STATUS_SUCCESS;
+    for (int i = 0; i < MAX_CUBLAS; i++)
+        if (!cublas_handles[i]) {
+            if (!(cublas_handles[i] = calloc(1, sizeof(HostCublas)))) return CUBLAS_STATUS_ALLOC_FAILED;
+            *handle = (cublasHandle_t)cublas_handles[i];
+            return CUBLAS_STATUS_SUCCESS;
+        }
+    return CUBLAS_STATUS_ALLOC_FAILED;
+}
+
+// The live handle's slot, or -1.
+static int cublas_slot(cublasHandle_t handle) {
+    for (int i = 0; i < MAX_CUBLAS; i++)
+        if (handle && cublas_handles[i] == (HostCublas *)handle) return i;
+    return -1;
+}
+
+static HostCublas *host_cublas(cublasHandle_t handle) {
+    int i = cublas_slot(handle);
+    return i < 0 ? NULL : cublas_handles[i];
 }
 
 cublasStatus_t cublasDestroy(cublasHandle_t handle) {
-    (void)handle;
+    int i = cublas_slot(handle);
+    if (i < 0) return CUBLAS_STATUS_NOT_INITIALIZED;
+    free(cublas_handles[i]);
+    cublas_handles[i] = NULL;
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
-    (void)handle;
-    cublas_stream = stream;
+    HostCublas *h = host_cublas(handle);
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    h->stream = stream;
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void *workspace, size_t bytes) {
-    (void)handle;
-    return host_inside_allocation(workspace, bytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    HostCublas *h = host_cublas(handle);
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!host_inside_allocation(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+    const char *begin = workspace;
+    for (int i = 0; i < MAX_CUBLAS; i++) {
+        const HostCublas *other = cublas_handles[i];
+        if (other && other != h && other->workspace && begin < other->workspace + other->workspace_bytes &&
+            other->workspace < begin + bytes)
+            return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    h->workspace = begin;
+    h->workspace_bytes = bytes;
+    return CUBLAS_STATUS_SUCCESS;
 }
 
 const char *cublasGetStatusString(cublasStatus_t status) {
@@ -603,16 +643,19 @@ static void run_gemm(void *arg) {
 
 // C_i = alpha op(A_i) op(B_i) + beta C_i, i < count, column-major (m x n, inner dimension
 // k), bf16 operands, fp32 sums, the result rounded to bf16 once; every operand's extent
-// over the batch must lie inside one allocation. Checked when called, run on the handle's
-// stream (alpha and beta are read when called, as host-pointer scalars are).
+// over the batch must lie inside one allocation; the handle must be live. Checked when
+// called, run on the handle's stream (alpha and beta are read when called, as host-pointer
+// scalars are).
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t op_a, cublasOperation_t op_b,
                                           int m, int n, int k, const void *alpha, const void *a, cudaDataType a_type,
                                           int lda, long long stride_a, const void *b, cudaDataType b_type, int ldb,
                                           long long stride_b, const void *beta, void *c, cudaDataType c_type, int ldc,
                                           long long stride_c, int count, cublasComputeType_t compute,
                                           cublasGemmAlgo_t algo) {
-    (void)handle, (void)algo;
+    (void)algo;
     host_note("cublasGemmStridedBatchedEx");
+    HostCublas *h = host_cublas(handle);
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (a_type != CUDA_R_16BF || b_type != CUDA_R_16BF || c_type != CUDA_R_16BF || compute != CUBLAS_COMPUTE_32F)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     size_t span_a = op_a == CUBLAS_OP_N ? batch_span(m, k, lda, stride_a, count) : batch_span(k, m, lda, stride_a, count);
@@ -626,7 +669,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
     if (!g) return CUBLAS_STATUS_ALLOC_FAILED;
     *g = (Gemm){op_a, op_b, m, n, k, lda, ldb, ldc, count, stride_a, stride_b, stride_c, a, b, c,
                 *(const float *)alpha, *(const float *)beta};
-    host_enqueue(cublas_stream, run_gemm, g);
+    host_enqueue(h->stream, run_gemm, g);
     return CUBLAS_STATUS_SUCCESS;
 }
 
