@@ -95,7 +95,7 @@ $(shell printf '$(VERSION_TEXT)\n' | cmp -s - $(BUILD)/version.h || printf '$(VE
 VARIANTS := 94 95 96 94-muon 94-record 96-filter
 CPU_PROGRAMS := $(BUILD)/airbench-ref $(BUILD)/benchstat
 CPU_TESTS := $(BUILD)/test_augment $(BUILD)/test_data $(BUILD)/test_recipe $(BUILD)/test_reference \
-             $(BUILD)/test_benchstat $(BUILD)/test_runfile $(BUILD)/test_conv_cache
+             $(BUILD)/test_reference_fd $(BUILD)/test_benchstat $(BUILD)/test_runfile $(BUILD)/test_conv_cache
 SHELL_TESTS := tests/test_cli.sh tests/test_train.sh tests/test_bench.sh tests/test_faults.sh tests/test_run_peer.sh \
                tests/test_get_cifar10.sh tests/test_profile.sh tests/test_gpu_check.sh
 TRAINER := $(BUILD)/airbench
@@ -174,6 +174,8 @@ $(BUILD)/test_data: $(OBJ)/tests/test_data.o $(OBJ)/data/cifar10.o
 $(BUILD)/test_recipe: $(OBJ)/tests/test_recipe.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_reference: $(OBJ)/tests/test_reference.o $(REFERENCE_LIB)
+	$(CC) $^ -o $@ $(LDLIBS)
+$(BUILD)/test_reference_fd: $(OBJ)/tests/test_reference_fd.o $(REFERENCE_LIB)
 	$(CC) $^ -o $@ $(LDLIBS)
 $(BUILD)/test_benchstat: $(OBJ)/tests/test_benchstat.o $(OBJ)/tools/stats.o
 	$(CC) $^ -o $@ $(LDLIBS)

@@ -3,8 +3,8 @@
 // The oracle for the GPU trainer (llm.c style): the network built from the layers of
 // reference_layers.c, its forward and backward pass, the optimizers (SGD, Muon, lookahead),
 // data filtering's proxy, the training batches and the test-time augmentation. Checked
-// against PyTorch fixtures and finite differences in tests/test_reference.c; the program
-// build/airbench-ref (airbench_ref.c) trains with it.
+// against PyTorch fixtures in tests/test_reference.c and finite differences in
+// tests/test_reference_fd.c; the program build/airbench-ref (airbench_ref.c) trains with it.
 #include "reference.h"
 
 #include <math.h>

@@ -4,7 +4,8 @@
 //
 // Each layer's forward and backward written out as plain loops over NCHW float arrays
 // (OpenMP across images); reference.c builds the network and its training step from them.
-// Checked against PyTorch fixtures and finite differences in tests/test_reference.c.
+// Checked against PyTorch fixtures in tests/test_reference.c and finite differences in
+// tests/test_reference_fd.c.
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

@@ -1,13 +1,15 @@
 // test_helpers.h: host-only helpers shared by the C tests and dev/kernel_bench: the
 // relative error of a result against the reference, a reported check of an error against
-// its bound, a deterministic stream of random numbers, and fp16 and bf16 <-> float. test.h keeps only the counters
-// every test needs; tests/gpu_test.h adds the GPU side.
+// its bound, zeroed float buffers, a deterministic stream of random numbers, and fp16 and
+// bf16 <-> float. test.h keeps only the counters every test needs; tests/gpu_test.h adds the
+// GPU side.
 #pragma once
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "test.h"
@@ -43,6 +45,13 @@ static inline void check_error(double error, double bound, const char *format, .
 // check_error of rel_error(got, want, count).
 static inline void check_rel(const char *what, const float *got, const float *want, size_t count, double bound) {
     check_error(rel_error(got, want, count), bound, "%s", what);
+}
+
+// count zeroed floats (at least one), or abort: a test's buffers.
+static inline float *calloc_floats(size_t count) {
+    float *p = calloc(count ? count : 1, sizeof(float));
+    if (!p) abort();
+    return p;
 }
 
 // ---- random numbers: splitmix64, one stream per file, from a fixed seed -------------------

@@ -1,17 +1,15 @@
-// test_reference.c: the CPU reference (airbench/reference.c, reference_layers.c) against PyTorch and against
-// finite differences.
+// test_reference.c: the CPU reference (airbench/reference.c, reference_layers.c) against
+// PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
+// float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
+// networks (depth 2 also with SiLU in the ConvGroups); one Muon step and Newton-Schulz; the
+// whitening filters; the augmented training batches, without and with brightness and
+// contrast jitter; BatchNorm over groups; the selective TTA; data filtering's proxy step and
+// main step. Each tensor is compared by relative error ||got - want|| / ||want||; each group
+// prints its worst tensor (all tensors with ABFX_VERBOSE=1).
 //
-// 1. PyTorch fixtures (tests/fixtures/*.bin, made by dev/make_fixtures.py in float64 from
-//    float32 inputs): two training steps, lookahead and TTA of tiny depth-2 and depth-3
-//    networks (depth 2 also with SiLU in the ConvGroups); one Muon step and Newton-Schulz;
-//    the whitening filters; the augmented training batches, without and with brightness
-//    and contrast jitter; data filtering's proxy step and main step. Each tensor is compared by relative error ||got - want|| /
-//    ||want||; each group prints its worst tensor (all tensors with ABFX_VERBOSE=1).
-// 2. Finite differences (central, on the fp32 functions, with the effective step taken from
-//    the rounded perturbed values) for every layer function and for the whole network.
-// 3. ref_symmetric_eigen on a random symmetric 12 x 12 matrix and on a diagonal one.
-//
-// Fixtures are read from $FIXTURE_DIR, default tests/fixtures (run from the repository root).
+// The finite-difference checks of every layer and of the whole network are in
+// test_reference_fd.c. Fixtures are read from $FIXTURE_DIR, default tests/fixtures (run from
+// the repository root).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,12 +72,6 @@ static uint32_t rand_counter;
 static float frand(float bound) { return rng_uniform_pm(rng_u32(20240601, 99, 0, rand_counter++), bound); }
 static void fill_random(float *x, size_t n, float bound) {
     for (size_t i = 0; i < n; i++) x[i] = frand(bound);
-}
-
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    if (!p) abort();
-    return p;
 }
 
 // The fixture name of tensor id ("whiten_w", "conv.1.0", "head", "bn.2.1").
@@ -168,7 +160,7 @@ static void compare_deltas(Group *g, const Fixture *f, const RefNet *net, const 
             CHECK(0, "%s: missing %s or %s", f->path, key_b, key_a);
             continue;
         }
-        float *want = falloc(size), *got = falloc(size);
+        float *want = calloc_floats(size), *got = calloc_floats(size);
         const float *now = ref_tensor(net, net->params, id);
         const float *was = before_c + net->layout.tensors[id].offset;
         double norm = 0.0;
@@ -218,7 +210,7 @@ static uint8_t *labels_from(const float *v, int n) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1a. the training steps, lookahead and TTA of a tiny network (net_d2.bin, net_d3.bin,
+// 1. the training steps, lookahead and TTA of a tiny network (net_d2.bin, net_d3.bin,
 // silu_d2.bin)
 
 static int check_config(const Fixture *f, const char *name, double want, double rel_tol) {
@@ -268,7 +260,7 @@ static void test_net_fixture(const char *file) {
     memset(net->momentum, 0, n_params * sizeof(float));
     memcpy(net->ema_params, net->params, n_params * sizeof(float));
     memcpy(net->ema_running, net->running, net->n_running * sizeof(float));
-    float *logits = falloc(n_out), *before = falloc(n_params);
+    float *logits = calloc_floats(n_out), *before = calloc_floats(n_params);
     char label[96], prefix[32], prefix2[96];
     Group g;
 
@@ -352,7 +344,7 @@ static void test_net_fixture(const char *file) {
     CHECK(tx != NULL, "%s: no tta.x", f.path);
     if (tx) {
         int n = tx->dims[0];
-        float *tta = falloc((size_t)n * NET_CLASSES);
+        float *tta = calloc_floats((size_t)n * NET_CLASSES);
         for (int level = 0; level <= 2; level++) {
             char key[64];
             snprintf(key, sizeof key, "tta.logits.%d", level);
@@ -370,7 +362,7 @@ static void test_net_fixture(const char *file) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1b. Muon (muon_d2.bin)
+// 2. Muon (muon_d2.bin)
 
 static void test_muon_fixture(void) {
     Fixture f;
@@ -402,7 +394,7 @@ static void test_muon_fixture(void) {
         CHECK(in != NULL && in->ndim == 2, "%s: no 2-d %s", f.path, key);
         if (!in || in->ndim != 2) continue;
         int rows = in->dims[0], cols = in->dims[1];
-        float *out = falloc(in->count);
+        float *out = calloc_floats(in->count);
         ref_newton_schulz(out, in->data, rows, cols, &recipe, 0);
         snprintf(key, sizeof key, "ns.%s.fp32", cases[c]);
         const float *want = fixture_get(&f, key, in->count);
@@ -413,7 +405,7 @@ static void test_muon_fixture(void) {
         snprintf(label, sizeof label, "NS bf16 fixture vs fp32 %dx%d", rows, cols);
         if (bf16) compare_one(label, bf16, out, in->count, 0.1);
         // the reference's emulation of the GPU's bf16 rounding points
-        float *out16 = falloc(in->count);
+        float *out16 = calloc_floats(in->count);
         ref_newton_schulz(out16, in->data, rows, cols, &recipe, 1);
         printf("  NS bf16 emulation %dx%d: vs fp32 %.2e, vs PyTorch bf16 %.2e\n", rows, cols,
                rel_error(out16, out, in->count), bf16 ? rel_error(out16, bf16, in->count) : NAN);
@@ -427,7 +419,7 @@ static void test_muon_fixture(void) {
         load_tensors(&f, net, net->params, "param.", 0);
         load_tensors(&f, net, net->momentum, "momentum.", 0);
         load_tensors(&f, net, net->grads, "grad.", 0);
-        float *before = falloc(net->layout.n_params);
+        float *before = calloc_floats(net->layout.n_params);
         memcpy(before, net->params, net->layout.n_params * sizeof(float));
         // the fixture's step through the schedule: 75 whitening-bias steps = 3 epochs of 25
         StepPlan plan = recipe_step_plan(&recipe, steps[s], total, (int)(bias_steps / recipe.whiten_bias_epochs));
@@ -463,7 +455,7 @@ static void newton_schulz_bf16_double(float *x, const float *g, int rows, int co
     for (size_t i = 0; i < size; i++) norm += (double)g[i] * g[i];
     float inv = (float)(1.0 / (sqrt(norm) + r->ns_eps));
     for (size_t i = 0; i < size; i++) x[i] = ref_round_bf16(g[i] * inv);
-    float *A = falloc((size_t)rows * rows), *B = falloc((size_t)rows * rows), *next = falloc(size);
+    float *A = calloc_floats((size_t)rows * rows), *B = calloc_floats((size_t)rows * rows), *next = calloc_floats(size);
     for (int step = 0; step < r->muon_ns_steps; step++) {
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < rows; j++) {
@@ -503,7 +495,7 @@ static void test_ns_bf16_order_noise(void) {
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         int rows = shapes[k][0], cols = shapes[k][1];
         size_t size = (size_t)rows * cols;
-        float *g = falloc(size), *fast = falloc(size), *slow = falloc(size);
+        float *g = calloc_floats(size), *fast = calloc_floats(size), *slow = calloc_floats(size);
         fill_random(g, size, 1.0f);
         ref_newton_schulz(fast, g, rows, cols, &recipe, 1);
         newton_schulz_bf16_double(slow, g, rows, cols, &recipe);
@@ -519,7 +511,7 @@ static void test_ns_bf16_order_noise(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1c. BatchNorm per group of images (bn_group_d2.bin): the grouped forward, backward and
+// 3. BatchNorm per group of images (bn_group_d2.bin): the grouped forward, backward and
 // SGD step equal PyTorch's separate workers with a summed loss.
 
 static void test_bn_group_fixture(void) {
@@ -545,7 +537,7 @@ static void test_bn_group_fixture(void) {
         for (int j = 0; j < 2; j++)
             for (int c = 0; c < recipe.widths[gg]; c++) ref_running_var(net, net->running, gg, j)[c] = 1.0f;
     uint8_t *labels = labels_from(labels_f, batch);
-    float *logits = falloc((size_t)batch * NET_CLASSES);
+    float *logits = calloc_floats((size_t)batch * NET_CLASSES);
     double loss = ref_forward_backward(net, x, labels, batch, (float)recipe.label_smoothing, 1, logits, NULL);
     const float *want_logits = fixture_get(&f, "logits", (size_t)batch * NET_CLASSES);
     if (want_logits) compare_one("bn_group logits", logits, want_logits, (size_t)batch * NET_CLASSES, TOL_FORWARD);
@@ -569,7 +561,7 @@ static void test_bn_group_fixture(void) {
     recipe.bn_group = 0;
     RefNet *whole = ref_net_create(&recipe);
     load_tensors(&f, whole, whole->params, "param.", 0);
-    float *whole_logits = falloc((size_t)batch * NET_CLASSES);
+    float *whole_logits = calloc_floats((size_t)batch * NET_CLASSES);
     ref_forward(whole, x, batch, 1, whole_logits);
     if (want_logits)
         CHECK(rel_error(whole_logits, want_logits, (size_t)batch * NET_CLASSES) > 1e-2,
@@ -583,7 +575,7 @@ static void test_bn_group_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1d. selective test-time augmentation (selective_tta.bin): the plain view's least sure
+// 4. selective test-time augmentation (selective_tta.bin): the plain view's least sure
 // images chosen as PyTorch's topk chooses them, and their logits replaced by the TTA
 // views' (uniform and airbench weights).
 
@@ -612,7 +604,7 @@ static void test_selective_tta_fixture(void) {
         int k = recipe_tta_images(&recipe, n);
         snprintf(key, sizeof key, "%s.chosen", names[c]);
         const float *want_chosen = fixture_get(&f, key, k);
-        float *plain = falloc((size_t)n * NET_CLASSES), *sure = falloc(n), *logits = falloc((size_t)n * NET_CLASSES);
+        float *plain = calloc_floats((size_t)n * NET_CLASSES), *sure = calloc_floats(n), *logits = calloc_floats((size_t)n * NET_CLASSES);
         int *chosen = malloc((size_t)(k ? k : 1) * sizeof(int));
         ref_forward(net, x->data, n, 0, plain);
         ref_top_probabilities(sure, plain, n);
@@ -635,7 +627,7 @@ static void test_selective_tta_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1e. data filtering (filter.bin): the proxy's per-example losses, the examples it keeps
+// 5. data filtering (filter.bin): the proxy's per-example losses, the examples it keeps
 // and its step on their summed loss (through BN statistics over the whole batch), the main
 // network's step on the kept examples alone, and the loader's stream of epochs.
 
@@ -673,7 +665,7 @@ static int *check_filter_proxy(const Fixture *f, const Recipe *recipe, const flo
     RefNet *proxy = ref_net_create(&proxy_recipe);
     load_tensors(f, proxy, proxy->params, "proxy.param.", 0);
     load_running(f, proxy, proxy->running, "proxy.");
-    float *losses = falloc(n);
+    float *losses = calloc_floats(n);
     ref_proxy_score(proxy, x, labels, n, (float)recipe->label_smoothing, losses);
     const float *want_losses = fixture_get(f, "proxy.losses", n), *want_kept = fixture_get(f, "proxy.kept", keep);
     if (want_losses) compare_one("filter proxy per-example losses", losses, want_losses, n, TOL_FORWARD);
@@ -721,7 +713,7 @@ static void check_filter_main(const Fixture *f, const Recipe *recipe, const floa
     RefNet *net = ref_net_create(recipe);
     load_tensors(f, net, net->params, "main.param.", 0);
     load_running(f, net, net->running, "main.");
-    float *images = falloc((size_t)keep * CIFAR10_IMAGE_BYTES), *logits = falloc((size_t)keep * NET_CLASSES);
+    float *images = calloc_floats((size_t)keep * CIFAR10_IMAGE_BYTES), *logits = calloc_floats((size_t)keep * NET_CLASSES);
     uint8_t kept_labels[keep];
     for (int i = 0; i < keep; i++) {
         memcpy(images + (size_t)i * CIFAR10_IMAGE_BYTES, x + (size_t)kept[i] * CIFAR10_IMAGE_BYTES,
@@ -768,7 +760,7 @@ static void check_filter_stream(const Fixture *f) {
     for (int i = 0; i < n_rows; i++) rows[i] = (int)rows_f->data[i];
     int64_t first = recipe_batch_first(&recipe, step, n_images);
     CHECK(first == (int64_t)step * recipe.batch_size, "continuous batches start at step * batch");
-    float *out = falloc((size_t)n_rows * CIFAR10_IMAGE_BYTES);
+    float *out = calloc_floats((size_t)n_rows * CIFAR10_IMAGE_BYTES);
     uint8_t out_labels[n_rows];
     ref_train_batch(out, out_labels, &split, n_images, &recipe, (uint64_t)fixture_scalar(f, "stream.seed", 0), first,
                     rows, n_rows);
@@ -831,7 +823,7 @@ static void test_filter_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1f. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
+// 6. whitening (whiten.bin), through ref_whitening_weights and ref_net_init
 
 // Worst relative error of the 24 filters, each up to its sign; also that the last 12 are
 // exactly the negations of the first 12.
@@ -930,7 +922,7 @@ static void test_whiten_fixture(void) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 1g. the augmented training batches (augment.bin, augment_jitter.bin)
+// 7. the augmented training batches (augment.bin, augment_jitter.bin)
 
 // The uint8 images and labels of an augmentation fixture; n = 0 if they are missing.
 static Cifar10Split fixture_split(const Fixture *f) {
@@ -993,7 +985,7 @@ static void check_augment_case(const Fixture *f, const Cifar10Split *split, cons
     }
     CHECK(port_ok, "%s: the Python port's decisions differ from augment.h", key);
 
-    float *out = falloc((size_t)batch_size * CIFAR10_IMAGE_BYTES);
+    float *out = calloc_floats((size_t)batch_size * CIFAR10_IMAGE_BYTES);
     uint8_t *labels = malloc(batch_size);
     if (!labels) abort();
     memset(labels, 0xff, batch_size);
@@ -1025,7 +1017,7 @@ static void test_augment_fixture(const char *file, const char *const *cases, int
     printf("%s\n", f.path);
     Cifar10Split split = fixture_split(&f);
     if (split.n) {
-        float *normalized = falloc(2 * CIFAR10_IMAGE_BYTES);
+        float *normalized = calloc_floats(2 * CIFAR10_IMAGE_BYTES);
         ref_normalize_images(normalized, split.images, 2);
         const float *want_norm = fixture_get(&f, "normalized.0_1", 2 * CIFAR10_IMAGE_BYTES);
         if (want_norm) {
@@ -1040,420 +1032,6 @@ static void test_augment_fixture(const char *file, const char *const *cases, int
     free(split.images);
     free(split.labels);
     fixture_free(&f);
-}
-
-// ---------------------------------------------------------------------------------------
-// 2. finite differences
-
-// Accumulates analytic vs numerical derivatives and reports their relative error.
-typedef struct {
-    const char *what;
-    double diff, norm, tol;
-    int n;
-} FdCheck;
-
-static void fd_add(FdCheck *c, double analytic, double numerical) {
-    c->diff += (analytic - numerical) * (analytic - numerical);
-    c->norm += numerical * numerical;
-    c->n++;
-}
-
-static void fd_end(const FdCheck *c) {
-    double e = c->norm > 0 ? sqrt(c->diff / c->norm) : sqrt(c->diff);
-    printf("  FD %-31s %4d entries, rel err %.2e, tol %.0e\n", c->what, c->n, e, c->tol);
-    CHECK(e <= c->tol && c->n > 0, "FD %s: relative error %.3e > %.1e", c->what, e, c->tol);
-}
-
-static double weighted_sum(const float *x, const float *r, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * r[i];
-    return s;
-}
-
-// Numerical derivative of f at x[i] (central), from the values actually stored.
-#define FD_DERIV(result, x, i, h, eval)                                                 \
-    do {                                                                                \
-        float saved_ = (x)[i];                                                          \
-        (x)[i] = saved_ + (h);                                                          \
-        float up_ = (x)[i];                                                             \
-        double f_up_ = (eval);                                                          \
-        (x)[i] = saved_ - (h);                                                          \
-        float down_ = (x)[i];                                                           \
-        double f_down_ = (eval);                                                        \
-        (x)[i] = saved_;                                                                \
-        (result) = (f_up_ - f_down_) / ((double)up_ - (double)down_);                   \
-    } while (0)
-
-typedef struct {
-    int n, c_in, h, w, c_out, kernel, pad, bias;
-    float *in, *weight, *b, *out, *r;
-    size_t n_in, n_w, n_out;
-} ConvCase;
-
-static double conv_objective(ConvCase *k) {
-    ref_conv_forward(k->out, k->in, k->weight, k->bias ? k->b : NULL, k->n, k->c_in, k->h, k->w, k->c_out,
-                     k->kernel, k->pad);
-    return weighted_sum(k->out, k->r, k->n_out);
-}
-
-static void fd_conv(int kernel, int pad, int bias) {
-    ConvCase k = {.n = 2, .c_in = 3, .h = 6, .w = 5, .c_out = 4, .kernel = kernel, .pad = pad, .bias = bias};
-    int oh = k.h + 2 * pad - kernel + 1, ow = k.w + 2 * pad - kernel + 1;
-    k.n_in = (size_t)k.n * k.c_in * k.h * k.w;
-    k.n_w = (size_t)k.c_out * k.c_in * kernel * kernel;
-    k.n_out = (size_t)k.n * k.c_out * oh * ow;
-    k.in = falloc(k.n_in), k.weight = falloc(k.n_w), k.b = falloc(k.c_out), k.out = falloc(k.n_out);
-    k.r = falloc(k.n_out);
-    fill_random(k.in, k.n_in, 1), fill_random(k.weight, k.n_w, 1), fill_random(k.b, k.c_out, 1);
-    fill_random(k.r, k.n_out, 1);
-    float *d_in = falloc(k.n_in), *d_w = falloc(k.n_w), *d_b = falloc(k.c_out);
-    ref_conv_backward(d_in, d_w, bias ? d_b : NULL, k.r, k.in, k.weight, k.n, k.c_in, k.h, k.w, k.c_out, kernel, pad);
-    // linear in each argument: a large step is exact up to rounding
-    const float h = 0.5f;
-    char names[3][64];
-    snprintf(names[0], 64, "conv %dx%d pad %d d_in", kernel, kernel, pad);
-    snprintf(names[1], 64, "conv %dx%d pad %d d_weight", kernel, kernel, pad);
-    snprintf(names[2], 64, "conv %dx%d pad %d d_bias", kernel, kernel, pad);
-    FdCheck chk_in = {names[0], 0, 0, 1e-5, 0}, chk_w = {names[1], 0, 0, 1e-5, 0}, chk_b = {names[2], 0, 0, 1e-5, 0};
-    double num;
-    for (size_t i = 0; i < k.n_in; i++) {
-        FD_DERIV(num, k.in, i, h, conv_objective(&k));
-        fd_add(&chk_in, d_in[i], num);
-    }
-    for (size_t i = 0; i < k.n_w; i++) {
-        FD_DERIV(num, k.weight, i, h, conv_objective(&k));
-        fd_add(&chk_w, d_w[i], num);
-    }
-    fd_end(&chk_in);
-    fd_end(&chk_w);
-    if (bias) {
-        for (int i = 0; i < k.c_out; i++) {
-            FD_DERIV(num, k.b, i, h, conv_objective(&k));
-            fd_add(&chk_b, d_b[i], num);
-        }
-        fd_end(&chk_b);
-    }
-    free(k.in), free(k.weight), free(k.b), free(k.out), free(k.r), free(d_in), free(d_w), free(d_b);
-}
-
-static double maxpool_objective(float *out, int *argmax, const float *in, const float *r, int n, int c, int h,
-                                int w, int k) {
-    ref_maxpool_forward(out, argmax, in, n, c, h, w, k);
-    return weighted_sum(out, r, (size_t)n * c * (h / k) * (w / k));
-}
-
-static void fd_maxpool(int h, int w, int k) {
-    int n = 2, c = 3, oh = h / k, ow = w / k;
-    size_t n_in = (size_t)n * c * h * w, n_out = (size_t)n * c * oh * ow;
-    float *in = falloc(n_in), *out = falloc(n_out), *r = falloc(n_out), *d_in = falloc(n_in);
-    int *argmax = calloc(n_out, sizeof(int));
-    // distinct values at least 0.01 apart (a scrambled ramp), so a 1e-3 step never reorders
-    for (size_t i = 0; i < n_in; i++) in[i] = 0.01f * (float)((i * 37 + 11) % n_in) - 1.0f;
-    fill_random(r, n_out, 1);
-    ref_maxpool_forward(out, argmax, in, n, c, h, w, k);
-    ref_maxpool_backward(d_in, r, argmax, n, c, h, w, k);
-    char name[64];
-    snprintf(name, sizeof name, "maxpool %dx%d k %d d_in", h, w, k);
-    FdCheck check = {name, 0, 0, 1e-5, 0};
-    double num;
-    for (size_t i = 0; i < n_in; i++) {
-        FD_DERIV(num, in, i, 1e-3f, maxpool_objective(out, argmax, in, r, n, c, h, w, k));
-        fd_add(&check, d_in[i], num);
-    }
-    fd_end(&check);
-    free(in), free(out), free(r), free(d_in), free(argmax);
-}
-
-static double bn_objective(float *out, float *mean, float *var, const float *in, const float *bias,
-                           const float *r, int n, int c, int hw) {
-    ref_batchnorm_forward_train(out, mean, var, in, bias, n, c, hw, 1e-12f);
-    return weighted_sum(out, r, (size_t)n * c * hw);
-}
-
-static void fd_batchnorm(void) {
-    int n = 3, c = 2, hw = 5;
-    size_t count = (size_t)n * c * hw;
-    float *in = falloc(count), *out = falloc(count), *r = falloc(count), *d_in = falloc(count);
-    float bias[2], d_bias[2], mean[2], var[2];
-    fill_random(in, count, 2), fill_random(r, count, 1), fill_random(bias, 2, 1);
-    bn_objective(out, mean, var, in, bias, r, n, c, hw);
-    ref_batchnorm_backward(d_in, d_bias, r, in, mean, var, n, c, hw, 1e-12f);
-    FdCheck c_in = {"BN train d_in", 0, 0, 1e-3, 0}, c_b = {"BN train d_bias", 0, 0, 1e-5, 0};
-    float m2[2], v2[2];
-    double num;
-    for (size_t i = 0; i < count; i++) {
-        FD_DERIV(num, in, i, 3e-3f, bn_objective(out, m2, v2, in, bias, r, n, c, hw));
-        fd_add(&c_in, d_in[i], num);
-    }
-    for (int i = 0; i < c; i++) {
-        FD_DERIV(num, bias, i, 0.5f, bn_objective(out, m2, v2, in, bias, r, n, c, hw));
-        fd_add(&c_b, d_bias[i], num);
-    }
-    fd_end(&c_in);
-    fd_end(&c_b);
-    // the running-stat update: keep * running + (1 - keep) * batch, unbiased variance
-    float run_mean[2] = {0.5f, -0.25f}, run_var[2] = {2.0f, 0.5f};
-    ref_batchnorm_update_running(run_mean, run_var, mean, var, n * hw, c, 0.6f);
-    int ok = 1;
-    for (int ch = 0; ch < c; ch++) {
-        double sum = 0, sq = 0;
-        for (int b = 0; b < n; b++)
-            for (int i = 0; i < hw; i++) sum += in[((size_t)b * c + ch) * hw + i];
-        double mu = sum / (n * hw);
-        for (int b = 0; b < n; b++)
-            for (int i = 0; i < hw; i++) sq += pow(in[((size_t)b * c + ch) * hw + i] - mu, 2);
-        double want_mean = 0.6 * (ch ? -0.25 : 0.5) + 0.4 * mu;
-        double want_var = 0.6 * (ch ? 0.5 : 2.0) + 0.4 * sq / (n * hw - 1);
-        ok &= fabs(run_mean[ch] - want_mean) < 1e-6 && fabs(run_var[ch] - want_var) < 1e-6 * want_var;
-    }
-    CHECK(ok, "ref_batchnorm_update_running: not keep * running + (1 - keep) * batch (unbiased var)");
-    free(in), free(out), free(r), free(d_in);
-}
-
-// The derivative of an activation (through ref_activation_*) at 81 points of [-4, 4].
-static void fd_activation(Activation activation, const char *what) {
-    enum { N = 81 };
-    float in[N], up[N], down[N], d_in[N], ones[N], out_up[N], out_down[N];
-    for (int i = 0; i < N; i++) in[i] = -4.0f + 0.1f * i + 0.013f, ones[i] = 1.0f;
-    ref_activation_backward(activation, d_in, ones, in, N);
-    const float h = 1e-2f;
-    for (int i = 0; i < N; i++) up[i] = in[i] + h, down[i] = in[i] - h;
-    ref_activation_forward(activation, out_up, up, N);
-    ref_activation_forward(activation, out_down, down, N);
-    FdCheck check = {what, 0, 0, 1e-4, 0};
-    for (int i = 0; i < N; i++) fd_add(&check, d_in[i], ((double)out_up[i] - out_down[i]) / ((double)up[i] - down[i]));
-    fd_end(&check);
-}
-
-static void fd_gelu(void) {
-    fd_activation(ACTIVATION_GELU, "GELU d_in");
-    // exact GELU, not the tanh approximation: GELU(1) = Phi(1) = 0.841344746...
-    float one = 1.0f, g1;
-    ref_gelu_forward(&g1, &one, 1);
-    CHECK_NEAR(g1, 0.8413447460685429, 1e-7, "GELU(1) (exact erf form)");
-}
-
-static void fd_silu(void) {
-    fd_activation(ACTIVATION_SILU, "SiLU d_in");
-    // SiLU(1) = sigmoid(1) = 1 / (1 + e^-1); SiLU'(0) = 1/2
-    float x[2] = {1.0f, 0.0f}, y[2], ones[2] = {1.0f, 1.0f}, dy[2];
-    ref_silu_forward(y, x, 2);
-    ref_silu_backward(dy, ones, x, 2);
-    CHECK_NEAR(y[0], 0.7310585786300049, 1e-7, "SiLU(1)");
-    CHECK_NEAR(dy[1], 0.5, 1e-7, "SiLU'(0)");
-}
-
-static double linear_objective(float *out, const float *in, const float *weight, const float *r, int n,
-                               int c_in, int c_out, float scale) {
-    ref_linear_forward(out, in, weight, n, c_in, c_out, scale);
-    return weighted_sum(out, r, (size_t)n * c_out);
-}
-
-static void fd_linear(void) {
-    int n = 3, c_in = 5, c_out = 4;
-    float scale = 1.0f / 9.0f;
-    float in[15], weight[20], out[12], r[12], d_in[15], d_w[20];
-    fill_random(in, 15, 1), fill_random(weight, 20, 1), fill_random(r, 12, 1);
-    ref_linear_backward(d_in, d_w, r, in, weight, n, c_in, c_out, scale);
-    FdCheck chk_in = {"linear d_in", 0, 0, 1e-5, 0}, chk_w = {"linear d_weight", 0, 0, 1e-5, 0};
-    double num;
-    for (int i = 0; i < 15; i++) {
-        FD_DERIV(num, in, i, 0.5f, linear_objective(out, in, weight, r, n, c_in, c_out, scale));
-        fd_add(&chk_in, d_in[i], num);
-    }
-    for (int i = 0; i < 20; i++) {
-        FD_DERIV(num, weight, i, 0.5f, linear_objective(out, in, weight, r, n, c_in, c_out, scale));
-        fd_add(&chk_w, d_w[i], num);
-    }
-    fd_end(&chk_in);
-    fd_end(&chk_w);
-}
-
-static void fd_loss(void) {
-    enum { N = 4, K = 10 };
-    float logits[N * K], d_logits[N * K];
-    uint8_t labels[N] = {3, 0, 9, 3};
-    fill_random(logits, N * K, 3);
-    int correct = -1;
-    double loss = ref_loss_forward_backward(d_logits, &correct, logits, labels, NULL, N, K, 0.2f);
-    FdCheck check = {"loss d_logits", 0, 0, 1e-5, 0};
-    double num;
-    for (int i = 0; i < N * K; i++) {
-        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, NULL, N, K, 0.2f));
-        fd_add(&check, d_logits[i], num);
-    }
-    fd_end(&check);
-    // Data filtering's pieces: each row's loss, and a 0/1 mask that keeps rows 0 and 2: the
-    // masked loss is theirs, the masked rows get no gradient, the kept ones their own.
-    float losses[N], weights[N] = {1, 0, 1, 0}, masked_d_logits[N * K];
-    ref_example_losses(losses, logits, labels, N, K, 0.2f);
-    CHECK_NEAR(losses[0] + losses[1] + losses[2] + losses[3], loss, 1e-6 * loss, "per-example losses sum to the loss");
-    double masked = ref_loss_forward_backward(masked_d_logits, NULL, logits, labels, weights, N, K, 0.2f);
-    CHECK_NEAR(masked, losses[0] + losses[2], 1e-6 * masked, "the masked loss is the kept rows'");
-    FdCheck masked_check = {"masked loss d_logits", 0, 0, 1e-5, 0};
-    for (int i = 0; i < N * K; i++) {
-        FD_DERIV(num, logits, i, 1e-2f, ref_loss_forward_backward(NULL, NULL, logits, labels, weights, N, K, 0.2f));
-        fd_add(&masked_check, masked_d_logits[i], num);
-        CHECK(masked_d_logits[i] == (weights[i / K] ? d_logits[i] : 0.0f), "masked d_logits[%d]", i);
-    }
-    fd_end(&masked_check);
-    // the value itself: (1 - s) * -log p_y + s * mean_k -log p_k, summed; and the hits
-    double want = 0.0;
-    int want_correct = 0;
-    for (int b = 0; b < N; b++) {
-        double mx = -1e30, se = 0, nll_sum = 0;
-        int best = 0;
-        for (int k = 0; k < K; k++)
-            if (logits[b * K + k] > mx) mx = logits[b * K + k], best = k;
-        for (int k = 0; k < K; k++) se += exp(logits[b * K + k] - mx);
-        for (int k = 0; k < K; k++) nll_sum += -(logits[b * K + k] - mx - log(se));
-        const double s = 0.2f;  // the smoothing as the reference receives it (a float)
-        want += (1.0 - s) * -(logits[b * K + labels[b]] - mx - log(se)) + s * nll_sum / K;
-        want_correct += best == labels[b];
-    }
-    CHECK_NEAR(loss, want, 1e-9 * fabs(want), "label-smoothed summed loss");
-    CHECK(correct == want_correct, "loss n_correct %d, want %d", correct, want_correct);
-}
-
-// The whole network's forward_backward on a tiny net, a few entries of every tensor.
-static double net_loss(RefNet *net, const float *x, const uint8_t *labels, int n, float *logits) {
-    ref_forward(net, x, n, 1, logits);
-    return ref_loss_forward_backward(NULL, NULL, logits, labels, NULL, n, NET_CLASSES, 0.2f);
-}
-
-static void fd_network(int depth, Activation activation) {
-    int widths[3] = {4, 6, 8}, n = 4;
-    Recipe recipe = depth == 3 ? RECIPE_96 : RECIPE_94;
-    memcpy(recipe.widths, widths, sizeof widths);
-    recipe.activation = activation;
-    RefNet *net = ref_net_create(&recipe);
-    const NetLayout *l = &net->layout;
-    for (int id = 0; id < l->n_tensors; id++) {
-        const TensorInfo *t = &l->tensors[id];
-        float bound = t->kind == TENSOR_CONV ? 1.0f / sqrtf((float)t->c_in * 9) : t->kind == TENSOR_HEAD ? 0.5f
-                      : t->kind == TENSOR_WHITEN_W ? 0.5f : 0.2f;
-        fill_random(ref_tensor(net, net->params, id), t->size, bound);
-    }
-    float *x = falloc((size_t)n * 3 * 32 * 32), *logits = falloc((size_t)n * NET_CLASSES);
-    fill_random(x, (size_t)n * 3 * 32 * 32, 1.5f);
-    uint8_t labels[4] = {1, 7, 7, 2};
-    ref_forward_backward(net, x, labels, n, 0.2f, 1, logits, NULL);
-    float *grads = falloc(l->n_params);
-    memcpy(grads, net->grads, l->n_params * sizeof(float));
-    char name[64];
-    snprintf(name, sizeof name, "network d%d %s (few entries)", depth, RECIPE_ACTIVATIONS[activation]);
-    FdCheck check = {name, 0, 0, 2e-2, 0};
-    double worst = 0.0;
-    char worst_name[64] = "";
-    for (int id = 1; id < l->n_tensors; id++) {
-        const TensorInfo *t = &l->tensors[id];
-        float *p = ref_tensor(net, net->params, id);
-        for (int s = 0; s < 3; s++) {
-            size_t i = (size_t)(rng_u32(5, 98, id, s) % t->size);
-            double num;
-            FD_DERIV(num, p, i, 1e-4f, net_loss(net, x, labels, n, logits));
-            double ana = grads[t->offset + i];
-            fd_add(&check, ana, num);
-            double e = fabs(ana - num) / fmax(fabs(num), 1e-2);
-            if (verbose > 1) printf("      id %d i %zu ana %.6e num %.6e\n", id, i, ana, num);
-            if (e > worst) worst = e, tensor_name(l, id, worst_name, sizeof worst_name);
-        }
-    }
-    if (verbose) printf("    worst entry %s, rel err %.2e\n", worst_name, worst);
-    fd_end(&check);
-    free(x), free(logits), free(grads);
-    ref_net_free(net);
-}
-
-// ---------------------------------------------------------------------------------------
-// 3. the symmetric eigensolver
-
-static void check_eigen(const char *what, const double *a, int n) {
-    double *work = malloc(sizeof(double) * n * n), *vals = malloc(sizeof(double) * n);
-    double *vecs = malloc(sizeof(double) * n * n);
-    if (!work || !vals || !vecs) abort();
-    memcpy(work, a, sizeof(double) * n * n);
-    ref_symmetric_eigen(work, n, vals, vecs);
-    double norm = 0.0, worst_res = 0.0, worst_orth = 0.0, trace = 0.0, sum_vals = 0.0;
-    int descending = 1;
-    for (int i = 0; i < n * n; i++) norm += a[i] * a[i];
-    norm = sqrt(norm);
-    for (int k = 0; k < n; k++) {
-        if (k > 0 && vals[k] > vals[k - 1]) descending = 0;
-        trace += a[k * n + k], sum_vals += vals[k];
-        double res = 0.0;
-        for (int i = 0; i < n; i++) {
-            double av = 0.0;
-            for (int j = 0; j < n; j++) av += a[i * n + j] * vecs[k * n + j];
-            res += pow(av - vals[k] * vecs[k * n + i], 2);
-        }
-        worst_res = fmax(worst_res, sqrt(res) / norm);
-        for (int m = 0; m < n; m++) {
-            double dot = 0.0;
-            for (int i = 0; i < n; i++) dot += vecs[k * n + i] * vecs[m * n + i];
-            worst_orth = fmax(worst_orth, fabs(dot - (k == m)));
-        }
-    }
-    printf("  eigen %-28s |Av - lv|/|A| %.1e, |V V^T - I| %.1e, trace err %.1e\n", what, worst_res, worst_orth,
-           fabs(trace - sum_vals));
-    CHECK(descending, "eigen %s: eigenvalues not descending", what);
-    CHECK(worst_res <= 1e-12, "eigen %s: residual %.3e", what, worst_res);
-    CHECK(worst_orth <= 1e-12, "eigen %s: orthonormality %.3e", what, worst_orth);
-    CHECK(fabs(trace - sum_vals) <= 1e-12 * norm, "eigen %s: trace", what);
-    free(work), free(vals), free(vecs);
-}
-
-static void test_eigen(void) {
-    enum { N = 12 };
-    double a[N * N];
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j <= i; j++) a[i * N + j] = a[j * N + i] = frand(1.0f);
-    check_eigen("random symmetric 12x12", a, N);
-    // a positive definite covariance-like matrix, as in the whitening
-    double b[N * N];
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < N; j++) {
-            double s = 0.0;
-            for (int k = 0; k < N; k++) s += a[i * N + k] * a[j * N + k];
-            b[i * N + j] = s + (i == j ? 1e-3 : 0.0);
-        }
-    check_eigen("A A^T + 1e-3 I", b, N);
-    // already diagonal (no rotation needed): sorted, unit eigenvectors
-    double d[N * N] = {0}, vals[N], vecs[N * N];
-    for (int i = 0; i < N; i++) d[i * N + i] = (double)((i * 5) % N) - 3.0;
-    double work[N * N];
-    memcpy(work, d, sizeof d);
-    ref_symmetric_eigen(work, N, vals, vecs);
-    int ok = 1;
-    for (int k = 0; k < N; k++) {
-        ok &= vals[k] == (double)(N - 1 - k) - 3.0;
-        for (int i = 0; i < N; i++) ok &= fabs(vecs[k * N + i]) == (d[i * N + i] == vals[k] ? 1.0 : 0.0);
-    }
-    CHECK(ok, "eigen of a diagonal matrix: not its sorted diagonal with unit vectors");
-}
-
-// net_segments: the four optimizer segments cover the buffer after the whitening filters,
-// one after the other, and each tensor lies in the segment of its kind.
-static void test_segments(void) {
-    const int widths[2][3] = {{64, 256, 256}, {128, 384, 512}};
-    for (int depth = 2; depth <= 3; depth++) {
-        NetLayout l;
-        net_layout_init(&l, widths[depth - 2], depth);
-        size_t begin[4], end[4];
-        net_segments(&l, begin, end);
-        CHECK(begin[0] == l.tensors[0].size, "segments (depth %d): begin at %zu, not after the whitening filters",
-              depth, begin[0]);
-        for (int i = 0; i < 3; i++)
-            CHECK(end[i] == begin[i + 1], "segments (depth %d): %d ends at %zu, %d begins at %zu", depth, i, end[i],
-                  i + 1, begin[i + 1]);
-        CHECK(end[3] == l.n_params, "segments (depth %d): end at %zu of %zu parameters", depth, end[3], l.n_params);
-        for (int id = 1; id < l.n_tensors; id++) {
-            const TensorInfo *t = &l.tensors[id];
-            int want = t->kind - TENSOR_WHITEN_B;  // TensorKind order: whitening bias, conv, head, BN bias
-            CHECK(begin[want] <= t->offset && t->offset + t->size <= end[want],
-                  "segments (depth %d): tensor %d is not in segment %d", depth, id, want);
-        }
-    }
 }
 
 int main(void) {
@@ -1477,23 +1055,5 @@ int main(void) {
     test_selective_tta_fixture();
     test_filter_fixture();
     test_selection_ties();
-
-    printf("finite differences (central, fp32):\n");
-    fd_conv(3, 1, 0);
-    fd_conv(2, 0, 1);
-    fd_maxpool(7, 7, 2);
-    fd_maxpool(3, 3, 3);
-    fd_batchnorm();
-    fd_gelu();
-    fd_silu();
-    fd_linear();
-    fd_loss();
-    fd_network(2, ACTIVATION_GELU);
-    fd_network(3, ACTIVATION_GELU);
-    fd_network(2, ACTIVATION_SILU);
-
-    printf("eigensolver:\n");
-    test_eigen();
-    test_segments();
     return test_finish("test_reference");
 }
