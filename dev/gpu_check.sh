@@ -243,7 +243,7 @@ startup() {
 goyal_sweep() {
     for batch in 2048 4096 8192; do
         bench 94 10 "goyal-b$batch" --batch "$batch" --lr-scaling linear --warmup-epochs 5 \
-            --set warmup_start=$(awk "BEGIN { print 1024 / $batch }") --bn-group 1024 --bn-wd 0
+            --set "warmup_start=$(awk "BEGIN { print 1024 / $batch }")" --bn-group 1024 --bn-wd 0
     done
     step goyal-table 10 build/benchstat --table "$logs"/goyal-b2048.json "$logs"/goyal-b4096.json \
         "$logs"/goyal-b8192.json
@@ -280,9 +280,9 @@ case $phase in
     graphs)
         refuse_while_sanitizing
         for variant in 94 94-muon; do
-            bench $variant 50 airbench$variant-eager
-            bench $variant 50 airbench$variant-graphs --graphs on
-            compare airbench$variant-graphs "$logs/airbench$variant-eager.json"
+            bench "$variant" 50 "airbench$variant-eager"
+            bench "$variant" 50 "airbench$variant-graphs" --graphs on
+            compare "airbench$variant-graphs" "$logs/airbench$variant-eager.json"
         done
         ;;
     record)

@@ -78,7 +78,8 @@ static Options parse_args(int argc, char **argv) {
     const char *ignored[] = {"--data", "--tta", "--batch", "--epochs", "--conv-algo", "--set",
                              "--test-images", "--widths", "--translate-mode", "--variant",
                              "--stats-blocks", "--graphs", "--wgrad-stream", "--muon-streams", "--fused-bn",
-                             "--conv-cache", "--conv-graph"};
+                             "--conv-cache", "--conv-graph", "--warmup-epochs", "--lr-scaling", "--bn-group",
+                             "--bn-wd"};
     for (int i = 1; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(flag, "--quiet")) continue;

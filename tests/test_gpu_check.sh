@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# test_gpu_check.sh: dev/gpu_check.sh's lease phase without a GPU, so that a lent machine's
-# few minutes are never lost to a broken script. In bench.sh's sandbox (tests/bench_sandbox.sh:
+# test_gpu_check.sh: dev/gpu_check.sh's phases without a GPU, so that a lent machine's few
+# minutes are never lost to a broken script. The lease phase in detail below; every other
+# phase but peer at the end (test_other_phases). In bench.sh's sandbox (tests/bench_sandbox.sh:
 # make and nvidia-smi stubs, build/fake_trainer as every trainer, the real benchstat) with a
 # baseline tree as dev/stage_rev.sh writes it and stubs for the GPU test, the kernel bench
 # and the profiler: the whole phase runs, each side of each comparison comes from the right
@@ -40,15 +41,18 @@ make_lease_repo() {
     write_stub "$repo/dev" profile.sh 'echo "| kernel | launches/step | us/step | share |"'
 }
 
-# run_lease [ENV...]: the lease phase in the sandbox; sets out, status and seconds.
-run_lease() {
-    rm -rf "$sandbox/calls" "$sandbox/out" "$GPU_CHECK_DIR"
-    local start=$SECONDS
+# run_phase PHASE [ENV...]: a phase in the sandbox; sets out, status and seconds.
+run_phase() {
+    local phase=$1 start=$SECONDS
+    shift
+    rm -rf "$sandbox/calls" "$sandbox/out" "${GPU_CHECK_DIR:?}/$phase"  # not background/: the sanitizer run
     out=$(cd "$repo" && env PATH="$sandbox/gpu:$sandbox/system" DATA_DIR="$repo/data/cifar10" \
-        GIT_COMMIT=$tree_commit GIT_DIRTY=0 "$@" timeout 120 dev/gpu_check.sh lease "$sandbox/out" 2>&1)
+        GIT_COMMIT=$tree_commit GIT_DIRTY=0 "$@" timeout 120 dev/gpu_check.sh "$phase" "$sandbox/out" 2>&1)
     status=$?
     seconds=$((SECONDS - start))
 }
+
+run_lease() { run_phase lease "$@"; }
 
 in_tgz() { tar -tzf "$sandbox/out/lease.tgz" 2>/dev/null | grep -x "./$1" >/dev/null; }
 calls_matching() { grep -c -- "$1" "$sandbox/calls"; }
@@ -111,12 +115,40 @@ test_deadline() {
     check "lease.tgz is written after the deadline" in_tgz against-94.log
 }
 
+# Every other phase but peer (which needs PyTorch; tests/test_run_peer.sh covers its
+# script), after the build that dev/gpu_check.sh's header asks for: each exits 0, every step
+# in it exits 0, and its logs travel in OUT/PHASE.tgz. The tests phase runs stubs of the GPU
+# tests and of the background sanitizer run, and waits for it.
+test_other_phases() {
+    local phase
+    mkdir -p "$repo/build" "$repo/tests"
+    cp "$FAKE_TRAINER" "$repo/build/airbench94" && cp "$BENCHSTAT" "$repo/build/benchstat"
+    write_stub "$repo/build" gpu_test_trainer 'echo "gpu_test_trainer: 52 passed, 0 failed"'
+    write_stub "$repo/tests" gpu_test_repro.sh 'echo "gpu_test_repro: 9 passed, 0 failed"'
+    # shellcheck disable=SC2016 # expands when the stub runs
+    write_stub "$repo/dev" gpu_sanitize.sh 'mkdir -p "$1" && echo "memcheck: 0 errors" > "$1/memcheck.log"'
+    for phase in speed graphs record filter sweep kernels variants fusion profile tests; do
+        run_phase "$phase"
+        check "the $phase phase exits 0" [ "$status" = 0 ] || echo "$out"
+        [[ $out == *"   exit 0 after"* && $out != *"   exit "[1-9]* ]] && pass ||
+            fail "the $phase phase: a step failed, or none ran:"$'\n'"$out"
+        check "$phase.tgz holds the $phase phase's logs" [ -s "$sandbox/out/$phase.tgz" ]
+        [[ $phase != sweep ]] || check "the sweep's warm-up starts at 1024 / batch" \
+            calls_contain "--set warmup_start=0.25"
+    done
+    [[ $out == *"== sanitize: exit 0"* ]] && pass || fail "the tests phase does not wait for the sanitizers:"$'\n'"$out"
+    run_phase sanitize
+    [[ $status == 0 && $out == *"== sanitize: exit 0"* ]] && pass ||
+        fail "the sanitize phase does not report the finished run:"$'\n'"$out"
+}
+
 make_system_bin
 make_gpu_stubs
 if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     make_lease_repo
     test_whole_lease
     test_deadline
+    test_other_phases
 else
     fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
 fi
