@@ -285,8 +285,9 @@ data: $(DATA_DIR)/test_batch.bin
 $(DATA_DIR)/test_batch.bin:
 	data/get_cifar10.sh $(DATA_DIR)
 
-# The CPU suite; with CUDA it also builds the trainer, whose command line test_cli.sh checks.
-test: cpu data $(if $(CUDA_PROBLEM),,$(TRAINER_ALIASES) $(BUILD)/fusion_bench)
+# The CPU suite; with CUDA it also builds the GPU programs, whose command lines test_cli.sh
+# and test_gpu_check.sh check.
+test: cpu data $(if $(CUDA_PROBLEM),,$(GPU_PROGRAMS))
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped building the GPU trainer ($(CUDA_PROBLEM)); its command-line checks are skipped too")
 	@$(if $(CUDA_PROBLEM),echo "make test: skipped $(CUDA_HOST_TESTS) (the GPU-side files on the CPU, which need CUDA's headers)")
 	@DATA_DIR=$(DATA_DIR) tests/run.sh $(CPU_TESTS) $(SHELL_TESTS)

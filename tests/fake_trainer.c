@@ -19,6 +19,9 @@
 //   FAKE_TRAINER_LOG          a file to which one line is appended at the start,
 //                             "trainer pid=P ARGV0 ARGS...", and one per finished run,
 //                             "finished pid=P seed=S" ("diverged ..." for a diverged one)
+//   FAKE_TRAINER_ARGV_DIR     a folder in which each start writes its command line to
+//                             <pid>.argv, one argument a line (to replay it against the
+//                             real trainer: tests/test_gpu_check.sh)
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -186,9 +189,21 @@ static void add_run(RunFileWriter *w, const Options *o, long index, int diverged
     if (log_file) fprintf(log_file, "%s pid=%d seed=%ld\n", diverged ? "diverged" : "finished", (int)getpid(), o->seed + index);
 }
 
+static void save_argv(int argc, char **argv) {
+    const char *dir = getenv("FAKE_TRAINER_ARGV_DIR");
+    if (!dir || !*dir) return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%d.argv", dir, (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f) die(1, "cannot write %s: %s", path, strerror(errno));
+    for (int i = 0; i < argc; i++) fprintf(f, "%s\n", argv[i]);
+    if (fclose(f)) die(1, "cannot write %s: %s", path, strerror(errno));
+}
+
 int main(int argc, char **argv) {
     runfile_watch_signals();
     program = argv[0];
+    save_argv(argc, argv);
     const char *log_path = getenv("FAKE_TRAINER_LOG");
     if (log_path && (log_file = fopen(log_path, "a"))) {
         setvbuf(log_file, NULL, _IOLBF, 0);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_gpu_check.sh: dev/gpu_check.sh's phases without a GPU, so that a lent machine's few
 # minutes are never lost to a broken script. The lease phase in detail below; every other
-# phase but peer at the end (test_other_phases). In bench.sh's sandbox (tests/bench_sandbox.sh:
+# phase but peer at the end (test_other_phases); then every command line the phases gave a
+# trainer or GPU program, replayed against the real one in build/ where CUDA is installed
+# (test_real_programs_take_the_flags). In bench.sh's sandbox (tests/bench_sandbox.sh:
 # make and nvidia-smi stubs, build/fake_trainer as every trainer, the real benchstat) with a
 # baseline tree as dev/stage_rev.sh writes it and stubs for the GPU test, the kernel bench
 # and the profiler: the whole phase runs, each side of each comparison comes from the right
@@ -18,11 +20,21 @@ source "$ROOT/tests/bench_sandbox.sh"
 source "$ROOT/tests/check.sh"
 
 export FAKE_TRAINER=$ROOT/build/fake_trainer FAKE_TRAINER_LOG=$sandbox/calls BENCHSTAT=$ROOT/build/benchstat
+export FAKE_TRAINER_ARGV_DIR=$sandbox/argv
+mkdir -p "$FAKE_TRAINER_ARGV_DIR"
 export TMPDIR=$sandbox/tmp GPU_CHECK_DIR=$sandbox/gpu_check
 mkdir -p "$TMPDIR"
 repo=$sandbox/repo
 tree_commit=1111111111111111111111111111111111111111
 baseline_commit=790450ee0ca8b867a60b219e14308a391cb616bc
+
+# write_program_stub NAME BODY: a stub of build/NAME that also saves its command line, as
+# the fake trainer does, for test_real_programs_take_the_flags.
+write_program_stub() {
+    # shellcheck disable=SC2016 # expands when the stub runs
+    write_stub "$repo/build" "$1" 'printf "%s\n" "$0" "$@" > "$FAKE_TRAINER_ARGV_DIR/$$.argv"
+'"$2"
+}
 
 # The sandbox repository: bench.sh and gpu_check.sh, fake data, the baseline tree, and
 # stubs for what `make all` would build and for dev/profile.sh.
@@ -33,10 +45,10 @@ make_lease_repo() {
     touch "$repo/.rev/790450e/Makefile"
     mkdir -p "$repo/.rev/790450e/build" && touch "$repo/.rev/790450e/build/carried"  # from another machine
     echo "$baseline_commit" >"$repo/.rev/790450e/.git-commit"
-    write_stub "$repo/build" gpu_test_kernels 'echo "gpu_test_kernels: 223 passed, 0 failed"'
-    write_stub "$repo/build" kernel_bench 'echo "kernel_bench: every kernel checked"'
+    write_program_stub gpu_test_kernels 'echo "gpu_test_kernels: 223 passed, 0 failed"'
+    write_program_stub kernel_bench 'echo "kernel_bench: every kernel checked"'
     # fusion_bench: a table, and the device properties where --save-device-json says
-    write_stub "$repo/build" fusion_bench 'while [ $# -gt 0 ]; do [ "$1" = --save-device-json ] && echo "{}" > "$2"; shift; done
+    write_program_stub fusion_bench 'while [ $# -gt 0 ]; do [ "$1" = --save-device-json ] && echo "{}" > "$2"; shift; done
         echo "2.1 3x3x256>256 fprop engine 62"'
     write_stub "$repo/dev" profile.sh 'echo "| kernel | launches/step | us/step | share |"'
 }
@@ -123,7 +135,7 @@ test_other_phases() {
     local phase
     mkdir -p "$repo/build" "$repo/tests"
     cp "$FAKE_TRAINER" "$repo/build/airbench94" && cp "$BENCHSTAT" "$repo/build/benchstat"
-    write_stub "$repo/build" gpu_test_trainer 'echo "gpu_test_trainer: 52 passed, 0 failed"'
+    write_program_stub gpu_test_trainer 'echo "gpu_test_trainer: 52 passed, 0 failed"'
     write_stub "$repo/tests" gpu_test_repro.sh 'echo "gpu_test_repro: 9 passed, 0 failed"'
     # shellcheck disable=SC2016 # expands when the stub runs
     write_stub "$repo/dev" gpu_sanitize.sh 'mkdir -p "$1" && echo "memcheck: 0 errors" > "$1/memcheck.log"'
@@ -142,6 +154,47 @@ test_other_phases() {
         fail "the sanitize phase does not report the finished run:"$'\n'"$out"
 }
 
+# Every command line the phases gave this tree's trainers and GPU programs (the baseline
+# tree's are its own), replayed against the real programs in build/ on this machine without
+# a GPU: each must get as far as looking for the GPU ("no CUDA GPU"), so that no flag or
+# combination a phase passes is refused on the lent machine. Command lines that differ only
+# in paths, seeds, run counts and --env values are replayed once.
+test_real_programs_take_the_flags() {
+    if nvidia-smi -L >/dev/null 2>&1; then
+        echo "test_gpu_check: this machine has a GPU; the real programs are not replayed"
+        return
+    fi
+    if [[ ! -x $ROOT/build/airbench94 ]]; then
+        echo "test_gpu_check: the GPU programs are not built (no CUDA here); the phases' command lines are not replayed"
+        return
+    fi
+    local file args name i key reply replayed=0
+    local -A seen=()
+    for file in "$FAKE_TRAINER_ARGV_DIR"/*.argv; do
+        mapfile -t args <"$file"
+        [[ ${args[0]} == */.rev/* ]] && continue
+        name=${args[0]##*/} key=${args[0]##*/}
+        for ((i = 1; i < ${#args[@]}; i++)); do
+            case ${args[i - 1]} in
+                --json | --seed | --runs | --env | --data | --conv-cache | --save-device-json) key+=" _" ;;
+                *) key+=" ${args[i]}" ;;
+            esac
+        done
+        [[ -n ${seen[$key]:-} ]] && continue
+        seen[$key]=1
+        for ((i = 1; i < ${#args[@]}; i++)); do  # the run file's folder is gone by now
+            [[ ${args[i - 1]} != --json ]] || args[i]=$sandbox/replay.json
+        done
+        replayed=$((replayed + 1))
+        check "build/$name is built (make test builds it where CUDA is installed)" [ -x "$ROOT/build/$name" ] ||
+            continue
+        reply=$(cd "$sandbox" && timeout 60 "$ROOT/build/$name" "${args[@]:1}" 2>&1 </dev/null)
+        [[ $reply == *"no CUDA GPU"* ]] && pass || fail "build/$key: refused before looking for a GPU: $reply"
+    done
+    echo "test_gpu_check: replayed $replayed of the phases' command lines against the real programs"
+    check "the phases' command lines were replayed" [ "$replayed" -gt 10 ]
+}
+
 make_system_bin
 make_gpu_stubs
 if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
@@ -149,6 +202,7 @@ if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     test_whole_lease
     test_deadline
     test_other_phases
+    test_real_programs_take_the_flags
 else
     fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
 fi
