@@ -244,6 +244,19 @@ int parse_args(int argc, char **argv, Options *o) {
                 "(see --help)\n", program_name(), CONV_GRAPH_CHOICES[o->conv_graph]);
         return -1;
     }
+    // Refused here rather than after the GPU's start-up (muon.c and trainer.c check again)
+    if (o->muon_streams && !o->recipe.muon) {
+        fprintf(stderr, "%s: --muon-streams on: for the Muon recipes (94-muon, 94-record); %s has no Muon step\n",
+                program_name(), o->recipe.name);
+        return -1;
+    }
+    if (o->fused_bn && !recipe_fits_fused_bn(&o->recipe)) {
+        const Recipe *r = &o->recipe;
+        fprintf(stderr, "%s: --fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no data "
+                "filtering (airbench94, 94-muon, 94-record); %s as set has depth %d, bn_group %d of a batch of %d, "
+                "filter_keep %d\n", program_name(), r->name, r->depth, r->bn_group, r->batch_size, r->filter_keep);
+        return -1;
+    }
     return check_kernel_shapes(&o->recipe);
 }
 

@@ -242,6 +242,11 @@ static inline double recipe_bn_bias_lr(const Recipe *r) { return recipe_sgd_lr(r
 int recipe_steps_per_epoch(const Recipe *r, int n_train);
 // The examples one step trains on: filter_keep of each batch, or the whole batch.
 static inline int recipe_train_batch(const Recipe *r) { return r->filter_keep ? r->filter_keep : r->batch_size; }
+// Whether --fused-bn fits: a depth-2 network, BatchNorm over the whole training batch (one
+// group), no data filtering (whose proxy is a second network).
+static inline int recipe_fits_fused_bn(const Recipe *r) {
+    return r->depth == 2 && (!r->bn_group || recipe_train_batch(r) / r->bn_group == 1) && !r->filter_keep;
+}
 // Where step `step`'s batch starts in the stream of training examples, in which data epoch
 // e holds positions [e n_train, (e + 1) n_train) (augment.h's aug_stream_image). epoch
 // mode: batch step % spe of epoch step / spe (spe = steps per epoch; the rest of each

@@ -204,11 +204,11 @@ void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log) {
 
 void trainer_use_fused_bn(Trainer *t) {
     const NetLayout *l = &t->layout;
-    int n = recipe_train_batch(&t->recipe);
-    if (l->depth != 2 || bn_groups(t, n, 1) != 1 || t->proxy)
+    if (!recipe_fits_fused_bn(&t->recipe))
         die(2, "--fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no data filtering "
             "(airbench94, 94-muon, 94-record), not %s", t->recipe.name);
     if (t->fusion_cudnn) return;
+    int n = recipe_train_batch(&t->recipe);
     CUDNN_CHECK(cudnnCreate(&t->fusion_cudnn));
     CUDNN_CHECK(cudnnSetStream(t->fusion_cudnn, t->stream));
     cudnnBackendDescriptor_t device = fusion_device_from_handle(t->fusion_cudnn);

@@ -86,6 +86,12 @@ else
     expect 2 "for --fused-bn" $gpu --fused-bn yes
     expect 2 "for --conv-graph" $gpu --conv-graph yes
     expect 2 "conv-algo heuristic times nothing" $gpu --conv-graph on --conv-algo heuristic
+    # combinations refused before the GPU's start-up
+    expect 2 "for the Muon recipes (94-muon, 94-record); airbench94 has no Muon step" $gpu --muon-streams on
+    expect 2 "airbench96 as set has depth 3, bn_group 0" $gpu --variant 96 --fused-bn on
+    expect 2 "airbench94 as set has depth 2, bn_group 256 of a batch of 1024" $gpu --fused-bn on --bn-group 256
+    expect 2 "airbench96-filter as set has depth 2, bn_group 0 of a batch of 1024, filter_keep 512" $gpu \
+        --variant 96-filter --fused-bn on --set depth=2
     expect 2 "for --stats-blocks" $gpu --stats-blocks 0
     expect 2 "for --stats-blocks" $gpu --stats-blocks 2049
     expect 2 "for --test-images" $gpu --test-images 0
@@ -98,8 +104,9 @@ else
     # every kind of valid flag gets through parsing to the GPU check
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo heuristic --translate-mode derandomized \
         --tta 1 --epochs 0.5 --batch 512 --set lr=11.0 --set label_smoothing=0.15 --variant 95 --no-warmup \
-        --test-images 1000 --conv-cache "$tmp/cache.txt" --graphs on --wgrad-stream on --muon-streams on --fused-bn on \
-        --stats-blocks 1024
+        --test-images 1000 --conv-cache "$tmp/cache.txt" --graphs on --wgrad-stream on --fused-bn on --stats-blocks 1024
+    expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --variant 94-record --muon-streams on --fused-bn on \
+        --bn-group 1536
     expect 2 "no CUDA GPU found" env CUDA_VISIBLE_DEVICES= $gpu --conv-algo find --conv-graph always
     for program in airbench airbench94 airbench95 airbench96 airbench94-muon airbench94-record airbench96-filter; do
         want=$program

@@ -134,6 +134,22 @@ static void test_validate(void) {
           "the shortest run trains one step");
 }
 
+// recipe_fits_fused_bn: the depth-2 recipes without data filtering, with BatchNorm over the
+// whole training batch (no --bn-group, or one group as large as the batch).
+static void test_fits_fused_bn(void) {
+    const Recipe *fit[4] = {&RECIPE_94, &RECIPE_95, &RECIPE_94_MUON, &RECIPE_94_RECORD};
+    for (int i = 0; i < 4; i++) CHECK(recipe_fits_fused_bn(fit[i]), "--fused-bn fits %s", fit[i]->name);
+    CHECK(!recipe_fits_fused_bn(&RECIPE_96), "--fused-bn does not fit airbench96 (depth 3)");
+    Recipe r = RECIPE_96_FILTER;
+    r.depth = 2;
+    CHECK(!recipe_fits_fused_bn(&r), "--fused-bn does not fit data filtering, even at depth 2");
+    r = RECIPE_94;
+    r.bn_group = r.batch_size / 4;
+    CHECK(!recipe_fits_fused_bn(&r), "--fused-bn does not fit BatchNorm over groups of a quarter batch");
+    r.bn_group = r.batch_size;
+    CHECK(recipe_fits_fused_bn(&r), "--fused-bn fits one BatchNorm group as large as the batch");
+}
+
 #define CHECK_GROUP(plan, g, want_lr, want_decay, want_enabled, what)                                           \
     do {                                                                                                        \
         CHECK_NEAR((plan).group[g].lr, (want_lr), 1e-12 * fabs(want_lr) + 1e-300, what " lr");                  \
@@ -362,6 +378,7 @@ int main(void) {
     test_bad_values();
     test_shorthand_flags();
     test_validate();
+    test_fits_fused_bn();
     test_sgd_schedule();
     test_muon_schedule();
     test_large_batch_fields();
