@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_gpu_check.sh: dev/gpu_check.sh's phases without a GPU, so that a lent machine's few
 # minutes are never lost to a broken script. The lease phase in detail below; every other
-# phase but peer at the end (test_other_phases); then every command line the phases gave a
-# trainer or GPU program, replayed against the real one in build/ where CUDA is installed
+# phase but peer at the end (test_other_phases); then every command line the phases and the
+# tests phase's scripts (gpu_test_repro.sh, gpu_sanitize.sh) gave a trainer or GPU program,
+# replayed against the real one in build/ where CUDA is installed
 # (test_real_programs_take_the_flags). In bench.sh's sandbox (tests/bench_sandbox.sh:
 # make and nvidia-smi stubs, build/fake_trainer as every trainer, the real benchstat) with a
 # baseline tree as dev/stage_rev.sh writes it and stubs for the GPU test, the kernel bench
@@ -154,6 +155,28 @@ test_other_phases() {
         fail "the sanitize phase does not report the finished run:"$'\n'"$out"
 }
 
+# The tests phase's two scripts, which test_other_phases stubs, on fakes for their command
+# lines: gpu_test_repro.sh over fake trainers (its checks of the algorithm cache and the
+# numbers fail without a GPU; only what it runs matters here), and gpu_sanitize.sh through a
+# compute-sanitizer stub that runs the program it is given.
+run_test_scripts_on_fakes() {
+    local fake
+    for fake in airbench94-record airbench96-filter; do cp "$FAKE_TRAINER" "$repo/build/$fake"; done
+    (cd "$repo" && TRAINERS="build/airbench94 build/airbench94-record build/airbench96-filter" \
+        DATA_DIR=data/cifar10 "$ROOT/tests/gpu_test_repro.sh") >"$sandbox/repro.log" 2>&1
+    CHECK_OUT=$sandbox/repro.log check "gpu_test_repro.sh ran its ninth process" \
+        grep -q "airbench94-record with --muon-streams on and graphs against the run without: .* bit-identical" \
+        "$sandbox/repro.log"
+    # shellcheck disable=SC2016 # expands when the stub runs
+    write_stub "$sandbox/bin" compute-sanitizer 'while [[ $# -gt 0 && $1 != build/* ]]; do shift; done
+"$@"
+echo "========= ERROR SUMMARY: 0 errors"'
+    (cd "$repo" && COMPUTE_SANITIZER=$sandbox/bin/compute-sanitizer DATA_DIR=data/cifar10 \
+        "$ROOT/dev/gpu_sanitize.sh" "$sandbox/sanitize") >"$sandbox/sanitize.log" 2>&1
+    CHECK_OUT=$sandbox/sanitize.log check "gpu_sanitize.sh runs its programs through the stub" \
+        grep -q "all clean" "$sandbox/sanitize.log"
+}
+
 # Every command line the phases gave this tree's trainers and GPU programs (the baseline
 # tree's are its own), replayed against the real programs in build/ on this machine without
 # a GPU: each must get as far as looking for the GPU ("no CUDA GPU"), so that no flag or
@@ -202,6 +225,7 @@ if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     test_whole_lease
     test_deadline
     test_other_phases
+    run_test_scripts_on_fakes
     test_real_programs_take_the_flags
 else
     fail "build/benchstat or build/fake_trainer is missing: run \`make cpu\` first"
