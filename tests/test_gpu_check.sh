@@ -155,6 +155,24 @@ test_other_phases() {
         fail "the sanitize phase does not report the finished run:"$'\n'"$out"
 }
 
+# On gVisor (a uname stub saying kernel 4.4.0) the tests phase starts no sanitizers and the
+# profile phase runs no ncu, each saying why; both still exit 0 with their logs.
+test_gvisor() {
+    # shellcheck disable=SC2016 # expands when the stub runs
+    write_stub "$sandbox/gvisor" uname '[[ $1 == -r ]] && echo 4.4.0 || echo Linux'
+    local phase
+    for phase in tests profile; do
+        run_phase "$phase" PATH="$sandbox/gvisor:$sandbox/gpu:$sandbox/system"
+        check "the $phase phase on gVisor exits 0" [ "$status" = 0 ] || echo "$out"
+        check "$phase.tgz is written on gVisor" [ -s "$sandbox/out/$phase.tgz" ]
+        case $phase in
+            tests) [[ $out == *"== sanitize: skipped (kernel 4.4.0: gVisor"* && $out != *"gpu_sanitize.sh started"* &&
+                $out == *"== repro: "* ]] ;;
+            profile) [[ $out == *"== profile: skipped (kernel 4.4.0"* && $out != *"== profile: dev/profile.sh"* ]] ;;
+        esac && pass || fail "the $phase phase on gVisor runs a profiler anyway, or nothing else:"$'\n'"$out"
+    done
+}
+
 # The tests phase's two scripts, which test_other_phases stubs, on fakes for their command
 # lines: gpu_test_repro.sh over fake trainers (its checks of the algorithm cache and the
 # numbers fail without a GPU; only what it runs matters here), and gpu_sanitize.sh through a
@@ -225,6 +243,7 @@ if [[ -x $ROOT/build/benchstat && -x $ROOT/build/fake_trainer ]]; then
     test_whole_lease
     test_deadline
     test_other_phases
+    test_gvisor
     run_test_scripts_on_fakes
     test_real_programs_take_the_flags
 else
