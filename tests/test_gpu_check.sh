@@ -149,6 +149,7 @@ test_other_phases() {
         [[ $phase != sweep ]] || check "the sweep's warm-up starts at 1024 / batch" \
             calls_contain "--set warmup_start=0.25"
     done
+    # $out is the last phase's, the tests phase's
     [[ $out == *"== sanitize: exit 0"* ]] && pass || fail "the tests phase does not wait for the sanitizers:"$'\n'"$out"
     run_phase sanitize
     [[ $status == 0 && $out == *"== sanitize: exit 0"* ]] && pass ||
