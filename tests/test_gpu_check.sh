@@ -175,8 +175,8 @@ test_gvisor() {
 }
 
 # The tests phase's two scripts, which test_other_phases stubs, on fakes for their command
-# lines: gpu_test_repro.sh over fake trainers (its checks of the algorithm cache and the
-# numbers fail without a GPU; only what it runs matters here), and gpu_sanitize.sh through a
+# lines: gpu_test_repro.sh over fake trainers (its checks of the algorithm cache fail, as the
+# fakes keep none; only what it runs matters here), and gpu_sanitize.sh through a
 # compute-sanitizer stub that runs the program it is given.
 run_test_scripts_on_fakes() {
     local fake
