@@ -245,16 +245,10 @@ int parse_args(int argc, char **argv, Options *o) {
         return -1;
     }
     // Refused here rather than after the GPU's start-up (muon.c and trainer.c check again)
-    if (o->muon_streams && !o->recipe.muon) {
-        fprintf(stderr, "%s: --muon-streams on: for the Muon recipes (94-muon, 94-record); %s has no Muon step\n",
-                program_name(), o->recipe.name);
-        return -1;
-    }
-    if (o->fused_bn && !recipe_fits_fused_bn(&o->recipe)) {
-        const Recipe *r = &o->recipe;
-        fprintf(stderr, "%s: --fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no data "
-                "filtering (airbench94, 94-muon, 94-record); %s as set has depth %d, bn_group %d of a batch of %d, "
-                "filter_keep %d\n", program_name(), r->name, r->depth, r->bn_group, r->batch_size, r->filter_keep);
+    char why[512];
+    if ((o->muon_streams && recipe_refuses_muon_streams(&o->recipe, why, sizeof why)) ||
+        (o->fused_bn && recipe_refuses_fused_bn(&o->recipe, why, sizeof why))) {
+        fprintf(stderr, "%s: %s\n", program_name(), why);
         return -1;
     }
     return check_kernel_shapes(&o->recipe);

@@ -49,8 +49,8 @@ void muon_alloc(Trainer *t) {
 }
 
 void muon_use_streams(Trainer *t) {
-    if (!t->recipe.muon)
-        die(2, "--muon-streams on: for the Muon recipes (94-muon, 94-record); %s has no Muon step", t->recipe.name);
+    char why[512];
+    if (recipe_refuses_muon_streams(&t->recipe, why, sizeof why)) die(2, "%s", why);
     if (t->n_muon_streams) return;
     CUDA_CHECK(cudaEventCreateWithFlags(&t->muon_fork, cudaEventDisableTiming));
     for (int k = 0; k < t->n_muon_groups; k++) {

@@ -281,6 +281,21 @@ int64_t recipe_batch_first(const Recipe *r, int step, int n_train) {
     return (int64_t)(step / spe) * n_train + (int64_t)(step % spe) * r->batch_size;
 }
 
+int recipe_refuses_fused_bn(const Recipe *r, char *why, size_t why_size) {
+    if (recipe_fits_fused_bn(r)) return 0;
+    snprintf(why, why_size, "--fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no "
+             "data filtering (airbench94, 94-muon, 94-record); %s as set has depth %d, bn_group %d of a batch of %d, "
+             "filter_keep %d", r->name, r->depth, r->bn_group, r->batch_size, r->filter_keep);
+    return 1;
+}
+
+int recipe_refuses_muon_streams(const Recipe *r, char *why, size_t why_size) {
+    if (r->muon) return 0;
+    snprintf(why, why_size, "--muon-streams on: for the Muon recipes (94-muon, 94-record); %s has no Muon step",
+             r->name);
+    return 1;
+}
+
 Recipe recipe_proxy(const Recipe *r) {
     Recipe proxy = *r;
     memcpy(proxy.widths, r->proxy_widths, sizeof proxy.widths);

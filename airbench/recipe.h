@@ -247,6 +247,12 @@ static inline int recipe_train_batch(const Recipe *r) { return r->filter_keep ? 
 static inline int recipe_fits_fused_bn(const Recipe *r) {
     return r->depth == 2 && (!r->bn_group || recipe_train_batch(r) / r->bn_group == 1) && !r->filter_keep;
 }
+// Whether the recipe refuses --fused-bn on (recipe_fits_fused_bn fails) or --muon-streams on
+// (no Muon step): 1 with the reason, a sentence naming the recipe's values, in why; else 0.
+// The command line refuses with it before the GPU's start-up, the trainer again for callers
+// of its own functions.
+int recipe_refuses_fused_bn(const Recipe *r, char *why, size_t why_size);
+int recipe_refuses_muon_streams(const Recipe *r, char *why, size_t why_size);
 // Where step `step`'s batch starts in the stream of training examples, in which data epoch
 // e holds positions [e n_train, (e + 1) n_train) (augment.h's aug_stream_image). epoch
 // mode: batch step % spe of epoch step / spe (spe = steps per epoch; the rest of each

@@ -204,9 +204,8 @@ void trainer_use_conv_graph(Trainer *t, ConvGraphChoice choice, FILE *log) {
 
 void trainer_use_fused_bn(Trainer *t) {
     const NetLayout *l = &t->layout;
-    if (!recipe_fits_fused_bn(&t->recipe))
-        die(2, "--fused-bn on: for the depth-2 networks with BatchNorm over the whole batch and no data filtering "
-            "(airbench94, 94-muon, 94-record), not %s", t->recipe.name);
+    char why[512];
+    if (recipe_refuses_fused_bn(&t->recipe, why, sizeof why)) die(2, "%s", why);
     if (t->fusion_cudnn) return;
     int n = recipe_train_batch(&t->recipe);
     CUDNN_CHECK(cudnnCreate(&t->fusion_cudnn));

@@ -146,8 +146,22 @@ static void test_fits_fused_bn(void) {
     r = RECIPE_94;
     r.bn_group = r.batch_size / 4;
     CHECK(!recipe_fits_fused_bn(&r), "--fused-bn does not fit BatchNorm over groups of a quarter batch");
+    char why[512] = "";
+    CHECK(recipe_refuses_fused_bn(&r, why, sizeof why) && strstr(why, "airbench94 as set has depth 2, bn_group 256 "
+          "of a batch of 1024"), "the refusal of --fused-bn names the recipe's values: %s", why);
     r.bn_group = r.batch_size;
     CHECK(recipe_fits_fused_bn(&r), "--fused-bn fits one BatchNorm group as large as the batch");
+    CHECK(!recipe_refuses_fused_bn(&r, why, sizeof why), "--fused-bn refused where it fits");
+}
+
+// recipe_refuses_muon_streams: only the recipes with a Muon step take --muon-streams on.
+static void test_refuses_muon_streams(void) {
+    char why[512] = "";
+    CHECK(!recipe_refuses_muon_streams(&RECIPE_94_MUON, why, sizeof why) &&
+              !recipe_refuses_muon_streams(&RECIPE_94_RECORD, why, sizeof why),
+          "--muon-streams on refused for a Muon recipe");
+    CHECK(recipe_refuses_muon_streams(&RECIPE_96, why, sizeof why) && strstr(why, "airbench96 has no Muon step"),
+          "the refusal of --muon-streams names the recipe: %s", why);
 }
 
 #define CHECK_GROUP(plan, g, want_lr, want_decay, want_enabled, what)                                           \
@@ -379,6 +393,7 @@ int main(void) {
     test_shorthand_flags();
     test_validate();
     test_fits_fused_bn();
+    test_refuses_muon_streams();
     test_sgd_schedule();
     test_muon_schedule();
     test_large_batch_fields();
