@@ -177,7 +177,7 @@ CHECK_OUT=$tmp/conv-graph-refused.log check "--conv-graph always: a config that 
 # The trainer learns: airbench94's recipe at widths 16,32,32 and batch 256 for 0.3 epochs (59
 # steps, the whole schedule: warm-up, decay, the whitening bias's freeze, lookahead) with
 # graphs on, to a TTA accuracy far above chance (10%) on 1,000 test images. Measured (2
-# cores, seed 1): 0.415 in 70 s.
+# cores, seed 1): 0.415 in 61 s.
 "$bin/host_airbench" --variant 94 --data "$data" --widths 16,32,32 --batch 256 --set epochs=0.3 --test-images 1000 \
     --runs 1 --no-warmup --seed 1 --graphs on --json "$tmp/learn.json" > "$tmp/learn.log" 2>&1
 status=$?
